@@ -1,0 +1,463 @@
+"""ONNX → aotc IR.
+
+The importer fixes every dynamic dimension (from the model or from
+`input_shapes`), turns constant ONNX inputs that are really parameters
+(Reshape's shape, Slice's starts, ...) into attributes, folds every node whose
+inputs are all constants (which removes the Shape/Gather/Concat/Range shape
+subgraphs exporters emit), and inlines `If` nodes whose condition folds.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .dtypes import DType, UnsupportedDTypeError
+from .errors import AotcError, ModelLoadError, ShapeError, UnsupportedOpsError
+from .ir import Graph, Value
+from .ops import get_op, is_registered
+from .verifier import verify
+
+MIN_OPSET, MAX_OPSET = 11, 21
+# Folding a constant expression bigger than this would bloat weights.bin; the node stays.
+FOLD_LIMIT_ELEMENTS = 1 << 22
+
+# ONNX inputs (by position) that aotc holds as attributes, because a static
+# graph needs them known at compile time.
+INPUTS_AS_ATTRS: dict[str, dict[int, str]] = {
+    "Reshape": {1: "shape"},
+    "Squeeze": {1: "axes"},
+    "Unsqueeze": {1: "axes"},
+    "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"},
+    "Expand": {1: "shape"},
+    "Tile": {1: "repeats"},
+    "Split": {1: "split"},
+    "Pad": {1: "pads", 2: "value", 3: "axes"},
+    "Clip": {1: "min", 2: "max"},
+    "ConstantOfShape": {0: "shape"},
+    "Trilu": {1: "k"},
+    "Resize": {1: "roi", 2: "scales", 3: "sizes"},
+    "Dropout": {1: "ratio", 2: "training_mode"},
+    **{op: {1: "axes"} for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+                                   "ReduceL2", "ReduceSumSquare")},
+}
+
+# ONNX attributes with no effect on inference, or already implied by aotc's op.
+IGNORED_ATTRS: dict[str, set[str]] = {
+    "BatchNormalization": {"momentum", "spatial"},
+    "Dropout": {"seed"},
+    "Cast": {"saturate", "round_mode"},
+}
+
+# Ops handled by the importer itself rather than by the op registry.
+IMPORTER_OPS = {"Constant", "If"}
+
+
+def supported_onnx_ops() -> set[str]:
+    from .ops import registered_ops
+    return set(registered_ops()) | IMPORTER_OPS
+
+
+# -- loading the file --------------------------------------------------------
+def read_onnx_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse a model file without touching external data; clear errors for
+    missing, truncated and non-ONNX files."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"Model file {str(path)!r} does not exist. Check the path (it is resolved from "
+                             f"{os.getcwd()!r}).")
+    if path.is_dir():
+        raise ModelLoadError(f"{str(path)!r} is a directory, not a model file. Pass the .onnx file inside it.")
+    data = path.read_bytes()
+    hint = ("Re-export the model, or check that the download or copy finished (compare its size and checksum "
+            "with the original).")
+    if not data:
+        raise ModelLoadError(f"Model file {str(path)!r} is empty. {hint}")
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf raises DecodeError and friends
+        raise ModelLoadError(f"{str(path)!r} is not a readable ONNX model ({len(data)} bytes; the protobuf "
+                             f"parser says: {str(e).strip() or type(e).__name__}). The file may be truncated or "
+                             f"not an ONNX file at all. {hint}") from e
+    if not model.opset_import or not model.graph.node or model.ir_version <= 0:
+        raise ModelLoadError(f"{str(path)!r} parsed, but it is not a usable ONNX model (ir_version "
+                             f"{model.ir_version}, {len(model.opset_import)} opset imports, "
+                             f"{len(model.graph.node)} nodes). The file may be truncated or not an ONNX file. {hint}")
+    return model
+
+
+def _external_tensor_bytes(t: onnx.TensorProto, base_dir: Path) -> bytes:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    base = base_dir.resolve()
+    target = (base / loc).resolve()
+    if not loc or os.path.isabs(loc) or os.path.commonpath([base, target]) != str(base):
+        raise ModelLoadError(
+            f"Initializer {t.name!r} points at external data {loc!r}, which lies outside the model's folder "
+            f"{str(base)!r}. aotc only reads external data next to the model (a model must not read arbitrary "
+            "files); move the data file beside the .onnx file and fix the location.")
+    if not target.is_file():
+        raise ModelLoadError(f"Initializer {t.name!r} needs external data file {loc!r}, which is not in "
+                             f"{str(base)!r}. Copy it next to the model.")
+    offset = int(info.get("offset", 0))
+    with open(target, "rb") as f:
+        f.seek(offset)
+        length = int(info["length"]) if "length" in info else -1
+        raw = f.read(length)
+    if length >= 0 and len(raw) != length:
+        raise ModelLoadError(f"External data file {loc!r} for initializer {t.name!r} is truncated "
+                             f"(wanted {length} bytes at offset {offset}, got {len(raw)}).")
+    return raw
+
+
+def tensor_to_numpy(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        if base_dir is None:
+            raise ModelLoadError(f"Initializer {t.name!r} uses external data but the model was not loaded from a file.")
+        copy = onnx.TensorProto()
+        copy.CopyFrom(t)
+        copy.raw_data = _external_tensor_bytes(t, base_dir)
+        del copy.external_data[:]
+        copy.data_location = onnx.TensorProto.DEFAULT
+        t = copy
+    try:
+        DType.from_onnx(t.data_type)
+    except UnsupportedDTypeError as e:
+        raise AotcError(f"Tensor {t.name!r}: {e}. Convert it in the exporter.") from None
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:
+        raise ModelLoadError(f"Tensor {t.name!r} could not be decoded ({e}); the model file is damaged.") from e
+    return np.ascontiguousarray(arr)
+
+
+# -- the importer --------------------------------------------------------------
+def _walk_nodes(graph: onnx.GraphProto):
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _walk_nodes(a.g)
+            for g in a.graphs:
+                yield from _walk_nodes(g)
+
+
+def find_unsupported_ops(model: onnx.ModelProto) -> tuple[dict[str, list[str]], Counter]:
+    supported = supported_onnx_ops()
+    names: dict[str, list[str]] = defaultdict(list)
+    counts: Counter = Counter()
+    for n in _walk_nodes(model.graph):
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        if key not in supported:
+            counts[key] += 1
+            names[key].append(n.name or f"<unnamed {n.op_type}>")
+    return dict(names), counts
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x128' -> (1, 128); '' or 'scalar' -> ()."""
+    text = text.strip()
+    if text in ("", "scalar"):
+        return ()
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise ShapeError(f"Cannot read shape {text!r}: write dimensions separated by 'x', e.g. 1x128.") from None
+    if any(d < 0 for d in dims):
+        raise ShapeError(f"Shape {text!r} has a negative dimension.")
+    return dims
+
+
+def graph_input_protos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def declared_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+    """Dimensions as the file declares them: ints, or the dim_param name ('?' if unnamed)."""
+    dims: list[int | str] = []
+    for d in vi.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(d.dim_value)
+        else:
+            dims.append(d.dim_param or "?")
+    return dims
+
+
+def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    protos = graph_input_protos(model)
+    names = [p.name for p in protos]
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise ShapeError(f"--input-shape names {', '.join(map(repr, unknown))}, but the model's inputs are "
+                         f"{', '.join(map(repr, names))}.")
+    shapes, missing, conflicts = {}, [], []
+    for p in protos:
+        dims = declared_dims(p)
+        if p.name in given:
+            want = tuple(int(d) for d in given[p.name])
+            if len(want) != len(dims) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
+                conflicts.append(f"{p.name!r} is declared [{', '.join(map(str, dims))}] but --input-shape gives "
+                                 f"{'x'.join(map(str, want)) or 'scalar'}")
+            shapes[p.name] = want
+        elif all(isinstance(d, int) for d in dims):
+            shapes[p.name] = tuple(dims)  # type: ignore[arg-type]
+        else:
+            example = "x".join(str(d) if isinstance(d, int) else "N" for d in dims)
+            missing.append(f"{p.name!r} [{', '.join(map(str, dims))}] (e.g. --input-shape {p.name}={example})")
+    if conflicts:
+        raise ShapeError("Input shapes conflict with the model: " + "; ".join(conflicts) + ".")
+    if missing:
+        raise ShapeError("aotc compiles for static shapes, and these inputs have dynamic dimensions with no "
+                         "size given: " + "; ".join(missing) + ". Pass --input-shape NAME=DIMS for each "
+                         "(input_shapes= in the Python API).")
+    return shapes
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, base_dir: Path | None):
+        self.model = model
+        self.base_dir = base_dir
+        self.graph = Graph(model.graph.name or "main")
+        self.env: dict[str, Value | None] = {"": None}
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+    # values ----------------------------------------------------------------
+    def lookup(self, name: str, node: onnx.NodeProto) -> Value | None:
+        if name not in self.env:
+            raise ModelLoadError(f"Node {node.name!r} ({node.op_type}) reads value {name!r}, which no earlier "
+                                 "node, input or initializer defines. The model is malformed.")
+        return self.env[name]
+
+    def const(self, name: str, data: np.ndarray) -> Value:
+        data = np.asarray(data)
+        if data.dtype == np.float64:
+            data = data.astype(np.float32)
+        v = self.graph.add_const(name, data)
+        self.env[name] = v
+        return v
+
+    def require_const(self, v: Value | None, node: onnx.NodeProto, what: str) -> np.ndarray | None:
+        if v is None:
+            return None
+        if v.const is None:
+            raise ShapeError(
+                f"Node {node.name!r} ({node.op_type}): its {what} input is computed from the model's inputs, "
+                f"but aotc needs it known at compile time. This usually means a shape still depends on an input; "
+                f"fix all input shapes with --input-shape.")
+        return v.const
+
+    # nodes -----------------------------------------------------------------
+    def emit(self, op_type: str, inputs: list[Value | None], attrs: dict[str, Any], node: onnx.NodeProto,
+             out_names: Sequence[str]) -> None:
+        op = get_op(op_type)
+        where = f"node {node.name!r} ({node.op_type})"
+        try:
+            attrs = op.normalize_attrs(attrs, node.name)
+            lo, hi = op.num_inputs
+            while len(inputs) > lo and inputs[-1] is None:
+                inputs = inputs[:-1]
+            if not lo <= len(inputs) <= hi:
+                raise ShapeError(f"{len(inputs)} inputs, aotc's {op_type} takes {lo}..{hi}")
+            if any(v is None for v in inputs[:lo]):
+                raise ShapeError("a required input is empty")
+            infos = op.infer(inputs, attrs)
+        except AotcError as e:
+            raise type(e)(f"In {where}: {e}") from None
+        used = [i for i, n in enumerate(out_names) if n]
+        if used and max(used) >= len(infos):
+            raise AotcError(f"In {where}: output #{max(used)} is used, but aotc's {op_type} produces only "
+                            f"{len(infos)} output(s) (e.g. training-mode outputs are not supported).")
+        all_const = all(v is not None and v.const is not None for v in inputs)
+        small = sum(int(np.prod(s, dtype=np.int64)) for s, _ in infos) <= FOLD_LIMIT_ELEMENTS
+        if op_type in ("Shape", "Size") or (all_const and small):
+            results = op.run([v.const if v is not None else None for v in inputs], attrs)
+            for name, arr in zip(out_names, results):
+                if name:
+                    self.const(name, arr)
+            return
+        n = self.graph.add_node(op_type, inputs, attrs, name=node.name or node.op_type,
+                                output_names=list(out_names), num_outputs=max(len(out_names), 1))
+        for name, v in zip(out_names, n.outputs):
+            if name:
+                self.env[name] = v
+
+    def onnx_attrs(self, node: onnx.NodeProto) -> dict[str, Any]:
+        out = {}
+        ignored = IGNORED_ATTRS.get(node.op_type, set())
+        for a in node.attribute:
+            if a.name in ignored or a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                continue
+            val = onnx.helper.get_attribute_value(a)
+            if isinstance(val, onnx.TensorProto):
+                val = tensor_to_numpy(val, self.base_dir)
+            elif isinstance(val, bytes):
+                val = val.decode()
+            out[a.name] = val
+        return out
+
+    def import_node(self, node: onnx.NodeProto) -> None:
+        op = node.op_type
+        if op == "Constant":
+            return self.import_constant(node)
+        if op == "If":
+            return self.import_if(node)
+        inputs = [self.lookup(n, node) for n in node.input]
+        attrs = self.onnx_attrs(node)
+        for idx, attr in INPUTS_AS_ATTRS.get(op, {}).items():
+            if idx < len(inputs):
+                val = self.require_const(inputs[idx], node, attr)
+                if val is not None:
+                    attrs[attr] = val if attr == "value" else val.reshape(-1).tolist() if val.ndim else val.item()
+                inputs[idx] = None
+        inputs = [v for i, v in enumerate(inputs) if i not in INPUTS_AS_ATTRS.get(op, {})]
+        if op == "Cast":
+            attrs["to"] = DType.from_onnx(int(attrs["to"])).value
+        elif op == "CastLike":
+            op, inputs, attrs = "Cast", inputs[:1], {"to": inputs[1].dtype.value}
+        elif op == "Dropout":
+            if attrs.pop("training_mode", 0):
+                raise AotcError(f"Node {node.name!r} (Dropout) runs in training mode; export the model in eval "
+                                "mode (model.eval()).")
+        elif op == "ConstantOfShape" and "value" in attrs:
+            attrs["value"] = np.asarray(attrs["value"])
+        elif op in ("Softmax", "LogSoftmax") and self.opset < 13:
+            return self.import_legacy_softmax(node, inputs, attrs)
+        elif op == "BatchNormalization" and attrs.pop("training_mode", 0):
+            raise AotcError(f"Node {node.name!r} (BatchNormalization) runs in training mode; export the model "
+                            "in eval mode (model.eval()).")
+        self.emit(op, inputs, attrs, node, list(node.output))
+
+    def import_constant(self, node: onnx.NodeProto) -> None:
+        (a,) = node.attribute
+        val = onnx.helper.get_attribute_value(a)
+        if isinstance(val, onnx.TensorProto):
+            arr = tensor_to_numpy(val, self.base_dir)
+        elif a.name in ("value_float", "value_floats"):
+            arr = np.asarray(val, dtype=np.float32)
+        elif a.name in ("value_int", "value_ints"):
+            arr = np.asarray(val, dtype=np.int64)
+        else:
+            raise AotcError(f"Constant node {node.name!r} holds a {a.name}, which aotc does not support.")
+        self.const(node.output[0], arr)
+
+    def import_legacy_softmax(self, node, inputs, attrs) -> None:
+        """Opset < 13 Softmax flattens to 2-D at `axis` (default 1) before normalizing."""
+        x = inputs[0]
+        axis = attrs.get("axis", 1) % max(x.rank, 1)
+        if axis == x.rank - 1:
+            return self.emit(node.op_type, [x], {"axis": -1}, node, list(node.output))
+        flat = self.graph.add_node("Flatten", [x], {"axis": axis}, name=f"{node.name}/flatten").outputs[0]
+        sm = self.graph.add_node(node.op_type, [flat], {"axis": -1}, name=node.name).outputs[0]
+        self.emit("Reshape", [sm], {"shape": list(x.shape)}, node, list(node.output))
+
+    def import_if(self, node: onnx.NodeProto) -> None:
+        cond = self.lookup(node.input[0], node)
+        if cond is None or cond.const is None:
+            raise AotcError(
+                f"Node {node.name!r} (If) branches on a value computed from the model's inputs. aotc compiles "
+                "static graphs: only an If whose condition is known at compile time can be inlined. Export "
+                "the model with data-dependent branches written as torch.where, or trace it with aotc's "
+                "frontend, which rewrites Python if/else on tensors into where.")
+        branch = "then_branch" if bool(np.asarray(cond.const).reshape(-1)[0]) else "else_branch"
+        sub = next(a.g for a in node.attribute if a.name == branch)
+        for t in sub.initializer:
+            self.const(t.name, tensor_to_numpy(t, self.base_dir))
+        for n in sub.node:
+            if not n.name:
+                n.name = f"{node.name}/{branch}/{n.op_type}"
+            self.import_node(n)
+        for out_name, sub_out in zip(node.output, sub.output):
+            self.env[out_name] = self.env[sub_out.name]
+
+    # the whole graph -------------------------------------------------------
+    def run(self, input_shapes: Mapping[str, Sequence[int]]) -> Graph:
+        g = self.model.graph
+        shapes = resolve_input_shapes(self.model, input_shapes)
+        for vi in graph_input_protos(self.model):
+            tt = vi.type.tensor_type
+            try:
+                dtype = DType.from_onnx(tt.elem_type)
+            except UnsupportedDTypeError as e:
+                raise AotcError(f"Model input {vi.name!r}: {e}.") from None
+            self.env[vi.name] = self.graph.add_input(vi.name, shapes[vi.name], dtype)
+        for t in g.initializer:
+            self.const(t.name, tensor_to_numpy(t, self.base_dir))
+        for node in _topological(g):
+            self.import_node(node)
+        for o in g.output:
+            v = self.env.get(o.name)
+            if v is None:
+                raise ModelLoadError(f"Model output {o.name!r} is not produced by any node.")
+            if v.producer is None:
+                # An output that folded to a constant (or is an input) still needs a node computing it.
+                if v.const is not None:
+                    del self.graph.initializers[v.name]
+                    v.name = self.graph.unique_name(f"{o.name}__const")
+                    self.graph.initializers[v.name] = v
+                v = self.graph.add_node("Identity", [v], name=f"{o.name}/output", output_names=[o.name]).outputs[0]
+            self.graph.outputs.append(v)
+        self.graph.remove_unused()
+        verify(self.graph)
+        return self.graph
+
+
+def _topological(g: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """ONNX requires topological order, but some tools write nodes out of order."""
+    produced = {o for n in g.node for o in n.output if o}
+    available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending, order = list(g.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            outer = _outer_refs(n)
+            if all(i in available or i not in produced for i in list(n.input) + outer):
+                order.append(n)
+                available.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ModelLoadError(f"The model's graph has a cycle through node(s) "
+                                 f"{', '.join(repr(n.name) for n in rest[:5])}.")
+        pending = rest
+    return order
+
+
+def _outer_refs(n: onnx.NodeProto) -> list[str]:
+    refs = []
+    for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            inner = {o for m in a.g.node for o in m.output} | {t.name for t in a.g.initializer}
+            refs += [i for m in _walk_nodes(a.g) for i in m.input if i and i not in inner]
+    return refs
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """Fail fast on what no amount of importing can fix: opsets and op coverage."""
+    if not MIN_OPSET <= _default_opset(model) <= MAX_OPSET:
+        raise AotcError(f"The model uses ONNX opset {_default_opset(model)}; aotc imports opsets "
+                        f"{MIN_OPSET}–{MAX_OPSET}. Re-export with opset_version in that range, or convert it with "
+                        "onnx.version_converter.")
+    unsupported, counts = find_unsupported_ops(model)
+    if unsupported:
+        raise UnsupportedOpsError(unsupported, dict(counts))
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def load_onnx(model: str | os.PathLike | onnx.ModelProto,
+              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """Import an ONNX model (a path or a ModelProto) into a static, verified IR graph."""
+    if isinstance(model, onnx.ModelProto):
+        proto, base_dir = model, None
+    else:
+        proto, base_dir = read_onnx_model(model), Path(model).parent
+    check_model(proto)
+    return _Importer(proto, base_dir).run(input_shapes or {})

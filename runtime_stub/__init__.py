@@ -1,0 +1,1 @@
+"""The thin runtime that loads and runs a bundle; needs only numpy (never the compiler)."""
