@@ -276,7 +276,10 @@ class _Importer:
         all_const = all(v is not None and v.const is not None for v in inputs)
         small = sum(int(np.prod(s, dtype=np.int64)) for s, _ in infos) <= FOLD_LIMIT_ELEMENTS
         if op_type in ("Shape", "Size") or (all_const and small):
-            results = op.run([v.const if v is not None else None for v in inputs], attrs)
+            # Shape and Size only read the (static) shape: a zero-strided stand-in has it.
+            args = [v.const if v is None or v.const is not None else
+                    np.broadcast_to(np.zeros((), v.dtype.numpy), v.shape) for v in inputs]
+            results = op.run(args, attrs)
             for name, arr in zip(out_names, results):
                 if name:
                     self.const(name, arr)

@@ -260,3 +260,27 @@ class Where(OpDef):
     def run(self, inputs, attrs):
         c, x, y = inputs
         return [as_out(np.where(c, x, y), x.dtype)]
+
+
+class Predicate(OpDef):
+    """bool = test(x) for float x."""
+
+    def infer(self, inputs, attrs):
+        return [(inputs[0].shape, DType.bool)]
+
+    def run(self, inputs, attrs):
+        return [self.fn(inputs[0].astype(np.float32) if inputs[0].dtype.itemsize < 4 else inputs[0], attrs)]
+
+
+@register
+class IsNaN(Predicate):
+    name = "IsNaN"
+    fn = staticmethod(lambda x, a: np.isnan(x))
+
+
+@register
+class IsInf(Predicate):
+    name = "IsInf"
+    attrs = {"detect_negative": Attr(INT, 1), "detect_positive": Attr(INT, 1)}
+    fn = staticmethod(lambda x, a: (np.isposinf(x) & bool(a["detect_positive"]))
+                      | (np.isneginf(x) & bool(a["detect_negative"])))

@@ -341,3 +341,48 @@ class Range(OpDef):
     def run(self, inputs, attrs):
         s, l, d = inputs
         return [np.arange(s.item(), l.item(), d.item()).astype(s.dtype)]
+
+
+@register
+class GatherElements(OpDef):
+    name = "GatherElements"
+    attrs = {"axis": Attr(INT, 0)}
+    num_inputs = (2, 2)
+
+    def infer(self, inputs, attrs):
+        data, idx = inputs
+        norm_axis(attrs["axis"], data.rank, self.name)
+        if idx.rank != data.rank:
+            raise ShapeError(f"GatherElements: indices rank {idx.rank} differs from data rank {data.rank}.")
+        return [(idx.shape, data.dtype)]
+
+    def run(self, inputs, attrs):
+        data, idx = inputs
+        axis = attrs["axis"] % data.ndim
+        idx = np.where(idx < 0, idx + data.shape[axis], idx)
+        return [np.take_along_axis(data, idx, axis=axis)]
+
+
+@register
+class GatherND(OpDef):
+    name = "GatherND"
+    attrs = {"batch_dims": Attr(INT, 0)}
+    num_inputs = (2, 2)
+
+    def infer(self, inputs, attrs):
+        data, idx = inputs
+        b, k = attrs["batch_dims"], idx.shape[-1]
+        if b + k > data.rank:
+            raise ShapeError(f"GatherND: index depth {k} + batch_dims {b} exceeds data rank {data.rank}.")
+        return [(idx.shape[:-1] + data.shape[b + k:], data.dtype)]
+
+    def run(self, inputs, attrs):
+        data, idx = inputs
+        b = attrs["batch_dims"]
+        batch = int(np.prod(data.shape[:b], dtype=np.int64))
+        d = data.reshape((batch,) + data.shape[b:])
+        i = idx.reshape((batch, -1, idx.shape[-1]))
+        i = np.where(i < 0, i + np.array(d.shape[1:1 + idx.shape[-1]]), i)
+        out = np.stack([d[j][tuple(i[j].T)] for j in range(batch)])
+        shape = idx.shape[:-1] + data.shape[b + idx.shape[-1]:]
+        return [np.ascontiguousarray(out.reshape(shape))]
