@@ -1,0 +1,121 @@
+"""What `aotc inspect` reports about a model: its interface, op histogram,
+parameters, FLOPs and the ops aotc cannot handle, as one JSON-able dict."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import AotcError, UnsupportedOpsError
+from .ir import Graph
+from .onnx_import import (_default_opset, _Importer, declared_dims, find_unsupported_ops, graph_input_protos,
+                          read_onnx_model, check_model)
+from .dtypes import DType, UnsupportedDTypeError
+
+
+def graph_flops(graph: Graph) -> tuple[int, dict[str, int]]:
+    per_op: Counter = Counter()
+    for n in graph.nodes:
+        per_op[n.op_type] += n.op.flops(n.inputs, n.outputs, n.attrs)
+    return sum(per_op.values()), dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return DType.from_onnx(elem_type).value
+    except UnsupportedDTypeError:
+        import onnx
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def summarize_onnx(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]] | None = None
+                   ) -> tuple[dict[str, Any], AotcError | None]:
+    """The report, and the error (if any) that stops the model from compiling.
+
+    Problems with the model itself (missing file, not ONNX) raise; problems
+    that a report can still describe (unsupported ops, dynamic shapes) are
+    returned beside a partial report.
+    """
+    path = Path(path)
+    model = read_onnx_model(path)
+    hist = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in model.graph.node)
+    report: dict[str, Any] = {
+        "model": {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path),
+                  "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                  "ir_version": model.ir_version, "opset": _default_opset(model)},
+        "inputs": [{"name": p.name, "dtype": _dtype_name(p.type.tensor_type.elem_type), "shape": declared_dims(p)}
+                   for p in graph_input_protos(model)],
+        "outputs": [{"name": p.name, "dtype": _dtype_name(p.type.tensor_type.elem_type), "shape": declared_dims(p)}
+                    for p in model.graph.output],
+        "nodes": len(model.graph.node),
+        "op_histogram": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+    unsupported, counts = find_unsupported_ops(model)
+    report["unsupported_ops"] = {op: {"count": counts[op], "nodes": names[:5]} for op, names in sorted(unsupported.items())}
+    error: AotcError | None = None
+    try:
+        check_model(model)
+        graph = _Importer(model, path.parent).run(input_shapes or {})
+    except AotcError as e:
+        error = e if not isinstance(e, UnsupportedOpsError) else UnsupportedOpsError(unsupported, dict(counts))
+        report["static_graph"] = None
+        return report, error
+    flops, per_op = graph_flops(graph)
+    report["inputs"] = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in graph.inputs]
+    report["outputs"] = [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in graph.outputs]
+    report["static_graph"] = {
+        "nodes": len(graph.nodes),
+        "op_histogram": graph.op_histogram(),
+        "parameters": graph.parameter_count(),
+        "parameter_bytes": graph.parameter_bytes(),
+        "flops": flops,
+        "flops_by_op": per_op,
+    }
+    return report, error
+
+
+def _si(n: float, unit: str = "") -> str:
+    for k, s in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= k:
+            return f"{n / k:.2f} {s}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def format_report(r: dict[str, Any]) -> str:
+    m = r["model"]
+    lines = [f"model      {m['path']}  ({_si(m['bytes'], 'B')}, opset {m['opset']}, {m['producer'] or 'unknown producer'})",
+             f"sha256     {m['sha256']}"]
+
+    def io(kind, items):
+        for it in items:
+            dims = "x".join(map(str, it["shape"])) or "scalar"
+            lines.append(f"{kind:<10} {it['name']}: {it['dtype']}[{dims}]")
+
+    io("input", r["inputs"])
+    io("output", r["outputs"])
+    s = r.get("static_graph")
+    if s:
+        lines.append(f"parameters {s['parameters']:,} ({_si(s['parameter_bytes'], 'B')})")
+        total = max(s["flops"], 1)
+        top = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in list(s["flops_by_op"].items())[:4])
+        lines.append(f"compute    {_si(s['flops'], 'FLOP')} per run ({top})")
+    lines.append(f"ops        {r['nodes']} nodes in the file" + (f", {s['nodes']} after static-shape folding" if s else ""))
+    width = max((len(k) for k in r["op_histogram"]), default=0)
+    for op, n in r["op_histogram"].items():
+        after = s["op_histogram"].get(op, 0) if s else None
+        mark = "  UNSUPPORTED" if op in r["unsupported_ops"] else ""
+        lines.append(f"  {op:<{width}}  {n:>5}" + (f"  -> {after:>5}" if after is not None else "") + mark)
+    if r["unsupported_ops"]:
+        lines.append("unsupported: " + "; ".join(f"{op} ×{u['count']} ({', '.join(u['nodes'][:3])})"
+                                                  for op, u in r["unsupported_ops"].items()))
+    return "\n".join(lines)
