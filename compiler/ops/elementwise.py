@@ -61,7 +61,9 @@ _unary("Sign", lambda x, a: np.sign(x), float_only=False)
 _unary("Relu", lambda x, a: np.maximum(x, 0), float_only=False)
 _unary("Sigmoid", _f32(lambda x, a: scipy.special.expit(x)))
 _unary("LeakyRelu", _f32(lambda x, a: np.where(x >= 0, x, x * a["alpha"])), attrs={"alpha": Attr(FLOAT, 0.01)})
-_unary("Elu", _f32(lambda x, a: np.where(x > 0, x, a["alpha"] * np.expm1(x))), attrs={"alpha": Attr(FLOAT, 1.0)})
+# expm1 only of the negative part: np.where evaluates both branches, and expm1 of a large x overflows.
+_unary("Elu", _f32(lambda x, a: np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0)))),
+       attrs={"alpha": Attr(FLOAT, 1.0)})
 _unary("Softplus", _f32(lambda x, a: np.logaddexp(0, x)))
 _unary("HardSigmoid", _f32(lambda x, a: np.clip(x * a["alpha"] + a["beta"], 0, 1)),
        attrs={"alpha": Attr(FLOAT, 0.2), "beta": Attr(FLOAT, 0.5)})
@@ -144,7 +146,8 @@ class Cast(OpDef):
         x = inputs[0]
         if to.kind in "iu" and x.dtype.kind == "f":
             x = np.trunc(x)  # ONNX casts float->int by truncation (NumPy is platform-defined for NaN/overflow)
-        return [x.astype(to)]
+        with np.errstate(over="ignore"):  # a float too big for float16/bfloat16 becomes inf, as ONNX says
+            return [x.astype(to)]
 
 
 class Binary(OpDef):
@@ -193,7 +196,9 @@ def _pow(a, b):
     if a.dtype.kind == "f":
         wide = np.float32 if a.dtype.itemsize < 4 else a.dtype
         return np.power(a.astype(wide), b.astype(wide))
-    return np.power(a, b.astype(a.dtype))
+    # Integer bases: ONNX (onnxruntime) computes std::pow in double and truncates, so 4 ** 0.5 is 2 (casting
+    # the exponent to int first gave 1) and 4 ** -1 is 0 (NumPy's integer power refuses negative exponents).
+    return np.trunc(np.power(a.astype(np.float64), b.astype(np.float64)))
 
 
 _binary("Add", np.add)

@@ -38,9 +38,9 @@ class Reduce(OpDef):
     def run(self, inputs, attrs):
         x = inputs[0]
         axes = self.axes(x.ndim, attrs)
-        if axes is None:
-            return [x.copy()]
-        out = self.fn(_wide(x), axes, bool(attrs["keepdims"]))
+        # noop_with_empty_axes reduces over no axis, which still applies the elementwise part: ReduceSumSquare
+        # gives x*x and ReduceL2 |x| (onnxruntime and onnx.reference agree), not a copy of x.
+        out = self.fn(_wide(x), () if axes is None else axes, bool(attrs["keepdims"]))
         return [as_out(out, x.dtype)]
 
     def flops(self, inputs, outputs, attrs):

@@ -11,6 +11,11 @@ from ..errors import ShapeError
 from .registry import INT, INTS, TENSOR, Attr, OpDef, as_out, broadcast_shapes, norm_axis, register
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy only when needed; unlike np.ascontiguousarray it keeps a 0-d array 0-d."""
+    return np.require(a, requirements="C")
+
+
 def _const_of(v, op: str, what: str) -> np.ndarray:
     if v.const is None:
         raise ShapeError(f"{op}'s {what} must be known at compile time, but it is computed from the model's "
@@ -64,7 +69,7 @@ class Transpose(OpDef):
 
     def run(self, inputs, attrs):
         x = inputs[0]
-        return [np.ascontiguousarray(np.transpose(x, self.perm(x.ndim, attrs)))]
+        return [_contiguous(np.transpose(x, self.perm(x.ndim, attrs)))]
 
 
 @register
@@ -120,7 +125,7 @@ class Flatten(OpDef):
 
     @staticmethod
     def out_shape(shape, axis):
-        axis = axis % (len(shape) + 1) if axis < 0 else axis
+        axis = axis + len(shape) if axis < 0 else axis  # ONNX: a negative axis counts from the rank, not rank + 1
         return (int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64)))
 
     def infer(self, inputs, attrs):
@@ -168,6 +173,10 @@ class Split(OpDef):
             return axis, list(attrs["split"])
         k = attrs["num_outputs"] or 1
         chunk = -(-n // k)  # ceil, as ONNX-18 does for uneven splits
+        if (k - 1) * chunk >= n > 0:
+            # e.g. 5 into 4: chunks of 2 leave nothing (or less) for the last output; onnxruntime rejects it too.
+            raise ShapeError(f"Split: {n} elements on axis {axis} cannot be split into {k} outputs of at most "
+                             f"{chunk} with only the last one smaller.")
         sizes = [min(chunk, n - i * chunk) for i in range(k)]
         return axis, sizes
 
@@ -179,7 +188,7 @@ class Split(OpDef):
     def run(self, inputs, attrs):
         x = inputs[0]
         axis, sizes = self.sizes(x.shape, attrs)
-        return [np.ascontiguousarray(p) for p in np.split(x, np.cumsum(sizes)[:-1], axis=axis)]
+        return [_contiguous(p) for p in np.split(x, np.cumsum(sizes)[:-1], axis=axis)]
 
 
 def slice_index(shape, attrs) -> tuple[slice, ...]:
@@ -197,7 +206,9 @@ def slice_index(shape, attrs) -> tuple[slice, ...]:
         if st > 0:
             s, e = min(max(s, 0), n), min(max(e, 0), n)
         else:
-            s, e = min(max(s, -1), n - 1), min(max(e, -1), n - 1)
+            # A negative step clamps starts to [0, n-1] (a start before the first element means the first one,
+            # not -1, which Python would read as the last) and ends to [-1, n-1] (-1: through element 0).
+            s, e = min(max(s, 0), n - 1), min(max(e, -1), n - 1)
         idx[a] = slice(s, e if e >= 0 else None, st)
     return tuple(idx)
 
@@ -214,7 +225,7 @@ class Slice(OpDef):
         return [(shape, x.dtype)]
 
     def run(self, inputs, attrs):
-        return [np.ascontiguousarray(inputs[0][slice_index(inputs[0].shape, attrs)])]
+        return [_contiguous(inputs[0][slice_index(inputs[0].shape, attrs)])]
 
 
 @register
@@ -249,7 +260,7 @@ class Expand(OpDef):
 
     def run(self, inputs, attrs):
         x = inputs[0]
-        return [np.ascontiguousarray(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(attrs["shape"]))))]
+        return [_contiguous(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(attrs["shape"]))))]
 
 
 @register
@@ -360,6 +371,8 @@ class GatherElements(OpDef):
         data, idx = inputs
         axis = attrs["axis"] % data.ndim
         idx = np.where(idx < 0, idx + data.shape[axis], idx)
+        # Off the gather axis, indices may be shorter than data; take_along_axis would broadcast them instead.
+        data = data[tuple(slice(None) if i == axis else slice(0, d) for i, d in enumerate(idx.shape))]
         return [np.take_along_axis(data, idx, axis=axis)]
 
 
@@ -385,4 +398,4 @@ class GatherND(OpDef):
         i = np.where(i < 0, i + np.array(d.shape[1:1 + idx.shape[-1]]), i)
         out = np.stack([d[j][tuple(i[j].T)] for j in range(batch)])
         shape = idx.shape[:-1] + data.shape[b + idx.shape[-1]:]
-        return [np.ascontiguousarray(out.reshape(shape))]
+        return [_contiguous(out.reshape(shape))]
