@@ -55,7 +55,7 @@ IGNORED_ATTRS: dict[str, set[str]] = {
 }
 
 # Ops handled by the importer itself rather than by the op registry.
-IMPORTER_OPS = {"Constant", "If"}
+IMPORTER_OPS = {"Constant", "If", "CastLike"}  # CastLike becomes a Cast to the second input's dtype
 
 
 def supported_onnx_ops() -> set[str]:
@@ -133,7 +133,8 @@ def tensor_to_numpy(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         arr = numpy_helper.to_array(t)
     except Exception as e:
         raise ModelLoadError(f"Tensor {t.name!r} could not be decoded ({e}); the model file is damaged.") from e
-    return np.ascontiguousarray(arr)
+    # np.ascontiguousarray would turn a 0-d (scalar) tensor into shape (1,); np.require keeps the rank.
+    return np.require(arr, requirements="C")
 
 
 # -- the importer --------------------------------------------------------------
@@ -323,6 +324,9 @@ class _Importer:
             attrs["to"] = DType.from_onnx(int(attrs["to"])).value
         elif op == "CastLike":
             op, inputs, attrs = "Cast", inputs[:1], {"to": inputs[1].dtype.value}
+        elif op == "Split" and attrs.get("split") is None and attrs.get("num_outputs") is None:
+            # Before opset 18 a Split without sizes splits evenly into as many parts as it has outputs.
+            attrs["num_outputs"] = len(node.output)
         elif op == "Dropout":
             if attrs.pop("training_mode", 0):
                 raise AotcError(f"Node {node.name!r} (Dropout) runs in training mode; export the model in eval "
@@ -399,11 +403,14 @@ class _Importer:
                 raise ModelLoadError(f"Model output {o.name!r} is not produced by any node.")
             if v.producer is None:
                 # An output that folded to a constant (or is an input) still needs a node computing it.
+                freed = v.const is not None and v.name == o.name
                 if v.const is not None:
                     del self.graph.initializers[v.name]
                     v.name = self.graph.unique_name(f"{o.name}__const")
                     self.graph.initializers[v.name] = v
                 v = self.graph.add_node("Identity", [v], name=f"{o.name}/output", output_names=[o.name]).outputs[0]
+                if freed:  # the constant gave up the output's name, but unique_name still counts it as taken
+                    v.name = o.name
             self.graph.outputs.append(v)
         self.graph.remove_unused()
         verify(self.graph)
