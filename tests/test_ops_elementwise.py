@@ -318,6 +318,11 @@ def test_sum_mean_float16():
     inputs = [("a", randn(rng, (2, 3), np.float16)), ("b", randn(rng, (3,), np.float16))]
     check_single_op("Sum", inputs, opset=13)
     check_single_op("Mean", inputs, opset=13)
+    # onnxruntime accumulates half types in float32: no overflow to inf on the way, no lost small terms.
+    big = [("a", np.array([60000, 2, 1], np.float16)), ("b", np.array([10000, 65504, 0.5], np.float16)),
+           ("c", np.array([-20000, -65504, -1], np.float16))]
+    check_single_op("Sum", big, opset=13)
+    check_single_op("Mean", big, opset=13)
 
 
 # -- Clip ---------------------------------------------------------------------------
@@ -347,11 +352,18 @@ def test_clip_integer_and_float16():
                                                    ("max", np.array(0.7, np.float16))], opset=13)
 
 
+def test_clip_bounds_as_one_element_tensors():
+    """ONNX wants scalars, but exporters also write [1]-shaped bounds, which onnxruntime accepts."""
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    bounds = [("min", np.array([-1.0], np.float32)), ("max", np.array([2.0], np.float32))]
+    check_single_op("Clip", [("x", x)], consts=bounds, opset=13)
+
+
 def test_clip_min_above_max():
     """ONNX defines Clip as min(max(x, lo), hi): every element becomes hi when lo > hi."""
     x = np.linspace(-3, 3, 13, dtype=np.float32)
-    check_single_op("Clip", [("x", x)], consts=[("min", np.array(1.0, np.float32)), ("max", np.array(-1.0, np.float32))],
-                    opset=13)
+    bounds = [("min", np.array(1.0, np.float32)), ("max", np.array(-1.0, np.float32))]
+    check_single_op("Clip", [("x", x)], consts=bounds, opset=13)
 
 
 # -- Cast ---------------------------------------------------------------------------

@@ -338,6 +338,11 @@ def test_trilu(upper, seed):
     check_single_op("Trilu", [("x", x)], {"upper": upper}, opset=14)
 
 
+def test_trilu_k_as_one_element_tensor():
+    x = np.ones((4, 5), np.float32)
+    check_single_op("Trilu", [("x", x)], {"upper": 1}, consts=[("k", np.array([1], np.int64))], opset=14)
+
+
 def test_trilu_int_and_bool():
     """Causal masks are often built as Trilu of an int or bool matrix of ones."""
     check_single_op("Trilu", [("x", np.ones((5, 5), np.int64))], {"upper": 0}, opset=14)

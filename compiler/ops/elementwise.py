@@ -228,12 +228,16 @@ class Variadic(OpDef):
         return [(broadcast_shapes(*[v.shape for v in inputs], where=self.name), inputs[0].dtype)]
 
     def run(self, inputs, attrs):
+        dtype = inputs[0].dtype
+        if dtype.kind == "f" and dtype.itemsize < 4 or dtype.name == "bfloat16":
+            # onnxruntime sums half types in float32: 60000 + 10000 - 20000 is 50000, not inf.
+            inputs = [x.astype(np.float32) for x in inputs]
         out = inputs[0]
         for x in inputs[1:]:
             out = self.fn(out, x)
         if self.name == "Mean":
             out = out / len(inputs)
-        return [as_out(np.broadcast_to(out, np.broadcast_shapes(*[x.shape for x in inputs])), inputs[0].dtype)]
+        return [as_out(np.broadcast_to(out, np.broadcast_shapes(*[x.shape for x in inputs])), dtype)]
 
     def flops(self, inputs, outputs, attrs):
         return outputs[0].size * max(len(inputs) - 1, 1)
