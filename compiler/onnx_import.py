@@ -317,7 +317,11 @@ class _Importer:
             if idx < len(inputs):
                 val = self.require_const(inputs[idx], node, attr)
                 if val is not None:
-                    attrs[attr] = val if attr == "value" else val.reshape(-1).tolist() if val.ndim else val.item()
+                    # Scalar parameters (Clip's min, Trilu's k, ...) also arrive as 1-element 1-D tensors,
+                    # which onnxruntime accepts; they must become numbers, not 1-element lists.
+                    scalar = val.ndim == 0 or (val.size == 1 and attr in ("min", "max", "k", "ratio",
+                                                                         "training_mode"))
+                    attrs[attr] = val if attr == "value" else val.item() if scalar else val.reshape(-1).tolist()
                 inputs[idx] = None
         inputs = [v for i, v in enumerate(inputs) if i not in INPUTS_AS_ATTRS.get(op, {})]
         if op == "Cast":
