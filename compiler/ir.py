@@ -7,6 +7,7 @@ well, one line per node.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any, Iterable, Sequence
 
@@ -85,6 +86,7 @@ class Graph:
         self.nodes: list[Node] = []
         self._names: set[str] = set()
         self._node_names: set[str] = set()
+        self._insert_at: int | None = None  # add_node appends unless inside inserting_before()
 
     # -- construction -------------------------------------------------------
     def unique_name(self, base: str) -> str:
@@ -134,8 +136,34 @@ class Graph:
         for i, (shape, dtype) in enumerate(infos):
             base = output_names[i] if output_names and i < len(output_names) and output_names[i] else f"{node_name}:{i}"
             node.outputs.append(Value(self.unique_name(base), shape, dtype, producer=node))
-        self.nodes.append(node)
+        if self._insert_at is None:
+            self.nodes.append(node)
+        else:
+            self.nodes.insert(self._insert_at, node)
+            self._insert_at += 1
         return node
+
+    @contextlib.contextmanager
+    def inserting_before(self, node: Node):
+        """Nodes added inside the block go right before `node` (keeps topological order when
+        a rewrite replaces `node`, whose inputs are all defined earlier)."""
+        saved = self._insert_at
+        self._insert_at = self.nodes.index(node)
+        try:
+            yield
+        finally:
+            self._insert_at = saved
+
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        """Point every consumer (and graph output) of `old` at `new`. A graph output keeps its
+        user-visible name: `new` takes it over when `old` was an output."""
+        for n in self.nodes:
+            n.inputs = [new if v is old else v for v in n.inputs]
+        if old in self.outputs:
+            self.outputs = [new if v is old else v for v in self.outputs]
+            if new.producer is not None and new not in self.inputs:
+                old_name, new.name, old.name = old.name, old.name, new.name
+                self._names.update((old_name, old.name))
 
     # -- queries ------------------------------------------------------------
     def values(self) -> Iterable[Value]:
@@ -164,16 +192,18 @@ class Graph:
     def parameter_bytes(self) -> int:
         return sum(v.nbytes for v in self.initializers.values())
 
-    def remove_unused(self) -> None:
-        """Drop nodes and constants that no graph output depends on."""
+    def remove_unused(self) -> int:
+        """Drop nodes and constants that no graph output depends on; returns nodes removed."""
         live = {v.name for v in self.outputs}
         kept = []
         for n in reversed(self.nodes):
             if any(o.name in live for o in n.outputs):
                 kept.append(n)
                 live.update(v.name for v in n.inputs if v is not None)
+        removed = len(self.nodes) - len(kept)
         self.nodes = kept[::-1]
         self.initializers = {k: v for k, v in self.initializers.items() if k in live}
+        return removed
 
     def __str__(self) -> str:
         return format_graph(self)

@@ -16,22 +16,18 @@ from onnx import helper, numpy_helper
 
 from .dtypes import DType
 from .ir import Graph, Node
-from .onnx_import import INPUTS_AS_ATTRS
+from .onnx_import import AOTC_DOMAIN, INPUTS_AS_ATTRS
 from .ops import get_op
 from .ops.registry import TENSOR
 
-AOTC_DOMAIN = "ai.aotc"
+
 DEFAULT_OPSET = 17
 # Ops that exist in the default domain only from this opset on.
 MIN_OPSET_FOR_OP = {"Gelu": 20, "LayerNormalization": 17}
-ONNX_OPS = None  # filled lazily: the default-domain schema names
 
 
 def _is_onnx_op(op_type: str) -> bool:
-    global ONNX_OPS
-    if ONNX_OPS is None:
-        ONNX_OPS = {s.name for s in onnx.defs.get_all_schemas() if s.domain == ""}
-    return op_type in ONNX_OPS
+    return get_op(op_type).onnx_op
 
 
 def _attr_is_input(op_type: str, attr: str, opset: int) -> bool:

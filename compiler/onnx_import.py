@@ -58,9 +58,15 @@ IGNORED_ATTRS: dict[str, set[str]] = {
 IMPORTER_OPS = {"Constant", "If", "CastLike"}  # CastLike becomes a Cast to the second input's dtype
 
 
+AOTC_DOMAIN = "ai.aotc"  # aotc's own (fused) ops, as the exporter writes them
+
+
 def supported_onnx_ops() -> set[str]:
-    from .ops import registered_ops
-    return set(registered_ops()) | IMPORTER_OPS
+    """Op keys the importer accepts: ONNX ops aotc defines, and aotc's own ops in their domain."""
+    from .ops import get_op, registered_ops
+    onnx_ops = {n for n in registered_ops() if get_op(n).onnx_op}
+    own = {f"{AOTC_DOMAIN}::{n}" for n in registered_ops() if not get_op(n).onnx_op}
+    return onnx_ops | own | IMPORTER_OPS
 
 
 # -- loading the file --------------------------------------------------------
@@ -415,6 +421,10 @@ class _Importer:
                 v = self.graph.add_node("Identity", [v], name=f"{o.name}/output", output_names=[o.name]).outputs[0]
                 if freed:  # the constant gave up the output's name, but unique_name still counts it as taken
                     v.name = o.name
+            elif v.name != o.name:
+                # The output aliases a value named otherwise (an inlined If branch's result): users fetch
+                # outputs by the model's names, so the value takes that name.
+                v.name = self.graph.unique_name(o.name)
             self.graph.outputs.append(v)
         self.graph.remove_unused()
         verify(self.graph)

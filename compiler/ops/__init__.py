@@ -1,3 +1,4 @@
 """The op registry and every op family. Importing this package registers all ops."""
 from .registry import Attr, OpDef, OpDefinitionError, get_op, is_registered, register, registered_ops  # noqa: F401
-from . import elementwise, linalg, reduce, shape_ops  # noqa: F401  (registration side effects)
+from . import elementwise, linalg, nn, reduce, shape_ops  # noqa: F401  (registration side effects)
+from . import fused  # noqa: F401,E402  (fused ops build on the families above)

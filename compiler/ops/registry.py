@@ -56,6 +56,7 @@ class OpDef:
     attrs: ClassVar[dict[str, Attr]] = {}
     num_inputs: ClassVar[tuple[int, int]] = (1, 1)  # (min, max) inputs
     num_outputs: ClassVar[int] = 1
+    onnx_op: ClassVar[bool] = True  # False for aotc's own ops (exported in the ai.aotc domain)
 
     def normalize_attrs(self, attrs: dict[str, Any], node_name: str = "") -> dict[str, Any]:
         unknown = sorted(set(attrs) - set(self.attrs))

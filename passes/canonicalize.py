@@ -1,0 +1,96 @@
+"""Canonicalization: remove no-ops and bring equivalent spellings to one form,
+so later patterns see one shape of graph.
+
+- Identity, inference Dropout, Cast to the same dtype, Expand/Reshape to the
+  same shape, identity Transposes: removed.
+- Squeeze, Unsqueeze and Flatten become Reshape (one op for "same data, new
+  shape"), and chains of Reshapes collapse into one.
+- Transpose of Transpose composes into one Transpose.
+- Gemm becomes MatMul (+ Add) with alpha/beta and transA/transB folded into
+  its constant operands, so the matmul fusions see one form.
+
+A transpose of a constant operand of MatMul disappears through constant
+folding (the constant is stored transposed).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import Graph
+
+from .pass_manager import register_pass
+from .patterns import Match, Op, Rule, Var, apply_rules
+
+
+def _same_type(m: Match, a: str = "x") -> bool:
+    root = m.root.outputs[0]
+    return m[a].shape == root.shape and m[a].dtype == root.dtype
+
+
+def _to_reshape(g: Graph, m: Match):
+    out = m.root.outputs[0]
+    return g.add_node("Reshape", [m["x"]], {"shape": list(out.shape)}, name=m.root.name).outputs[0]
+
+
+def _compose_transpose(g: Graph, m: Match):
+    inner, outer = m.node("inner"), m.root
+    rank = m["x"].rank
+    p1 = inner.attrs["perm"] or list(range(rank))[::-1]
+    p2 = outer.attrs["perm"] or list(range(rank))[::-1]
+    perm = [p1[i] for i in p2]
+    if perm == list(range(rank)):
+        return m["x"]
+    return g.add_node("Transpose", [m["x"]], {"perm": perm}, name=outer.name).outputs[0]
+
+
+def _gemm_to_matmul(g: Graph, m: Match):
+    node = m.root
+    a, b = node.inputs[0], node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    at, bt, alpha, beta = node.attrs["transA"], node.attrs["transB"], node.attrs["alpha"], node.attrs["beta"]
+    if at:
+        if a.const is None:
+            a = g.add_node("Transpose", [a], {"perm": [1, 0]}, name=f"{node.name}/transA").outputs[0]
+        else:
+            a = g.add_const(f"{a.name}_T", np.ascontiguousarray(a.const.T))
+    if b.const is not None:
+        w = b.const.T if bt else b.const
+        if alpha != 1.0:
+            w = w * np.asarray(alpha, w.dtype)
+        b = g.add_const(f"{b.name}_T" if bt or alpha != 1.0 else b.name, np.ascontiguousarray(w)) \
+            if bt or alpha != 1.0 else b
+    else:
+        if bt:
+            b = g.add_node("Transpose", [b], {"perm": [1, 0]}, name=f"{node.name}/transB").outputs[0]
+        if alpha != 1.0:
+            return None  # a scaled product of two computed matrices stays a Gemm
+    y = g.add_node("MatMul", [a, b], name=node.name).outputs[0]
+    if c is not None and beta != 0.0:
+        if beta != 1.0:
+            if c.const is None:
+                return None
+            c = g.add_const(f"{c.name}_scaled", (c.const * np.asarray(beta, c.const.dtype)).astype(c.const.dtype))
+        y = g.add_node("Add", [y, c], name=f"{node.name}/bias").outputs[0]
+    return y
+
+
+RULES = [
+    Rule("remove_identity", Op(("Identity", "Dropout"), Var("x")), lambda g, m: m["x"]),
+    Rule("remove_noop_cast", Op("Cast", Var("x")), lambda g, m: m["x"], where=_same_type),
+    Rule("remove_noop_reshape", Op(("Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten"), Var("x")),
+         lambda g, m: m["x"], where=_same_type),
+    Rule("remove_identity_transpose", Op("Transpose", Var("x")), lambda g, m: m["x"],
+         where=lambda m: (m.root.attrs["perm"] or []) == list(range(m["x"].rank)) and m["x"].rank > 0),
+    Rule("reshape_like_to_reshape", Op(("Squeeze", "Unsqueeze", "Flatten"), Var("x")), _to_reshape),
+    Rule("collapse_reshape_chain", Op("Reshape", Op(("Reshape", "Squeeze", "Unsqueeze", "Flatten"), Var("x"))),
+         _to_reshape),
+    Rule("compose_transposes", Op("Transpose", Op("Transpose", Var("x"), name="inner")), _compose_transpose),
+    Rule("gemm_to_matmul", Op("Gemm", Var("a"), Var("b")), _gemm_to_matmul),
+    Rule("gemm_bias_to_matmul", Op("Gemm", Var("a"), Var("b"), Var("c")), _gemm_to_matmul),
+]
+
+
+@register_pass("canonicalize")
+def canonicalize(graph: Graph) -> int:
+    """Remove no-op nodes and rewrite equivalent op spellings into one canonical form (see module doc)."""
+    return apply_rules(graph, RULES)

@@ -1,0 +1,164 @@
+"""Named passes and the pipeline that runs them, in the spirit of MLIR's pass
+manager: each pass is registered under a name with documented options; a
+pipeline is an ordered list of (name, options); the manager can verify the
+graph after every pass, print the IR after chosen passes, and time them.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, TextIO
+
+from compiler.errors import AotcError
+from compiler.ir import Graph
+from compiler.verifier import verify
+
+PassFn = Callable[..., int]  # (graph, **options) -> number of rewrites; mutates the graph in place
+
+
+@dataclass
+class PassInfo:
+    name: str
+    fn: PassFn
+    doc: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+PASSES: dict[str, PassInfo] = {}
+
+# The default pipeline, written down once. Pruning and quantization are opt-in
+# and slot in after fusion (see ARCHITECTURE.md).
+DEFAULT_PIPELINE: list[str] = [
+    "canonicalize",
+    "fold_constants",
+    "eliminate_common_subexpressions",
+    "eliminate_dead_code",
+    "fold_batchnorm",
+    "fuse_layernorm",
+    "fuse_gelu",
+    "fuse_attention",
+    "fuse_skip_layernorm",
+    "fuse_matmul_epilogue",
+    "fuse_conv_epilogue",
+    "eliminate_dead_code",
+]
+
+
+def register_pass(name: str, **defaults: Any) -> Callable[[PassFn], PassFn]:
+    """Register `fn(graph, **options) -> rewrites` under `name`; its docstring is the pass's help."""
+    def wrap(fn: PassFn) -> PassFn:
+        if name in PASSES:
+            raise RuntimeError(f"pass {name} registered twice")
+        PASSES[name] = PassInfo(name, fn, (fn.__doc__ or "").strip(), dict(defaults))
+        return fn
+    return wrap
+
+
+class PipelineError(AotcError):
+    """A pipeline names an unknown pass or option."""
+
+
+_STEP = re.compile(r"\s*([A-Za-z_][\w]*)\s*(?:\{([^}]*)\})?\s*")
+
+
+def _parse_value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_pipeline(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """'canonicalize,prune_heads{fraction=0.25}' -> [('canonicalize', {}), ('prune_heads', {'fraction': 0.25})]."""
+    steps, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _STEP.match(text, pos)
+        if not m or m.end() == pos:
+            raise PipelineError(f"Cannot read the pass pipeline {text!r} at position {pos}: write names separated "
+                                "by commas, options in braces, e.g. canonicalize,fuse_gelu,prune_heads{fraction=0.25}.")
+        opts = {}
+        for item in filter(None, (s.strip() for s in (m.group(2) or "").split(";"))):
+            k, _, v = item.partition("=")
+            opts[k.strip()] = _parse_value(v.strip())
+        steps.append((m.group(1), opts))
+        pos = m.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise PipelineError(f"Expected ',' after pass {m.group(1)!r} in {text!r}.")
+            pos += 1
+    return steps
+
+
+@dataclass
+class PassRecord:
+    name: str
+    options: dict[str, Any]
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+    rewrites: int
+
+
+class PassManager:
+    def __init__(self, pipeline: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+                 disabled: Sequence[str] = (), verify_each: bool = False,
+                 print_ir_after: Sequence[str] = (), print_pass_times: bool = False, out: TextIO | None = None):
+        import passes  # noqa: F401  (registers every pass)
+        steps = [(s, {}) if isinstance(s, str) else (s[0], dict(s[1])) for s in
+                 (DEFAULT_PIPELINE if pipeline is None else pipeline)]
+        unknown = sorted({n for n, _ in steps} - set(PASSES)) + sorted(set(disabled) - set(PASSES))
+        unknown += [p for p in print_ir_after if p != "all" and p not in PASSES]
+        if unknown:
+            raise PipelineError(f"Unknown pass(es): {', '.join(unknown)}. Known passes: {', '.join(sorted(PASSES))} "
+                                "(`aotc passes` lists them with their options).")
+        for name, opts in steps:
+            bad = sorted(set(opts) - set(PASSES[name].options))
+            if bad:
+                known = ", ".join(PASSES[name].options) or "none"
+                raise PipelineError(f"Pass {name} has no option(s) {', '.join(bad)} (its options: {known}).")
+        self.steps = [(n, {**PASSES[n].options, **o}) for n, o in steps if n not in set(disabled)]
+        self.verify_each = verify_each
+        self.print_ir_after = set(print_ir_after)
+        self.print_pass_times = print_pass_times
+        self.out = out or sys.stderr
+        self.records: list[PassRecord] = []
+
+    def run(self, graph: Graph) -> Graph:
+        if self.verify_each:
+            verify(graph, after="<input>")
+        for name, opts in self.steps:
+            before = len(graph.nodes)
+            t0 = time.perf_counter()
+            rewrites = PASSES[name].fn(graph, **opts)
+            dt = time.perf_counter() - t0
+            self.records.append(PassRecord(name, opts, dt, before, len(graph.nodes), int(rewrites or 0)))
+            if self.verify_each:
+                verify(graph, after=name)
+            if "all" in self.print_ir_after or name in self.print_ir_after:
+                print(f"// ----- IR after {name} ({before} -> {len(graph.nodes)} nodes) -----", file=self.out)
+                print(graph, file=self.out)
+        if self.print_pass_times:
+            self.out.write(self.format_times())
+        return graph
+
+    def format_times(self) -> str:
+        total = sum(r.seconds for r in self.records) or 1e-9
+        lines = [f"{'pass':<34} {'ms':>9} {'%':>5} {'nodes':>13} {'rewrites':>8}"]
+        for r in self.records:
+            lines.append(f"{r.name:<34} {r.seconds * 1e3:>9.2f} {100 * r.seconds / total:>5.1f} "
+                         f"{r.nodes_before:>6}->{r.nodes_after:<6} {r.rewrites:>8}")
+        lines.append(f"{'total':<34} {total * 1e3:>9.2f}")
+        return "\n".join(lines) + "\n"
+
+    def applied(self) -> list[dict[str, Any]]:
+        """What ran, for the bundle manifest."""
+        return [{"name": n, "options": o} for n, o in self.steps]
+
+
+def run_pipeline(graph: Graph, pipeline: Sequence[str | tuple[str, dict[str, Any]]] | None = None, **kwargs) -> Graph:
+    return PassManager(pipeline, **kwargs).run(graph)
