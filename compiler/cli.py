@@ -76,6 +76,63 @@ def inspect(
         raise error
 
 
+# -- the pass pipeline, shared by every command that runs it --------------------------------------
+PASSES_HELP = ("Comma-separated pass pipeline replacing the default, options in braces: "
+               "canonicalize,fuse_gelu,prune_heads{fraction=0.25}. `aotc passes` lists them.")
+DISABLE_HELP = "Skip this pass of the pipeline (repeatable)."
+PRINT_IR_HELP = "Print the IR after this pass (repeatable), or after every pass with 'all'."
+TIMES_HELP = "Print each pass's time, node counts and rewrites."
+VERIFY_HELP = "Run the IR verifier after every pass (a broken graph names the pass that broke it)."
+
+
+def make_pass_manager(passes: Optional[str], disable_pass: Optional[List[str]], print_ir_after: Optional[List[str]],
+                      print_pass_times: bool, verify: bool):
+    from passes import PassManager, parse_pipeline
+    pipeline = parse_pipeline(passes) if passes else None
+    return PassManager(pipeline, disabled=disable_pass or (), verify_each=verify,
+                       print_ir_after=print_ir_after or (), print_pass_times=print_pass_times)
+
+
+@app.command("passes")
+def list_passes():
+    """List the registered passes, their options and the default pipeline."""
+    from passes import DEFAULT_PIPELINE, PASSES
+    typer.echo("default pipeline: " + ",".join(DEFAULT_PIPELINE))
+    for name in sorted(PASSES):
+        info = PASSES[name]
+        opts = ", ".join(f"{k}={v}" for k, v in info.options.items())
+        typer.echo(f"\n{name}" + (f"  {{{opts}}}" if opts else ""))
+        for line in info.doc.splitlines():
+            typer.echo(f"    {line.strip()}")
+
+
+@app.command()
+def optimize(
+    model: str = typer.Argument(..., help="An ONNX model file."),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write the optimized model (.onnx)."),
+    input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
+    passes: Optional[str] = typer.Option(None, "--passes", help=PASSES_HELP),
+    disable_pass: Optional[List[str]] = typer.Option(None, "--disable-pass", help=DISABLE_HELP),
+    print_ir_after: Optional[List[str]] = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP),
+    print_pass_times: bool = typer.Option(False, "--print-pass-times", help=TIMES_HELP),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+):
+    """Import a model with static shapes, run the pass pipeline, and write the result as ONNX.
+
+    Fused ops (FusedMatMul, Attention, ...) are written in the ai.aotc domain: the file is for reading
+    (e.g. in Netron) and for `aotc` itself; onnxruntime cannot run those nodes.
+    """
+    from .onnx_export import save_onnx
+    from .onnx_import import load_onnx
+    pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify)
+    graph = load_onnx(model, parse_input_shapes(input_shape))
+    before = len(graph.nodes)
+    pm.run(graph)
+    save_onnx(graph, output)
+    hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
+    typer.echo(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}", err=True)
+
+
 def main() -> None:
     """Entry point: user errors become one paragraph on stderr and exit code 2."""
     try:

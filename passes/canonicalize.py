@@ -6,6 +6,8 @@ so later patterns see one shape of graph.
 - Squeeze, Unsqueeze and Flatten become Reshape (one op for "same data, new
   shape"), and chains of Reshapes collapse into one.
 - Transpose of Transpose composes into one Transpose.
+- x·HardSigmoid(x) with HardSwish's constants becomes HardSwish; a zero
+  Pad of the spatial axes in front of a Conv moves into the Conv's pads.
 - Gemm becomes MatMul (+ Add) with alpha/beta and transA/transB folded into
   its constant operands, so the matmul fusions see one form.
 
@@ -74,6 +76,24 @@ def _gemm_to_matmul(g: Graph, m: Match):
     return y
 
 
+def _pad_into_conv(g: Graph, m: Match):
+    """Zero padding of the spatial axes moves into the Conv's own pads."""
+    from compiler.ops import get_op
+    pad, conv = m.node("pad"), m.root
+    x = m["x"]
+    if pad.attrs["mode"] != "constant" or conv.attrs["auto_pad"] != "NOTSET":
+        return None
+    if pad.attrs["value"] is not None and np.any(np.asarray(pad.attrs["value"]) != 0):
+        return None
+    widths = get_op("Pad").widths(x.shape, pad.attrs)
+    if widths[0] != (0, 0) or widths[1] != (0, 0) or any(b < 0 or e < 0 for b, e in widths):
+        return None
+    nsp = x.rank - 2
+    old = conv.attrs["pads"] or [0] * (2 * nsp)
+    pads = [old[i] + widths[2 + i][0] for i in range(nsp)] + [old[nsp + i] + widths[2 + i][1] for i in range(nsp)]
+    return g.add_node("Conv", [x] + conv.inputs[1:], {**conv.attrs, "pads": pads}, name=conv.name).outputs[0]
+
+
 RULES = [
     Rule("remove_identity", Op(("Identity", "Dropout"), Var("x")), lambda g, m: m["x"]),
     Rule("remove_noop_cast", Op("Cast", Var("x")), lambda g, m: m["x"], where=_same_type),
@@ -85,6 +105,12 @@ RULES = [
     Rule("collapse_reshape_chain", Op("Reshape", Op(("Reshape", "Squeeze", "Unsqueeze", "Flatten"), Var("x"))),
          _to_reshape),
     Rule("compose_transposes", Op("Transpose", Op("Transpose", Var("x"), name="inner")), _compose_transpose),
+    Rule("hardswish_from_hardsigmoid", Op("Mul", Var("x"), Op("HardSigmoid", Var("x"), name="hs")),
+         lambda g, m: g.add_node("HardSwish", [m["x"]], name=m.root.name).outputs[0],
+         where=lambda m: abs(m.node("hs").attrs["alpha"] - 1 / 6) < 1e-6 and abs(m.node("hs").attrs["beta"] - 0.5) < 1e-6),
+    Rule("fold_pad_into_conv", Op("Conv", Op("Pad", Var("x"), name="pad"), Var("w")), _pad_into_conv),
+    Rule("fold_pad_into_conv_with_bias", Op("Conv", Op("Pad", Var("x"), name="pad"), Var("w"), Var("b")),
+         _pad_into_conv),
     Rule("gemm_to_matmul", Op("Gemm", Var("a"), Var("b")), _gemm_to_matmul),
     Rule("gemm_bias_to_matmul", Op("Gemm", Var("a"), Var("b"), Var("c")), _gemm_to_matmul),
 ]

@@ -78,10 +78,16 @@ class _Matcher:
             v = v.producer.inputs[0]
         return v, chain
 
-    def projection(self, p: Value) -> tuple[Value, Value, Value | None]:
-        """p = x @ W (+ b) with constant W [E, N] and b [N] -> (x, W, b)."""
+    def projection(self, p: Value) -> tuple[Value, Value | np.ndarray, Value | np.ndarray | None]:
+        """p = x @ W (+ b) with constant W [E, N] and b [N] -> (x, W, b). A fused QKV projection
+        followed by Split/Slice on the last axis yields this output's columns of W and b."""
         n = p.producer
         _need(n is not None)
+        if n.op_type in ("Split", "Slice"):
+            lo, hi = self.column_range(n, p)
+            x, w, b = self.projection(self.cover(n).inputs[0])
+            cols = slice(lo, hi)
+            return x, _array(w)[:, cols], None if b is None else _array(b).reshape(-1)[cols]
         bias = None
         if n.op_type == "Add":
             a, b = n.inputs
@@ -97,6 +103,21 @@ class _Matcher:
         _need(w.const is not None and w.rank == 2 and x.rank == 3)
         self.cover(n)
         return x, w, bias
+
+    @staticmethod
+    def column_range(n: Node, p: Value) -> tuple[int, int]:
+        src = n.inputs[0]
+        last = src.rank - 1
+        if n.op_type == "Split":
+            _need(n.attrs["axis"] in (-1, last))
+            i = n.outputs.index(p)
+            lo = sum(o.shape[-1] for o in n.outputs[:i])
+            return lo, lo + p.shape[-1]
+        a = n.attrs
+        axes = a["axes"] if a["axes"] is not None else list(range(len(a["starts"])))
+        _need(len(axes) == 1 and axes[0] in (-1, last) and (a["steps"] in (None, [1])))
+        start = a["starts"][0] + (src.shape[-1] if a["starts"][0] < 0 else 0)
+        return start, start + p.shape[-1]
 
     def heads(self, v: Value, perm: tuple[int, ...], h: int, d: int):
         """Q/K/V as a head-split view of a projection: returns (x, W, b)."""
@@ -190,7 +211,7 @@ class _Matcher:
         xq, wq, bq = self.heads(q4, (0, 2, 1, 3), h, d)
         xk, wk, bk = self.heads(kt, (0, 2, 3, 1), h, d)
         xv, wv, bv = self.heads(v4, (0, 2, 1, 3), h, d)
-        _need(xk is xv and wq.dtype == wk.dtype == wv.dtype == xq.dtype)
+        _need(xk is xv and all(_array(w).dtype == xq.dtype.numpy for w in (wq, wk, wv)))
         self.check_private(out)
         return dict(out=out, xq=xq, xkv=xk, w=(wq, bq, wk, bk, wv, bv), add_mask=add_mask, keep=keep, fill=fill,
                     attrs={"num_heads": h, "head_dim": d, "scale": scale, "nan_to_zero": nan_to_zero})
@@ -205,6 +226,10 @@ class _Matcher:
                 _need(o not in self.g.outputs and all(id(u) in inside for u in self.users(o)))
 
 
+def _array(v: Value | np.ndarray) -> np.ndarray:
+    return v.const if isinstance(v, Value) else v
+
+
 def _fuse_one(graph: Graph, sm: Node, consumers) -> bool:
     try:
         m = _Matcher(graph, sm, consumers).run()
@@ -212,13 +237,22 @@ def _fuse_one(graph: Graph, sm: Node, consumers) -> bool:
         return False
     out = m["out"]
     base = sm.name.rsplit("/", 1)[0] if "/" in sm.name else sm.name
-    wq, bq, wk, bk, wv, bv = m["w"]
+    # Columns sliced off a fused QKV weight become constants of their own.
+    wq, bq, wk, bk, wv, bv = (w if w is None or isinstance(w, Value) else
+                              graph.add_const(f"{base}/{name}", np.ascontiguousarray(w))
+                              for w, name in zip(m["w"], ("q_weight", "q_bias", "k_weight", "k_bias",
+                                                          "v_weight", "v_bias")))
     attrs = dict(m["attrs"])
     with graph.inserting_before(out.producer):
         keep = None
         if m["keep"] is not None:
             how, cond = m["keep"]
-            keep = cond if how == "is" else graph.add_node("Not", [cond], name=f"{base}/keep_mask").outputs[0]
+            if how == "is":
+                keep = cond
+            elif cond.const is not None:  # a constant (causal) mask stays constant
+                keep = graph.add_const(f"{base}/keep_mask", np.logical_not(cond.const))
+            else:
+                keep = graph.add_node("Not", [cond], name=f"{base}/keep_mask").outputs[0]
             attrs["mask_fill"] = m["fill"]
         node = graph.add_node("Attention", [m["xq"], m["xkv"], wq, bq, wk, bk, wv, bv, m["add_mask"], keep], attrs,
                               name=f"{base}/Attention")
