@@ -1,0 +1,169 @@
+"""Converting the user's functions: source → rewritten AST → a function object that shares
+the original's globals, closure cells and defaults; and the call hook that converts the
+user's functions, methods and modules lazily, the first time converted code calls them.
+
+The rewritten function is compiled inside a factory whose parameters are the original's
+free variables plus the runtime module, so the new code object reads them as closure
+cells; the function is then rebuilt around the original's own cells, so `nonlocal`
+writes and later rebinding behave exactly as before.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+import types
+import warnings
+import weakref
+
+from .errors import AotcError
+from .rewrite import RT, FunctionRewriter
+from .usercode import is_user_function
+
+_TEMPLATES: dict[types.CodeType, types.CodeType | None] = {}
+_CONVERTED_CODE: set[types.CodeType] = set()
+_BY_FUNCTION: "weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType]" = weakref.WeakKeyDictionary()
+_CO_GENERATOR_LIKE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+class ConvertOptions:
+    """Per-trace settings: extra module prefixes to convert, and the modules whose `forward`
+    was replaced for the trace (restored when it ends)."""
+
+    def __init__(self, convert_modules=()):
+        self.convert_modules = tuple(convert_modules)
+        self.patched: list = []
+
+
+_OPTIONS: list[ConvertOptions] = []
+
+
+def _options() -> ConvertOptions:
+    return _OPTIONS[-1] if _OPTIONS else ConvertOptions()
+
+
+def _template(fn: types.FunctionType) -> types.CodeType | None:
+    code = fn.__code__
+    if code in _TEMPLATES:
+        return _TEMPLATES[code]
+    _TEMPLATES[code] = None
+    if code.co_flags & _CO_GENERATOR_LIKE or fn.__name__ == "<lambda>":
+        return None
+    try:
+        lines, start = inspect.getsourcelines(fn)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None  # no source to convert; the trace guard still catches data-dependent Python decisions
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef) or node.name != fn.__name__:
+        return None
+    ast.increment_lineno(tree, start - 1)
+    qual = fn.__qualname__.split(".")
+    class_name = qual[-2] if len(qual) >= 2 and qual[-2] != "<locals>" else None
+    positional = node.args.posonlyargs + node.args.args
+    first_arg = positional[0].arg if positional and class_name else None
+    filename = code.co_filename
+    try:
+        new_def = FunctionRewriter(filename, class_name, first_arg).rewrite(node)
+        factory = ast.FunctionDef(
+            name="_aotc_factory",
+            args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=a) for a in (RT, *code.co_freevars)], vararg=None,
+                               kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
+            body=[new_def, ast.Return(value=ast.Name(new_def.name, ast.Load()))], decorator_list=[], returns=None,
+            type_comment=None)
+        if "type_params" in ast.FunctionDef._fields:
+            factory.type_params = []
+        ast.copy_location(factory, new_def)
+        module = ast.Module(body=[factory], type_ignores=[])
+        ast.fix_missing_locations(module)
+        compiled = compile(module, filename, "exec", dont_inherit=True)
+    except AotcError:
+        raise
+    except Exception as e:  # a construct the rewriter mishandles: run the function as written
+        warnings.warn(f"aotc could not convert {fn.__qualname__} ({filename}:{start}): {type(e).__name__}: {e}; "
+                      "it runs unconverted.", stacklevel=2)
+        return None
+    factory_code = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
+    inner = next(c for c in factory_code.co_consts if isinstance(c, types.CodeType) and c.co_name == new_def.name)
+    _TEMPLATES[code] = inner
+    _mark_converted(inner)
+    return inner
+
+
+def _mark_converted(code: types.CodeType) -> None:
+    """The rewritten code and every function nested in it (the user's inner helpers were
+    rewritten along with it) must not be converted again."""
+    _CONVERTED_CODE.add(code)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _mark_converted(c)
+
+
+def convert_function(fn: types.FunctionType) -> types.FunctionType:
+    """The converted twin of `fn` (or `fn` itself when it cannot be converted)."""
+    if fn.__code__ in _CONVERTED_CODE:
+        return fn
+    done = _BY_FUNCTION.get(fn)
+    if done is not None:
+        return done
+    inner = _template(fn)
+    if inner is None:
+        return fn
+    from . import runtime
+    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+    cells[RT] = types.CellType(runtime)
+    closure = tuple(cells[name] for name in inner.co_freevars)
+    new = types.FunctionType(inner, fn.__globals__, fn.__name__, fn.__defaults__, closure)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__qualname__, new.__module__, new.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    new.__dict__.update(fn.__dict__)
+    new.__aotc_original__ = fn
+    _BY_FUNCTION[fn] = new
+    return new
+
+
+def convert_module(module) -> None:
+    """Route an nn.Module instance's `forward` through its converted twin for this trace."""
+    opts = _options()
+    if not _OPTIONS or "forward" in module.__dict__:
+        return
+    fwd = getattr(type(module), "forward", None)
+    if isinstance(fwd, types.FunctionType) and is_user_function(fwd, opts.convert_modules):
+        conv = convert_function(fwd)
+        if conv is not fwd:
+            module.forward = types.MethodType(conv, module)
+            opts.patched.append(module)
+
+
+def call(f):
+    """The call hook: what converted code actually calls in place of `f`."""
+    t = type(f)
+    if t is types.FunctionType:
+        if f.__code__ in _CONVERTED_CODE or not is_user_function(f, _options().convert_modules):
+            return f
+        return convert_function(f)
+    if t is types.MethodType:
+        func = f.__func__
+        if type(func) is types.FunctionType and func.__code__ not in _CONVERTED_CODE \
+                and is_user_function(func, _options().convert_modules):
+            conv = convert_function(func)
+            return f if conv is func else types.MethodType(conv, f.__self__)
+        return f
+    if t in (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, type):
+        return f
+    torch_nn = _torch_module_class()
+    if torch_nn is not None and isinstance(f, torch_nn):
+        convert_module(f)
+        return f
+    c = getattr(t, "__call__", None)
+    if type(c) is types.FunctionType and is_user_function(c, _options().convert_modules):
+        conv = convert_function(c)
+        if conv is not c:
+            return types.MethodType(conv, f)
+    return f
+
+
+def _torch_module_class():
+    import sys
+    torch = sys.modules.get("torch")
+    return torch.nn.Module if torch is not None else None

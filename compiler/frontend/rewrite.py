@@ -1,0 +1,313 @@
+"""The AST rewrite that turns a function's data-dependent control flow into calls of
+the runtime helpers (`runtime.py`), in the spirit of PaddlePaddle's dynamic-to-static.
+
+    if test:                         def _aotc_then_7(y): <body>;   return (y,)
+        <body>               ->      def _aotc_else_7(y): <orelse>; return (y,)
+    else:                            (y,) = _aotc_rt.if_(test, _aotc_then_7, _aotc_else_7,
+        <orelse>                                         _aotc_rt.load(locals(), ('y',)), 7)
+
+Each branch becomes a function taking the variables the `if` assigns and returning their
+new values, so the runtime can run one branch (a Python condition) or both and merge with
+torch.where (a tensor condition). An `if` that returns is first made the last statement of
+its block by moving the statements after it into the branches that fall through; then each
+branch returns the function's result. `while aotc.bounded(cond, n):` becomes a masked,
+unrolled loop; `and`/`or`/`not` and `a if c else b` become runtime calls; every call goes
+through `_aotc_rt.call`, which converts the user's own functions and methods on first use.
+Generated nodes carry the line of the construct they replace, so tracebacks and errors
+point at the user's source.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+from dataclasses import dataclass, replace
+
+from .analysis import (always_ends, assigned_names, contains_return, contains_yield, declared_outer, find_bounded,
+                       loop_jumps, side_effects, walk)
+from .errors import UnsupportedControlFlowError
+from .sites import Site, register
+
+RT = "_aotc_rt"
+PREFIX = "_aotc_"
+
+
+def _gen_call(attr: str, args: list[ast.expr]) -> ast.Call:
+    call = ast.Call(func=ast.Attribute(value=ast.Name(RT, ast.Load()), attr=attr, ctx=ast.Load()), args=args,
+                    keywords=[])
+    call._aotc = True
+    return call
+
+
+def _names_tuple(names, ctx) -> ast.Tuple:
+    return ast.Tuple(elts=[ast.Name(n, ctx()) for n in names], ctx=ctx())
+
+
+def _def(name: str, params: list[str], body: list[ast.stmt]) -> ast.FunctionDef:
+    args = ast.arguments(posonlyargs=[], args=[ast.arg(arg=p) for p in params], vararg=None, kwonlyargs=[],
+                         kw_defaults=[], kwarg=None, defaults=[])
+    fn = ast.FunctionDef(name=name, args=args, body=body or [ast.Pass()], decorator_list=[], returns=None,
+                         type_comment=None)
+    if "type_params" in ast.FunctionDef._fields:
+        fn.type_params = []
+    return fn
+
+
+def _lambda(expr: ast.expr) -> ast.Lambda:
+    args = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+    return ast.Lambda(args=args, body=expr)
+
+
+def _located(nodes, at: ast.AST):
+    """Give generated nodes the first line of the construct they replace (one line only: the
+    interpreter reports a method call at its attribute's last line)."""
+    for n in nodes:
+        for m in ast.walk(n):
+            if isinstance(m, (ast.expr, ast.stmt, ast.arg)) and getattr(m, "lineno", None) is None:
+                m.lineno = m.end_lineno = at.lineno
+                m.col_offset = m.end_col_offset = at.col_offset
+    return nodes
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    declared: dict  # names the user function declares global/nonlocal
+    in_loop: bool  # break/continue here would leave an enclosing loop
+    tail: bool  # the block is the function body or the body of a branch that returns the result
+
+
+class FunctionRewriter:
+    def __init__(self, filename: str, class_name: str | None, first_arg: str | None):
+        self.filename = filename
+        self.class_name = class_name
+        self.first_arg = first_arg
+
+    def rewrite(self, fn: ast.FunctionDef) -> ast.FunctionDef:
+        fn.decorator_list = []
+        if self.class_name and self.class_name.lstrip("_"):
+            fn = _Mangler(self.class_name).visit(fn)
+        fn = self.function(fn)
+        fn = _ExpressionRewriter(self).visit(fn)
+        ast.fix_missing_locations(fn)
+        return fn
+
+    def _site(self, kind: str, node: ast.AST, **kw) -> int:
+        return register(Site(kind, self.filename, node.lineno, **kw))
+
+    # -- statements -----------------------------------------------------------------------------
+    def function(self, fn: ast.FunctionDef) -> ast.FunctionDef:
+        if contains_yield(fn.body):
+            return fn  # generators and coroutines run as written
+        body = list(fn.body)
+        if not always_ends(body):
+            end = ast.Return(value=None)
+            end.lineno = end.end_lineno = body[-1].end_lineno or body[-1].lineno
+            end.col_offset = end.end_col_offset = 0
+            body.append(end)
+        fn.body = self.block(body, _Ctx(declared_outer(fn), in_loop=False, tail=True))
+        return fn
+
+    def block(self, stmts: list[ast.stmt], ctx: _Ctx) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for i, s in enumerate(stmts):
+            if isinstance(s, ast.If):
+                if contains_return([s]):
+                    if ctx.tail:
+                        out.extend(self.return_if(s, stmts[i + 1:], ctx))
+                        return out
+                    out.append(self.guarded_if(s, ctx, "returns from inside a loop, `with` or `try` block"))
+                elif ctx.in_loop and loop_jumps(s.body + s.orelse):
+                    out.append(self.guarded_if(s, ctx, "controls `break`/`continue` of the enclosing loop"))
+                else:
+                    out.extend(self.value_if(s, ctx))
+            elif isinstance(s, ast.While):
+                out.extend(self.while_loop(s, ctx))
+            elif isinstance(s, (ast.For, ast.AsyncFor)):
+                s.body = self.block(s.body, replace(ctx, in_loop=True, tail=False))
+                s.orelse = self.block(s.orelse, replace(ctx, tail=False))
+                out.append(s)
+            elif isinstance(s, (ast.With, ast.AsyncWith)):
+                s.body = self.block(s.body, replace(ctx, tail=False))
+                out.append(s)
+            elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
+                inner = replace(ctx, tail=False)
+                s.body, s.orelse, s.finalbody = (self.block(b, inner) for b in (s.body, s.orelse, s.finalbody))
+                for h in s.handlers:
+                    h.body = self.block(h.body, inner)
+                out.append(s)
+            elif isinstance(s, ast.FunctionDef):
+                out.append(self.function(s))
+            else:
+                out.append(s)
+        return out
+
+    def _branch_vars(self, stmts, ctx) -> tuple[list[str], list[ast.stmt]]:
+        assigned = assigned_names(stmts)
+        names = [n for n in assigned if not n.startswith(PREFIX) and n not in ctx.declared]
+        decls = []
+        for kind, cls in (("global", ast.Global), ("nonlocal", ast.Nonlocal)):
+            d = [n for n in assigned if ctx.declared.get(n) == kind]
+            if d:
+                decls.append(cls(names=d))
+        return names, decls
+
+    def _load(self, names) -> ast.Call:
+        loc = ast.Call(func=ast.Name("locals", ast.Load()), args=[], keywords=[])
+        loc._aotc = True
+        return _gen_call("load", [loc, ast.Tuple(elts=[ast.Constant(n) for n in names], ctx=ast.Load())])
+
+    @staticmethod
+    def _assign(names, value: ast.expr) -> ast.stmt:
+        if not names:
+            return ast.Expr(value=value)
+        return ast.Assign(targets=[_names_tuple(names, ast.Store)], value=value)
+
+    def value_if(self, s: ast.If, ctx: _Ctx) -> list[ast.stmt]:
+        names, decls = self._branch_vars(s.body + s.orelse, ctx)
+        sid = self._site("if", s, names=tuple(names), effects=side_effects(s.body + s.orelse, ctx.declared))
+        inner = replace(ctx, in_loop=False, tail=False)
+        ret = ast.Return(value=_names_tuple(names, ast.Load))
+        then_def = _def(f"{PREFIX}then_{sid}", names, decls + self.block(s.body, inner) + [ret])
+        else_def = _def(f"{PREFIX}else_{sid}", names, decls + self.block(s.orelse, inner) + [copy.deepcopy(ret)])
+        call = _gen_call("if_", [s.test, ast.Name(then_def.name, ast.Load()), ast.Name(else_def.name, ast.Load()),
+                                 self._load(names), ast.Constant(sid)])
+        return _located([then_def, else_def, self._assign(names, call)], s)
+
+    def return_if(self, s: ast.If, rest: list[ast.stmt], ctx: _Ctx) -> list[ast.stmt]:
+        body = s.body if always_ends(s.body) else s.body + copy.deepcopy(rest)
+        orelse = s.orelse if s.orelse and always_ends(s.orelse) else s.orelse + copy.deepcopy(rest)
+        names, decls = self._branch_vars(body + orelse, ctx)
+        sid = self._site("if", s, names=tuple(names), effects=side_effects(body + orelse, ctx.declared))
+        inner = replace(ctx, in_loop=False, tail=True)
+        then_def = _def(f"{PREFIX}then_{sid}", names, decls + self.block(body, inner))
+        else_def = _def(f"{PREFIX}else_{sid}", names, decls + self.block(orelse, inner))
+        call = _gen_call("if_return", [s.test, ast.Name(then_def.name, ast.Load()),
+                                       ast.Name(else_def.name, ast.Load()), self._load(names), ast.Constant(sid)])
+        return _located([then_def, else_def, ast.Return(value=call)], s)
+
+    def guarded_if(self, s: ast.If, ctx: _Ctx, note: str) -> ast.If:
+        sid = self._site("guarded-if", s, note=note)
+        s.test = _located([_gen_call("py_test", [s.test, ast.Constant(sid)])], s)[0]
+        inner = replace(ctx, tail=False)
+        s.body, s.orelse = self.block(s.body, inner), self.block(s.orelse, inner)
+        return s
+
+    def while_loop(self, s: ast.While, ctx: _Ctx) -> list[ast.stmt]:
+        bounded = find_bounded(s.test)
+        if bounded is None:
+            sid = self._site("guarded-while", s)
+            s.test = _located([_gen_call("loop_test", [s.test, ast.Constant(sid)])], s)[0]
+            s.body = self.block(s.body, replace(ctx, in_loop=True, tail=False))
+            s.orelse = self.block(s.orelse, replace(ctx, tail=False))
+            return [s]
+        cond, limit = bounded
+        bad = loop_jumps(s.body) + [n for n in walk(s.body) if isinstance(n, ast.Return)]
+        if bad:
+            word = type(bad[0]).__name__.lower()
+            raise UnsupportedControlFlowError(
+                f"`{word}` inside a `while aotc.bounded(...)` loop is not supported: the loop is unrolled with "
+                "masks, so every iteration runs to its end.", self.filename, bad[0].lineno,
+                "Fold the exit condition into the loop's condition, and assign results to variables instead "
+                "of returning from inside the loop.")
+        names, decls = self._branch_vars(s.body, ctx)
+        sid = self._site("while", s, names=tuple(names), effects=side_effects(s.body, ctx.declared))
+        cond_def = _def(f"{PREFIX}cond_{sid}", names, [ast.Return(value=cond)])
+        ret = ast.Return(value=_names_tuple(names, ast.Load))
+        body_def = _def(f"{PREFIX}body_{sid}", names,
+                        decls + self.block(s.body, replace(ctx, in_loop=False, tail=False)) + [ret])
+        call = _gen_call("while_", [ast.Name(cond_def.name, ast.Load()), ast.Name(body_def.name, ast.Load()), limit,
+                                    self._load(names), ast.Constant(sid)])
+        return _located([cond_def, body_def, self._assign(names, call)], s) + \
+            self.block(s.orelse, replace(ctx, tail=False))
+
+
+class _ExpressionRewriter(ast.NodeTransformer):
+    """`and`/`or`/`not`, conditional expressions and calls, everywhere in the function."""
+
+    def __init__(self, owner: FunctionRewriter):
+        self.owner = owner
+
+    @staticmethod
+    def _binds(exprs) -> bool:
+        # a thunk (lambda) would change what a walrus binds or where a yield goes
+        return any(isinstance(n, (ast.NamedExpr, ast.Yield, ast.YieldFrom, ast.Await)) for e in exprs
+                   for n in ast.walk(e))
+
+    def visit_Call(self, node: ast.Call):
+        self.generic_visit(node)
+        if getattr(node, "_aotc", False):
+            return node
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "super":
+            if not node.args and not node.keywords and self.owner.first_arg:
+                # zero-argument super() reads the calling frame's first argument, which inside a
+                # generated branch function is not `self`
+                node.args = [ast.Name("__class__", ast.Load()), ast.Name(self.owner.first_arg, ast.Load())]
+            return node
+        if isinstance(f, ast.Name) and f.id in ("locals", "globals", "vars"):
+            return node
+        node.func = _located([_gen_call("call", [f])], f)[0]
+        return node
+
+    def visit_BoolOp(self, node: ast.BoolOp):
+        self.generic_visit(node)
+        if self._binds(node.values):
+            return node
+        kind = "and" if isinstance(node.op, ast.And) else "or"
+        sid = self.owner._site(kind, node)
+        call = _gen_call(f"{kind}_", [ast.Constant(sid)] + [_lambda(v) for v in node.values])
+        return _located([call], node)[0]
+
+    def visit_UnaryOp(self, node: ast.UnaryOp):
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.Not):
+            return node
+        sid = self.owner._site("not", node)
+        return _located([_gen_call("not_", [node.operand, ast.Constant(sid)])], node)[0]
+
+    def visit_IfExp(self, node: ast.IfExp):
+        self.generic_visit(node)
+        if self._binds([node.body, node.orelse]):
+            return node
+        sid = self.owner._site("ifexp", node)
+        return _located([_gen_call("ifexp", [node.test, _lambda(node.body), _lambda(node.orelse),
+                                             ast.Constant(sid)])], node)[0]
+
+
+class _Mangler(ast.NodeTransformer):
+    """Private names (`self.__x`) as the class body would have mangled them; the rewritten
+    function is compiled outside its class."""
+
+    def __init__(self, class_name: str):
+        self.prefix = "_" + class_name.lstrip("_")
+
+    def m(self, name):
+        if name and name.startswith("__") and not name.endswith("__"):
+            return self.prefix + name
+        return name
+
+    def visit_Name(self, node):
+        node.id = self.m(node.id)
+        return node
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        node.attr = self.m(node.attr)
+        return node
+
+    def visit_arg(self, node):
+        node.arg = self.m(node.arg)
+        return node
+
+    def visit_keyword(self, node):
+        self.generic_visit(node)
+        node.arg = self.m(node.arg)
+        return node
+
+    def visit_Global(self, node):
+        node.names = [self.m(n) for n in node.names]
+        return node
+
+    visit_Nonlocal = visit_Global
+
+    def visit_ClassDef(self, node):
+        return node

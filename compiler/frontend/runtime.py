@@ -1,0 +1,206 @@
+"""What converted code calls at run time (the rewriter's `_aotc_rt`).
+
+Each helper decides when it runs, not when the code is rewritten, whether a condition
+is a tensor that depends on the model's inputs. If it is not, the construct behaves
+exactly as Python would (so library code, shape checks and flags keep working). If it
+is, every branch is traced and the results are merged with `torch.where`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from . import guard as _guard
+from .convert import call  # noqa: F401  (the call hook converted code uses)
+from .errors import AotcError, LoopBoundError, TraceError, UnboundedLoopError, UnsupportedControlFlowError, \
+    SideEffectError
+from .select import select
+from .sites import SITES
+from .undefined import Undefined
+
+
+def is_dynamic(x) -> bool:
+    """Outside a trace (converted code run eagerly) every tensor counts as dynamic."""
+    g = _guard.active()
+    if g is None:
+        return isinstance(x, torch.Tensor)
+    return g.is_dynamic(x)
+
+
+def _predicate(value, site) -> torch.Tensor | None:
+    """None for a value Python can decide on; else the 0-d bool tensor it stands for."""
+    if not is_dynamic(value):
+        return None
+    if math.prod(value.shape) != 1:
+        raise TraceError(
+            f"the condition is a tensor of shape {list(value.shape)} that depends on the model's inputs; Python "
+            "would refuse its truth value (more than one element).", site.filename, site.lineno,
+            "Reduce it to one element with .any() or .all().")
+    p = value if value.dim() == 0 else value.reshape(())
+    return p if p.dtype == torch.bool else p != 0
+
+
+def _check_effects(site) -> None:
+    if site.effects:
+        e = site.effects[0]
+        where = "the body of this bounded `while`" if site.kind == "while" else "a branch of the `if`"
+        raise SideEffectError(
+            f"{e.what} inside {where} at line {site.lineno}, whose condition depends on the model's inputs. aotc "
+            "compiles such control flow by tracing every branch and selecting the results with torch.where, so a "
+            "branch must not change anything outside itself (Python lists and dicts, attributes, tensors in "
+            "place).", site.filename, e.lineno,
+            "Compute the value in the branch and assign it to a variable; do the update after the `if`.")
+
+
+def _run(fn, args, site, which: str):
+    g = _guard.active()
+    scope = g.branch(site, which) if g is not None else contextlib.nullcontext()
+    try:
+        with scope:
+            return fn(*args)
+    except (AotcError, UnboundLocalError):
+        raise
+    except Exception as e:
+        part = "the loop body" if site.kind == "while" else f"the {which}-branch"
+        raise TraceError(
+            f"tracing {part} raised {type(e).__name__}: {e}. The condition depends on the model's inputs, so aotc "
+            "traces every branch with the example inputs, including the one those inputs do not take.",
+            site.filename, site.lineno, "Every branch must run on inputs of the example's shapes; a branch that "
+            "only raises (input validation) cannot be compiled, since a compiled graph cannot raise.") from e
+
+
+def load(local_vars: dict, names: tuple[str, ...]) -> tuple:
+    """Current values of the variables a construct assigns (Undefined where unassigned)."""
+    return tuple(local_vars[n] if n in local_vars else Undefined(n) for n in names)
+
+
+def if_(pred, then_fn, else_fn, args: tuple, site_id: int) -> tuple:
+    site = SITES[site_id]
+    p = _predicate(pred, site)
+    if p is None:
+        return (then_fn if pred else else_fn)(*args)
+    _check_effects(site)
+    a = _run(then_fn, args, site, "then")
+    b = _run(else_fn, args, site, "else")
+    return tuple(select(p, x, y, f"variable {n!r}", site) for n, x, y in zip(site.names, a, b))
+
+
+def if_return(pred, then_fn, else_fn, args: tuple, site_id: int):
+    site = SITES[site_id]
+    p = _predicate(pred, site)
+    if p is None:
+        return (then_fn if pred else else_fn)(*args)
+    _check_effects(site)
+    a = _run(then_fn, args, site, "then")
+    b = _run(else_fn, args, site, "else")
+    return select(p, a, b, "the returned value", site)
+
+
+def ifexp(pred, then_thunk, else_thunk, site_id: int):
+    site = SITES[site_id]
+    p = _predicate(pred, site)
+    if p is None:
+        return then_thunk() if pred else else_thunk()
+    a = _run(then_thunk, (), site, "then")
+    b = _run(else_thunk, (), site, "else")
+    return select(p, a, b, "the value of `x if cond else y`", site)
+
+
+def and_(site_id: int, *thunks):
+    """`a and b` is `b if a else a`, with a tensor `a` a selection."""
+    site = SITES[site_id]
+    v = thunks[0]()
+    for th in thunks[1:]:
+        p = _predicate(v, site)
+        if p is None:
+            if not v:
+                return v
+            v = th()
+        else:
+            v = select(p, _run(th, (), site, "then"), v, "the value of `and`", site)
+    return v
+
+
+def or_(site_id: int, *thunks):
+    """`a or b` is `a if a else b`."""
+    site = SITES[site_id]
+    v = thunks[0]()
+    for th in thunks[1:]:
+        p = _predicate(v, site)
+        if p is None:
+            if v:
+                return v
+            v = th()
+        else:
+            v = select(p, v, _run(th, (), site, "else"), "the value of `or`", site)
+    return v
+
+
+def not_(value, site_id: int):
+    p = _predicate(value, SITES[site_id])
+    return (not value) if p is None else torch.logical_not(p)
+
+
+def py_test(value, site_id: int):
+    """The condition of an `if` kept as Python `if` (it controls break/continue, or returns from
+    inside a loop, `with` or `try`): it must not depend on the inputs."""
+    if is_dynamic(value):
+        site = SITES[site_id]
+        raise UnsupportedControlFlowError(
+            f"this `if` depends on the model's inputs and {site.note}, which aotc cannot convert into a "
+            "selection with torch.where.", site.filename, site.lineno,
+            "Compute both outcomes and select with torch.where, or bound the loop with "
+            "`while aotc.bounded(cond, max_iters=N):` and let the condition stop it.")
+    return value
+
+
+def loop_test(value, site_id: int):
+    if is_dynamic(value):
+        site = SITES[site_id]
+        raise UnboundedLoopError(
+            "this `while` loop's condition depends on the model's inputs, so the number of iterations is not known "
+            "when compiling.", site.filename, site.lineno,
+            "Give it a bound: `while aotc.bounded(cond, max_iters=N):` (from compiler import bounded) traces N "
+            "iterations and masks out the ones after the condition turns false.")
+    return value
+
+
+def while_(cond_fn, body_fn, max_iters, args: tuple, site_id: int) -> tuple:
+    """`while bounded(cond, max_iters):` — Python iterations while the condition is a Python value;
+    once it depends on the inputs, the remaining iterations (up to max_iters in all) are traced
+    and each result kept only where the condition still held."""
+    site = SITES[site_id]
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
+        raise TraceError(f"the bound of `aotc.bounded` must be a non-negative Python int, not {max_iters!r}.",
+                         site.filename, site.lineno)
+    vals, active, it = tuple(args), None, 0
+    while True:
+        c = cond_fn(*vals)
+        p = _predicate(c, site)
+        if active is None and p is None:
+            if not c:
+                return vals
+            vals = body_fn(*vals)
+            it += 1
+            continue
+        if active is None:
+            active = p
+        else:
+            active = active & (p if p is not None else bool(c))
+        if it >= max_iters:
+            g = _guard.active()
+            with (g.concrete() if g is not None else contextlib.nullcontext()):
+                exceeded = bool(active)
+            if exceeded:
+                raise LoopBoundError(
+                    f"the loop is bounded to {max_iters} iteration(s), but with the example inputs its condition "
+                    f"still holds after {it}. The compiled model runs at most {max_iters}, so it would be wrong "
+                    "for these inputs.", site.filename, site.lineno,
+                    "Raise max_iters to the most iterations any input can need.")
+            return vals
+        _check_effects(site)
+        new = _run(body_fn, vals, site, "body")
+        vals = tuple(select(active, x, y, f"variable {n!r}", site) for n, x, y in zip(site.names, new, vals))
+        it += 1

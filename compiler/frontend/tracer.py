@@ -1,0 +1,252 @@
+"""`trace`: a torch.nn.Module or a Python function over tensors → an aotc IR graph.
+
+The user's code is converted (control flow on tensors → torch.where), run under the trace
+guard and recorded by torch.onnx.export's TorchScript tracer (opset 17, in memory); the
+ONNX model is then imported with `load_onnx`, so a traced model goes through exactly the
+pipeline an ONNX file does. The legacy tracer is the right recorder here: it records the
+one path the converted program takes, and conversion plus the guard make that path the
+same for every input; torch.export would refuse the data-dependent branches it never sees
+converted, and adds nothing for static shapes.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import types
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import AotcError
+from ..ir import Graph
+from .errors import TraceError
+
+OPSET = 17
+
+
+def _as_tensor(torch, v):
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    return v
+
+
+def _bind(fn, example_inputs) -> tuple[inspect.BoundArguments, list[str]]:
+    """Bind the example inputs to the callable's parameters; the tensors among them become the
+    graph's inputs, named after their parameters."""
+    import torch
+    sig = inspect.signature(fn)
+    if isinstance(example_inputs, Mapping):
+        args, kwargs = (), {k: _as_tensor(torch, v) for k, v in example_inputs.items()}
+    else:
+        if isinstance(example_inputs, (torch.Tensor, np.ndarray)):
+            example_inputs = (example_inputs,)
+        args, kwargs = tuple(_as_tensor(torch, v) for v in example_inputs), {}
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as e:
+        params = ", ".join(sig.parameters)
+        raise AotcError(f"The example inputs do not fit {getattr(fn, '__qualname__', fn)}({params}): {e}. Give one "
+                        "example per parameter, by position or by name.") from None
+    names = []
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind == inspect.Parameter.VAR_POSITIONAL:
+            names += [f"{name}_{i}" for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
+        elif kind == inspect.Parameter.VAR_KEYWORD:
+            names += [k for k, v in value.items() if isinstance(v, torch.Tensor)]
+        elif isinstance(value, torch.Tensor):
+            names.append(name)
+    if not names:
+        raise AotcError("None of the example inputs is a tensor, so the traced graph would have no inputs. Pass "
+                        "torch tensors (or NumPy arrays) as example inputs.")
+    return bound, names
+
+
+def _replace_tensors(bound: inspect.BoundArguments, tensors: Sequence) -> tuple[tuple, dict]:
+    """The bound call with its tensors, in order, swapped for `tensors` (the tracer's inputs)."""
+    import torch
+    it = iter(tensors)
+    sig = bound.signature
+    args, kwargs = [], {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind == inspect.Parameter.VAR_POSITIONAL:
+            args += [next(it) if isinstance(v, torch.Tensor) else v for v in value]
+        elif kind == inspect.Parameter.VAR_KEYWORD:
+            kwargs.update({k: next(it) if isinstance(v, torch.Tensor) else v for k, v in value.items()})
+        else:
+            v = next(it) if isinstance(value, torch.Tensor) else value
+            if kind == inspect.Parameter.KEYWORD_ONLY:
+                kwargs[name] = v
+            else:
+                args.append(v)
+    return tuple(args), kwargs
+
+
+def _flatten_outputs(out, path: str, acc: list) -> None:
+    import torch
+    from .undefined import Undefined
+    if isinstance(out, torch.Tensor):
+        acc.append((path, out))
+    elif isinstance(out, Undefined):
+        out.fail()
+    elif isinstance(out, Mapping):
+        for k, v in out.items():
+            if v is not None:
+                _flatten_outputs(v, f"{path}.{k}" if path else str(k), acc)
+    elif isinstance(out, (tuple, list)):
+        for i, v in enumerate(out):
+            _flatten_outputs(v, f"{path}.{i}" if path else f"output_{i}", acc)
+    else:
+        raise TraceError(f"the traced function returns {type(out).__name__} {out!r} at output "
+                         f"{path or 'output'}; a compiled graph's outputs are tensors.",
+                         hint="Return tensors (or tuples/dicts of tensors).")
+
+
+def _rename_outputs(model, names: Sequence[str]) -> None:
+    """Give the ONNX graph's outputs the user-facing names (the tracer numbers them)."""
+    old = [o.name for o in model.graph.output]
+    if len(names) != len(old):
+        raise AotcError(f"output_names has {len(names)} name(s), but the function returns {len(old)} tensor(s).")
+    taken = {v for n in model.graph.node for v in list(n.input) + list(n.output)} | \
+        {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    mapping = {}
+    for o, new in zip(old, names):
+        if o == new:
+            continue
+        if new in taken and new not in old:
+            raise AotcError(f"Output name {new!r} clashes with a value inside the traced graph; choose another.")
+        mapping[o] = new
+    for n in model.graph.node:
+        n.input[:] = [mapping.get(i, i) for i in n.input]
+        n.output[:] = [mapping.get(i, i) for i in n.output]
+    for o in model.graph.output:
+        o.name = mapping.get(o.name, o.name)
+
+
+def _unwrap_error(e: BaseException) -> AotcError | None:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, AotcError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def trace(model_or_fn, example_inputs, *, input_names: Sequence[str] | None = None,
+          output_names: Sequence[str] | None = None, convert_modules: Sequence[str] = (),
+          opset: int = OPSET, return_onnx: bool = False) -> Graph:
+    """Trace a torch.nn.Module or a Python function over tensors into a static IR graph.
+
+    `example_inputs`: a tensor, a tuple (by position) or a dict (by parameter name) of tensors or
+    NumPy arrays; non-tensor values are baked in as constants. Their shapes and dtypes fix the
+    graph's; their values matter only to check `aotc.bounded` loop bounds. The graph's inputs are
+    named after the parameters, its outputs `output` (one tensor), `output_0`, ... (a tuple) or by
+    key (a dict / ModelOutput), unless `output_names` says otherwise.
+
+    Python control flow in the user's code (`if`/`elif`/`else`, early `return`, `and`/`or`/`not`,
+    `x if c else y`, `while aotc.bounded(c, max_iters=n)`) whose condition depends on the inputs is
+    compiled for every input (both branches, selected with torch.where); a condition that does
+    not is decided while tracing, as Python would. Functions and methods the code calls are
+    converted when they are the user's (outside site-packages and the standard library), or
+    come from a module listed in `convert_modules`.
+    """
+    import onnx
+    import torch
+
+    from . import convert
+    from .guard import TraceGuard, guarding
+
+    module = model_or_fn if isinstance(model_or_fn, torch.nn.Module) else None
+    fn = model_or_fn.forward if module is not None else model_or_fn
+    if not callable(fn):
+        raise AotcError(f"trace() needs a torch.nn.Module or a function, not {type(model_or_fn).__name__}.")
+    bound, names = _bind(fn, example_inputs)
+    if input_names is not None:
+        if len(input_names) != len(names):
+            raise AotcError(f"input_names has {len(input_names)} name(s), but there are {len(names)} tensor "
+                            f"inputs ({', '.join(names)}).")
+        names = list(input_names)
+    example_tensors = [t for t in _tensor_leaves(bound)]
+    opts = convert.ConvertOptions(convert_modules)
+    out_paths: list[str] = []
+
+    class Traced(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            if module is not None:
+                self.model = module  # its parameters become the graph's initializers
+
+        def forward(self, *tensors):
+            guard = TraceGuard()
+            with guarding(guard):
+                for t in tensors:
+                    guard.mark_dynamic(t)
+                args, kwargs = _replace_tensors(bound, tensors)
+                out = convert.call(fn)(*args, **kwargs)
+                flat: list = []
+                _flatten_outputs(out, "", flat)
+            if not flat:
+                raise TraceError("the traced function returns no tensors.")
+            out_paths[:] = [p for p, _ in flat]
+            return tuple(t for _, t in flat) if len(flat) > 1 else flat[0][1]
+
+    buf = io.BytesIO()
+    wrapper = Traced()
+    # A compiled model is for inference: trace in eval mode (dropout off, batch-norm running
+    # statistics), and leave every submodule's mode as the user had it.
+    modes = [(m, m.training) for m in wrapper.modules()]
+    wrapper.eval()
+    convert._OPTIONS.append(opts)
+    try:
+        if module is not None:
+            for m in module.modules():
+                convert.convert_module(m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            try:
+                torch.onnx.export(wrapper, tuple(example_tensors), buf, input_names=names, opset_version=opset,
+                                  dynamo=False, do_constant_folding=True)
+            except Exception as e:
+                user = _unwrap_error(e)
+                if user is not None:
+                    raise user.with_traceback(None) from None
+                raise
+    finally:
+        convert._OPTIONS.pop()
+        for m in opts.patched:
+            m.__dict__.pop("forward", None)
+        for m, training in modes:
+            m.training = training
+    proto = onnx.load_model_from_string(buf.getvalue())
+    final = list(output_names) if output_names is not None else \
+        (["output"] if out_paths == [""] else [p or "output" for p in out_paths])
+    _rename_outputs(proto, final)
+    if return_onnx:
+        return proto
+    graph = _load(proto)
+    graph.name = getattr(model_or_fn, "__name__", None) or type(model_or_fn).__name__
+    return graph
+
+
+def _tensor_leaves(bound):
+    import torch
+    sig = bound.signature
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind == inspect.Parameter.VAR_POSITIONAL:
+            yield from (v for v in value if isinstance(v, torch.Tensor))
+        elif kind == inspect.Parameter.VAR_KEYWORD:
+            yield from (v for v in value.values() if isinstance(v, torch.Tensor))
+        elif isinstance(value, torch.Tensor):
+            yield value
+
+
+def _load(proto) -> Graph:
+    from ..onnx_import import load_onnx
+    return load_onnx(proto)
