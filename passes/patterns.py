@@ -1,6 +1,6 @@
 """A small pattern language for graph rewrites, in the spirit of torch.fx's
 subgraph rewriter and tinygrad's pattern matcher: a rule is a source pattern
-(a tree of `Op`, `Var`, `Const`, `Product`/`Sum`, `AnyOf`), optional
+(a tree of `Op`, `Var`, `Const`, `Opt`, `Product`/`Sum`, `AnyOf`), optional
 constraints, and a replacement function that builds the new subgraph.
 
     gelu = Op("Mul", Var("x"), Op("Sigmoid", Var("x")))   # x * sigmoid(x) == SiLU
@@ -51,6 +51,10 @@ class Const(Var):
             c = np.asarray(v.const, dtype=np.float64)
             return c.size >= 1 and bool(np.allclose(c, self.value, rtol=self.rtol, atol=0))
         return True
+
+
+class Opt(Var):
+    """An optional input: matches an omitted input (binding None) or any value."""
 
 
 class Op(Pattern):
@@ -123,6 +127,8 @@ class Match:
 
 def _match(p: Pattern, v: Value | None, st: Match) -> Iterator[Match]:
     if v is None:
+        if isinstance(p, Opt):
+            yield st._with({p.name: None}) if p.name else st
         return
     if isinstance(p, Var):
         if isinstance(p, Const) and not p.accepts(v):

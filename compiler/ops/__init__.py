@@ -2,3 +2,4 @@
 from .registry import Attr, OpDef, OpDefinitionError, get_op, is_registered, register, registered_ops  # noqa: F401
 from . import elementwise, linalg, nn, reduce, shape_ops  # noqa: F401  (registration side effects)
 from . import fused  # noqa: F401,E402  (fused ops build on the families above)
+from . import quant  # noqa: F401,E402  (int8 ops build on the fused epilogues)
