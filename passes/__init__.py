@@ -2,7 +2,10 @@
 
 Importing this package registers every pass.
 """
-from .pass_manager import DEFAULT_PIPELINE, PASSES, PassManager, parse_pipeline, register_pass, run_pipeline  # noqa: F401
+from .pass_manager import (DEFAULT_PIPELINE, PASSES, PassContext, PassManager, insert_pass,  # noqa: F401
+                           parse_pipeline, register_pass, run_pipeline)
 from . import canonicalize, cleanup, fold_constants  # noqa: F401,E402  (registration)
 from . import fold_batchnorm, fuse_attention, fuse_epilogue, fuse_norms  # noqa: F401,E402
+from . import prune_heads  # noqa: F401,E402
 from . import fuse_quantized  # noqa: F401,E402
+from . import quantize_int8  # noqa: F401,E402

@@ -2,9 +2,16 @@
 manager: each pass is registered under a name with documented options; a
 pipeline is an ordered list of (name, options); the manager can verify the
 graph after every pass, print the IR after chosen passes, and time them.
+
+Data a pass needs beyond the graph and its options travels in one
+`PassContext` the manager carries: calibration data (sample inputs, see
+compiler/calibration.py) and the reports passes leave for the bundle
+manifest. A pass that wants it declares a keyword parameter named `context`;
+every other pass keeps the plain `fn(graph, **options)` form.
 """
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 import time
@@ -19,11 +26,40 @@ PassFn = Callable[..., int]  # (graph, **options) -> number of rewrites; mutates
 
 
 @dataclass
+class PassContext:
+    """What the caller hands to data-driven passes, beside the graph.
+
+    `calibration`: sample inputs, as a mapping of arrays (an .npz's contents) or a list of feeds;
+    see compiler/calibration.py for the layouts. Passes read it through `calibration_feeds(graph)`,
+    which checks it against the graph's inputs once and caches the result.
+    `reports`: {pass name: JSON-able dict} a pass leaves for the caller (printed by the CLI, written to
+    the bundle manifest by `PassManager.applied()`).
+    """
+    calibration: Any = None
+    reports: dict[str, Any] = field(default_factory=dict)
+    _feeds: Any = field(default=None, repr=False)
+
+    def has_calibration(self) -> bool:
+        return self.calibration is not None
+
+    def calibration_feeds(self, graph: Graph) -> list:
+        """The calibration data as feeds matching `graph`'s inputs ([] when there is none)."""
+        if self.calibration is None:
+            return []
+        from compiler.calibration import calibration_feeds
+        key = tuple((v.name, v.shape, str(v.dtype)) for v in graph.inputs)
+        if self._feeds is None or self._feeds[0] != key:
+            self._feeds = (key, calibration_feeds(graph, self.calibration))
+        return self._feeds[1]
+
+
+@dataclass
 class PassInfo:
     name: str
     fn: PassFn
     doc: str
     options: dict[str, Any] = field(default_factory=dict)
+    takes_context: bool = False  # fn has a `context` parameter: it receives the PassContext
 
 
 PASSES: dict[str, PassInfo] = {}
@@ -51,7 +87,8 @@ def register_pass(name: str, **defaults: Any) -> Callable[[PassFn], PassFn]:
     def wrap(fn: PassFn) -> PassFn:
         if name in PASSES:
             raise RuntimeError(f"pass {name} registered twice")
-        PASSES[name] = PassInfo(name, fn, (fn.__doc__ or "").strip(), dict(defaults))
+        takes_context = "context" in inspect.signature(fn).parameters
+        PASSES[name] = PassInfo(name, fn, (fn.__doc__ or "").strip(), dict(defaults), takes_context)
         return fn
     return wrap
 
@@ -107,7 +144,8 @@ class PassRecord:
 class PassManager:
     def __init__(self, pipeline: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
                  disabled: Sequence[str] = (), verify_each: bool = False,
-                 print_ir_after: Sequence[str] = (), print_pass_times: bool = False, out: TextIO | None = None):
+                 print_ir_after: Sequence[str] = (), print_pass_times: bool = False, out: TextIO | None = None,
+                 context: PassContext | None = None):
         import passes  # noqa: F401  (registers every pass)
         steps = [(s, {}) if isinstance(s, str) else (s[0], dict(s[1])) for s in
                  (DEFAULT_PIPELINE if pipeline is None else pipeline)]
@@ -127,6 +165,7 @@ class PassManager:
         self.print_pass_times = print_pass_times
         self.out = out or sys.stderr
         self.records: list[PassRecord] = []
+        self.context = context if context is not None else PassContext()
 
     def run(self, graph: Graph) -> Graph:
         if self.verify_each:
@@ -134,7 +173,8 @@ class PassManager:
         for name, opts in self.steps:
             before = len(graph.nodes)
             t0 = time.perf_counter()
-            rewrites = PASSES[name].fn(graph, **opts)
+            info = PASSES[name]
+            rewrites = info.fn(graph, **opts, **({"context": self.context} if info.takes_context else {}))
             dt = time.perf_counter() - t0
             self.records.append(PassRecord(name, opts, dt, before, len(graph.nodes), int(rewrites or 0)))
             if self.verify_each:
@@ -156,8 +196,28 @@ class PassManager:
         return "\n".join(lines) + "\n"
 
     def applied(self) -> list[dict[str, Any]]:
-        """What ran, for the bundle manifest."""
-        return [{"name": n, "options": o} for n, o in self.steps]
+        """What ran, for the bundle manifest (with the pass's report where it left one)."""
+        steps = []
+        for n, o in self.steps:
+            step = {"name": n, "options": o}
+            if n in self.context.reports:
+                step["report"] = self.context.reports[n]
+            steps.append(step)
+        return steps
+
+
+def insert_pass(pipeline: Sequence[str | tuple[str, dict[str, Any]]], step: str | tuple[str, dict[str, Any]],
+                after_prefixes: Sequence[str] = ("fuse_",)) -> list[tuple[str, dict[str, Any]]]:
+    """Put an opt-in pass at its place in `pipeline`: right after the last step whose name starts with
+    one of `after_prefixes` (e.g. prune_heads after fusion; quantization after ("fuse_", "prune_")),
+    or at the end when there is none. Refuses a pass the pipeline already has."""
+    steps = [(s, {}) if isinstance(s, str) else (s[0], dict(s[1])) for s in pipeline]
+    name, opts = (step, {}) if isinstance(step, str) else (step[0], dict(step[1]))
+    if any(n == name for n, _ in steps):
+        raise PipelineError(f"The pipeline already runs {name}; give its options once (either in --passes or "
+                            "with its own flags).")
+    at = max((i + 1 for i, (n, _) in enumerate(steps) if n.startswith(tuple(after_prefixes))), default=len(steps))
+    return steps[:at] + [(name, opts)] + steps[at:]
 
 
 def run_pipeline(graph: Graph, pipeline: Sequence[str | tuple[str, dict[str, Any]]] | None = None, **kwargs) -> Graph:
