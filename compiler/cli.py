@@ -10,6 +10,7 @@ import typer
 
 from .errors import AotcError
 from .onnx_import import parse_shape
+from .quantization import cli_options as Q
 
 app = typer.Typer(
     name="aotc",
@@ -86,11 +87,19 @@ VERIFY_HELP = "Run the IR verifier after every pass (a broken graph names the pa
 
 
 def make_pass_manager(passes: Optional[str], disable_pass: Optional[List[str]], print_ir_after: Optional[List[str]],
-                      print_pass_times: bool, verify: bool):
-    from passes import PassManager, parse_pipeline
-    pipeline = parse_pipeline(passes) if passes else None
+                      print_pass_times: bool, verify: bool, extra_steps=(), calibration: Optional[str] = None):
+    """`extra_steps`: ((name, options), after_prefixes) opt-in passes the flags asked for, each inserted with
+    passes.insert_pass; `calibration`: an .npz path whose contents data-driven passes read from the PassContext."""
+    from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass, parse_pipeline
+    pipeline = parse_pipeline(passes) if passes else list(DEFAULT_PIPELINE)
+    for step, after in extra_steps:
+        pipeline = insert_pass(pipeline, step, after)
+    context = None
+    if calibration:
+        from .calibration import load_calibration
+        context = PassContext(calibration=load_calibration(calibration))
     return PassManager(pipeline, disabled=disable_pass or (), verify_each=verify,
-                       print_ir_after=print_ir_after or (), print_pass_times=print_pass_times)
+                       print_ir_after=print_ir_after or (), print_pass_times=print_pass_times, context=context)
 
 
 @app.command("passes")
@@ -116,6 +125,17 @@ def optimize(
     print_ir_after: Optional[List[str]] = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP),
     print_pass_times: bool = typer.Option(False, "--print-pass-times", help=TIMES_HELP),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP),
+    calibration_method: str = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP),
+    calibration_percentile: float = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP),
+    calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP),
+    quantize_ops: Optional[str] = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP),
+    exclude_nodes: Optional[List[str]] = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP),
+    smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP),
+    report: Optional[str] = typer.Option(None, "--report", help="Write what the passes report (e.g. the INT8 "
+                                         "scheme and quantized nodes) as JSON to this file."),
 ):
     """Import a model with static shapes, run the pass pipeline, and write the result as ONNX.
 
@@ -124,13 +144,48 @@ def optimize(
     """
     from .onnx_export import save_onnx
     from .onnx_import import load_onnx
-    pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify)
+    qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
+                                calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
+    extra = [(qstep, Q.QUANTIZE_AFTER)] if qstep else []
+    pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify, extra, calibration)
     graph = load_onnx(model, parse_input_shapes(input_shape))
     before = len(graph.nodes)
     pm.run(graph)
     save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
+    if "quantize_int8" in pm.context.reports:
+        typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
+    if report:
+        with open(report, "w") as f:
+            json.dump(pm.applied(), f, indent=2, default=str)
     typer.echo(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}", err=True)
+
+
+# -- the PyTorch frontend ----------------------------------------------------------------------
+EXAMPLE_INPUT_HELP = ("An example input for the model's parameter NAME, as NAME=DIMS[:DTYPE] (e.g. input_ids=1x128:int64; "
+                      "DTYPE defaults to float32) or NAME=FILE.npy. Repeat for each input.")
+
+
+@app.command("trace")
+def trace_cmd(
+    model: str = typer.Argument(..., help="FILE.py:FACTORY, where FACTORY() returns the torch.nn.Module (or function)."),
+    example_input: List[str] = typer.Option(..., "--example-input", "-e", help=EXAMPLE_INPUT_HELP),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write the traced model (.onnx)."),
+    optimize: bool = typer.Option(False, "--optimize", help="Run the default pass pipeline before writing."),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+):
+    """Trace a PyTorch model with aotc's frontend (Python control flow on tensors becomes torch.where) and
+    write the IR as ONNX."""
+    from .frontend import load_python_model, parse_example_inputs
+    from .onnx_export import save_onnx
+    graph = load_python_model(model, parse_example_inputs(example_input))
+    before = len(graph.nodes)
+    if optimize:
+        make_pass_manager(None, None, None, False, verify).run(graph)
+    save_onnx(graph, output)
+    hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
+    typer.echo(f"traced {before} nodes" + (f" -> {len(graph.nodes)} optimized" if optimize else "")
+               + f" ({hist}); wrote {output}", err=True)
 
 
 def main() -> None:
