@@ -1,0 +1,63 @@
+/* aotc's thin runtime: load a compiled bundle directory and run it.
+ *
+ * aotc_load checks the manifest's format version and the SHA-256 of every file it lists
+ * before any of the bundle's code is loaded; aotc_run validates input names, dtypes and
+ * shapes. A loaded model may be run from several threads at once: each run takes its own
+ * arena (scratch memory) from a pool owned by the handle.
+ *
+ * Errors: functions return NULL / nonzero and aotc_last_error() (per thread) says why.
+ */
+#ifndef AOTC_RUNTIME_H_
+#define AOTC_RUNTIME_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AOTC_FORMAT_VERSION 1
+
+typedef struct aotc_model aotc_model;
+
+/* A tensor passed to or from aotc_run: dtype is a name ("float32", "int64", "bool", ...),
+ * data is C-contiguous. */
+typedef struct {
+  const char* name;
+  const char* dtype;
+  int32_t ndim;
+  const int64_t* shape;
+  void* data;
+} aotc_tensor;
+
+/* Loads the bundle in directory `bundle_dir`; NULL on error. */
+aotc_model* aotc_load(const char* bundle_dir);
+
+/* Runs the model. `inputs` must name every model input once; `outputs` name the outputs
+ * wanted (any subset), each with a buffer of the output's exact dtype and shape. */
+int aotc_run(aotc_model* model, const aotc_tensor* inputs, int num_inputs, aotc_tensor* outputs,
+             int num_outputs);
+
+/* Threads each run may use (default: all cores available to the process, or AOTC_NUM_THREADS). */
+int aotc_set_num_threads(aotc_model* model, int num_threads);
+
+/* Model description (valid until aotc_free). */
+int aotc_num_inputs(const aotc_model* model);
+int aotc_num_outputs(const aotc_model* model);
+/* i-th input/output: name, dtype, rank and shape (returns 0, or nonzero if i is out of range). */
+int aotc_input_info(const aotc_model* model, int i, const char** name, const char** dtype, int32_t* ndim,
+                    const int64_t** shape);
+int aotc_output_info(const aotc_model* model, int i, const char** name, const char** dtype, int32_t* ndim,
+                     const int64_t** shape);
+
+/* Frees the handle. The model's code stays loaded (its worker threads may still be parked in it). */
+void aotc_free(aotc_model* model);
+
+/* The last error of the calling thread ("" if none). */
+const char* aotc_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AOTC_RUNTIME_H_ */

@@ -1,0 +1,153 @@
+"""From a lowered, memory-planned graph to model.so: build each distinct
+kernel once, compile them with TVM/LLVM into object files, render the AOT
+driver from its jinja2 template and link both with the system C compiler.
+
+Reproducibility: kernel names are assigned in graph order, objects are
+written and linked in a fixed scratch directory layout with relative names,
+and the link drops the build id and strips symbol tables, so the same graph
+and target give the same model.so byte for byte."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from compiler.dtypes import DType
+from compiler.errors import AotcError
+from compiler.ir import Graph
+
+from .lowering import Call, lower_graph
+from .memory_plan import MemoryPlan, plan_memory
+from .target import CpuTarget
+
+TEMPLATES = Path(__file__).parent / "templates"
+KERNELS_PER_OBJECT = 12
+
+# DLPack type codes (kDLInt 0, kDLUInt 1, kDLFloat 2, kDLBfloat 4, kDLBool 6).
+DL_TYPE = {DType.float32: (2, 32), DType.float16: (2, 16), DType.bfloat16: (4, 16), DType.int8: (0, 8),
+           DType.uint8: (1, 8), DType.int32: (0, 32), DType.int64: (0, 64), DType.bool: (6, 8)}
+
+
+class ToolchainError(AotcError):
+    """The C compiler or linker failed on generated code."""
+
+
+@dataclass
+class CompiledModel:
+    model_so: bytes
+    driver_c: str
+    plan: MemoryPlan
+    kernels: list[str]
+    calls: int
+    flops: int
+    model_id: str
+
+
+def _progress(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _cstr(s: str) -> str:
+    return json.dumps(s, ensure_ascii=True)
+
+
+def _comment(s: str) -> str:
+    return s.replace("*/", "* /")
+
+
+def kernel_name(i: int, op_type: str) -> str:
+    return f"k{i:03d}_" + re.sub(r"[^0-9a-zA-Z]+", "_", op_type).lower()
+
+
+def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
+                  quiet: bool = False) -> CompiledModel:
+    import tvm
+
+    steps, ctx = lower_graph(graph, target)
+    calls = [s for s in steps if isinstance(s, Call)]
+    plan = plan_memory(graph, steps)
+
+    # One kernel per distinct key, named in order of first use.
+    kernels: dict[str, str] = {}
+    builders = {}
+    for c in calls:
+        if c.key not in kernels:
+            kernels[c.key] = kernel_name(len(kernels), c.node.op_type)
+            builders[c.key] = c
+        c.kernel = kernels[c.key]
+    names = list(kernels.values())
+    _progress(f"aotc: {len(graph.nodes)} nodes -> {len(calls)} kernel calls, {len(names)} distinct kernels "
+              f"(arena {plan.arena_bytes} B, weights {plan.weight_bytes} B)", quiet)
+
+    funcs = {}
+    for i, (key, name) in enumerate(kernels.items()):
+        call = builders[key]
+        _progress(f"aotc: [{i + 1}/{len(names)}] scheduling {name} ({call.node.op_type} {call.node.name})", quiet)
+        try:
+            funcs[name] = call.build().with_attr("global_symbol", name)
+        except Exception as e:  # a schedule rule that does not fit: a compiler bug, name the node
+            raise RuntimeError(f"building kernel {name} for node {call.node.name!r} ({call.node.op_type}, "
+                               f"operands {[o.shape for o in call.operands]}) failed: {e}") from e
+
+    tgt = target.tvm_target()
+    workdir.mkdir(parents=True, exist_ok=True)
+    objects = []
+    for start in range(0, len(names), KERNELS_PER_OBJECT):
+        chunk = names[start:start + KERNELS_PER_OBJECT]
+        _progress(f"aotc: compiling kernels {start + 1}-{start + len(chunk)} of {len(names)} with LLVM", quiet)
+        ex = tvm.compile(tvm.IRModule({n: funcs[n] for n in chunk}), target=tgt)
+        obj = f"kernels{start // KERNELS_PER_OBJECT:03d}.o"
+        ex.mod.write_to_file(str(workdir / obj))
+        objects.append(obj)
+
+    # The driver's tables.
+    shapes: list[tuple] = []
+    shape_ids: dict[tuple, int] = {}
+    args, call_specs = [], []
+    for c in calls:
+        first = len(args)
+        for o in c.operands:
+            where, off = plan.place[o.value.name]
+            if o.shape not in shape_ids:
+                shape_ids[o.shape] = len(shapes)
+                shapes.append(o.shape)
+            code, bits = DL_TYPE[o.dtype]
+            args.append({"where": 0 if where == "arena" else 1, "offset": off, "ndim": len(o.shape),
+                         "code": code, "bits": bits, "shape_id": shape_ids[o.shape]})
+        call_specs.append({"kernel": c.kernel, "node": c.node.name, "first_arg": first,
+                           "num_args": len(c.operands)})
+
+    def io(v):
+        where, off = plan.place[v.name]
+        return {"name": _comment(v.name), "where": 0 if where == "arena" else 1, "offset": off, "nbytes": v.nbytes}
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    env.filters["cstr"] = _cstr
+    driver = env.get_template("driver.c.j2").render(
+        aotc_version=aotc_version, target=target.name, model_id=model_id, kernels=names, calls=call_specs,
+        args=args, shapes=shapes, inputs=[io(v) for v in graph.inputs], outputs=[io(v) for v in graph.outputs],
+        arena_bytes=plan.arena_bytes, weight_bytes=plan.weight_bytes,
+        max_args=max([len(c.operands) for c in calls] + [1]))
+    (workdir / "driver.c").write_text(driver)
+
+    cmd = [target.cc, *target.cflags, "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-o", "model.so",
+           "driver.c", *objects, "-lm", "-lpthread", "-Wl,--build-id=none", "-Wl,--hash-style=gnu",
+           *([] if os.environ.get("AOTC_KEEP_SYMBOLS") else ["-Wl,-s"]),
+           "-ffile-prefix-map=" + str(workdir) + "=."]
+    _progress(f"aotc: linking model.so ({target.cc})", quiet)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolchainError(f"Linking model.so failed ({' '.join(cmd)}): {proc.stderr.strip()[:2000]}")
+    so = (workdir / "model.so").read_bytes()
+    return CompiledModel(so, driver, plan, names, len(calls), sum(c.flops for c in calls), model_id)

@@ -1,0 +1,154 @@
+"""The GEMM family: MatMul (batched, broadcasting) and Gemm.
+
+A constant right-hand side (a weight) is packed at compile time into
+column panels Bp[N/NR, K, NR], so the micro-kernel's NR-wide row of B for
+each k is one contiguous vector load, and the A operand is viewed as
+[M, K] with every leading axis folded into M. Gemm's alpha is folded into
+the packed weight and its bias becomes the accumulator's initial value."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+
+from .lower_elementwise import bcast_index, tvm_dtype
+from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .schedules import prim_func, schedule_contraction
+
+MR_CHOICES = (8, 6, 4, 3, 2, 1)
+KC = 128
+
+
+def pick_nr(n: int, lanes: int) -> int:
+    for c in (2 * lanes, lanes):
+        if n % c == 0:
+            return c
+    return 0
+
+
+def pick_mr(m: int, nr: int, lanes: int) -> int:
+    regs = max(-(-nr // lanes), 1)
+    for c in MR_CHOICES:
+        if m % c == 0 and c * regs <= 16:
+            return c
+    return 1
+
+
+def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
+    """[K, N] -> [N/NR, K, NR]."""
+    k, n = b.shape
+    return np.ascontiguousarray(b.reshape(k, n // nr, nr).transpose(1, 0, 2))
+
+
+def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: str, b_make, k: int, n: int,
+                     out, bias=None) -> Call:
+    """out[M, N] = A[M, K] @ B (+ bias[N]) with B a compile-time constant."""
+    lanes = ctx.lanes
+    m = math.prod(a_shape) // k
+    nr = pick_nr(n, lanes)
+    mr = pick_mr(m, nr, lanes)
+    bp = ctx.derived_const(f"{b_data_key}.packed{nr}", lambda: pack_b(b_make(), nr))
+    ops = [operand(a, (m, k)), operand(bp)] + ([operand(bias, (n,))] if bias is not None else [])
+    ops.append(operand(out, (m, n)))
+    key = f"packed_gemm|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        A = te.placeholder((m, k), "float32", name="A")
+        B = te.placeholder(bp.shape, "float32", name="Bp")
+        kk = te.reduce_axis((0, k), name="k")
+        args = [A, B]
+        if bias is not None:
+            bias_t = te.placeholder((n,), "float32", name="bias")
+            args.append(bias_t)
+            C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk, init=bias_t[j]),
+                           name="C")
+        else:
+            C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="C")
+        return prim_func(args + [C], lambda sch: schedule_contraction(sch, "C", m, n, k, lanes, mr, nr, kc=KC))
+
+    return Call(key, build, ops, node, flops=2 * m * n * k)
+
+
+def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bool = False,
+                        trans_b: bool = False) -> Call:
+    """out[batch..., M, N] = A[batch..., M, K] @ B[batch..., K, N], batch axes broadcasting."""
+    lanes = ctx.lanes
+    ash, bsh, osh = a.shape, b.shape, out.shape
+    m, n = osh[-2], osh[-1]
+    k = ash[-2] if trans_a else ash[-1]
+    batch = osh[:-2]
+    nr = pick_nr(n, lanes) or (n if n <= 2 * lanes else 0)
+    mr = pick_mr(m, nr or 1, lanes) if nr else 1
+    ops = [operand(a), operand(b), operand(out)]
+    key = f"matmul|ta={trans_a},tb={trans_b}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        A = te.placeholder(ash, tvm_dtype(a.dtype), name="A")
+        B = te.placeholder(bsh, tvm_dtype(b.dtype), name="B")
+        kk = te.reduce_axis((0, k), name="k")
+
+        def f(*idx):
+            bi = idx[:-2]
+            i, j = idx[-2], idx[-1]
+            ai = bcast_index(ash[:-2], bi) + ((kk, i) if trans_a else (i, kk))
+            bj = bcast_index(bsh[:-2], bi) + ((j, kk) if trans_b else (kk, j))
+            return te.sum(A[ai] * B[bj], axis=kk)
+        C = te.compute(osh, f, name="C")
+        if nr:
+            sched = lambda sch: schedule_contraction(sch, "C", m, n, k, lanes, mr, nr,  # noqa: E731
+                                                     batch_loops=len(batch))
+        else:
+            sched = None
+        return prim_func([A, B, C], sched)
+
+    return Call(key, build, ops, node, flops=2 * out.size * k)
+
+
+@lowers("MatMul")
+def lower_matmul(node: Node, ctx: LoweringContext):
+    a, b = node.inputs
+    out = node.outputs[0]
+    if a.dtype != DType.float32:
+        raise NoLoweringError(f"{a.dtype} MatMul has no CPU kernel yet")
+    if a.rank < 2 or b.rank < 2:
+        raise NoLoweringError("MatMul of a 1-D operand has no CPU kernel yet")
+    k, n = b.shape[-2], b.shape[-1]
+    if b.const is not None and math.prod(b.shape[:-2]) == 1 and pick_nr(n, ctx.lanes):
+        w = b
+        return [packed_gemm_call(node, ctx, a, a.shape, w.name, lambda: w.const.reshape(k, n).astype(np.float32),
+                                 k, n, out)]
+    return [batched_matmul_call(node, ctx, a, b, out)]
+
+
+@lowers("Gemm")
+def lower_gemm(node: Node, ctx: LoweringContext):
+    a, b = node.inputs[0], node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    out = node.outputs[0]
+    at = node.attrs
+    if a.dtype != DType.float32:
+        raise NoLoweringError(f"{a.dtype} Gemm has no CPU kernel yet")
+    m, n = out.shape
+    k = a.shape[0] if at["transA"] else a.shape[1]
+    if b.const is not None and not at["transA"] and pick_nr(n, ctx.lanes):
+        alpha, beta = at["alpha"], at["beta"]
+        w = b
+        make_b = lambda: (alpha * (w.const.T if at["transB"] else w.const)).astype(np.float32)  # noqa: E731
+        bias = None
+        if c is not None:
+            if c.const is None:
+                raise NoLoweringError("a non-constant Gemm bias has no CPU kernel yet")
+            if c.const.size not in (1, n) or (c.const.ndim == 2 and c.const.shape[0] != 1):
+                raise NoLoweringError("a Gemm bias that is not per output column has no CPU kernel yet")
+            bias = ctx.derived_const(f"{c.name}.bias{n}x{beta}",
+                                     lambda: (beta * np.broadcast_to(c.const.reshape(-1), (n,))).astype(np.float32))
+        key = f"{w.name}.a{alpha}.t{at['transB']}"
+        return [packed_gemm_call(node, ctx, a, a.shape, key, make_b, k, n, out, bias=bias)]
+    if c is not None or at["alpha"] != 1.0:
+        raise NoLoweringError("Gemm with a non-constant B and a bias or alpha has no CPU kernel yet")
+    return [batched_matmul_call(node, ctx, a, b, out, bool(at["transA"]), bool(at["transB"]))]

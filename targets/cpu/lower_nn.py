@@ -1,0 +1,264 @@
+"""The CNN family on NCHW tensors: Conv (pointwise as a GEMM over pixels,
+depthwise and general as direct convolution with a register tile of output
+channels or rows x a vector of output columns), BatchNormalization as a
+per-channel multiply-add with folded constants, and the pools.
+
+Conv padding is materialized by a Pad kernel into a temporary first, so the
+convolution's inner loop has no bounds checks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+from compiler.ops.nn import Conv, window_geometry
+
+from .lower_elementwise import dtype_of, injective_call
+from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .schedules import PARALLEL_MIN_ELEMENTS, prim_func, schedule_contraction
+
+
+def pick_vec(n: int, lanes: int) -> int:
+    """A vector tile along a row of n: a multiple of the lanes dividing n, else a divisor of n up to 4 vectors."""
+    for c in (2 * lanes, lanes):
+        if n % c == 0:
+            return c
+    for c in range(min(n, 4 * lanes), 0, -1):
+        if n % c == 0 and c >= lanes // 2:
+            return c
+    return n if n <= 4 * lanes else 1
+
+
+def pad_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end):
+    """A temporary holding x zero-padded on its spatial axes."""
+    from tvm import tirx as T
+    shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], pads_begin, pads_end))
+    tmp = ctx.temp(node.outputs[0].name + ".pad", shape, x.dtype)
+
+    def f(t, o):
+        src, conds = list(o[:2]), []
+        for i, n, b in zip(o[2:], x.shape[2:], pads_begin):
+            j = i - T.const(b, dtype_of(i))
+            conds += [j >= T.const(0, dtype_of(i)), j < T.const(n, dtype_of(i))]
+            src.append(T.min(T.max(j, T.const(0, dtype_of(i))), T.const(n - 1, dtype_of(i))))
+        cond = conds[0]
+        for c in conds[1:]:
+            cond = T.And(cond, c)
+        return T.Select(cond, t[0][tuple(src)], T.const(0.0, "float32"))
+    call = injective_call(node, ctx, [x], tmp, None, extra_key=f"pad{pads_begin}{pads_end}", raw=f)
+    call.key = "conv_pad|" + call.key.split("|", 1)[1]
+    call.key = f"conv_pad|{pads_begin}|{pads_end}|{sig(*call.operands)}"
+    return call, tmp
+
+
+def schedule_direct_conv(sch, block: str, out_shape, lanes: int, tile_channels: int, tile_rows: int,
+                         vec: int) -> None:
+    """Loops [n, m, oh, ow, reductions...]: a tile of `tile_channels` output channels (or
+    `tile_rows` output rows) x `vec` output columns stays in registers over the reduction."""
+    n, m, oh, ow = out_shape
+    blk = sch.get_sblock(block)
+    loops = list(sch.get_loops(blk))
+    ln, lm, lh, lw = loops[:4]
+    red = loops[4:]
+    mo, mi = sch.split(lm, [None, tile_channels])
+    ho, hi = sch.split(lh, [None, tile_rows])
+    wo, wi = sch.split(lw, [None, vec])
+    sch.reorder(ln, mo, ho, wo, *red, mi, hi, wi)
+    sch.unroll(mi)
+    sch.unroll(hi)
+    if vec > 1:
+        sch.vectorize(wi)
+    outer = sch.fuse(ln, mo, ho)
+    if n * m * oh * ow >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(outer)
+    if red:
+        init = sch.decompose_reduction(blk, red[0])
+        if vec > 1:
+            sch.vectorize(sch.get_loops(init)[-1])
+
+
+@lowers("Conv")
+def lower_conv(node: Node, ctx: LoweringContext):
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    if x.dtype != DType.float32:
+        raise NoLoweringError(f"{x.dtype} Conv has no CPU kernel yet")
+    if x.rank != 4:
+        raise NoLoweringError("only 2-D convolution has a CPU kernel yet")
+    if w.const is None:
+        raise NoLoweringError("a non-constant Conv weight has no CPU kernel yet")
+    if b is not None and b.const is None:
+        raise NoLoweringError("a non-constant Conv bias has no CPU kernel yet")
+    kernel, out, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, node.attrs)
+    g = node.attrs["group"]
+    nb, c, h, wd = x.shape
+    m = w.shape[0]
+    cg, mg = c // g, m // g
+    kh, kw = kernel
+    oh, ow = out
+    lanes = ctx.lanes
+    steps = []
+    # Only padding a window reads needs materializing (with strides, end padding may go unread).
+    pe = [max(0, min(e, (o - 1) * s + (k - 1) * d + 1 - (n_ + p))) for e, o, s, k, d, n_, p in
+          zip(pe, out, strides, kernel, dils, (h, wd), pb)]
+    src = x
+    if any(pb) or any(pe):
+        call, src = pad_call(node, ctx, x, pb, pe)
+        steps.append(call)
+    bias = None
+    if b is not None:
+        bias = b
+    # Pointwise, unit stride, ungrouped: a GEMM W[M, C] @ X[C, H*W] per image.
+    if kh == kw == 1 and strides == [1, 1] and g == 1 and src is x:
+        steps.append(pointwise_call(node, ctx, x, w, bias, y))
+        return steps
+    depthwise = cg == 1 and mg == 1
+    sh, sw = strides
+    dh, dw = dils
+    ops = [operand(src), operand(w)] + ([operand(bias)] if bias is not None else []) + [operand(y)]
+    vec = pick_vec(ow, lanes)
+    if depthwise:
+        tile_c, tile_r = 1, next(t for t in (4, 2, 1) if oh % t == 0)
+    else:
+        regs = max(-(-vec // lanes), 1)
+        tile_c, tile_r = next(t for t in (8, 6, 4, 3, 2, 1) if mg % t == 0 and t * regs <= 16), 1
+    key = f"conv|{attrs_key(node)}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        X = te.placeholder(src.shape, "float32", name="X")
+        W = te.placeholder(w.shape, "float32", name="W")
+        args = [X, W]
+        bt = None
+        if bias is not None:
+            bt = te.placeholder(bias.shape, "float32", name="bias")
+            args.append(bt)
+        rh = te.reduce_axis((0, kh), name="rh")
+        rw = te.reduce_axis((0, kw), name="rw")
+        init = (lambda mm: bt[mm]) if bt is not None else (lambda mm: None)
+        if depthwise:
+            def f(nn, mm, i, j):
+                return te.sum(X[nn, mm, i * sh + rh * dh, j * sw + rw * dw] * W[mm, 0, rh, rw],
+                              axis=[rh, rw], init=init(mm))
+        else:
+            rc = te.reduce_axis((0, cg), name="rc")
+
+            def f(nn, mm, i, j):
+                ci = (mm // mg) * cg + rc if g > 1 else rc
+                return te.sum(X[nn, ci, i * sh + rh * dh, j * sw + rw * dw] * W[mm, rc, rh, rw],
+                              axis=[rc, rh, rw], init=init(mm))
+        Y = te.compute((nb, m, oh, ow), f, name="Y")
+        return prim_func(args + [Y], lambda sch: schedule_direct_conv(sch, "Y", (nb, m, oh, ow), lanes, tile_c,
+                                                                      tile_r, vec))
+
+    steps.append(Call(key, build, ops, node, flops=2 * y.size * cg * kh * kw))
+    return steps
+
+
+def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
+    nb, c = x.shape[:2]
+    m = w.shape[0]
+    p = math.prod(x.shape[2:])
+    lanes = ctx.lanes
+    nr = pick_vec(p, lanes)
+    regs = max(-(-nr // lanes), 1)
+    mr = next(t for t in (8, 6, 4, 3, 2, 1) if m % t == 0 and t * regs <= 16)
+    ops = [operand(x, (nb, c, p)), operand(w, (m, c))] + ([operand(bias)] if bias is not None else [])
+    ops.append(operand(y, (nb, m, p)))
+    key = f"pointwise|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        X = te.placeholder((nb, c, p), "float32", name="X")
+        W = te.placeholder((m, c), "float32", name="W")
+        args = [X, W]
+        rc = te.reduce_axis((0, c), name="rc")
+        if bias is not None:
+            bt = te.placeholder((m,), "float32", name="bias")
+            args.append(bt)
+            Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc, init=bt[i]), name="Y")
+        else:
+            Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="Y")
+        return prim_func(args + [Y], lambda sch: schedule_contraction(sch, "Y", m, p, c, lanes, mr, nr,
+                                                                      kc=256, batch_loops=1))
+    return Call(key, build, ops, node, flops=2 * y.size * c)
+
+
+@lowers("BatchNormalization")
+def lower_batchnorm(node: Node, ctx: LoweringContext):
+    x, scale, bias, mean, var = node.inputs
+    if x.dtype != DType.float32 or any(v.const is None for v in (scale, bias, mean, var)):
+        raise NoLoweringError("only float32 with constant statistics has a CPU kernel yet")
+    eps = node.attrs["epsilon"]
+    shape = (x.shape[1],) + (1,) * (x.rank - 2)
+    k = (scale.const.astype(np.float32) / np.sqrt(var.const.astype(np.float32) + np.float32(eps)))
+    kv = ctx.derived_const(f"{node.name}.bn_scale", lambda: k.reshape(shape))
+    bv = ctx.derived_const(f"{node.name}.bn_shift",
+                           lambda: (bias.const.astype(np.float32) - mean.const.astype(np.float32) * k).reshape(shape))
+    return [injective_call(node, ctx, [x, kv, bv], node.outputs[0], lambda ld, i: ld[0](i) * ld[1](i) + ld[2](i))]
+
+
+@lowers("MaxPool", "AveragePool")
+def lower_pool(node: Node, ctx: LoweringContext):
+    from tvm import tirx as T
+    x, y = node.inputs[0], node.outputs[0]
+    if x.dtype != DType.float32 or x.rank != 4:
+        raise NoLoweringError("only float32 2-D pooling has a CPU kernel yet")
+    if node.attrs.get("storage_order"):
+        raise NoLoweringError("storage_order=1")
+    kernel = node.attrs["kernel_shape"]
+    out, strides, dils, pb, pe = window_geometry(node.op_type, x.shape[2:], kernel, node.attrs,
+                                                 bool(node.attrs["ceil_mode"]))
+    is_max = node.op_type == "MaxPool"
+    include_pad = bool(node.attrs.get("count_include_pad", 0))
+    h, w = x.shape[2:]
+    ops = [operand(x), operand(y)]
+    key = f"{node.op_type}|{attrs_key(node)}|{sig(*ops)}"
+    lanes = ctx.lanes
+    nb, c, oh, ow = y.shape
+
+    def count(i, sp, s, d, b, e, k):
+        lo = i * s - b
+        taps = [lo + t * d for t in range(k)]
+        if include_pad:
+            return sum(1 for t in taps if -b <= t < sp + e)
+        return sum(1 for t in taps if 0 <= t < sp)
+
+    # Divisors per output position are compile-time constants (a separable product per axis).
+    cnt_h = [count(i, h, strides[0], dils[0], pb[0], pe[0], kernel[0]) for i in range(oh)]
+    cnt_w = [count(j, w, strides[1], dils[1], pb[1], pe[1], kernel[1]) for j in range(ow)]
+    inv = None
+    if not is_max:
+        inv = ctx.derived_const(f"{node.name}.pool_inv",
+                                lambda: (1.0 / np.maximum(np.outer(cnt_h, cnt_w), 1)).astype(np.float32))
+        ops.insert(1, operand(inv))
+
+    def build():
+        from tvm import te
+        X = te.placeholder(x.shape, "float32", name="X")
+        rh = te.reduce_axis((0, kernel[0]), name="rh")
+        rw = te.reduce_axis((0, kernel[1]), name="rw")
+
+        def tap(nn, cc, i, j):
+            hi = i * strides[0] - pb[0] + rh * dils[0]
+            wi = j * strides[1] - pb[1] + rw * dils[1]
+            inside = T.And(T.And(hi >= 0, hi < h), T.And(wi >= 0, wi < w))
+            v = X[nn, cc, T.min(T.max(hi, 0), h - 1), T.min(T.max(wi, 0), w - 1)]
+            return T.Select(inside, v, T.const(-3.4e38 if is_max else 0.0, "float32"))
+        if is_max:
+            Y = te.compute(y.shape, lambda *o: te.max(tap(*o), axis=[rh, rw]), name="Y")
+            args = [X, Y]
+            return prim_func(args, lambda sch: schedule_direct_conv(sch, "Y", y.shape, lanes, 1, 1, pick_vec(ow, lanes)))
+        INV = te.placeholder((oh, ow), "float32", name="inv")
+        S = te.compute(y.shape, lambda *o: te.sum(tap(*o), axis=[rh, rw]), name="S")
+        Y = te.compute(y.shape, lambda nn, cc, i, j: S[nn, cc, i, j] * INV[i, j], name="Y")
+
+        def sched(sch):
+            sch.compute_inline(sch.get_sblock("S")) if False else None
+            schedule_direct_conv(sch, "S", y.shape, lanes, 1, 1, pick_vec(ow, lanes))
+        return prim_func([X, INV, Y], sched)
+
+    return [Call(key, build, ops, node, flops=y.size * kernel[0] * kernel[1])]

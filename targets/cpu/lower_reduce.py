@@ -1,0 +1,210 @@
+"""Reductions and the normalizing ops built on them. Everything that reduces
+trailing axes runs as a row kernel: the input is viewed as [rows, length],
+each row is reduced with `lanes` vector partial sums (then the lanes are
+summed), and the rows run in parallel. Softmax keeps exp(x - max) of its row
+in a small stack buffer so exp is computed once per element."""
+from __future__ import annotations
+
+import math
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+
+from .lower_elementwise import fexp, tvm_dtype
+from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
+
+REDUCERS = {"sum", "max", "min"}
+
+
+def row_reduce(x, rows: int, length: int, kind: str, lanes: int, name: str, fn=None):
+    """[rows] = reduce over the last axis of fn(r, l) (default x[r, l]); vector partials when possible."""
+    from tvm import te
+    fn = fn or (lambda r, l: x[r, l])
+    red = {"sum": te.sum, "max": te.max, "min": te.min}[kind]
+    if length % lanes == 0 and length >= 2 * lanes:
+        k = te.reduce_axis((0, length // lanes), name=f"{name}_k")
+        part = te.compute((rows, lanes), lambda r, v: red(fn(r, k * lanes + v), axis=k), name=f"{name}_part")
+        v = te.reduce_axis((0, lanes), name=f"{name}_v")
+        return te.compute((rows,), lambda r: red(part[r, v], axis=v), name=name), [f"{name}_part", name]
+    k = te.reduce_axis((0, length), name=f"{name}_k")
+    return te.compute((rows,), lambda r: red(fn(r, k), axis=k), name=name), [name]
+
+
+def schedule_rows(sch, out: str, stages: list[str], rows: int, length: int, lanes: int,
+                  local: tuple[str, ...] = ()) -> None:
+    """Row-at-a-time: every stage computed under the output's row loop."""
+    blk = sch.get_sblock(out)
+    loops = sch.get_loops(blk)
+    r = loops[0]
+    if len(loops) > 1 and length % lanes == 0:
+        lo, li = sch.split(loops[1], [None, lanes])
+        sch.vectorize(li)
+    for name in reversed(stages):
+        sch.compute_at(sch.get_sblock(name), r)
+    if rows * length >= PARALLEL_MIN_ELEMENTS and rows > 1:
+        sch.parallel(r)  # before decompose_reduction, which the parallel check would reject
+    for name in stages:
+        b = sch.get_sblock(name)
+        if name in local:
+            sch.set_scope(b, 0, "local")
+        inner = sch.get_loops(b)[1:]
+        if name.endswith("_part") and len(inner) == 2:
+            v, k = inner
+            sch.reorder(k, v)
+            sch.vectorize(v)
+            init = sch.decompose_reduction(b, k)
+            sch.vectorize(sch.get_loops(init)[-1])
+        elif len(inner) == 1 and length % lanes == 0 and not _is_reduction(sch, b):
+            lo, li = sch.split(inner[0], [None, lanes])
+            sch.vectorize(li)
+
+
+def _is_reduction(sch, b) -> bool:
+    return any(int(iv.iter_type) == 2 for iv in sch.get(b).iter_vars)
+
+
+def row_call(node: Node, ctx: LoweringContext, x_value, out_value, rows: int, length: int, build_fn,
+             extra_inputs=(), extra_key: str = "") -> Call:
+    ops = [operand(x_value, (rows, length))] + [operand(v) for v in extra_inputs]
+    ops.append(operand(out_value, (rows, length) if out_value.size == rows * length else (rows,)))
+    key = f"{node.op_type}|{attrs_key(node)}|{extra_key}|{sig(*ops)}"
+    return Call(key, lambda: build_fn(ops), ops, node, flops=node.op.flops(node.inputs, node.outputs, node.attrs))
+
+
+def _placeholders(ops):
+    from tvm import te
+    return [te.placeholder(o.shape, tvm_dtype(o.dtype), name=f"in{i}") for i, o in enumerate(ops[:-1])]
+
+
+def _row_view(x, axis: int):
+    rows = math.prod(x.shape[:axis])
+    return rows, x.size // max(rows, 1)
+
+
+@lowers("Softmax", "LogSoftmax")
+def lower_softmax(node: Node, ctx: LoweringContext):
+    x, y = node.inputs[0], node.outputs[0]
+    if x.dtype != DType.float32:
+        raise NoLoweringError(f"{x.dtype} has no CPU kernel yet")
+    axis = node.attrs["axis"] % x.rank
+    if axis != x.rank - 1:
+        raise NoLoweringError("Softmax over an axis other than the last has no CPU kernel yet")
+    rows, length = _row_view(x, axis)
+    lanes = ctx.lanes
+    log = node.op_type == "LogSoftmax"
+
+    def build(ops):
+        from tvm import te
+        from tvm import tirx as T
+        (xt,) = _placeholders(ops)
+        mx, mx_stages = row_reduce(xt, rows, length, "max", lanes, "mx")
+        e = te.compute((rows, length), lambda r, l: fexp(xt[r, l] - mx[r]), name="e")
+        s, s_stages = row_reduce(e, rows, length, "sum", lanes, "s")
+        if log:
+            out = te.compute((rows, length), lambda r, l: xt[r, l] - mx[r] - T.log(s[r]), name="out")
+        else:
+            out = te.compute((rows, length), lambda r, l: e[r, l] * (T.const(1.0, "float32") / s[r]), name="out")
+        stages = mx_stages + ["e"] + s_stages
+        return prim_func([xt, out], lambda sch: schedule_rows(sch, "out", stages, rows, length, lanes, local=("e",)))
+    return [row_call(node, ctx, x, y, rows, length, build)]
+
+
+@lowers("LayerNormalization")
+def lower_layernorm(node: Node, ctx: LoweringContext):
+    x, scale = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    if x.dtype != DType.float32:
+        raise NoLoweringError(f"{x.dtype} has no CPU kernel yet")
+    axis = node.attrs["axis"] % x.rank
+    rows, length = _row_view(x, axis)
+    lanes, eps = ctx.lanes, node.attrs["epsilon"]
+    # scale/bias broadcast over the normalized axes; materialize them as [length] constants when needed.
+    params = []
+    for v in (scale, bias):
+        if v is None:
+            continue
+        if v.size != length:
+            if v.const is None:
+                raise NoLoweringError("a non-constant scale/bias that broadcasts")
+            import numpy as np
+            v = ctx.derived_const(f"{v.name}.bcast{length}",
+                                  lambda v=v: np.broadcast_to(v.const, x.shape[axis:]).reshape(-1).copy())
+        params.append(v)
+
+    def build(ops):
+        from tvm import te
+        from tvm import tirx as T
+        phs = _placeholders(ops)
+        xt = phs[0]
+        sc = phs[1]
+        bi = phs[2] if len(phs) > 2 else None
+        f32 = "float32"
+        inv_n = T.const(1.0 / length, f32)
+        s, s_st = row_reduce(xt, rows, length, "sum", lanes, "s")
+        mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")
+        q, q_st = row_reduce(xt, rows, length, "sum", lanes, "q",
+                             fn=lambda r, l: (xt[r, l] - mean[r]) * (xt[r, l] - mean[r]))
+        rstd = te.compute((rows,), lambda r: T.const(1.0, f32) / T.sqrt(q[r] * inv_n + T.const(eps, f32)),
+                          name="rstd")
+
+        def f(r, l):
+            v = (xt[r, l] - mean[r]) * rstd[r] * sc[_flat(sc, l)]
+            return v + bi[_flat(bi, l)] if bi is not None else v
+        out = te.compute((rows, length), f, name="out")
+        stages = s_st + ["mean"] + q_st + ["rstd"]
+        return prim_func(phs + [out], lambda sch: schedule_rows(sch, "out", stages, rows, length, lanes))
+    return [row_call(node, ctx, x, y, rows, length, build, extra_inputs=params,
+                     extra_key=",".join(f"{list(v.shape)}" for v in params))]
+
+
+def _flat(t, l):
+    """Index a parameter tensor of any shape by the flat position l of the normalized axes."""
+    shape = [int(d) for d in t.shape]
+    idx = []
+    for d in reversed(shape):
+        idx.append(l % d if d > 1 else 0)
+        l = l // d
+    return tuple(reversed(idx))
+
+
+REDUCE_KIND = {"ReduceSum": "sum", "ReduceMean": "sum", "ReduceMax": "max", "ReduceMin": "min",
+               "ReduceSumSquare": "sum", "ReduceL2": "sum", "GlobalAveragePool": "sum", "GlobalMaxPool": "max"}
+
+
+@lowers(*REDUCE_KIND)
+def lower_reduce(node: Node, ctx: LoweringContext):
+    x, y = node.inputs[0], node.outputs[0]
+    if x.dtype != DType.float32:
+        raise NoLoweringError(f"{x.dtype} has no CPU kernel yet")
+    op = node.op_type
+    if op.startswith("Global"):
+        axes = tuple(range(2, x.rank))
+    else:
+        axes = node.op.axes(x.rank, node.attrs)
+        if axes is None:
+            axes = ()
+    if axes and tuple(axes) != tuple(range(x.rank - len(axes), x.rank)):
+        raise NoLoweringError("reductions over axes that are not the trailing ones have no CPU kernel yet")
+    rows = math.prod(x.shape[:x.rank - len(axes)])
+    length = max(x.size // max(rows, 1), 1)
+    kind, lanes = REDUCE_KIND[op], ctx.lanes
+    square = op in ("ReduceSumSquare", "ReduceL2")
+
+    def build(ops):
+        from tvm import te
+        from tvm import tirx as T
+        (xt,) = _placeholders(ops)
+        fn = (lambda r, l: xt[r, l] * xt[r, l]) if square else None
+        tot, st = row_reduce(xt, rows, length, kind, lanes, "tot", fn=fn)
+        if op in ("ReduceMean", "GlobalAveragePool"):
+            out = te.compute((rows,), lambda r: tot[r] * T.const(1.0 / length, "float32"), name="out")
+        elif op == "ReduceL2":
+            out = te.compute((rows,), lambda r: T.sqrt(tot[r]), name="out")
+        else:
+            out = te.compute((rows,), lambda r: tot[r], name="out")
+        return prim_func([xt, out], lambda sch: schedule_rows(sch, "out", st, rows, length, lanes))
+    if not axes:  # noop_with_empty_axes: elementwise part only
+        raise NoLoweringError("reductions over no axis have no CPU kernel yet")
+    return [row_call(node, ctx, x, y, rows, length, build)]

@@ -1,0 +1,113 @@
+"""aotc's CPU schedule rules, applied to TE-built PrimFuncs with
+`tvm.s_tir.Schedule`. Untuned TVM code is two orders of magnitude slower
+than a BLAS on GEMMs, so every kernel family gets an explicit rule here:
+
+- injective (elementwise, broadcast, data movement): vectorize the innermost
+  axis by the target's lanes, fuse the rest, parallelize when big enough;
+- GEMM-like contractions: a register tile of MR rows x NR columns (NR a
+  multiple of the vector width) accumulated over the reduction, cache-blocked
+  along K, outer tiles in parallel;
+- row reductions (Softmax, LayerNormalization): one row per iteration,
+  vector partial sums along the last axis.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+# Below this many output elements a kernel runs on one thread: waking the
+# pool costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 1 << 14
+
+
+def prim_func(args: Sequence, schedule: Callable | None = None):
+    """TE tensors -> a scheduled PrimFunc (parameters in `args` order)."""
+    import tvm
+    from tvm import te
+    func = te.create_prim_func(list(args))
+    if schedule is None:
+        return func
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    schedule(sch)
+    return sch.mod["main"]
+
+
+def block_names(sch) -> list[str]:
+    """Names of the top-level blocks of the function, in program order."""
+    root = sch.get_sblock("root")
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+
+
+def inline_all_but(sch, keep: set[str]) -> None:
+    for name in block_names(sch):
+        if name not in keep:
+            sch.compute_inline(sch.get_sblock(name))
+
+
+def schedule_injective(sch, block: str, shape: Sequence[int], lanes: int,
+                       parallel_min: int = PARALLEL_MIN_ELEMENTS) -> None:
+    """Vectorize the innermost axis (when it divides into vectors), fuse the
+    outer axes and run them in parallel when the output is big."""
+    blk = sch.get_sblock(block)
+    loops = list(sch.get_loops(blk))
+    if not loops:
+        return
+    total = math.prod(shape)
+    vec = None
+    if shape[-1] % lanes == 0:
+        outer, vec = sch.split(loops[-1], [None, lanes])
+        loops = loops[:-1] + [outer]
+    elif shape[-1] < lanes and total % lanes == 0 and len(loops) > 1:
+        # Short rows (e.g. [.., 7]): vectorize across rows of the fused index.
+        fused = sch.fuse(*loops)
+        outer, vec = sch.split(fused, [None, lanes])
+        loops = [outer]
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    if total >= parallel_min:
+        sch.parallel(fused)
+    if vec is not None:
+        sch.vectorize(vec)
+
+
+def pick_tile(n: int, choices: Sequence[int]) -> int:
+    for c in choices:
+        if n % c == 0:
+            return c
+    return 1
+
+
+def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr: int, nr: int,
+                         kc: int | None = None, batch_loops: int = 0, parallel: bool = True) -> None:
+    """Register-tiled contraction for a block whose loops are
+    [batch..., m, n, k...] (k may be several reduction loops, fused here).
+
+    MR x NR accumulators stay in vector registers over a K block of `kc`
+    (the NR-wide column panel of B for that block stays in L1 across all
+    row tiles); tiles of (batch, columns) run in parallel."""
+    blk = sch.get_sblock(block)
+    loops = list(sch.get_loops(blk))
+    b_loops = loops[:batch_loops]
+    lm, ln = loops[batch_loops], loops[batch_loops + 1]
+    red = loops[batch_loops + 2:]
+    lk = sch.fuse(*red) if len(red) > 1 else red[0]
+    mo, mi = sch.split(lm, [None, mr])
+    no, ni = sch.split(ln, [None, nr])
+    if kc and k > kc and k % kc == 0:
+        ko, ki = sch.split(lk, [None, kc])
+        sch.reorder(*b_loops, no, ko, mo, ki, mi, ni)
+        init_at = ko
+    else:
+        ko = None
+        sch.reorder(*b_loops, no, mo, lk, mi, ni)
+        init_at = lk
+    sch.unroll(mi)
+    sch.vectorize(ni) if nr % lanes == 0 and n % nr == 0 else None
+    outer = sch.fuse(*b_loops, no) if b_loops else no
+    if ko is None:
+        outer = sch.fuse(outer, mo)
+    if parallel and m * n >= PARALLEL_MIN_ELEMENTS // 4:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(blk, init_at)
+    il = sch.get_loops(init)
+    if nr % lanes == 0 and n % nr == 0:
+        sch.vectorize(il[-1])
