@@ -15,8 +15,6 @@ from compiler.ir import Graph
 
 from .pass_manager import PassContext, register_pass
 
-QUANTIZE_AFTER = ("fuse_", "prune_")  # insert_pass(pipeline, step, QUANTIZE_AFTER)
-
 
 @register_pass("quantize_int8", method="minmax", percentile=99.99, samples=None, quantize_ops="", exclude_nodes="",
                smoothquant=None, max_drop=None, requantize=True)

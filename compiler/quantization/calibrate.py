@@ -91,13 +91,24 @@ def _quantized_distribution(p: np.ndarray, levels: int) -> np.ndarray:
     return np.where(p > 0, per_bin[group], 0.0)
 
 
+def smooth(counts: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """Give empty bins `eps` counts, taken evenly from the non-empty ones (as onnxruntime's entropy calibrator
+    does), so a candidate that empties a bin the reference still uses costs a large but finite divergence."""
+    zeros = counts == 0
+    nonzero = counts.size - int(zeros.sum())
+    if nonzero == 0:
+        return None
+    eps1 = eps * (counts.size - nonzero) / nonzero
+    return counts + eps * zeros - eps1 * ~zeros
+
+
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) of two unnormalized histograms; bins where p > 0 and q == 0 make it infinite."""
-    p = p / p.sum()
-    q = q / q.sum() if q.sum() > 0 else q
-    m = p > 0
-    if np.any(q[m] == 0):
+    """KL(p || q) of two histograms of counts, after `smooth`ing both and normalizing."""
+    p, q = smooth(p.astype(np.float64)), smooth(q.astype(np.float64))
+    if p is None or q is None:
         return float("inf")
+    p, q = p / p.sum(), q / q.sum()
+    m = p > 0
     return float(np.sum(p[m] * np.log(p[m] / q[m])))
 
 
