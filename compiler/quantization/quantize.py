@@ -51,7 +51,7 @@ class QuantConfig:
             raise QuantizationError(f"The calibration percentile must be in (50, 100], got {self.percentile}.")
         if self.samples is not None and int(self.samples) < 1:
             raise QuantizationError(f"--calibration-samples must be at least 1, got {self.samples}.")
-        unknown = sorted(set(self.quantize_ops or ()) - set(QUANTIZABLE_OPS))
+        unknown = sorted(set(split_names(self.quantize_ops)) - set(QUANTIZABLE_OPS))
         if unknown:
             raise QuantizationError(
                 f"aotc has no int8 kernel for {', '.join(unknown)}, so it cannot quantize them; quantizable op "

@@ -64,11 +64,12 @@ def smooth_sites(graph: Graph, sites, feeds, alpha: float) -> dict:
         for site in group:
             for slot in _weight_slots(site, x):
                 _set_const(graph, site.node, slot, site.node.inputs[slot].const * s[:, None], "smoothed")
-        readers = {id(n) for n in consumers.get(name, [])}
-        site_nodes = {id(site.node) for site in group}
+        # folding 1/s into the producer is only right when every use of x is a smoothed activation slot
+        uses = sum(sum(v is x for v in n.inputs) for n in consumers.get(name, []))
+        act_uses = sum(sum(site.node.inputs[i] is x for i in site.activations) for site in group)
         producer = x.producer
         how = "Mul"
-        if producer is not None and readers <= site_nodes and x not in graph.outputs:
+        if producer is not None and uses == act_uses and x not in graph.outputs:
             if producer.op_type == "Attention" and producer.inputs[6].const is not None:
                 _set_const(graph, producer, 6, producer.inputs[6].const / s[None, :], "smoothed")
                 if producer.inputs[7] is not None and producer.inputs[7].const is not None:
@@ -88,7 +89,9 @@ def smooth_sites(graph: Graph, sites, feeds, alpha: float) -> dict:
             with graph.inserting_before(first):
                 xs = graph.add_node("Mul", [x, inv], name=f"{name}/smooth").outputs[0]
             for site in group:
-                site.node.inputs = [xs if v is x else v for v in site.node.inputs]
+                for i in site.activations:
+                    if site.node.inputs[i] is x:
+                        site.node.inputs[i] = xs
         smoothed.append({"activation": name, "nodes": [st.name for st in group], "inverse_scale_in": how,
                          "max_channel_absmax_before": float(act.max()),
                          "max_channel_absmax_after": float((act / s).max())})
