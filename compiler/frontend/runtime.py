@@ -35,7 +35,7 @@ def _predicate(value, site) -> torch.Tensor | None:
         return None
     if math.prod(value.shape) != 1:
         raise TraceError(
-            f"the condition is a tensor of shape {list(value.shape)} that depends on the model's inputs; Python "
+            f"the condition is a tensor of shape {[int(d) for d in value.shape]} that depends on the model's inputs; Python "
             "would refuse its truth value (more than one element).", site.filename, site.lineno,
             "Reduce it to one element with .any() or .all().")
     p = value if value.dim() == 0 else value.reshape(())
@@ -45,9 +45,10 @@ def _predicate(value, site) -> torch.Tensor | None:
 def _check_effects(site) -> None:
     if site.effects:
         e = site.effects[0]
-        where = "the body of this bounded `while`" if site.kind == "while" else "a branch of the `if`"
+        where = "in the body of the bounded `while`" if site.kind == "while" else \
+            "in code that runs on only one path of the `if`"
         raise SideEffectError(
-            f"{e.what} inside {where} at line {site.lineno}, whose condition depends on the model's inputs. aotc "
+            f"{e.what} {where} at line {site.lineno}, whose condition depends on the model's inputs. aotc "
             "compiles such control flow by tracing every branch and selecting the results with torch.where, so a "
             "branch must not change anything outside itself (Python lists and dicts, attributes, tensors in "
             "place).", site.filename, e.lineno,

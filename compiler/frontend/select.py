@@ -21,7 +21,8 @@ _PLAIN = (str, bytes, int, float, bool, complex, type(None))
 
 def describe(v) -> str:
     if isinstance(v, torch.Tensor):
-        return f"a {str(v.dtype).replace('torch.', '')} tensor of shape {list(v.shape)}"
+        # int(): under the tracer, sizes are 0-d tensors
+        return f"a {str(v.dtype).replace('torch.', '')} tensor of shape {[int(d) for d in v.shape]}"
     if isinstance(v, Undefined):
         return "unassigned"
     if isinstance(v, (bool, numbers.Number)):

@@ -1,0 +1,57 @@
+"""all-MiniLM-L6-v2 traced through aotc's frontend (not exported to an ONNX file first)
+matches eager torch, before and after the default pass pipeline."""
+import numpy as np
+import pytest
+import torch
+
+import compiler
+from models import load_minilm, minilm_feeds
+from passes import PassManager
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_minilm("eager")
+
+
+def eager(model, feeds):
+    with torch.no_grad():
+        return model(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))).numpy()
+
+
+def test_minilm_traced_matches_eager_before_and_after_the_pipeline(minilm):
+    example = minilm_feeds(seed=0)
+    graph = compiler.trace(minilm, {k: torch.from_numpy(v) for k, v in example.items()})
+    assert [v.name for v in graph.inputs] == ["input_ids", "attention_mask"]
+    assert graph.outputs[0].shape == (1, 128, 384)
+    feeds = [minilm_feeds(seed=s) for s in (3, 4)]
+    for f in feeds:  # other inputs than the example, with other padding
+        err = np.abs(compiler.interpret(graph, f)["output"] - eager(minilm, f)).max()
+        assert err <= 1e-4, f"max abs error {err}"
+    PassManager(None, verify_each=True).run(graph)
+    hist = graph.op_histogram()
+    assert hist["Attention"] == 6 and "Softmax" not in hist and "MatMul" not in hist
+    for f in feeds:
+        err = np.abs(compiler.interpret(graph, f)["output"] - eager(minilm, f)).max()
+        assert err <= 1e-4, f"max abs error {err} after the pipeline"
+    assert minilm.training is False  # tracing left the module's mode alone
+
+
+def test_minilm_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    factory = tmp_path / "minilm_factory.py"
+    factory.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                       "from models import load_minilm\n\ndef make():\n    return load_minilm('eager')\n")
+    out = tmp_path / "minilm.onnx"
+    res = subprocess.run([sys.executable, "-m", "compiler.cli", "trace", f"{factory}:make", "--example-input",
+                          "input_ids=1x128:int64", "--example-input", "attention_mask=1x128:int64", "-o", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    graph = compiler.load_onnx(out)
+    f = minilm_feeds(seed=5)
+    err = np.abs(compiler.interpret(graph, f)["output"] - eager(load_minilm("eager"), f)).max()
+    assert err <= 1e-4
