@@ -10,6 +10,7 @@ import typer
 
 from .errors import AotcError
 from .onnx_import import parse_shape
+from . import pruning_cli as P
 from .quantization import cli_options as Q
 
 app = typer.Typer(
@@ -134,6 +135,11 @@ def optimize(
     exclude_nodes: Optional[List[str]] = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP),
     smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP),
+    prune_heads: Optional[float] = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP),
+    prune_heads_spec: Optional[str] = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...",
+                                                   help=P.PRUNE_SPEC_HELP),
+    prune_heads_min_per_layer: int = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP),
+    prune_heads_importance: str = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP),
     report: Optional[str] = typer.Option(None, "--report", help="Write what the passes report (e.g. the INT8 "
                                          "scheme and quantized nodes) as JSON to this file."),
 ):
@@ -147,10 +153,17 @@ def optimize(
     qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
                                 calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
     extra = [(qstep, Q.QUANTIZE_AFTER)] if qstep else []
+    pstep = P.pruning_step(prune_heads, prune_heads_spec, prune_heads_min_per_layer, prune_heads_importance,
+                           calibration)
+    extra += [pstep] if pstep else []
     pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify, extra, calibration)
     graph = load_onnx(model, parse_input_shapes(input_shape))
+    if calibration:
+        pm.context.calibration_feeds(graph)  # a mismatch with the model's inputs fails here, before any pass runs
     before = len(graph.nodes)
     pm.run(graph)
+    if pstep:
+        typer.echo(P.pruning_summary(pm), err=True)
     save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     if "quantize_int8" in pm.context.reports:
