@@ -167,3 +167,14 @@ def make_item_module():
         def forward(self, x):
             return item_call(x)
     return Item()
+
+
+@torch.no_grad()  # torch's decorator wraps the function in library code, which aotc does not convert
+def decorated(x):
+    if x.sum() > 0:  # ERR decorated
+        return x
+    return -x
+
+
+def calls_decorated(x):
+    return decorated(x) * 2

@@ -400,3 +400,51 @@ def test_converted_graph_goes_through_the_default_pipeline():
         with torch.no_grad():
             want = m(x).numpy()
         np.testing.assert_allclose(compiler.interpret(g, {"x": x.numpy()})["output"], want, atol=1e-6)
+
+
+def chained(x):
+    if 0 < x.sum() < 5:
+        return x * 2
+    return x
+
+
+def test_chained_comparison():
+    check(chained, (t([1.0]),), [(t([1.0]),), (t([7.0]),), (t([-1.0]),)])
+
+
+class Private(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.__gain = 3.0  # name-mangled attribute
+
+    def __pick(self, x):
+        return x * self.__gain if x.sum() > 0 else x
+
+    def forward(self, x):
+        return self.__pick(x)
+
+
+def test_private_names_in_converted_methods():
+    check(Private(), (t([1.0]),), [(t([1.0]),), (t([-1.0]),)])
+
+
+def test_library_code_runs_as_written_unless_named(tmp_path, monkeypatch):
+    """Code outside the user's files is not converted (its tensor `if` is refused by the guard);
+    `convert_modules` converts it."""
+    from compiler.frontend import DataDependentValueError, usercode
+    lib = tmp_path / "fakelib_branchy.py"
+    lib.write_text("def pick(x):\n    if x.sum() > 0:\n        return x * 2\n    return -x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(usercode, "_library_dirs", lambda: (str(tmp_path.resolve()),))
+    usercode.is_user_file.cache_clear()
+    try:
+        import fakelib_branchy
+
+        def uses_lib(x):
+            return fakelib_branchy.pick(x) + 1
+
+        with pytest.raises(DataDependentValueError, match="fakelib_branchy.py:2"):
+            compiler.trace(uses_lib, (t([1.0]),))
+        check(uses_lib, (t([1.0]),), [(t([1.0]),), (t([-1.0]),)], convert_modules=["fakelib_branchy"])
+    finally:
+        usercode.is_user_file.cache_clear()

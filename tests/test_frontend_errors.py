@@ -131,6 +131,11 @@ def test_python_values_of_traced_tensors(fn, marker, needle):
     assert needle in msg
 
 
+def test_unconverted_function_is_named():
+    msg = assert_points_at(trace_error(cases.calls_decorated, POS, DataDependentValueError), "decorated")
+    assert "did not convert `decorated`" in msg
+
+
 def test_branch_that_raises_is_reported_at_its_if():
     msg = assert_points_at(trace_error(cases.raising_branch, POS, TraceError), "raising_branch")
     assert "ValueError: negative input" in msg

@@ -117,6 +117,7 @@ def convert_function(fn: types.FunctionType) -> types.FunctionType:
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__qualname__, new.__module__, new.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
     new.__dict__.update(fn.__dict__)
+    new.__annotations__ = dict(getattr(fn, "__annotations__", {}))
     new.__aotc_original__ = fn
     _BY_FUNCTION[fn] = new
     return new

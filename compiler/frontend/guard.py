@@ -126,7 +126,7 @@ class TraceGuard(TorchFunctionMode):
                 DataDependentValueError,
                 f"{_CONCRETIZERS[name]} reads the value of a tensor that depends on the model's inputs. A compiled "
                 "graph cannot hand a value back to Python: tracing would freeze the example input's value here "
-                "and the model would be wrong for other inputs.",
+                "and the model would be wrong for other inputs." + _unconverted_note(),
                 "Keep the computation in tensors (torch.where instead of a Python branch on the value, tensor "
                 "arithmetic instead of Python numbers); `if`, `while aotc.bounded(...)`, `and`/`or`/`not` and "
                 "`x if c else y` in your own functions are converted automatically.")
@@ -163,6 +163,17 @@ class TraceGuard(TorchFunctionMode):
             "selects the results with torch.where, so a branch must not change anything outside itself.",
             "Compute a new tensor instead (e.g. `x = x + 1` rather than `x += 1` or `x.add_(1)`; "
             "`x = torch.where(mask, v, x)` rather than `x[mask] = v`).")
+
+
+def _unconverted_note() -> str:
+    from .convert import _CONVERTED_CODE
+    from .errors import user_frame
+    user, _ = user_frame()
+    if user is None or user.f_code in _CONVERTED_CODE:
+        return ""
+    return (f" aotc did not convert `{user.f_code.co_name}`, so its control flow runs as written: aotc converts "
+            "the functions your converted code calls, but not decorated functions, lambdas, or code called "
+            "from libraries.")
 
 
 _ACTIVE: list[TraceGuard] = []

@@ -264,6 +264,16 @@ class _ExpressionRewriter(ast.NodeTransformer):
         sid = self.owner._site("not", node)
         return _located([_gen_call("not_", [node.operand, ast.Constant(sid)])], node)[0]
 
+    def visit_Compare(self, node: ast.Compare):
+        """`a < b < c` is `(a < b) and (b < c)` with `b` evaluated once."""
+        self.generic_visit(node)
+        if len(node.ops) < 2 or self._binds([node.left, *node.comparators]):
+            return node
+        sid = self.owner._site("and", node)
+        ops = ast.Tuple(elts=[ast.Constant(type(op).__name__) for op in node.ops], ctx=ast.Load())
+        thunks = [_lambda(e) for e in (node.left, *node.comparators)]
+        return _located([_gen_call("compare_chain", [ast.Constant(sid), ops, *thunks])], node)[0]
+
     def visit_IfExp(self, node: ast.IfExp):
         self.generic_visit(node)
         if self._binds([node.body, node.orelse]):

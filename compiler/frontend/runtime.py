@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 
 import torch
 
@@ -137,6 +138,27 @@ def or_(site_id: int, *thunks):
         else:
             v = select(p, v, _run(th, (), site, "else"), "the value of `or`", site)
     return v
+
+
+_COMPARE = {"Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le, "Gt": operator.gt,
+            "GtE": operator.ge, "Is": operator.is_, "IsNot": operator.is_not,
+            "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b}
+
+
+def compare_chain(site_id: int, ops: tuple[str, ...], *thunks):
+    """`a < b < c`: each comparison joined with `and` semantics, each operand evaluated once."""
+    site = SITES[site_id]
+    left, result, p = thunks[0](), None, None
+    for op, th in zip(ops, thunks[1:]):
+        if result is not None:
+            p = _predicate(result, site)
+            if p is None and not result:
+                return result
+        right = th()
+        v = _COMPARE[op](left, right)
+        result = v if result is None or p is None else select(p, v, result, "the chained comparison", site)
+        left = right
+    return result
 
 
 def not_(value, site_id: int):
