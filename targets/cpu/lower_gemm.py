@@ -16,17 +16,15 @@ from compiler.ir import Node
 
 from .lower_elementwise import bcast_index, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
-from .schedules import prim_func, schedule_contraction
+from .schedules import pick_vec, prim_func, schedule_contraction
 
 MR_CHOICES = (8, 6, 4, 3, 2, 1)
 KC = 128
 
 
 def pick_nr(n: int, lanes: int) -> int:
-    for c in (2 * lanes, lanes):
-        if n % c == 0:
-            return c
-    return 0
+    c = pick_vec(n, lanes)
+    return c if c > 1 else 0
 
 
 def pick_mr(m: int, nr: int, lanes: int) -> int:
@@ -64,11 +62,14 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
         if bias is not None:
             bias_t = te.placeholder((n,), "float32", name="bias")
             args.append(bias_t)
-            C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk, init=bias_t[j]),
-                           name="C")
+            acc = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="acc")
+            C = te.compute((m, n), lambda i, j: acc[i, j] + bias_t[j], name="C")
+            block, ep = "acc", "C"
         else:
             C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="C")
-        return prim_func(args + [C], lambda sch: schedule_contraction(sch, "C", m, n, k, lanes, mr, nr, kc=KC))
+            block, ep = "C", None
+        return prim_func(args + [C], lambda sch: schedule_contraction(sch, block, m, n, k, lanes, mr, nr, kc=KC,
+                                                                      epilogue=ep))
 
     return Call(key, build, ops, node, flops=2 * m * n * k)
 

@@ -17,18 +17,7 @@ from compiler.ops.nn import Conv, window_geometry
 
 from .lower_elementwise import dtype_of, injective_call
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
-from .schedules import PARALLEL_MIN_ELEMENTS, prim_func, schedule_contraction
-
-
-def pick_vec(n: int, lanes: int) -> int:
-    """A vector tile along a row of n: a multiple of the lanes dividing n, else a divisor of n up to 4 vectors."""
-    for c in (2 * lanes, lanes):
-        if n % c == 0:
-            return c
-    for c in range(min(n, 4 * lanes), 0, -1):
-        if n % c == 0 and c >= lanes // 2:
-            return c
-    return n if n <= 4 * lanes else 1
+from .schedules import PARALLEL_MIN_ELEMENTS, _epilogue_at, pick_vec, prim_func, schedule_contraction
 
 
 def pad_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end):
@@ -54,7 +43,7 @@ def pad_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end):
 
 
 def schedule_direct_conv(sch, block: str, out_shape, lanes: int, tile_channels: int, tile_rows: int,
-                         vec: int) -> None:
+                         vec: int, epilogue: str | None = None) -> None:
     """Loops [n, m, oh, ow, reductions...]: a tile of `tile_channels` output channels (or
     `tile_rows` output rows) x `vec` output columns stays in registers over the reduction."""
     n, m, oh, ow = out_shape
@@ -71,6 +60,8 @@ def schedule_direct_conv(sch, block: str, out_shape, lanes: int, tile_channels: 
     if vec > 1:
         sch.vectorize(wi)
     outer = sch.fuse(ln, mo, ho)
+    if epilogue is not None:
+        _epilogue_at(sch, blk, epilogue, wo, vec > 1)
     if n * m * oh * ow >= PARALLEL_MIN_ELEMENTS:
         sch.parallel(outer)
     if red:
@@ -138,21 +129,25 @@ def lower_conv(node: Node, ctx: LoweringContext):
             args.append(bt)
         rh = te.reduce_axis((0, kh), name="rh")
         rw = te.reduce_axis((0, kw), name="rw")
-        init = (lambda mm: bt[mm]) if bt is not None else (lambda mm: None)
         if depthwise:
             def f(nn, mm, i, j):
-                return te.sum(X[nn, mm, i * sh + rh * dh, j * sw + rw * dw] * W[mm, 0, rh, rw],
-                              axis=[rh, rw], init=init(mm))
+                return te.sum(X[nn, mm, i * sh + rh * dh, j * sw + rw * dw] * W[mm, 0, rh, rw], axis=[rh, rw])
         else:
             rc = te.reduce_axis((0, cg), name="rc")
 
             def f(nn, mm, i, j):
                 ci = (mm // mg) * cg + rc if g > 1 else rc
                 return te.sum(X[nn, ci, i * sh + rh * dh, j * sw + rw * dw] * W[mm, rc, rh, rw],
-                              axis=[rc, rh, rw], init=init(mm))
-        Y = te.compute((nb, m, oh, ow), f, name="Y")
-        return prim_func(args + [Y], lambda sch: schedule_direct_conv(sch, "Y", (nb, m, oh, ow), lanes, tile_c,
-                                                                      tile_r, vec))
+                              axis=[rc, rh, rw])
+        if bt is None:
+            Y = te.compute((nb, m, oh, ow), f, name="Y")
+            block, ep = "Y", None
+        else:
+            acc = te.compute((nb, m, oh, ow), f, name="acc")
+            Y = te.compute((nb, m, oh, ow), lambda nn, mm, i, j: acc[nn, mm, i, j] + bt[mm], name="Y")
+            block, ep = "acc", "Y"
+        return prim_func(args + [Y], lambda sch: schedule_direct_conv(sch, block, (nb, m, oh, ow), lanes, tile_c,
+                                                                      tile_r, vec, epilogue=ep))
 
     steps.append(Call(key, build, ops, node, flops=2 * y.size * cg * kh * kw))
     return steps
@@ -179,11 +174,14 @@ def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
         if bias is not None:
             bt = te.placeholder((m,), "float32", name="bias")
             args.append(bt)
-            Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc, init=bt[i]), name="Y")
+            acc = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="acc")
+            Y = te.compute((nb, m, p), lambda n, i, j: acc[n, i, j] + bt[i], name="Y")
+            block, ep = "acc", "Y"
         else:
             Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="Y")
-        return prim_func(args + [Y], lambda sch: schedule_contraction(sch, "Y", m, p, c, lanes, mr, nr,
-                                                                      kc=256, batch_loops=1))
+            block, ep = "Y", None
+        return prim_func(args + [Y], lambda sch: schedule_contraction(sch, block, m, p, c, lanes, mr, nr,
+                                                                      kc=256, batch_loops=1, epilogue=ep))
     return Call(key, build, ops, node, flops=2 * y.size * c)
 
 

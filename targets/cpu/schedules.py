@@ -69,6 +69,18 @@ def schedule_injective(sch, block: str, shape: Sequence[int], lanes: int,
         sch.vectorize(vec)
 
 
+def pick_vec(n: int, lanes: int) -> int:
+    """A vector tile along a row of n: a multiple of the lanes dividing n, else a divisor of n between
+    half a vector and 4 vectors (LLVM splits odd widths into zmm/ymm/xmm pieces), else 1."""
+    for c in (2 * lanes, lanes):
+        if n % c == 0:
+            return c
+    for c in range(min(n, 4 * lanes), 0, -1):
+        if n % c == 0 and c >= lanes // 2:
+            return c
+    return n if n <= 4 * lanes else 1
+
+
 def pick_tile(n: int, choices: Sequence[int]) -> int:
     for c in choices:
         if n % c == 0:
@@ -77,13 +89,16 @@ def pick_tile(n: int, choices: Sequence[int]) -> int:
 
 
 def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr: int, nr: int,
-                         kc: int | None = None, batch_loops: int = 0, parallel: bool = True) -> None:
+                         kc: int | None = None, batch_loops: int = 0, parallel: bool = True,
+                         epilogue: str | None = None) -> None:
     """Register-tiled contraction for a block whose loops are
     [batch..., m, n, k...] (k may be several reduction loops, fused here).
 
     MR x NR accumulators stay in vector registers over a K block of `kc`
     (the NR-wide column panel of B for that block stays in L1 across all
-    row tiles); tiles of (batch, columns) run in parallel."""
+    row tiles); tiles of (batch, columns) run in parallel. With an
+    `epilogue` block (e.g. + bias), the accumulators live in a local tile
+    that the epilogue reads once the whole reduction is done (no K blocking)."""
     blk = sch.get_sblock(block)
     loops = list(sch.get_loops(blk))
     b_loops = loops[:batch_loops]
@@ -92,7 +107,7 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
     lk = sch.fuse(*red) if len(red) > 1 else red[0]
     mo, mi = sch.split(lm, [None, mr])
     no, ni = sch.split(ln, [None, nr])
-    if kc and k > kc and k % kc == 0:
+    if kc and k > kc and k % kc == 0 and epilogue is None:
         ko, ki = sch.split(lk, [None, kc])
         sch.reorder(*b_loops, no, ko, mo, ki, mi, ni)
         init_at = ko
@@ -101,13 +116,26 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
         sch.reorder(*b_loops, no, mo, lk, mi, ni)
         init_at = lk
     sch.unroll(mi)
-    sch.vectorize(ni) if nr % lanes == 0 and n % nr == 0 else None
+    vectorize = nr > 1 and n % nr == 0
+    if vectorize:
+        sch.vectorize(ni)
     outer = sch.fuse(*b_loops, no) if b_loops else no
     if ko is None:
         outer = sch.fuse(outer, mo)
+    if epilogue is not None:
+        _epilogue_at(sch, blk, epilogue, outer, vectorize)
     if parallel and m * n >= PARALLEL_MIN_ELEMENTS // 4:
         sch.parallel(outer)
     init = sch.decompose_reduction(blk, init_at)
     il = sch.get_loops(init)
-    if nr % lanes == 0 and n % nr == 0:
+    if vectorize:
         sch.vectorize(il[-1])
+
+
+def _epilogue_at(sch, blk, epilogue: str, loop, vectorize: bool) -> None:
+    """Compute the epilogue block right after the tile's reduction, reading a local accumulator tile."""
+    sch.set_scope(blk, 0, "local")
+    ep = sch.get_sblock(epilogue)
+    sch.reverse_compute_at(ep, loop)
+    if vectorize:
+        sch.vectorize(sch.get_loops(ep)[-1])
