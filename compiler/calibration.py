@@ -56,10 +56,11 @@ def load_calibration(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.exists(p):
         raise CalibrationError(f"Calibration file {p} does not exist.")
     try:
-        with np.load(p, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise CalibrationError(f"Calibration file {p} holds a single array; it must be an .npz archive "
-                                       "with one array per model input (np.savez(path, input_ids=..., ...)).")
+        npz = np.load(p, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise CalibrationError(f"Calibration file {p} holds a single array; it must be an .npz archive "
+                                   "with one array per model input (np.savez(path, input_ids=..., ...)).")
+        with npz:
             data = {k: npz[k] for k in npz.files}
     except CalibrationError:
         raise

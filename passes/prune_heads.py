@@ -340,6 +340,16 @@ def graph_flops(graph: Graph) -> int:
     return int(sum(n.op.flops(n.inputs, n.outputs, n.attrs) for n in graph.nodes))
 
 
+def attention_cost(sites: Sequence[AttentionSite]) -> tuple[int, int]:
+    """(parameters, FLOPs) of the attention blocks alone: Q/K/V/output projections and attention itself."""
+    params = flops = 0
+    for s in sites:
+        params += sum(v.size for v in s.node.inputs[2:8] if v is not None) + s.projection.inputs[1].size
+        flops += s.node.op.flops(s.node.inputs, s.node.outputs, s.node.attrs)
+        flops += s.projection.op.flops(s.projection.inputs, s.projection.outputs, s.projection.attrs)
+    return params, flops
+
+
 def output_drift(graph: Graph, feeds: Sequence[Mapping[str, np.ndarray]],
                  baselines: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float] | None:
     """How far the (pruned) graph's float outputs moved from `baselines` on `feeds`: MSE, MSE relative to the
@@ -381,6 +391,9 @@ def format_report(r: Mapping[str, Any]) -> str:
                      f"(removed {removed})  {layer['node']}")
     lines.append(f"  parameters {r['params_before']:,} -> {r['params_after']:,} (-{pct(r['params_before'], r['params_after'])})"
                  f"; FLOPs {r['flops_before']:,} -> {r['flops_after']:,} (-{pct(r['flops_before'], r['flops_after'])})")
+    if "attention_params_before" in r:
+        lines.append(f"  attention blocks alone: parameters -{pct(r['attention_params_before'], r['attention_params_after'])}"
+                     f", FLOPs -{pct(r['attention_flops_before'], r['attention_flops_after'])}")
     d = r.get("drift")
     if d:
         lines.append(f"  output drift on {d['feeds']} calibration feed(s): MSE {d['mse']:.3g} "
@@ -443,9 +456,11 @@ def prune_attention_heads(graph: Graph, fraction: float | None = None, spec: Any
         baselines = [interpret(graph, f) for f in feeds]
 
     params_before, flops_before = graph.parameter_count(), graph_flops(graph)
+    attn_before = attention_cost(sites)
     for layer, heads in chosen.items():
         remove_heads(graph, sites[layer], heads)
     graph.remove_unused()
+    attn_after = attention_cost(sites)
     report: dict[str, Any] = {
         "importance": importance if fraction is not None else "spec",
         "fraction": float(fraction) if fraction is not None else None,
@@ -459,6 +474,8 @@ def prune_attention_heads(graph: Graph, fraction: float | None = None, spec: Any
                    for s in sites],
         "params_before": params_before, "params_after": graph.parameter_count(),
         "flops_before": flops_before, "flops_after": graph_flops(graph),
+        "attention_params_before": attn_before[0], "attention_params_after": attn_after[0],
+        "attention_flops_before": attn_before[1], "attention_flops_after": attn_after[1],
         "drift": output_drift(graph, feeds, baselines) if measure_drift else None,
     }
     return report
