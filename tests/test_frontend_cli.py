@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compiler
-from compiler.frontend import ModelSpecError, load_python_model, parse_example_inputs
+from compiler.frontend import ModelSpecError, is_python_model_spec, load_python_model, parse_example_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "control_flow" / "model.py"
@@ -21,6 +21,12 @@ def test_parse_example_inputs():
     assert ex["x"].shape == (2, 3) and ex["x"].dtype == np.float32
     assert ex["flag"].shape == () and ex["flag"].dtype == np.bool_
     assert ex["n"].dtype == np.int32
+
+
+def test_python_model_specs_are_told_from_model_files():
+    assert is_python_model_spec("examples/control_flow/model.py:make_model")
+    assert not is_python_model_spec("model.onnx") and not is_python_model_spec("model.py")
+    assert not is_python_model_spec("C:/models/m.onnx")
 
 
 def test_parse_example_input_from_npy(tmp_path):

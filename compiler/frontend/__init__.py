@@ -32,10 +32,18 @@ trace.__doc__ = "Trace a torch.nn.Module or a Python function into an aotc Graph
 
 
 def load_python_model(spec: str, example_inputs, **kwargs):
+    """`FILE.py:factory` + {input name: example array} -> the traced IR graph."""
     from .loader import load_python_model as _load
     return _load(spec, example_inputs, **kwargs)
 
 
 def parse_example_inputs(specs):
+    """['input_ids=1x128:int64', 'x=data.npy', ...] -> {name: example array} (see loader.py)."""
     from .loader import parse_example_inputs as _parse
     return _parse(specs)
+
+
+def is_python_model_spec(model: str) -> bool:
+    """Whether a model argument is `path/to/file.py:factory` (trace it) rather than a model file."""
+    path, sep, attr = model.rpartition(":")
+    return bool(sep and attr and path.endswith(".py") and attr.isidentifier())

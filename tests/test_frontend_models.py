@@ -1,5 +1,7 @@
-"""all-MiniLM-L6-v2 traced through aotc's frontend (not exported to an ONNX file first)
-matches eager torch, before and after the default pass pipeline."""
+"""Real models traced through aotc's frontend (not exported to an ONNX file first) match
+eager torch before and after the default pass pipeline, and fuse as their ONNX exports do:
+all-MiniLM-L6-v2 (transformers, eager and SDPA attention) and the GPT-2-style decoder of
+test_model_gpt2 (the user's own code, so every method is converted)."""
 import numpy as np
 import pytest
 import torch
@@ -11,17 +13,14 @@ from passes import PassManager
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    return load_minilm("eager")
-
-
 def eager(model, feeds):
     with torch.no_grad():
         return model(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))).numpy()
 
 
-def test_minilm_traced_matches_eager_before_and_after_the_pipeline(minilm):
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_minilm_traced_matches_eager_before_and_after_the_pipeline(attn):
+    minilm = load_minilm(attn)
     example = minilm_feeds(seed=0)
     graph = compiler.trace(minilm, {k: torch.from_numpy(v) for k, v in example.items()})
     assert [v.name for v in graph.inputs] == ["input_ids", "attention_mask"]
@@ -55,3 +54,20 @@ def test_minilm_through_the_cli(tmp_path):
     f = minilm_feeds(seed=5)
     err = np.abs(compiler.interpret(graph, f)["output"] - eager(load_minilm("eager"), f)).max()
     assert err <= 1e-4
+
+
+def test_gpt2_block_traced_and_fused():
+    from test_model_gpt2 import build_model, token_ids
+    model = build_model(("tril", "triu"))
+    ids = token_ids()
+    graph = compiler.trace(model, (torch.from_numpy(ids),))
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).numpy()
+    assert np.abs(compiler.interpret(graph, {"ids": ids})["output"] - want).max() <= 1e-4
+    PassManager(None, verify_each=True).run(graph)
+    hist = graph.op_histogram()
+    assert hist["Attention"] == 2 and hist["SkipLayerNormalization"] == 4 and "Softmax" not in hist
+    other = token_ids(seed=1)
+    with torch.no_grad():
+        want = model(torch.from_numpy(other)).numpy()
+    assert np.abs(compiler.interpret(graph, {"ids": other})["output"] - want).max() <= 1e-4
