@@ -45,11 +45,16 @@ def injective_call(node: Node, ctx: LoweringContext, inputs: Sequence[Value], ou
     """A kernel computing `out[idx] = fcompute(loads, idx)` where `loads[i](idx)`
     reads input i broadcast to the output index; or, with `raw`,
     `out[idx] = raw(tensors, idx)` for index maps of the lowering's own."""
-    ops = [operand(v, s) for v, s in zip(inputs, in_shapes or [v.shape for v in inputs])]
-    ops.append(operand(out))
+    shapes = [tuple(s) for s in (in_shapes or [v.shape for v in inputs])]
+    out_shape = tuple(out.shape)
+    if raw is None:
+        # Elementwise maps do not care about axes: merge neighbours that broadcast alike, so the
+        # innermost axis is long and splits into whole vectors ([1,144,56,56] -> [451584]).
+        out_shape, shapes = collapse_broadcast(out_shape, shapes)
+    ops = [operand(v, s) for v, s in zip(inputs, shapes)]
+    ops.append(operand(out, out_shape))
     key = f"{node.op_type}|{attrs_key(node)}|{extra_key}|{sig(*ops)}"
     lanes = ctx.lanes
-    out_shape = tuple(out.shape)
 
     def build():
         from tvm import te
@@ -64,6 +69,25 @@ def injective_call(node: Node, ctx: LoweringContext, inputs: Sequence[Value], ou
         return prim_func(phs + [res], lambda sch: schedule_injective(sch, "out", out_shape or (1,), lanes_here))
 
     return Call(key, build, ops, node, flops=out.size)
+
+
+def collapse_broadcast(out_shape, in_shapes):
+    """The fewest axes that express the same broadcasting elementwise map."""
+    r = len(out_shape)
+    aligned = [(1,) * (r - len(s)) + tuple(s) for s in in_shapes]
+    axes = [a for a in range(r) if out_shape[a] != 1]
+    if not axes:
+        return (1,), [(1,) for _ in in_shapes]
+    groups: list[list[int]] = [[axes[0]]]
+    for a in axes[1:]:
+        prev = groups[-1][-1]
+        if all((s[a] == 1) == (s[prev] == 1) for s in aligned):
+            groups[-1].append(a)
+        else:
+            groups.append([a])
+    new_out = tuple(math.prod(out_shape[a] for a in g) for g in groups)
+    new_in = [tuple(math.prod(s[a] for a in g) for g in groups) for s in aligned]
+    return new_out, new_in
 
 
 # -- float math ----------------------------------------------------------------

@@ -112,6 +112,8 @@ def lower_conv(node: Node, ctx: LoweringContext):
     ops = [operand(src), operand(w)] + ([operand(bias)] if bias is not None else []) + [operand(y)]
     vec = pick_vec(ow, lanes)
     if depthwise:
+        # Narrow power-of-two vectors (strided loads become cheap shuffles), a few rows per tile.
+        vec = next((v for v in (lanes, lanes // 2) if ow % v == 0), vec)
         tile_c, tile_r = 1, next(t for t in (4, 2, 1) if oh % t == 0)
     else:
         regs = max(-(-vec // lanes), 1)
@@ -154,34 +156,58 @@ def lower_conv(node: Node, ctx: LoweringContext):
 
 
 def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
+    """Y[n, m, p] = sum_c W[m, c] X[n, c, p] (+ bias[m]) as a register-tiled GEMM. When the pixel count
+    is a multiple of the vector width, vectors run along pixels (rows of W broadcast); otherwise (14x14,
+    7x7 maps) along output channels, with W pre-packed as column panels and pixels as the tile's rows."""
     nb, c = x.shape[:2]
     m = w.shape[0]
     p = math.prod(x.shape[2:])
     lanes = ctx.lanes
-    nr = pick_vec(p, lanes)
-    regs = max(-(-nr // lanes), 1)
-    mr = next(t for t in (8, 6, 4, 3, 2, 1) if m % t == 0 and t * regs <= 16)
-    ops = [operand(x, (nb, c, p)), operand(w, (m, c))] + ([operand(bias)] if bias is not None else [])
+    along_pixels = p % lanes == 0 or m % lanes != 0
+    if along_pixels:
+        nr = pick_vec(p, lanes)
+        regs = max(-(-nr // lanes), 1)
+        mr = next(t for t in (8, 6, 4, 3, 2, 1) if m % t == 0 and t * regs <= 16)
+        wv = w
+        w_shape = (m, c)
+    else:
+        nr = 2 * lanes if m % (2 * lanes) == 0 else lanes
+        mr = next(t for t in (8, 7, 6, 4, 3, 2, 1) if p % t == 0 and t * (nr // lanes) <= 16)
+        wv = ctx.derived_const(f"{w.name}.pw_packed{nr}",
+                               lambda: w.const.reshape(m // nr, nr, c).transpose(0, 2, 1).astype(np.float32))
+        w_shape = wv.shape
+    ops = [operand(x, (nb, c, p)), operand(wv, w_shape)] + ([operand(bias)] if bias is not None else [])
     ops.append(operand(y, (nb, m, p)))
-    key = f"pointwise|{sig(*ops)}"
+    key = f"pointwise|{along_pixels}|{sig(*ops)}"
 
     def build():
         from tvm import te
         X = te.placeholder((nb, c, p), "float32", name="X")
-        W = te.placeholder((m, c), "float32", name="W")
+        W = te.placeholder(w_shape, "float32", name="W")
         args = [X, W]
-        rc = te.reduce_axis((0, c), name="rc")
+        bt = None
         if bias is not None:
             bt = te.placeholder((m,), "float32", name="bias")
             args.append(bt)
-            acc = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="acc")
-            Y = te.compute((nb, m, p), lambda n, i, j: acc[n, i, j] + bt[i], name="Y")
-            block, ep = "acc", "Y"
+        rc = te.reduce_axis((0, c), name="rc")
+        if along_pixels:
+            if bt is not None:
+                acc = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="acc")
+                Y = te.compute((nb, m, p), lambda n, i, j: acc[n, i, j] + bt[i], name="Y")
+                block, ep = "acc", "Y"
+            else:
+                Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="Y")
+                block, ep = "Y", None
+            return prim_func(args + [Y], lambda sch: schedule_contraction(sch, block, m, p, c, lanes, mr, nr,
+                                                                          kc=256, batch_loops=1, epilogue=ep))
+        acc = te.compute((nb, p, m), lambda n, j, i: te.sum(X[n, rc, j] * W[i // nr, rc, i % nr], axis=rc),
+                         name="acc")
+        if bt is not None:
+            Y = te.compute((nb, m, p), lambda n, i, j: acc[n, j, i] + bt[i], name="Y")
         else:
-            Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="Y")
-            block, ep = "Y", None
-        return prim_func(args + [Y], lambda sch: schedule_contraction(sch, block, m, p, c, lanes, mr, nr,
-                                                                      kc=256, batch_loops=1, epilogue=ep))
+            Y = te.compute((nb, m, p), lambda n, i, j: acc[n, j, i], name="Y")
+        return prim_func(args + [Y], lambda sch: schedule_contraction(sch, "acc", p, m, c, lanes, mr, nr,
+                                                                      batch_loops=1, epilogue="Y"))
     return Call(key, build, ops, node, flops=2 * y.size * c)
 
 

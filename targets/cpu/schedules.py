@@ -57,8 +57,8 @@ def schedule_injective(sch, block: str, shape: Sequence[int], lanes: int,
     if shape[-1] % lanes == 0:
         outer, vec = sch.split(loops[-1], [None, lanes])
         loops = loops[:-1] + [outer]
-    elif shape[-1] < lanes and total % lanes == 0 and len(loops) > 1:
-        # Short rows (e.g. [.., 7]): vectorize across rows of the fused index.
+    elif total % lanes == 0 and len(loops) > 1:
+        # Rows that do not divide into vectors (e.g. [.., 7] or [.., 113]): vectorize the fused index.
         fused = sch.fuse(*loops)
         outer, vec = sch.split(fused, [None, lanes])
         loops = [outer]
