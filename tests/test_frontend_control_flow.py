@@ -448,3 +448,24 @@ def test_library_code_runs_as_written_unless_named(tmp_path, monkeypatch):
         check(uses_lib, (t([1.0]),), [(t([1.0]),), (t([-1.0]),)], convert_modules=["fakelib_branchy"])
     finally:
         usercode.is_user_file.cache_clear()
+
+
+def test_future_annotations_in_the_users_module(tmp_path, monkeypatch):
+    (tmp_path / "annotated_model.py").write_text(
+        "from __future__ import annotations\n"
+        "def f(x: Tensor) -> Tensor:  # names that exist only as strings\n"
+        "    def helper(v: NotDefined) -> AlsoNot:\n"
+        "        return v * 2 if v.sum() > 0 else v\n"
+        "    return helper(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import annotated_model
+    check(annotated_model.f, (t([1.0]),), [(t([1.0]),), (t([-1.0]),)])
+
+
+def test_converted_source_shows_the_rewrite():
+    from compiler.frontend import converted_source
+    src = converted_source(seed)
+    assert "_aotc_rt.if_return(" in src and "def _aotc_then_" in src
+    assert "_aotc_rt.while_(" in converted_source(doubling)
+    assert converted_source(WithHelpers().branch) is not None  # a bound method
+    assert converted_source(torch.relu) is None and converted_source(lambda x: x) is None

@@ -47,3 +47,9 @@ def is_python_model_spec(model: str) -> bool:
     """Whether a model argument is `path/to/file.py:factory` (trace it) rather than a model file."""
     path, sep, attr = model.rpartition(":")
     return bool(sep and attr and path.endswith(".py") and attr.isidentifier())
+
+
+def converted_source(fn):
+    """The rewritten Python source aotc traces in place of `fn` (None if it runs unconverted)."""
+    from .convert import converted_source as _src
+    return _src(fn)

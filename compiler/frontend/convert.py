@@ -9,6 +9,7 @@ writes and later rebinding behave exactly as before.
 """
 from __future__ import annotations
 
+import __future__
 import ast
 import inspect
 import textwrap
@@ -21,9 +22,13 @@ from .rewrite import RT, FunctionRewriter
 from .usercode import is_user_function
 
 _TEMPLATES: dict[types.CodeType, types.CodeType | None] = {}
+_SOURCES: dict[types.CodeType, str] = {}  # the rewritten source, for converted_source()
 _CONVERTED_CODE: set[types.CodeType] = set()
 _BY_FUNCTION: "weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType]" = weakref.WeakKeyDictionary()
 _CO_GENERATOR_LIKE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_FUTURE_FLAGS = 0
+for _feature in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
 
 
 class ConvertOptions:
@@ -76,7 +81,8 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
         ast.copy_location(factory, new_def)
         module = ast.Module(body=[factory], type_ignores=[])
         ast.fix_missing_locations(module)
-        compiled = compile(module, filename, "exec", dont_inherit=True)
+        # the user's `from __future__ import annotations` (and friends) still apply to the new code
+        compiled = compile(module, filename, "exec", flags=code.co_flags & _FUTURE_FLAGS, dont_inherit=True)
     except AotcError:
         raise
     except Exception as e:  # a construct the rewriter mishandles: run the function as written
@@ -86,8 +92,20 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
     factory_code = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
     inner = next(c for c in factory_code.co_consts if isinstance(c, types.CodeType) and c.co_name == new_def.name)
     _TEMPLATES[code] = inner
+    _SOURCES[code] = ast.unparse(new_def)
     _mark_converted(inner)
     return inner
+
+
+def converted_source(fn) -> str | None:
+    """The Python source aotc runs in place of `fn` (a function or method), or None when it
+    runs `fn` as written. For debugging conversions; line numbers are not kept in this text."""
+    fn = getattr(fn, "__func__", fn)
+    fn = getattr(fn, "__aotc_original__", fn)
+    if not isinstance(fn, types.FunctionType):
+        return None
+    _template(fn)
+    return _SOURCES.get(fn.__code__)
 
 
 def _mark_converted(code: types.CodeType) -> None:

@@ -24,8 +24,9 @@ from ..errors import AotcError
 from ..ir import Graph
 from .errors import ModelSpecError, display_path
 
-_DTYPES = {"float32": np.float32, "float": np.float32, "f32": np.float32, "float16": np.float16, "int64": np.int64, "long": np.int64, "int32": np.int32, "int": np.int32,
-           "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+_DTYPES = {"float32": np.float32, "float": np.float32, "f32": np.float32, "float16": np.float16,
+           "int64": np.int64, "long": np.int64, "int32": np.int32, "int": np.int32, "int8": np.int8,
+           "uint8": np.uint8, "bool": np.bool_}
 
 
 def parse_example_input(spec: str) -> tuple[str, np.ndarray]:

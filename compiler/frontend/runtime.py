@@ -15,8 +15,8 @@ import torch
 
 from . import guard as _guard
 from .convert import call  # noqa: F401  (the call hook converted code uses)
-from .errors import AotcError, LoopBoundError, TraceError, UnboundedLoopError, UnsupportedControlFlowError, \
-    SideEffectError
+from .errors import (AotcError, LoopBoundError, SideEffectError, TraceError, UnboundedLoopError,
+                     UnsupportedControlFlowError)
 from .select import select
 from .sites import SITES
 from .undefined import Undefined
@@ -34,10 +34,11 @@ def _predicate(value, site) -> torch.Tensor | None:
     """None for a value Python can decide on; else the 0-d bool tensor it stands for."""
     if not is_dynamic(value):
         return None
-    if math.prod(value.shape) != 1:
+    shape = [int(d) for d in value.shape]  # int(): under the tracer, sizes are 0-d tensors
+    if math.prod(shape) != 1:
         raise TraceError(
-            f"the condition is a tensor of shape {[int(d) for d in value.shape]} that depends on the model's inputs; Python "
-            "would refuse its truth value (more than one element).", site.filename, site.lineno,
+            f"the condition is a tensor of shape {shape} that depends on the model's inputs; Python would refuse "
+            "its truth value (more than one element).", site.filename, site.lineno,
             "Reduce it to one element with .any() or .all().")
     p = value if value.dim() == 0 else value.reshape(())
     return p if p.dtype == torch.bool else p != 0

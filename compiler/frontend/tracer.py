@@ -10,12 +10,10 @@ converted, and adds nothing for static shapes.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import io
-import types
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -98,7 +96,8 @@ def _flatten_outputs(out, path: str, acc: list) -> None:
                 _flatten_outputs(v, f"{path}.{k}" if path else str(k), acc)
     elif isinstance(out, (tuple, list)):
         for i, v in enumerate(out):
-            _flatten_outputs(v, f"{path}.{i}" if path else f"output_{i}", acc)
+            if v is not None:  # e.g. an optional output the model did not compute
+                _flatten_outputs(v, f"{path}.{i}" if path else f"output_{i}", acc)
     else:
         raise TraceError(f"the traced function returns {type(out).__name__} {out!r} at output "
                          f"{path or 'output'}; a compiled graph's outputs are tensors.",
