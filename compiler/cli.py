@@ -201,6 +201,72 @@ def trace_cmd(
                + f" ({hist}); wrote {output}", err=True)
 
 
+# -- compile and run bundles (targets/, runtime_stub/) -------------------------------------------
+class BundleRunError(AotcError):
+    """A bundle could not be loaded or run (the runtime's message says why)."""
+
+
+@app.command("compile")
+def compile_cmd(
+    model: str = typer.Argument(..., help="An ONNX model file."),
+    target: str = typer.Option("host", "--target", "-t", help="x86-avx512, x86-avx2, or host (this machine's best)."),
+    output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one)."),
+    input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
+    passes: Optional[str] = typer.Option(None, "--passes", help="Passes to run before lowering (comma-separated; "
+                                         "default: none). The manifest records them."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+):
+    """Compile a model into a deployable bundle (manifest.json, weights.bin, model.so, generated sources).
+
+    Progress (one line per kernel) goes to stderr; a failed compile leaves no output behind.
+    """
+    from targets.bundle import compile_to_bundle
+    transform = None
+    if passes:
+        pm = make_pass_manager(passes, None, None, False, False)
+
+        def transform(graph):
+            pm.run(graph)
+            return pm.applied()
+    path = compile_to_bundle(model, output, target, parse_input_shapes(input_shape), quiet=quiet,
+                             transform=transform)
+    man = json.loads((path / "manifest.json").read_text())
+    typer.echo(f"wrote {path}: {man['kernels']} kernels ({man['kernel_calls']} calls) for {man['target']['name']}, "
+               f"arena {man['arena_bytes']} B, weights {man['weight_bytes']} B", err=True)
+
+
+@app.command("run")
+def run_cmd(
+    bundle: str = typer.Argument(..., help="A bundle directory written by `aotc compile`."),
+    inputs: str = typer.Option(..., "--inputs", "-i", help="An .npz file with one array per model input."),
+    outputs: Optional[str] = typer.Option(None, "--outputs", "-o", help="Write the outputs to this .npz file "
+                                          "(default: print a summary)."),
+    threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
+):
+    """Run a compiled bundle on inputs from an .npz file (with the thin runtime only)."""
+    import numpy as np
+    import runtime_stub
+    try:
+        with np.load(inputs) as data:
+            feeds = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
+    try:
+        m = runtime_stub.load(bundle)
+        if threads:
+            m.set_num_threads(threads)
+        result = m.run(feeds)
+    except runtime_stub.RuntimeStubError as e:
+        raise BundleRunError(f"{e}.") from None
+    if outputs:
+        np.savez(outputs, **result)
+        typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)
+    else:
+        for name, arr in result.items():
+            flat = arr.reshape(-1)
+            typer.echo(f"{name}: {arr.dtype}{list(arr.shape)} first values {np.array2string(flat[:6], precision=5)}")
+
+
 def main() -> None:
     """Entry point: user errors become one paragraph on stderr and exit code 2."""
     try:

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from compiler.errors import AotcError
 from compiler.ir import Graph
@@ -39,8 +39,12 @@ def graph_digest(graph: Graph) -> str:
 
 
 def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, target: str = "host",
-                      input_shapes: Mapping[str, Sequence[int]] | None = None, quiet: bool = False) -> Path:
-    """Compile an ONNX model file (or an IR graph) for a CPU target into the bundle directory `out`."""
+                      input_shapes: Mapping[str, Sequence[int]] | None = None, quiet: bool = False,
+                      transform: Callable[[Graph], list] | None = None) -> Path:
+    """Compile an ONNX model file (or an IR graph) for a CPU target into the bundle directory `out`.
+
+    `transform` (e.g. a pass pipeline) rewrites the graph first and returns what it applied, which the
+    manifest records under "passes"."""
     import compiler
     from targets.cpu.codegen import compile_graph
     from targets.cpu.target import get_target
@@ -57,6 +61,8 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
     if out.exists() and not (out.is_dir() and ((out / "manifest.json").exists() or not any(out.iterdir()))):
         raise BundleWriteError(f"Output path {str(out)!r} exists and is not an aotc bundle; choose another -o.")
     passes: list = []
+    if transform is not None:
+        passes = json.loads(json.dumps(transform(graph) or [], sort_keys=True, default=str))
     id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
                          "source": source, "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
     model_id = sha256_bytes(id_src.encode())[:32]
