@@ -93,19 +93,37 @@ def bound_too_small(x):
     return x
 
 
-def break_in_bounded(x):
+def return_in_bounded(x):
     while bounded(x.sum() < 100, max_iters=4):
         x = x * 2
         if x.max() > 50:
-            break  # ERR break_in_bounded
+            return x  # ERR return_in_bounded
     return x
 
 
-def break_under_tensor_if(x):
+def return_in_for_loop(x):
     for _ in range(4):
-        if x.sum() > 10:  # ERR break_under_tensor_if
-            break
+        if x.sum() > 10:  # ERR return_in_for_loop
+            return x
         x = x * 2
+    return x
+
+
+def break_in_try(x):
+    for _ in range(4):
+        try:
+            if x.sum() > 10:  # ERR break_in_try
+                break
+        finally:
+            x = x * 2
+    return x
+
+
+def while_true_with_tensor_break(x):
+    while True:  # ERR while_true_with_tensor_break
+        x = x * 2
+        if x.sum() > 10:
+            break
     return x
 
 

@@ -469,3 +469,105 @@ def test_converted_source_shows_the_rewrite():
     assert "_aotc_rt.while_(" in converted_source(doubling)
     assert converted_source(WithHelpers().branch) is not None  # a bound method
     assert converted_source(torch.relu) is None and converted_source(lambda x: x) is None
+
+
+def shape_and_like_values(x):
+    n = x.shape[0]
+    if n > 1:  # a size: static, even though the tracer hands it over as a 0-d tensor
+        x = x * 2
+    z = torch.zeros_like(x)
+    if z.sum() == 0:  # made like `x`, but its values do not depend on `x`'s
+        x = x + 1
+    return x + x.new_ones(()).item()
+
+
+def test_sizes_and_like_constructors_are_static():
+    g = check(shape_and_like_values, (t([1.0, 2.0]),), [(t([3.0, -4.0]),)])
+    assert "Where" not in g.op_histogram()
+
+
+# -- break / continue ---------------------------------------------------------------------------------
+def for_break(x):
+    steps = torch.zeros(())
+    for i in range(5):
+        if x.sum() > 10:  # a tensor condition ends the loop
+            break
+        x = x * 2
+        steps = steps + 1
+    return x, steps
+
+
+@pytest.mark.parametrize("start", [20.0, 6.0, 3.0, 1.0, 0.1])
+def test_break_on_tensor_condition_in_for_loop(start):
+    check(for_break, (t([1.0]),), [(t([start]),)])
+
+
+def for_continue_else(x):
+    acc = torch.zeros_like(x)
+    for k in range(4):
+        if (x + k).sum() < 2:
+            continue
+        acc = acc + x * k
+    else:
+        acc = acc + 100  # for-else: runs unless the loop broke
+    return acc
+
+
+def test_continue_and_for_else():
+    check(for_continue_else, (t([1.0]),), [(t([s]),) for s in (-5.0, 0.0, 0.5, 1.5, 3.0)])
+
+
+def break_with_else(x):
+    for k in range(3):
+        if x.sum() > k:
+            x = x - 1
+            break
+    else:
+        x = x * 10
+    return x
+
+
+def test_break_skips_the_else_clause():
+    check(break_with_else, (t([1.0]),), [(t([s]),) for s in (-1.0, 0.5, 1.5, 5.0)])
+
+
+def python_break(x, n: int = 2):
+    for i in range(10):
+        if i >= n:  # a Python condition: a real break
+            break
+        x = x + i
+    return x
+
+
+def test_python_break_stays_a_real_break():
+    g = check(python_break, (t([1.0]),), [(t([1.0]),)])
+    assert "Where" not in g.op_histogram() and g.op_histogram().get("Add", 0) <= 2
+
+
+def nested_loops(x):
+    for i in range(3):
+        for j in range(3):
+            if (x * j).sum() > 4:
+                break  # leaves the inner loop only
+            x = x + 1
+        if x.sum() > 8:
+            break
+    return x
+
+
+def test_break_in_nested_loops():
+    check(nested_loops, (t([1.0]),), [(t([s]),) for s in (-1.0, 0.0, 1.0, 2.0, 5.0)])
+
+
+def bounded_with_break(x):
+    n = torch.zeros(())
+    while bounded(x.sum() < 100, max_iters=6):
+        x = x * 2
+        if x.max() > 40:
+            break
+        n = n + 1
+    return x, n
+
+
+def test_break_inside_bounded_while():
+    check(bounded_with_break, (t([1.0]),), [(t([s]),) for s in (200.0, 30.0, 15.0, 3.0, 2.0)])

@@ -109,13 +109,20 @@ def test_bound_exceeded_by_the_example_inputs():
     assert g is not None
 
 
-@pytest.mark.parametrize("fn,marker", [
-    (cases.break_in_bounded, "break_in_bounded"),
-    (cases.break_under_tensor_if, "break_under_tensor_if"),
+@pytest.mark.parametrize("fn,marker,needle", [
+    (cases.return_in_bounded, "return_in_bounded", "`return` inside a `while aotc.bounded"),
+    (cases.return_in_for_loop, "return_in_for_loop", "returns from inside a loop"),
+    (cases.break_in_try, "break_in_try", "controls `break`/`continue`"),
 ])
-def test_unsupported_control_flow(fn, marker):
+def test_unsupported_control_flow(fn, marker, needle):
     msg = assert_points_at(trace_error(fn, POS, UnsupportedControlFlowError), marker)
-    assert "break" in msg
+    assert needle in msg
+
+
+def test_while_loop_ended_by_a_tensor_break_needs_a_bound():
+    msg = assert_points_at(trace_error(cases.while_true_with_tensor_break, POS, UnboundedLoopError),
+                           "while_true_with_tensor_break")
+    assert "`break`" in msg and "aotc.bounded" in msg
 
 
 @pytest.mark.parametrize("fn,marker,needle", [

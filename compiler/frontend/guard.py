@@ -62,6 +62,9 @@ def _static_queries() -> set:
 
 
 _STATIC = _static_queries()
+# Tensors made "like" another: only the other's shape, dtype and device matter, not its values.
+_LIKE = {"new_tensor", "new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like", "full_like",
+         "empty_like"}
 
 
 class _TensorSet:
@@ -136,7 +139,9 @@ class TraceGuard(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func in _STATIC:
             return out
-        if any(self.is_dynamic(t) for t in _tensors(args)) or any(self.is_dynamic(t) for t in _tensors(kwargs)):
+        value_args = args[1:] if name in _LIKE else args
+        if any(self.is_dynamic(t) for t in _tensors(value_args)) or \
+                any(self.is_dynamic(t) for t in _tensors(kwargs)):
             for t in _tensors(out):
                 self.dynamic.add(t)
             if target is not None:

@@ -29,6 +29,9 @@ from .sites import Site, register
 
 RT = "_aotc_rt"
 PREFIX = "_aotc_"
+# Generated branch/loop functions are local to the code that defines them; generated flag
+# variables (`_aotc_break_3`) are ordinary variables, merged like the user's.
+_GENERATED_FUNCTIONS = tuple(f"{PREFIX}{k}_" for k in ("then", "else", "cond", "body"))
 
 
 def _gen_call(attr: str, args: list[ast.expr]) -> ast.Call:
@@ -119,6 +122,8 @@ class FunctionRewriter:
                     out.append(self.guarded_if(s, ctx, "controls `break`/`continue` of the enclosing loop"))
                 else:
                     out.extend(self.value_if(s, ctx))
+            elif isinstance(s, (ast.While, ast.For)) and self._lowerable(s):
+                out.extend(self.block(self.lower_jumps(s), replace(ctx, tail=False)))
             elif isinstance(s, ast.While):
                 out.extend(self.while_loop(s, ctx))
             elif isinstance(s, (ast.For, ast.AsyncFor)):
@@ -140,9 +145,94 @@ class FunctionRewriter:
                 out.append(s)
         return out
 
+    # -- break / continue ------------------------------------------------------------------------
+    @staticmethod
+    def _lowerable(loop) -> bool:
+        """A loop whose break/continue can become flags: it has some, none inside a `try`, and it
+        was not lowered already."""
+        if getattr(loop, "_aotc_lowered", False):
+            return False
+        jumps = loop_jumps(loop.body)
+        in_try = any(isinstance(n, (ast.Try, getattr(ast, "TryStar", ast.Try))) and loop_jumps(n.body + n.orelse
+                     + n.finalbody + [x for h in n.handlers for x in h.body]) for n in walk(loop.body, False))
+        return bool(jumps) and not in_try
+
+    def lower_jumps(self, loop) -> list[ast.stmt]:
+        """`break` and `continue` become flags, Paddle-style, so a tensor condition can end a loop:
+
+            for x in xs:                      _aotc_break_4 = False
+                A                             for x in xs:
+                if c:                             if not _aotc_break_4:
+                    break           ->                A
+                B                                     if c: _aotc_break_4 = True
+                                                      if not _aotc_break_4: B
+                                                  if _aotc_rt.loop_exit(_aotc_break_4, 9): break
+
+        The flag is a Python bool while conditions are Python values (and then the loop really
+        breaks); once a tensor condition sets it, it is a mask that freezes every later
+        iteration's results. A bounded `while` folds the flag into its condition instead."""
+        sid = self._site("loop", loop, note="while" if isinstance(loop, ast.While) else "for")
+        jumps = loop_jumps(loop.body)
+        brk = f"{PREFIX}break_{sid}" if any(isinstance(j, ast.Break) for j in jumps) else None
+        cnt = f"{PREFIX}continue_{sid}" if any(isinstance(j, ast.Continue) for j in jumps) else None
+        flags = [f for f in (brk, cnt) if f]
+        body = self._lower_block(loop.body, brk, cnt, flags)
+        new_body: list[ast.stmt] = []
+        if cnt:
+            new_body.append(ast.Assign(targets=[ast.Name(cnt, ast.Store())], value=ast.Constant(False)))
+        if brk:
+            new_body.append(ast.If(test=ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), body=body, orelse=[]))
+        else:
+            new_body.extend(body)
+        pre, post = [], []
+        bounded = find_bounded(loop.test) if isinstance(loop, ast.While) else None
+        if brk:
+            pre.append(ast.Assign(targets=[ast.Name(brk, ast.Store())], value=ast.Constant(False)))
+            if bounded is not None:
+                cond, _ = bounded
+                new_cond = ast.BoolOp(ast.And(), [ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), cond])
+                loop.test.args = [new_cond, bounded[1]]
+                loop.test.keywords = []
+            else:
+                new_body.append(ast.If(test=_gen_call("loop_exit", [ast.Name(brk, ast.Load()), ast.Constant(sid)]),
+                                       body=[ast.Break()], orelse=[]))
+            if loop.orelse:
+                post.append(ast.If(test=ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), body=loop.orelse,
+                                   orelse=[]))
+                loop.orelse = []
+        loop.body = new_body
+        loop._aotc_lowered = True
+        return _located(pre, loop) + [_located([loop], loop)[0]] + _located(post, loop)
+
+    def _lower_block(self, stmts, brk, cnt, flags) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for i, s in enumerate(stmts):
+            if isinstance(s, (ast.Break, ast.Continue)):
+                flag = brk if isinstance(s, ast.Break) else cnt
+                out.append(ast.copy_location(ast.Assign(targets=[ast.Name(flag, ast.Store())],
+                                                        value=ast.Constant(True)), s))
+                return out  # what follows a jump never runs
+            if not loop_jumps([s]):
+                out.append(s)
+                continue
+            if isinstance(s, ast.If):
+                s.body = self._lower_block(s.body, brk, cnt, flags)
+                s.orelse = self._lower_block(s.orelse, brk, cnt, flags)
+            elif isinstance(s, (ast.With, ast.AsyncWith)):
+                s.body = self._lower_block(s.body, brk, cnt, flags)
+            out.append(s)
+            rest = stmts[i + 1:]
+            if rest:
+                jumped = ast.Name(flags[0], ast.Load()) if len(flags) == 1 else \
+                    ast.BoolOp(ast.Or(), [ast.Name(f, ast.Load()) for f in flags])
+                out.append(_located([ast.If(test=ast.UnaryOp(ast.Not(), jumped),
+                                            body=self._lower_block(rest, brk, cnt, flags), orelse=[])], s)[0])
+            return out
+        return out
+
     def _branch_vars(self, stmts, ctx) -> tuple[list[str], list[ast.stmt]]:
         assigned = assigned_names(stmts)
-        names = [n for n in assigned if not n.startswith(PREFIX) and n not in ctx.declared]
+        names = [n for n in assigned if not n.startswith(_GENERATED_FUNCTIONS) and n not in ctx.declared]
         decls = []
         for kind, cls in (("global", ast.Global), ("nonlocal", ast.Nonlocal)):
             d = [n for n in assigned if ctx.declared.get(n) == kind]
@@ -204,10 +294,10 @@ class FunctionRewriter:
         if bad:
             word = type(bad[0]).__name__.lower()
             raise UnsupportedControlFlowError(
-                f"`{word}` inside a `while aotc.bounded(...)` loop is not supported: the loop is unrolled with "
-                "masks, so every iteration runs to its end.", self.filename, bad[0].lineno,
-                "Fold the exit condition into the loop's condition, and assign results to variables instead "
-                "of returning from inside the loop.")
+                f"`{word}` inside a `while aotc.bounded(...)` loop is not supported here: the loop is unrolled "
+                "with masks, so results must flow to the end of each iteration.", self.filename, bad[0].lineno,
+                "Assign the result to a variable and `break` instead of returning (break and continue are "
+                "supported outside `try` blocks).")
         names, decls = self._branch_vars(s.body, ctx)
         sid = self._site("while", s, names=tuple(names), effects=side_effects(s.body, ctx.declared))
         cond_def = _def(f"{PREFIX}cond_{sid}", names, [ast.Return(value=cond)])

@@ -191,6 +191,22 @@ def loop_test(value, site_id: int):
     return value
 
 
+def loop_exit(broke, site_id: int) -> bool:
+    """The real `break` of a loop whose breaks became a flag: taken when the flag is a Python
+    True. A tensor flag keeps the loop going with later iterations masked, which a `for` loop
+    ends by itself but a `while` loop on a Python condition may never."""
+    site = SITES[site_id]
+    if is_dynamic(broke):
+        if site.note == "while":
+            raise UnboundedLoopError(
+                "this `while` loop ends through a `break` whose condition depends on the model's inputs, so the "
+                "number of iterations is not known when compiling.", site.filename, site.lineno,
+                "Bound it: `while aotc.bounded(cond, max_iters=N):` (break and continue work inside it), or "
+                "loop `for _ in range(N):`.")
+        return False
+    return bool(broke)
+
+
 def while_(cond_fn, body_fn, max_iters, args: tuple, site_id: int) -> tuple:
     """`while bounded(cond, max_iters):` — Python iterations while the condition is a Python value;
     once it depends on the inputs, the remaining iterations (up to max_iters in all) are traced

@@ -69,8 +69,10 @@ def select(p: torch.Tensor, a, b, what: str, site):
         if not _is_number(other):
             raise _mismatch(site, what, a, b)
         if torch.result_type(t, other) != t.dtype:
-            raise _mismatch(site, what, a, b, f" (the number would change the tensor's dtype)")
-        return torch.where(p, a, b)
+            raise _mismatch(site, what, a, b, " (the number would change the tensor's dtype)")
+        # a 0-d tensor of the same dtype: the TorchScript tracer has no where(Tensor, bool, Tensor)
+        other = torch.tensor(other, dtype=t.dtype)
+        return torch.where(p, t, other) if t is a else torch.where(p, other, t)
     if _is_number(a) and _is_number(b):
         if type(a) is type(b) and a == b:
             return a
