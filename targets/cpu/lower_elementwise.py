@@ -274,7 +274,7 @@ def lower_isnan(node: Node, ctx: LoweringContext):
         raise NoLoweringError(f"{node.op_type} of {x.dtype} has no CPU kernel yet")
     inf = T.const(float("inf"), "float32")
     if node.op_type == "IsNaN":
-        f = lambda ld, i: ld[0](i) != ld[0](i)  # noqa: E731  (NaN is the only value unequal to itself)
+        f = lambda ld, i: T.isnan(ld[0](i))  # noqa: E731
     else:
         pos, neg = node.attrs["detect_positive"], node.attrs["detect_negative"]
 
@@ -302,7 +302,8 @@ def binary_expr(op: str, a, b, dt: str):
             raise NoLoweringError(f"Pow of {dt} has no CPU kernel yet")
         return T.pow(a, b)
     if op == "Equal":
-        return a == b
+        # TVM compares bools with a float compare (an LLVM verifier error): build it from logic ops.
+        return T.Not(_xor(a, b)) if dt == "bool" else a == b
     if op == "Less":
         return a < b
     if op == "Greater":
@@ -316,10 +317,15 @@ def binary_expr(op: str, a, b, dt: str):
     if op == "Or":
         return T.Or(a, b)
     if op == "Xor":
-        return a != b
+        return _xor(a, b)
     if op in ("Min", "Max", "Sum", "Mean"):
         return {"Min": T.min, "Max": T.max}.get(op, lambda p, q: p + q)(a, b)
     raise NoLoweringError(f"no CPU kernel for {op}")
+
+
+def _xor(a, b):
+    from tvm import tirx as T
+    return T.Or(T.And(a, T.Not(b)), T.And(T.Not(a), b))
 
 
 BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",

@@ -1,0 +1,250 @@
+"""The x86-avx512 target: every lowered op compiled into a bundle, run by the
+thin runtime and compared with aotc's reference interpreter; the errors an op
+without a lowering gives at compile time."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import compiler
+from x86_helpers import build_graph, check_op, compile_and_run, needs_avx512
+
+pytestmark = needs_avx512
+
+R = np.random.default_rng(1234)
+
+
+def f32(*shape, lo=None):
+    x = R.standard_normal(shape).astype(np.float32)
+    return np.abs(x) + lo if lo is not None else x
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("x86-ops")
+
+
+# -- elementwise -----------------------------------------------------------------------------------
+UNARY = ["Neg", "Abs", "Relu", "Exp", "Tanh", "Erf", "Sigmoid", "Floor", "Ceil", "Sin", "Cos", "Sign",
+         "Softplus", "HardSwish", "Identity", "Dropout"]
+
+
+@pytest.mark.parametrize("op", UNARY)
+def test_unary(op, out_dir):
+    x = f32(3, 5, 37) * 3
+    if op == "Exp":
+        x = np.concatenate([x, np.array([[[-100.0, 80.0] + [0.0] * 35]], np.float32).repeat(5, 1)], 0)
+    check_op(op, [("x", x)], out_dir, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("op", ["Log", "Sqrt", "Reciprocal"])
+def test_unary_positive(op, out_dir):
+    check_op(op, [("x", f32(4, 64, lo=0.1))], out_dir, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("op,attrs", [("LeakyRelu", {"alpha": 0.2}), ("Elu", {"alpha": 0.7}),
+                                      ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("Gelu", {}),
+                                      ("Gelu", {"approximate": "tanh"}), ("Clip", {"min": -0.5, "max": 0.7}),
+                                      ("Clip", {"max": 6.0})])
+def test_unary_with_attrs(op, attrs, out_dir):
+    check_op(op, [("x", f32(2, 8, 48) * 3)], out_dir, attrs, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual",
+                                "GreaterOrEqual"])
+def test_binary_broadcast(op, out_dir):
+    a, b = f32(2, 3, 40), f32(3, 1)
+    if op == "Pow":
+        a = np.abs(a) + 0.1
+    if op in ("Equal", "LessOrEqual", "GreaterOrEqual"):
+        b = a[:, :, :1][0]  # ties
+    check_op(op, [("a", a), ("b", b)], out_dir, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("op", ["Add", "Mul", "Div", "Sub"])
+def test_binary_int64(op, out_dir):
+    a = R.integers(-50, 50, (4, 33)).astype(np.int64)
+    b = R.integers(1, 7, (33,)).astype(np.int64) * np.where(R.random(33) < 0.5, -1, 1)
+    check_op(op, [("a", a), ("b", b)], out_dir)
+
+
+@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
+def test_logic(op, out_dir):
+    check_op(op, [("a", R.random((5, 20)) < 0.5), ("b", R.random((20,)) < 0.5)], out_dir)
+
+
+def test_not_where_isnan_isinf(out_dir):
+    x = f32(4, 32)
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    check_op("Not", [("c", R.random((3, 17)) < 0.5)], out_dir)
+    check_op("IsNaN", [("x", x)], out_dir)
+    check_op("IsInf", [("x", x)], out_dir, {"detect_negative": 0})
+    check_op("Where", [("c", R.random((4, 1)) < 0.5), ("x", f32(4, 32)), ("y", f32(32))], out_dir)
+
+
+@pytest.mark.parametrize("op", ["Min", "Max", "Sum", "Mean"])
+def test_variadic(op, out_dir):
+    check_op(op, [("a", f32(3, 16)), ("b", f32(16)), ("c", f32(3, 1))], out_dir, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("src,to", [("int64", "float32"), ("float32", "int32"), ("bool", "float32"),
+                                    ("float32", "bool"), ("int64", "int32"), ("int32", "int64")])
+def test_cast(src, to, out_dir):
+    x = (R.standard_normal((3, 21)) * 40).astype(src) if src != "bool" else R.random((3, 21)) < 0.5
+    if src == "float32":
+        x[0, :3] = 0.0
+    check_op("Cast", [("x", x)], out_dir, {"to": to})
+
+
+# -- data movement -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("op,attrs,shape", [
+    ("Reshape", {"shape": [4, -1]}, (2, 2, 12)), ("Flatten", {"axis": 2}, (2, 3, 4, 5)),
+    ("Squeeze", {"axes": [1]}, (3, 1, 7)), ("Unsqueeze", {"axes": [0, 3]}, (3, 7)),
+    ("Transpose", {"perm": [0, 2, 1, 3]}, (2, 16, 12, 32)), ("Transpose", {}, (5, 7, 3)),
+    ("Slice", {"starts": [1, -1], "ends": [3, 0], "axes": [0, 2], "steps": [1, -2]}, (4, 6, 9)),
+    ("Expand", {"shape": [2, 4, 6]}, (4, 1)), ("Tile", {"repeats": [2, 1, 3]}, (2, 3, 5)),
+    ("Trilu", {"upper": 0, "k": 1}, (2, 6, 6)),
+    ("Pad", {"pads": [0, 1, 2, 0, 2, 1], "value": np.array(1.5, np.float32)}, (2, 5, 6)),
+    ("Pad", {"pads": [0, 2, 2, 0, 1, 3], "mode": "reflect"}, (2, 5, 6)),
+    ("Pad", {"pads": [1, 0, 1, 2, 0, 3], "mode": "edge"}, (2, 5, 6)),
+])
+def test_data_movement(op, attrs, shape, out_dir):
+    check_op(op, [("x", f32(*shape))], out_dir, attrs)
+
+
+def test_gather_family(out_dir):
+    table = f32(50, 24)
+    g = compiler.Graph("gather_const_table")
+    t = g.add_const("table", table)
+    i = g.add_input("idx", (2, 3), compiler.DType.int64)
+    g.outputs = list(g.add_node("Gather", [t, i], {"axis": 0}).outputs)
+    feeds = {"idx": np.array([[0, 3, -1], [49, -50, 7]], np.int64)}
+    np.testing.assert_array_equal(compile_and_run(g, feeds, out_dir)[g.outputs[0].name],
+                                  compiler.interpret(g, feeds)[g.outputs[0].name])
+    check_op("Gather", [("x", f32(3, 9, 4)), ("i", np.array([2, -1, 0, 8], np.int32))], out_dir, {"axis": 1})
+    check_op("GatherElements", [("x", f32(4, 6)), ("i", R.integers(-6, 6, (4, 3)).astype(np.int64))], out_dir,
+             {"axis": 1})
+    check_op("GatherND", [("x", f32(3, 4, 5)), ("i", np.array([[1, 2], [0, -1]], np.int64))], out_dir)
+    check_op("GatherND", [("x", f32(2, 4, 5)), ("i", np.array([[1], [3]], np.int64))], out_dir, {"batch_dims": 1})
+
+
+def test_split_concat(out_dir):
+    check_op("Split", [("x", f32(2, 10, 3))], out_dir, {"axis": 1, "split": [3, 7]}, num_outputs=2)
+    check_op("Concat", [("a", f32(2, 3, 5)), ("b", f32(2, 1, 5)), ("c", f32(2, 4, 5))], out_dir, {"axis": 1})
+
+
+# -- reductions and normalization ---------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 3, 128), (4, 7)])
+def test_softmax(shape, out_dir):
+    x = f32(*shape) * 4
+    x[..., 0] = -3.4e38  # a masked position, as attention masks do
+    check_op("Softmax", [("x", x)], out_dir, {"axis": -1}, rtol=1e-5, atol=1e-6)
+    check_op("LogSoftmax", [("x", f32(*shape))], out_dir, {"axis": -1}, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis,bias", [((2, 16, 384), -1, True), ((3, 5, 6), 1, False), ((4, 20), -1, True)])
+def test_layernorm(shape, axis, bias, out_dir):
+    norm = shape[axis % len(shape):]
+    consts = [("scale", f32(*norm))] + ([("bias", f32(*norm))] if bias else [])
+    check_op("LayerNormalization", [("x", f32(*shape) * 2 + 1)], out_dir, {"axis": axis, "epsilon": 1e-5},
+             consts=consts, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare"])
+def test_reduce_trailing(op, out_dir):
+    check_op(op, [("x", f32(3, 4, 40))], out_dir, {"axes": [1, 2], "keepdims": 1}, rtol=1e-5, atol=1e-5)
+    check_op(op, [("x", f32(3, 64))], out_dir, {"axes": [-1], "keepdims": 0}, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool(op, out_dir):
+    check_op(op, [("x", f32(2, 24, 7, 7))], out_dir, rtol=1e-5, atol=1e-6)
+
+
+# -- GEMM family -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("a_shape,b_shape", [((1, 12, 384), (384, 64)), ((20, 33), (33, 40)), ((6, 64), (64, 1000))])
+def test_matmul_const_weight(a_shape, b_shape, out_dir):
+    check_op("MatMul", [("a", f32(*a_shape))], out_dir, consts=[("w", f32(*b_shape) * 0.1)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((1, 4, 24, 32), (1, 4, 32, 24)), ((2, 3, 16, 8), (3, 8, 32)),
+                                             ((5, 7), (7, 3)), ((2, 10, 16), (16, 48))])
+def test_matmul_batched(a_shape, b_shape, out_dir):
+    check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs,bias_shape", [({}, (48,)), ({"transB": 1, "alpha": 0.5, "beta": 2.0}, (1, 48)),
+                                              ({"transB": 1}, None)])
+def test_gemm_const(attrs, bias_shape, out_dir):
+    w = f32(48, 64) if attrs.get("transB") else f32(64, 48)
+    consts = [("w", w * 0.1)] + ([("c", f32(*bias_shape))] if bias_shape else [])
+    check_op("Gemm", [("a", f32(5, 64))], out_dir, attrs, consts=consts, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_dynamic_b(out_dir):
+    check_op("Gemm", [("a", f32(8, 16)), ("b", f32(32, 16))], out_dir, {"transB": 1}, rtol=1e-5, atol=1e-5)
+
+
+# -- CNN family --------------------------------------------------------------------------------------
+CONVS = [
+    ("pointwise_wide", (1, 16, 16, 16), (32, 16, 1, 1), {}),
+    ("pointwise_7x7", (1, 32, 7, 7), (64, 32, 1, 1), {}),
+    ("depthwise_s1", (1, 8, 14, 14), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    ("depthwise_s2_5x5", (1, 16, 15, 15), (16, 1, 5, 5), {"group": 16, "strides": [2, 2]}),
+    ("stem_s2", (2, 3, 18, 18), (8, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    ("grouped_dilated", (1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ("same_upper", (1, 4, 9, 9), (6, 4, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+]
+
+
+@pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONVS, ids=[c[0] for c in CONVS])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv(name, x_shape, w_shape, attrs, bias, out_dir):
+    consts = [("w", f32(*w_shape) * 0.3)] + ([("b", f32(w_shape[0]))] if bias else [])
+    check_op("Conv", [("x", f32(*x_shape))], out_dir, attrs, consts=consts, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm(out_dir):
+    c = 6
+    check_op("BatchNormalization", [("x", f32(2, c, 5, 5))], out_dir, {"epsilon": 1e-3},
+             consts=[("s", f32(c)), ("b", f32(c)), ("m", f32(c)), ("v", f32(c, lo=0.5))], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+])
+def test_pool(op, attrs, out_dir):
+    check_op(op, [("x", f32(1, 4, 11, 11))], out_dir, attrs, rtol=1e-5, atol=1e-5)
+
+
+# -- compile-time errors -------------------------------------------------------------------------------
+def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
+    from targets.bundle import compile_to_bundle
+    from targets.cpu.lowering import UnsupportedOnTargetError
+    g = compiler.Graph("needs_missing_ops")
+    x = g.add_input("x", (2, 8), compiler.DType.float32)
+    a = g.add_node("ArgMax", [x], {"axis": 1}, name="argmax_a").outputs[0]
+    s = g.add_node("Softmax", [x], {"axis": 0}, name="softmax_axis0").outputs[0]
+    b = g.add_node("ArgMax", [s], {"axis": 0}, name="argmax_b").outputs[0]
+    g.outputs = [a, b]
+    out = tmp_path / "bundle"
+    with pytest.raises(UnsupportedOnTargetError) as e:
+        compile_to_bundle(g, out, "x86-avx512", quiet=True)
+    msg = str(e.value)
+    for part in ("ArgMax ×2", "'argmax_a'", "'argmax_b'", "Softmax ×1", "'softmax_axis0'"):
+        assert part in msg
+    assert isinstance(e.value, compiler.AotcError)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_all_minilm_and_efficientnet_ops_have_lowerings():
+    from targets.cpu.lowering import lowered_ops
+    have = set(lowered_ops())
+    need = {"MatMul", "Add", "Mul", "Div", "Reshape", "Transpose", "LayerNormalization", "Softmax", "Erf", "Gelu",
+            "Gather", "GatherND", "Where", "Cast", "And", "IsNaN", "Expand", "Flatten", "Conv", "BatchNormalization",
+            "MaxPool", "AveragePool", "Relu", "Clip", "HardSwish", "Sigmoid", "Pad", "Concat", "GlobalAveragePool",
+            "Gemm", "ReduceMean"}
+    assert need <= have, sorted(need - have)
