@@ -251,6 +251,25 @@ def test_spec_option_through_the_pipeline_text_and_default_context():
     assert pm.context.reports["prune_heads"]["removed"] == {"0": [1], "1": [2]}
 
 
+def test_pruning_then_int8_quantization_share_the_calibration_data():
+    g = toy_transformer(layers=2, heads=4)
+    cal = toy_feeds(g, n=4)
+    float_pruned = copy.deepcopy(g)
+    prune_attention_heads(float_pruned, spec="0:1,1:0,1:3")
+    steps = insert_pass(insert_pass(["canonicalize"], ("prune_heads", {"spec": "0:1,1:0,1:3"})),
+                        "quantize_int8", ("fuse_", "prune_"))
+    pm = PassManager(steps, verify_each=True, context=PassContext(calibration=cal))
+    pm.run(g)
+    assert [s["name"] for s in pm.applied()] == ["canonicalize", "prune_heads", "quantize_int8"]
+    assert {"prune_heads", "quantize_int8"} <= set(pm.context.reports)
+    heads = [n.attrs["num_heads"] for n in g.nodes if "Attention" in n.op_type]
+    assert heads == [3, 2]
+    out = g.outputs[0].name
+    got, want = compiler.interpret(g, cal[0])[out], compiler.interpret(float_pruned, cal[0])[out]
+    cos = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
+    assert cos.mean() > 0.99, cos.mean()
+
+
 def test_insert_pass_puts_opt_in_passes_after_fusion():
     steps = insert_pass(DEFAULT_PIPELINE, ("prune_heads", {"fraction": 0.25}))
     names = [n for n, _ in steps]
@@ -665,3 +684,22 @@ def test_minilm_cli_prunes_with_calibration(model_cache, tmp_path):
     steps = json.loads((tmp_path / "report.json").read_text())
     (prune,) = [s for s in steps if s["name"] == "prune_heads"]
     assert prune["report"]["heads_removed"] == 18
+
+
+@pytest.mark.slow
+def test_pruned_minilm_compiles_for_x86(pruned_quarter, tmp_path):
+    """The pruned graph through the x86-avx512 target and the runtime, against the interpreter. Skipped
+    while the target cannot lower the fused ops (Attention, FusedMatMul, SkipLayerNormalization)."""
+    from x86_helpers import assert_close, compile_and_run, has_avx512
+    if not has_avx512():
+        pytest.skip("needs an x86-64 CPU with AVX-512")
+    from targets.cpu.lowering import UnsupportedOnTargetError
+    g = pruned_quarter["methods"]["drift"]["graph"]
+    feeds = tokenize(CALIBRATION_SENTENCES[:CAL_BATCH])
+    try:
+        got = compile_and_run(g, feeds, tmp_path)
+    except UnsupportedOnTargetError as e:
+        pytest.skip(f"x86 target cannot lower MiniLM's fused ops yet: {str(e)[:200]}")
+    want = compiler.interpret(g, feeds)
+    for name, ref in want.items():
+        assert_close(got[name], ref, f"pruned MiniLM output {name}", rtol=1e-4, atol=1e-4)
