@@ -93,19 +93,21 @@ def bound_too_small(x):
     return x
 
 
-def return_in_bounded(x):
-    while bounded(x.sum() < 100, max_iters=4):
+def return_in_with(x):
+    with torch.no_grad():
+        if x.sum() > 10:  # ERR return_in_with
+            return x
         x = x * 2
-        if x.max() > 50:
-            return x  # ERR return_in_bounded
     return x
 
 
-def return_in_for_loop(x):
+def return_in_try_in_loop(x):
     for _ in range(4):
-        if x.sum() > 10:  # ERR return_in_for_loop
-            return x
-        x = x * 2
+        try:
+            if x.sum() > 10:  # ERR return_in_try_in_loop
+                return x
+        finally:
+            x = x * 2
     return x
 
 

@@ -571,3 +571,61 @@ def bounded_with_break(x):
 
 def test_break_inside_bounded_while():
     check(bounded_with_break, (t([1.0]),), [(t([s]),) for s in (200.0, 30.0, 15.0, 3.0, 2.0)])
+
+
+class EarlyExitLayers(nn.Module):
+    """An early-exit network: `return` from inside the loop over layers."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = torch.tanh(layer(x))
+            if x.mean() > 0.2 * i:
+                return self.head(x) * (i + 1)
+        return self.head(x)
+
+
+def test_return_from_inside_a_loop():
+    m = EarlyExitLayers().eval()
+    cases = [(torch.randn(1, 4, generator=torch.Generator().manual_seed(s)) * 3,) for s in range(12)]
+    exits = set()
+    for (x,) in cases:
+        h = x
+        with torch.no_grad():
+            for i, layer in enumerate(m.layers):
+                h = torch.tanh(layer(h))
+                if h.mean() > 0.2 * i:
+                    break
+        exits.add(i if h.mean() > 0.2 * i else "end")
+    assert len(exits) >= 3, exits  # the inputs leave at different layers
+    check(m, cases[0], cases)
+
+
+def nested_loop_return(x):
+    for i in range(3):
+        for j in range(3):
+            if (x + i + j).sum() > 6:
+                return x * (i * 3 + j)
+            x = x + 0.5
+    return -x
+
+
+def test_return_from_a_nested_loop():
+    check(nested_loop_return, (t([1.0]),), [(t([s]),) for s in (-10.0, 0.0, 2.0, 5.0, 7.0)])
+
+
+def bounded_with_return(x):
+    while bounded(x.sum() < 100, max_iters=6):
+        x = x * 2
+        if x.max() > 40:
+            return x - 1000
+    return x
+
+
+def test_return_inside_bounded_while():
+    check(bounded_with_return, (t([1.0]),), [(t([s]),) for s in (200.0, 30.0, 15.0, 7.0, 1.0)])

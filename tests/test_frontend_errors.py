@@ -110,8 +110,8 @@ def test_bound_exceeded_by_the_example_inputs():
 
 
 @pytest.mark.parametrize("fn,marker,needle", [
-    (cases.return_in_bounded, "return_in_bounded", "`return` inside a `while aotc.bounded"),
-    (cases.return_in_for_loop, "return_in_for_loop", "returns from inside a loop"),
+    (cases.return_in_with, "return_in_with", "returns from inside a loop, `with` or `try`"),
+    (cases.return_in_try_in_loop, "return_in_try_in_loop", "returns from inside a loop, `with` or `try`"),
     (cases.break_in_try, "break_in_try", "controls `break`/`continue`"),
 ])
 def test_unsupported_control_flow(fn, marker, needle):

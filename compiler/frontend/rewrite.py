@@ -71,6 +71,11 @@ def _located(nodes, at: ast.AST):
     return nodes
 
 
+def _exits(stmts) -> bool:
+    """Whether the statements leave the enclosing loop's iteration (break, continue, return)."""
+    return bool(loop_jumps(stmts)) or contains_return(stmts)
+
+
 @dataclass(frozen=True)
 class _Ctx:
     declared: dict  # names the user function declares global/nonlocal
@@ -111,7 +116,16 @@ class FunctionRewriter:
 
     def block(self, stmts: list[ast.stmt], ctx: _Ctx) -> list[ast.stmt]:
         out: list[ast.stmt] = []
-        for i, s in enumerate(stmts):
+        stmts = list(stmts)
+        i = -1
+        while i + 1 < len(stmts):
+            i += 1
+            s = stmts[i]
+            if isinstance(s, (ast.While, ast.For)) and self._lowerable(s):
+                # splice the lowered loop in: an `if` after it that returns needs what follows
+                stmts[i:i + 1] = self.lower_jumps(s)
+                i -= 1
+                continue
             if isinstance(s, ast.If):
                 if contains_return([s]):
                     if ctx.tail:
@@ -122,8 +136,6 @@ class FunctionRewriter:
                     out.append(self.guarded_if(s, ctx, "controls `break`/`continue` of the enclosing loop"))
                 else:
                     out.extend(self.value_if(s, ctx))
-            elif isinstance(s, (ast.While, ast.For)) and self._lowerable(s):
-                out.extend(self.block(self.lower_jumps(s), replace(ctx, tail=False)))
             elif isinstance(s, ast.While):
                 out.extend(self.while_loop(s, ctx))
             elif isinstance(s, (ast.For, ast.AsyncFor)):
@@ -152,10 +164,11 @@ class FunctionRewriter:
         was not lowered already."""
         if getattr(loop, "_aotc_lowered", False):
             return False
-        jumps = loop_jumps(loop.body)
-        in_try = any(isinstance(n, (ast.Try, getattr(ast, "TryStar", ast.Try))) and loop_jumps(n.body + n.orelse
-                     + n.finalbody + [x for h in n.handlers for x in h.body]) for n in walk(loop.body, False))
-        return bool(jumps) and not in_try
+        exits = loop_jumps(loop.body) + [n for n in walk(loop.body) if isinstance(n, ast.Return)]
+        tries = [n for n in walk(loop.body) if isinstance(n, (ast.Try, getattr(ast, "TryStar", ast.Try)))]
+        in_try = any(_exits(n.body + n.orelse + n.finalbody + [x for h in n.handlers for x in h.body])
+                     for n in tries)
+        return bool(exits) and not in_try
 
     def lower_jumps(self, loop) -> list[ast.stmt]:
         """`break` and `continue` become flags, Paddle-style, so a tensor condition can end a loop:
@@ -173,10 +186,12 @@ class FunctionRewriter:
         iteration's results. A bounded `while` folds the flag into its condition instead."""
         sid = self._site("loop", loop, note="while" if isinstance(loop, ast.While) else "for")
         jumps = loop_jumps(loop.body)
-        brk = f"{PREFIX}break_{sid}" if any(isinstance(j, ast.Break) for j in jumps) else None
+        returns = any(isinstance(n, ast.Return) for n in walk(loop.body))
+        brk = f"{PREFIX}break_{sid}" if returns or any(isinstance(j, ast.Break) for j in jumps) else None
         cnt = f"{PREFIX}continue_{sid}" if any(isinstance(j, ast.Continue) for j in jumps) else None
+        ret = (f"{PREFIX}returned_{sid}", f"{PREFIX}retval_{sid}") if returns else None
         flags = [f for f in (brk, cnt) if f]
-        body = self._lower_block(loop.body, brk, cnt, flags)
+        body = self._lower_block(loop.body, brk, cnt, flags, ret)
         new_body: list[ast.stmt] = []
         if cnt:
             new_body.append(ast.Assign(targets=[ast.Name(cnt, ast.Store())], value=ast.Constant(False)))
@@ -185,6 +200,10 @@ class FunctionRewriter:
         else:
             new_body.extend(body)
         pre, post = [], []
+        if ret:  # `return v` in the loop: remember v, leave the loop, return it after the loop
+            pre += [ast.Assign(targets=[ast.Name(ret[0], ast.Store())], value=ast.Constant(False)),
+                    ast.Assign(targets=[ast.Name(ret[1], ast.Store())],
+                               value=ast.Attribute(ast.Name(RT, ast.Load()), "NO_VALUE", ast.Load()))]
         bounded = find_bounded(loop.test) if isinstance(loop, ast.While) else None
         if brk:
             pre.append(ast.Assign(targets=[ast.Name(brk, ast.Store())], value=ast.Constant(False)))
@@ -200,33 +219,46 @@ class FunctionRewriter:
                 post.append(ast.If(test=ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), body=loop.orelse,
                                    orelse=[]))
                 loop.orelse = []
+        if ret:
+            post.append(ast.If(test=ast.Name(ret[0], ast.Load()), body=[ast.Return(ast.Name(ret[1], ast.Load()))],
+                               orelse=[]))
         loop.body = new_body
         loop._aotc_lowered = True
         return _located(pre, loop) + [_located([loop], loop)[0]] + _located(post, loop)
 
-    def _lower_block(self, stmts, brk, cnt, flags) -> list[ast.stmt]:
+    def _lower_block(self, stmts, brk, cnt, flags, ret) -> list[ast.stmt]:
+        # a nested loop that returns is lowered first: what is left of it is an `if` that returns
+        expanded: list[ast.stmt] = []
+        for s in stmts:
+            if isinstance(s, (ast.For, ast.While)) and contains_return([s]) and self._lowerable(s):
+                expanded.extend(self.lower_jumps(s))
+            else:
+                expanded.append(s)
+        stmts = expanded
         out: list[ast.stmt] = []
         for i, s in enumerate(stmts):
-            if isinstance(s, (ast.Break, ast.Continue)):
-                flag = brk if isinstance(s, ast.Break) else cnt
-                out.append(ast.copy_location(ast.Assign(targets=[ast.Name(flag, ast.Store())],
-                                                        value=ast.Constant(True)), s))
+            if isinstance(s, (ast.Break, ast.Continue, ast.Return)):
+                sets = []
+                if isinstance(s, ast.Return):
+                    sets = [(ret[1], s.value or ast.Constant(None)), (ret[0], ast.Constant(True))]
+                sets.append((brk if not isinstance(s, ast.Continue) else cnt, ast.Constant(True)))
+                out.extend(_located([ast.Assign(targets=[ast.Name(n, ast.Store())], value=v) for n, v in sets], s))
                 return out  # what follows a jump never runs
-            if not loop_jumps([s]):
+            if not _exits([s]):
                 out.append(s)
                 continue
             if isinstance(s, ast.If):
-                s.body = self._lower_block(s.body, brk, cnt, flags)
-                s.orelse = self._lower_block(s.orelse, brk, cnt, flags)
+                s.body = self._lower_block(s.body, brk, cnt, flags, ret)
+                s.orelse = self._lower_block(s.orelse, brk, cnt, flags, ret)
             elif isinstance(s, (ast.With, ast.AsyncWith)):
-                s.body = self._lower_block(s.body, brk, cnt, flags)
+                s.body = self._lower_block(s.body, brk, cnt, flags, ret)
             out.append(s)
             rest = stmts[i + 1:]
             if rest:
                 jumped = ast.Name(flags[0], ast.Load()) if len(flags) == 1 else \
                     ast.BoolOp(ast.Or(), [ast.Name(f, ast.Load()) for f in flags])
                 out.append(_located([ast.If(test=ast.UnaryOp(ast.Not(), jumped),
-                                            body=self._lower_block(rest, brk, cnt, flags), orelse=[])], s)[0])
+                                            body=self._lower_block(rest, brk, cnt, flags, ret), orelse=[])], s)[0])
             return out
         return out
 

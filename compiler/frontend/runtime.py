@@ -17,7 +17,7 @@ from . import guard as _guard
 from .convert import call  # noqa: F401  (the call hook converted code uses)
 from .errors import (AotcError, LoopBoundError, SideEffectError, TraceError, UnboundedLoopError,
                      UnsupportedControlFlowError)
-from .select import select
+from .select import NO_VALUE, select  # noqa: F401  (NO_VALUE: initial value of a loop's return slot)
 from .sites import SITES
 from .undefined import Undefined
 

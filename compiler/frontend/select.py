@@ -47,10 +47,23 @@ def _is_number(v) -> bool:
     return isinstance(v, (bool, int, float)) and not isinstance(v, torch.Tensor)
 
 
+class _NoValue:
+    """The value a loop's `return` slot holds before any `return` ran: a flag guards every read,
+    so selecting it against a real value gives the real value."""
+
+    def __repr__(self):
+        return "<no value>"
+
+
+NO_VALUE = _NoValue()
+
+
 def select(p: torch.Tensor, a, b, what: str, site):
     """`a` where the 0-d bool tensor `p` holds, else `b`."""
-    if a is b:
+    if a is b or b is NO_VALUE:
         return a
+    if a is NO_VALUE:
+        return b
     if isinstance(a, Undefined) or isinstance(b, Undefined):
         if isinstance(a, Undefined) and isinstance(b, Undefined):
             return a
