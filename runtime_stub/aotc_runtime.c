@@ -305,7 +305,12 @@ aotc_model* aotc_load(const char* dir) {
   last_error[0] = 0;
   snprintf(path, sizeof path, "%s/manifest.json", dir);
   uint8_t* text = read_file(path, &size, 64);
-  if (!text) { set_error("%s is not an aotc bundle: no readable manifest.json (%s)", dir, last_error); return NULL; }
+  if (!text) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", last_error);
+    set_error("%s is not an aotc bundle: no readable manifest.json (%s)", dir, why);
+    return NULL;
+  }
   jval man;
   jparser ps = {(const char*)text, (const char*)text + size, 0};
   int bad = jparse(&ps, &man, 0) != 0 || man.t != J_OBJ;
@@ -342,7 +347,12 @@ aotc_model* aotc_load(const char* dir) {
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int is_w = !strcmp(name, "weights.bin");
     uint8_t* data = read_file(path, &size, 64);
-    if (!data) { set_error("bundle %s is incomplete: %s", dir, last_error); goto fail; }
+    if (!data) {
+      char why[1024];
+      snprintf(why, sizeof why, "%s", last_error);
+      set_error("bundle %s is incomplete: %s", dir, why);
+      goto fail;
+    }
     char hex[65];
     sha256_hex(data, size, hex);
     if (strcmp(hex, files->items[i].str) != 0) {
@@ -387,6 +397,8 @@ aotc_model* aotc_load(const char* dir) {
   return m;
 fail:
   jfree(&man);
+  /* Nothing of a rejected library has run (its pool starts on the first run): unload it. */
+  if (m->so) dlclose(m->so);
   aotc_free(m);
   return NULL;
 }
