@@ -182,6 +182,27 @@ def render(r: dict) -> str:
         "N tokenized calibration sentences (cut into feeds of the model's batch size; see compiler/calibration.py "
         "for the other layouts). `--prune-heads-spec 0:3,5:11` removes named heads instead (layers in graph order, "
         "from 0).", "",
+        "## From Python, and how calibration data reaches a pass", "",
+        "```python",
+        "from compiler import load_onnx",
+        "from compiler.calibration import load_calibration",
+        "from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass",
+        "",
+        "graph = load_onnx(\"minilm.onnx\", {\"input_ids\": (8, 24), \"attention_mask\": (8, 24)})",
+        "steps = insert_pass(DEFAULT_PIPELINE, (\"prune_heads\", {\"fraction\": 0.25}))   # right after fusion",
+        "pm = PassManager(steps, context=PassContext(calibration=load_calibration(\"calib.npz\")))",
+        "pm.run(graph)",
+        "report = pm.context.reports[\"prune_heads\"]   # also in pm.applied(), for the bundle manifest",
+        "```", "",
+        "Calibration data never travels as a pass option: the caller puts it in the `PassContext` the "
+        "`PassManager` carries (a mapping of arrays such as an .npz's contents, or a list of feeds), and a pass "
+        "that declares a `context` parameter receives it and calls `context.calibration_feeds(graph)`, which "
+        "checks names, shapes and dtypes against the graph's inputs once (one `CalibrationError` naming every "
+        "mismatch) and returns feeds ready for `compiler.interpret`. Passes leave their reports in "
+        "`context.reports[name]`. `quantize_int8` reads the same data the same way, so one `--calibration` file "
+        "serves pruning and INT8 calibration; `passes.insert_pass` puts each opt-in pass at its place "
+        "(pruning after the `fuse_*` passes, quantization after pruning). `passes.prune_heads."
+        "prune_attention_heads(graph, fraction=..., calibration=...)` does the same without a pipeline.", "",
     ]
     return "\n".join(lines)
 
