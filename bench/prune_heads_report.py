@@ -162,7 +162,8 @@ def render(r: dict) -> str:
         "", "| | before | after | reduction |", "|---|---:|---:|---:|",
         f"| parameters, whole model | {rep['params_before']:,} | {rep['params_after']:,} | "
         f"{pct(rep['params_before'], rep['params_after'])} |",
-        f"| FLOPs per run, whole model (batch {s['calibration_batch']} × {s['seq']} tokens) | {rep['flops_before']:,} | "
+        f"| FLOPs per run, whole model (batch {s['calibration_batch']} × {s['seq']} tokens) | "
+        f"{rep['flops_before']:,} | "
         f"{rep['flops_after']:,} | {pct(rep['flops_before'], rep['flops_after'])} |",
         f"| parameters, attention blocks (Q/K/V/output projections) | {rep['attention_params_before']:,} | "
         f"{rep['attention_params_after']:,} | {pct(rep['attention_params_before'], rep['attention_params_after'])} |",

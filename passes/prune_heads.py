@@ -389,11 +389,12 @@ def format_report(r: Mapping[str, Any]) -> str:
         removed = ",".join(map(str, layer["removed"])) or "-"
         lines.append(f"  layer {layer['layer']}: {layer['heads_before']} -> {layer['heads_after']} heads "
                      f"(removed {removed})  {layer['node']}")
-    lines.append(f"  parameters {r['params_before']:,} -> {r['params_after']:,} (-{pct(r['params_before'], r['params_after'])})"
-                 f"; FLOPs {r['flops_before']:,} -> {r['flops_after']:,} (-{pct(r['flops_before'], r['flops_after'])})")
+    pb, pa, fb, fa = r["params_before"], r["params_after"], r["flops_before"], r["flops_after"]
+    lines.append(f"  parameters {pb:,} -> {pa:,} (-{pct(pb, pa)}); FLOPs {fb:,} -> {fa:,} (-{pct(fb, fa)})")
     if "attention_params_before" in r:
-        lines.append(f"  attention blocks alone: parameters -{pct(r['attention_params_before'], r['attention_params_after'])}"
-                     f", FLOPs -{pct(r['attention_flops_before'], r['attention_flops_after'])}")
+        lines.append(f"  attention blocks alone: parameters "
+                     f"-{pct(r['attention_params_before'], r['attention_params_after'])}, "
+                     f"FLOPs -{pct(r['attention_flops_before'], r['attention_flops_after'])}")
     d = r.get("drift")
     if d:
         lines.append(f"  output drift on {d['feeds']} calibration feed(s): MSE {d['mse']:.3g} "
