@@ -198,3 +198,16 @@ def decorated(x):
 
 def calls_decorated(x):
     return decorated(x) * 2
+
+
+class LayerAfterBreak(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(3, 3) for _ in range(2)])
+
+    def forward(self, x):
+        for layer in self.layers:  # ERR layer_after_break
+            x = layer(x)
+            if x.sum() > 0:
+                break
+        return layer(x)  # USE layer_after_break

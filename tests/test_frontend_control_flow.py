@@ -629,3 +629,34 @@ def bounded_with_return(x):
 
 def test_return_inside_bounded_while():
     check(bounded_with_return, (t([1.0]),), [(t([s]),) for s in (200.0, 30.0, 15.0, 7.0, 1.0)])
+
+
+def first_index_over(x, limit):
+    for i, v in enumerate(x):
+        if v > limit:
+            break
+    return i * v  # the loop variables keep their values from the iteration that broke
+
+
+def test_loop_variables_after_a_tensor_break():
+    check(first_index_over, (t([1.0, 5.0, 9.0]), t(4.0)),
+          [(t([1.0, 5.0, 9.0]), t(s)) for s in (0.0, 4.0, 6.0, 10.0)])
+
+
+class BreakOverLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.layers = nn.ModuleList([nn.Linear(3, 3) for _ in range(3)])
+
+    def forward(self, x):
+        for layer in self.layers:  # `layer` (a module) cannot be selected: fine while unused after
+            x = torch.relu(layer(x)) + x
+            if x.sum() > 3:
+                break
+        return x
+
+
+def test_module_loop_variable_with_tensor_break():
+    m = BreakOverLayers().eval()
+    check(m, (torch.zeros(1, 3),), [(torch.full((1, 3), v),) for v in (-1.0, 0.0, 0.5, 2.0)])

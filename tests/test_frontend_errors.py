@@ -97,6 +97,12 @@ def test_variable_assigned_in_one_branch_then_used():
     assert f"frontend_error_cases.py:{line_of('one_branch_variable', 'USE')}" in msg  # where it is used
 
 
+def test_module_loop_variable_used_after_a_tensor_break():
+    msg = assert_points_at(trace_error(cases.LayerAfterBreak(), POS, BranchMismatchError), "layer_after_break")
+    assert "'layer'" in msg and "cannot be selected" in msg
+    assert f"frontend_error_cases.py:{line_of('layer_after_break', 'USE')}" in msg
+
+
 def test_unbounded_while_on_tensor_condition():
     msg = assert_points_at(trace_error(cases.unbounded_while, POS, UnboundedLoopError), "unbounded_while")
     assert "aotc.bounded" in msg

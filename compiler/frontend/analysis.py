@@ -31,14 +31,14 @@ def walk(nodes, into_loops: bool = True) -> Iterator[ast.AST]:
         stack.extend(ast.iter_child_nodes(n))
 
 
-def _target_names(t) -> Iterator[str]:
+def target_names(t) -> Iterator[str]:
     if isinstance(t, ast.Name):
         yield t.id
     elif isinstance(t, (ast.Tuple, ast.List)):
         for e in t.elts:
-            yield from _target_names(e)
+            yield from target_names(e)
     elif isinstance(t, ast.Starred):
-        yield from _target_names(t.value)
+        yield from target_names(t.value)
 
 
 def assigned_names(stmts: list[ast.stmt]) -> list[str]:
@@ -57,7 +57,7 @@ def assigned_names(stmts: list[ast.stmt]) -> list[str]:
         elif isinstance(n, ast.ExceptHandler) and n.name:
             names = [n.name]
         elif isinstance(n, ast.NamedExpr):
-            names = list(_target_names(n.target))
+            names = list(target_names(n.target))
         for name in names:
             seen.setdefault(name, None)
     # walk() pops from the end; report in source order

@@ -23,7 +23,7 @@ import copy
 from dataclasses import dataclass, replace
 
 from .analysis import (always_ends, assigned_names, contains_return, contains_yield, declared_outer, find_bounded,
-                       loop_jumps, side_effects, walk)
+                       loop_jumps, side_effects, target_names, walk)
 from .errors import UnsupportedControlFlowError
 from .sites import Site, register
 
@@ -195,8 +195,19 @@ class FunctionRewriter:
         new_body: list[ast.stmt] = []
         if cnt:
             new_body.append(ast.Assign(targets=[ast.Name(cnt, ast.Store())], value=ast.Constant(False)))
+        lenient: set[str] = set()
+        if brk and isinstance(loop, ast.For) and any(isinstance(j, ast.Break) for j in jumps):
+            # The loop variable keeps its value from the iteration that broke, as in Python: it is
+            # assigned from a fresh item variable inside the masked body.
+            item = f"{PREFIX}item_{sid}"
+            body.insert(0, _located([ast.Assign(targets=[loop.target], value=ast.Name(item, ast.Load()))],
+                                    loop.target)[0])
+            lenient = set(target_names(loop.target))
+            loop.target = ast.Name(item, ast.Store())
         if brk:
-            new_body.append(ast.If(test=ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), body=body, orelse=[]))
+            masked = ast.If(test=ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), body=body, orelse=[])
+            masked._aotc_lenient = frozenset(lenient)
+            new_body.append(masked)
         else:
             new_body.extend(body)
         pre, post = [], []
@@ -285,7 +296,8 @@ class FunctionRewriter:
 
     def value_if(self, s: ast.If, ctx: _Ctx) -> list[ast.stmt]:
         names, decls = self._branch_vars(s.body + s.orelse, ctx)
-        sid = self._site("if", s, names=tuple(names), effects=side_effects(s.body + s.orelse, ctx.declared))
+        sid = self._site("if", s, names=tuple(names), effects=side_effects(s.body + s.orelse, ctx.declared),
+                         lenient=getattr(s, "_aotc_lenient", frozenset()))
         inner = replace(ctx, in_loop=False, tail=False)
         ret = ast.Return(value=_names_tuple(names, ast.Load))
         then_def = _def(f"{PREFIX}then_{sid}", names, decls + self.block(s.body, inner) + [ret])

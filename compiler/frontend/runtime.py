@@ -15,9 +15,9 @@ import torch
 
 from . import guard as _guard
 from .convert import call  # noqa: F401  (the call hook converted code uses)
-from .errors import (AotcError, LoopBoundError, SideEffectError, TraceError, UnboundedLoopError,
-                     UnsupportedControlFlowError)
-from .select import NO_VALUE, select  # noqa: F401  (NO_VALUE: initial value of a loop's return slot)
+from .errors import (AotcError, BranchMismatchError, LoopBoundError, SideEffectError, TraceError,
+                     UnboundedLoopError, UnsupportedControlFlowError)
+from .select import NO_VALUE, select, unselectable_loop_variable  # noqa: F401  (NO_VALUE: see rewrite.py)
 from .sites import SITES
 from .undefined import Undefined
 
@@ -87,7 +87,16 @@ def if_(pred, then_fn, else_fn, args: tuple, site_id: int) -> tuple:
     _check_effects(site)
     a = _run(then_fn, args, site, "then")
     b = _run(else_fn, args, site, "else")
-    return tuple(select(p, x, y, f"variable {n!r}", site) for n, x, y in zip(site.names, a, b))
+    return tuple(_merge(p, n, x, y, site) for n, x, y in zip(site.names, a, b))
+
+
+def _merge(p, name, a, b, site):
+    try:
+        return select(p, a, b, f"variable {name!r}", site)
+    except BranchMismatchError:
+        if name not in site.lenient:
+            raise
+        return unselectable_loop_variable(name, site, a)
 
 
 def if_return(pred, then_fn, else_fn, args: tuple, site_id: int):

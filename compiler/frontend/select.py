@@ -43,6 +43,20 @@ def _mismatch(site, what: str, a, b, why: str = "") -> BranchMismatchError:
         site.lineno, "Make both sides produce tensors of the same shape and dtype (or the same Python value).")
 
 
+_UNDEFINED_HINT = ("aotc compiles such control flow by running every branch and selecting each variable with "
+                   "torch.where, so a variable used afterwards needs a value on every path: assign it before the "
+                   "`if` or in every branch.")
+
+
+def unselectable_loop_variable(name: str, site, value) -> Undefined:
+    """A `for` loop's variable after a break that depends on the inputs, when its values (modules,
+    layers, strings) cannot be selected: fine unless it is used after the loop."""
+    return Undefined(name, (site, f"is the variable of the `for` loop at line {site.lineno}, which a `break` "
+                                  f"depending on the model's inputs may end early, and its values ({describe(value)})"
+                                  " cannot be selected with torch.where, so it has no value after the loop",
+                            "Keep what you need from the loop in a tensor variable assigned inside it."))
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (bool, int, float)) and not isinstance(v, torch.Tensor)
 
@@ -69,10 +83,11 @@ def select(p: torch.Tensor, a, b, what: str, site):
             return a
         name = (a if isinstance(a, Undefined) else b).name
         if site.kind == "while":
-            text = "assigned in the loop body but not before the loop"
+            text = "is assigned in the loop body but not before the loop"
         else:
-            text = f"assigned only in the {'else' if isinstance(a, Undefined) else 'then'}-branch"
-        return Undefined(name, (site, text))
+            text = f"is assigned only in the {'else' if isinstance(a, Undefined) else 'then'}-branch"
+        return Undefined(name, (site, text + f" of this `{site.kind}`, whose condition depends on the model's "
+                                "inputs", _UNDEFINED_HINT))
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if a.shape != b.shape or a.dtype != b.dtype:
             raise _mismatch(site, what, a, b)

@@ -23,7 +23,8 @@ class Site:
     lineno: int
     names: tuple[str, ...] = ()
     effects: list[Effect] = field(default_factory=list)
-    note: str = ""  # why a guarded construct was not converted
+    note: str = ""  # why a guarded construct was not converted; "for"/"while" for a lowered loop
+    lenient: frozenset = frozenset()  # loop variables that may stay unselectable (see select.py)
 
 
 SITES: list[Site] = []

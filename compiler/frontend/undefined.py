@@ -9,23 +9,20 @@ class Undefined:
 
     def __init__(self, name: str, reason=None):
         self.name = name
-        self.reason = reason  # None: plain Python path (an UnboundLocalError); else (site, text)
+        # None: a plain Python path (using it is an UnboundLocalError); else (site, text, hint), where
+        # `text` completes "variable NAME ..." and `hint` says how to fix it
+        self.reason = reason
 
     def fail(self, *args, **kwargs):
         if self.reason is None:
             raise UnboundLocalError(f"cannot access local variable {self.name!r} where it is not associated "
                                     "with a value")
         from .errors import BranchMismatchError, format_location, user_frame
-        site, text = self.reason
+        site, text, hint = self.reason
         user, _ = user_frame()
         used = (f" It is used at {format_location(user.f_code.co_filename, user.f_lineno)}."
                 if user is not None else "")
-        raise BranchMismatchError(
-            f"variable {self.name!r} is {text} of this `{site.kind}`, whose condition depends on the model's "
-            f"inputs.{used}", site.filename, site.lineno,
-            "aotc compiles such control flow by running every branch and selecting each variable with "
-            "torch.where, so a variable used afterwards needs a value on every path: assign it before the "
-            "`if` or in every branch.")
+        raise BranchMismatchError(f"variable {self.name!r} {text}.{used}", site.filename, site.lineno, hint)
 
     def __repr__(self) -> str:
         return f"<undefined {self.name}>"
