@@ -602,6 +602,43 @@ def test_minilm_spec_pruning_matches_torch_surgery(model_cache, spec):
     assert err <= 1e-5, f"max |aotc - torch| = {err}"
 
 
+@pytest.mark.slow
+def test_minilm_dynamo_sdpa_export_prunes_like_torch(model_cache):
+    """The dynamo exporter with SDPA attention: another spelling of attention, the same surgery."""
+    import torch
+    from models import export_minilm, load_minilm, minilm_feeds
+    spec = {1: [0, 1, 2, 3], 3: [7], 4: [11, 2]}
+    g = compiler.load_onnx(export_minilm(model_cache, "dynamo", "sdpa"))
+    PassManager(insert_pass(DEFAULT_PIPELINE, ("prune_heads", {"spec": spec})), verify_each=True).run(g)
+    feeds = minilm_feeds(seed=11)
+    got = compiler.interpret(g, feeds)["last_hidden_state"]
+    model = load_minilm("sdpa")
+    prune_torch_heads(model.bert, spec)
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))).numpy()
+    err = float(np.abs(got - want).max())
+    assert err <= 1e-5, f"max |aotc - torch| = {err}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["legacy17", "dynamo"])
+def test_gpt2_block_pruning_equals_zeroing_heads(model_cache, variant):
+    """A causal decoder whose Q/K/V come from one fused projection split three ways, with a constant
+    boolean causal mask: pruning must equal zeroing the heads' output-projection rows."""
+    from test_model_gpt2 import export_gpt2, token_ids
+    g = compiler.load_onnx(export_gpt2(model_cache, variant))
+    PassManager(None).run(g)
+    spec = {0: [1, 3], 1: [0]}
+    want_graph = zero_heads(g, spec)
+    feeds = {"ids": token_ids()}
+    pm = PassManager([("prune_heads", {"spec": spec})], verify_each=True)
+    pm.run(g)
+    assert [n.attrs["num_heads"] for n in g.nodes if n.op_type == "Attention"] == [2, 3]
+    got, want = compiler.interpret(g, feeds), compiler.interpret(want_graph, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
 def evaluate_pruning(cache) -> dict:
     """Prune 25% of MiniLM's heads by each importance method (drift scored on the calibration sentences)
     and by random rankings; the mean cosine of held-out mean-pooled embeddings vs the unpruned model."""
