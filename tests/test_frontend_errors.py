@@ -116,9 +116,9 @@ def test_bound_exceeded_by_the_example_inputs():
 
 
 @pytest.mark.parametrize("fn,marker,needle", [
-    (cases.return_in_with, "return_in_with", "returns from inside a loop, `with` or `try`"),
-    (cases.return_in_try_in_loop, "return_in_try_in_loop", "returns from inside a loop, `with` or `try`"),
-    (cases.break_in_try, "break_in_try", "controls `break`/`continue`"),
+    (cases.return_in_with, "return_in_with", "returns from inside a `with` or `try` block"),
+    (cases.return_in_try_in_loop, "return_in_try_in_loop", "returns from inside a `with` or `try` block"),
+    (cases.break_in_try, "break_in_try", "controls `break`/`continue` of a loop from inside a `try`"),
 ])
 def test_unsupported_control_flow(fn, marker, needle):
     msg = assert_points_at(trace_error(fn, POS, UnsupportedControlFlowError), marker)

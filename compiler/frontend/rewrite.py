@@ -131,9 +131,10 @@ class FunctionRewriter:
                     if ctx.tail:
                         out.extend(self.return_if(s, stmts[i + 1:], ctx))
                         return out
-                    out.append(self.guarded_if(s, ctx, "returns from inside a loop, `with` or `try` block"))
+                    out.append(self.guarded_if(s, ctx, "returns from inside a `with` or `try` block"))
                 elif ctx.in_loop and loop_jumps(s.body + s.orelse):
-                    out.append(self.guarded_if(s, ctx, "controls `break`/`continue` of the enclosing loop"))
+                    out.append(self.guarded_if(s, ctx, "controls `break`/`continue` of a loop from inside a `try` "
+                                                     "block"))
                 else:
                     out.extend(self.value_if(s, ctx))
             elif isinstance(s, ast.While):
@@ -160,8 +161,8 @@ class FunctionRewriter:
     # -- break / continue ------------------------------------------------------------------------
     @staticmethod
     def _lowerable(loop) -> bool:
-        """A loop whose break/continue can become flags: it has some, none inside a `try`, and it
-        was not lowered already."""
+        """A loop whose break/continue/return can become flags: it has some, none inside a `try`
+        (where `finally` would have to run), and it was not lowered already."""
         if getattr(loop, "_aotc_lowered", False):
             return False
         exits = loop_jumps(loop.body) + [n for n in walk(loop.body) if isinstance(n, ast.Return)]
