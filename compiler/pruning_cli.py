@@ -23,7 +23,8 @@ PRUNE_SPEC_HELP = ("Remove exactly these heads: LAYER:HEAD,... counting from 0, 
                    "(e.g. 0:3,0:5,4:1).")
 PRUNE_MIN_HELP = "With --prune-heads: every attention layer keeps at least this many heads (default 1)."
 PRUNE_IMPORTANCE_HELP = ("How --prune-heads ranks heads: drift (default: output change on the calibration data when "
-                         "the head is removed), contribution, weight (needs no calibration data), random.")
+                         "the head is removed; about one forward pass per head and calibration feed), contribution "
+                         "(one forward pass per feed), weight (needs no calibration data), random.")
 
 
 def pruning_step(fraction: float | None, spec: str | None, min_per_layer: int = 1, importance: str = "drift",
