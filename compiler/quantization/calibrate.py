@@ -11,7 +11,8 @@ Methods (each turns what was observed into one range [lo, hi] per tensor):
   the last kept bin), quantized to the number of levels the tensor gets
   (256 when it is never negative, 128 per side otherwise) and expanded back;
   the threshold whose quantized distribution is closest (KL) to the clipped
-  one wins, and the range is [max(min, -T), min(max, T)].
+  one wins, and the range is [max(min, -T), min(max, T)]. A tensor with a
+  saturation spike in its top bin (ReLU6/Clip outputs) keeps its full range.
 Percentile and entropy need two passes over the data: one for min/max, then
 one filling histograms with fixed edges (so every sample lands in the same
 bins and the result does not depend on the order of the samples).
@@ -137,8 +138,15 @@ def entropy_threshold(abs_hist: np.ndarray, absmax: float, levels: int = 128) ->
     return best_i * absmax / bins
 
 
+SATURATION_FRACTION = 1e-3
+
+
 def entropy_range(stats: TensorStats, absmax: float) -> tuple[float, float]:
+    """The KL threshold as a range; a tensor the model already saturates (ReLU6, Clip: at least 0.1% of the
+    values in the top bin) keeps its full range, since KL undervalues clipping such a point mass."""
     levels = 256 if stats.min >= 0 else 128
+    if stats.hist[-1] >= SATURATION_FRACTION * stats.hist.sum():
+        return stats.min, stats.max
     t = entropy_threshold(stats.hist, absmax, levels)
     return max(stats.min, -t), min(stats.max, t)
 
