@@ -211,3 +211,11 @@ class LayerAfterBreak(nn.Module):
             if x.sum() > 0:
                 break
         return layer(x)  # USE layer_after_break
+
+
+def swallowed_item(x):
+    try:
+        n = x.sum().item()  # ERR swallowed_item
+    except Exception:  # catches aotc's error too: tracing still refuses the model
+        n = 1.0
+    return x * n

@@ -138,6 +138,7 @@ def test_while_loop_ended_by_a_tensor_break_needs_a_bound():
     (cases.int_call, "int_call", "int()"),
     (cases.assert_on_tensor, "assert_on_tensor", "bool()"),
     (cases.item_in_helper, "helper_item", ".item()"),
+    (cases.swallowed_item, "swallowed_item", ".item()"),
 ])
 def test_python_values_of_traced_tensors(fn, marker, needle):
     msg = assert_points_at(trace_error(fn, POS, DataDependentValueError), marker)

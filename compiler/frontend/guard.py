@@ -95,6 +95,7 @@ class TraceGuard(TorchFunctionMode):
         self.dynamic = _TensorSet()
         self.scopes: list[BranchScope] = []
         self._concrete_ok = 0
+        self.refused = None  # the first error the guard raised
 
     # -- queries the runtime helpers use --------------------------------------------------------
     def is_dynamic(self, t) -> bool:
@@ -120,19 +121,26 @@ class TraceGuard(TorchFunctionMode):
         finally:
             self._concrete_ok -= 1
 
+    def _record(self, err):
+        """Keep the first refusal: code that catches every exception (`except Exception:`) must not
+        turn it into a silently wrong graph; the tracer raises it when the trace ends."""
+        if self.refused is None:
+            self.refused = err
+        return err
+
     # -- the mode ---------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         if name in _CONCRETIZERS and not self._concrete_ok and any(self.is_dynamic(a) for a in args[:2]):
-            raise error_at_user_code(
+            raise self._record(error_at_user_code(
                 DataDependentValueError,
                 f"{_CONCRETIZERS[name]} reads the value of a tensor that depends on the model's inputs. A compiled "
                 "graph cannot hand a value back to Python: tracing would freeze the example input's value here "
                 "and the model would be wrong for other inputs." + _unconverted_note(),
                 "Keep the computation in tensors (torch.where instead of a Python branch on the value, tensor "
                 "arithmetic instead of Python numbers); `if`, `while aotc.bounded(...)`, `and`/`or`/`not` and "
-                "`x if c else y` in your own functions are converted automatically.")
+                "`x if c else y` in your own functions are converted automatically."))
         target = _inplace_target(name, args, kwargs)
         if target is not None and self.scopes:
             self._check_mutation(target, name)
@@ -161,13 +169,13 @@ class TraceGuard(TorchFunctionMode):
             f"in-place operation `{name}`"
         where = "the body of the bounded `while`" if site.kind == "while" else \
             f"the {scope.which}-branch of the `{site.kind}`"
-        raise error_at_user_code(
+        raise self._record(error_at_user_code(
             SideEffectError,
             f"{what} changes a tensor created outside {where} at {format_location(site.filename, site.lineno)}, "
             "whose condition depends on the model's inputs. aotc traces every branch of such control flow and "
             "selects the results with torch.where, so a branch must not change anything outside itself.",
             "Compute a new tensor instead (e.g. `x = x + 1` rather than `x += 1` or `x.add_(1)`; "
-            "`x = torch.where(mask, v, x)` rather than `x[mask] = v`).")
+            "`x = torch.where(mask, v, x)` rather than `x[mask] = v`)."))
 
 
 def _unconverted_note() -> str:

@@ -186,6 +186,8 @@ def trace(model_or_fn, example_inputs, *, input_names: Sequence[str] | None = No
                     guard.mark_dynamic(t)
                 args, kwargs = _replace_tensors(bound, tensors)
                 out = convert.call(fn)(*args, **kwargs)
+                if guard.refused is not None:  # raised, then swallowed by an `except` on the way
+                    raise guard.refused
                 flat: list = []
                 _flatten_outputs(out, "", flat)
             if not flat:
