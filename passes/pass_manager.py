@@ -37,7 +37,7 @@ class PassContext:
     """
     calibration: Any = None
     reports: dict[str, Any] = field(default_factory=dict)
-    _feeds: Any = field(default=None, repr=False)
+    _feeds: Any = field(default=None, repr=False, init=False)
 
     def has_calibration(self) -> bool:
         return self.calibration is not None

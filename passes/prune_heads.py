@@ -203,15 +203,23 @@ def _downstream(graph: Graph, value: Value) -> list[Node]:
     return nodes
 
 
+def _outside_inputs(nodes: Sequence[Node]) -> set[str]:
+    """Names of the non-constant values `nodes` read but do not compute."""
+    inside = {o.name for n in nodes for o in n.outputs}
+    return {v.name for n in nodes for v in n.inputs if v is not None and v.const is None and v.name not in inside}
+
+
 def _run_nodes(nodes: Sequence[Node], env: Mapping[str, np.ndarray], overrides: dict[str, np.ndarray],
                wanted: Sequence[str]) -> dict[str, np.ndarray]:
-    """Re-execute `nodes` with `overrides` in place of some values of a finished run's `env`."""
+    """Re-execute `nodes` with `overrides` in place of some values of a finished run, whose values the
+    nodes read from outside are in `env` (constants come from the graph)."""
     local = dict(overrides)
     for n in nodes:
-        args = [None if v is None else local[v.name] if v.name in local else env[v.name] for v in n.inputs]
+        args = [None if v is None else local[v.name] if v.name in local else v.const if v.const is not None
+                else env[v.name] for v in n.inputs]
         for o, arr in zip(n.outputs, n.op.run(args, n.attrs)):
             local[o.name] = arr
-    return {k: local.get(k, env[k]) for k in wanted}
+    return {k: local.get(k, env.get(k)) for k in wanted}
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -224,12 +232,20 @@ def drift_scores(graph: Graph, sites: Sequence[AttentionSite], feeds: Sequence[M
     important). Also returns the unpruned outputs per feed, for the drift report."""
     outs = [v.name for v in _float_outputs(graph)]
     tails = [_downstream(graph, s.node.outputs[0]) for s in sites]
+    # Keep only what the re-executions read (each layer's Attention output and the values its downstream
+    # nodes take from before it), not every intermediate: scoring memory stays near one forward pass.
+    keep = set(outs).union(*(_outside_inputs(t) for t in tails), (s.node.outputs[0].name for s in sites))
     scores = [np.zeros(s.num_heads) for s in sites]
     baselines = []
     for feed in feeds:
-        env = interpret(graph, feed, keep_all=True)
-        base = {k: env[k] for k in outs}
-        baselines.append({v.name: env[v.name] for v in graph.outputs})
+        env = {k: np.asarray(v) for k, v in feed.items() if k in keep}
+
+        def observe(node: Node, results: list[np.ndarray]) -> None:
+            env.update((o.name, r) for o, r in zip(node.outputs, results) if o.name in keep)
+
+        outputs = interpret(graph, feed, observer=observe)
+        baselines.append(outputs)
+        base = {k: outputs[k] for k in outs}
         for site, tail, acc in zip(sites, tails, scores):
             name = site.node.outputs[0].name
             ctx = env[name]
