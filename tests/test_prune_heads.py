@@ -366,6 +366,18 @@ def assert_user_error(res, *needles):
         assert n in err, f"{n!r} not in: {err}"
 
 
+def test_pruning_step_helper_for_cli_commands():
+    from compiler.pruning_cli import PRUNE_HEADS_AFTER, pruning_step
+    assert pruning_step(None, None) is None
+    assert pruning_step(0.25, None, 2, "drift", "cal.npz") == (
+        ("prune_heads", {"min_per_layer": 2, "fraction": 0.25, "importance": "drift"}), PRUNE_HEADS_AFTER)
+    assert pruning_step(None, "0:1", calibration=None) == (("prune_heads", {"min_per_layer": 1, "spec": "0:1"}),
+                                                           PRUNE_HEADS_AFTER)
+    assert pruning_step(0.5, None, importance="weight")[0][1]["importance"] == "weight"
+    with pytest.raises(compiler.AotcError, match="--prune-heads-min-per-layer only"):
+        pruning_step(None, None, min_per_layer=3)
+
+
 @pytest.fixture
 def relu_model(tmp_path):
     import onnx
