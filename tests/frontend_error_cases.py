@@ -219,3 +219,8 @@ def swallowed_item(x):
     except Exception:  # catches aotc's error too: tracing still refuses the model
         n = 1.0
     return x * n
+
+
+def shape_bug(x):
+    w = torch.ones(5, 5)
+    return x @ w  # ERR shape_bug

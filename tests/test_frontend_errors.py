@@ -155,6 +155,11 @@ def test_branch_that_raises_is_reported_at_its_if():
     assert "ValueError: negative input" in msg
 
 
+def test_exception_in_the_model_is_the_users_error():
+    msg = assert_points_at(trace_error(cases.shape_bug, POS, TraceError), "shape_bug")
+    assert "RuntimeError" in msg
+
+
 def test_condition_with_many_elements():
     msg = assert_points_at(trace_error(cases.ambiguous_condition, POS, TraceError), "ambiguous_condition")
     assert ".any()" in msg

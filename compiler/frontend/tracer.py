@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import traceback
 import warnings
 from typing import Mapping, Sequence
 
@@ -125,6 +126,26 @@ def _rename_outputs(model, names: Sequence[str]) -> None:
         o.name = mapping.get(o.name, o.name)
 
 
+def _as_user_error(e: Exception) -> Exception:
+    """An exception from running the model (a shape error in its forward, a failing assert) is the
+    user's to fix, not an aotc bug: name the user's innermost line. One the exporter raises after
+    the model ran says so. One raised inside the frontend stays a bug (keeps its traceback)."""
+    from .usercode import is_frontend_file, is_user_file
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb and tb[-1].name == "__torch_function__" and (tb[-1].line or "").startswith("out = func("):
+        tb = tb[:-1]  # the guard only forwarded a torch call that failed
+    if tb and is_frontend_file(tb[-1].filename):
+        return e
+    msg = " ".join(f"{type(e).__name__}: {e}".split())
+    frames = [f for f in tb if is_user_file(f.filename)]
+    if frames:
+        return TraceError(f"running the model to trace it raised {msg}", frames[-1].filename, frames[-1].lineno,
+                          "The model must run on the example inputs (their shapes and dtypes become the "
+                          "compiled graph's).")
+    return AotcError(f"torch.onnx.export (TorchScript) could not record the traced model: {msg}. The model ran; "
+                     "this is the exporter's limit (an op or construct it cannot express in ONNX opset 17).")
+
+
 def _unwrap_error(e: BaseException) -> AotcError | None:
     seen = set()
     while e is not None and id(e) not in seen:
@@ -217,7 +238,7 @@ def trace(model_or_fn, example_inputs, *, input_names: Sequence[str] | None = No
                 user = _unwrap_error(e)
                 if user is not None:
                     raise user.with_traceback(None) from None
-                raise
+                raise _as_user_error(e) from e
     finally:
         convert._OPTIONS.pop()
         for m in opts.patched:
