@@ -53,6 +53,12 @@ def test_load_python_model_on_the_example():
     assert graph.op_histogram()["Where"] >= 5
 
 
+def test_example_inputs_that_do_not_fit_the_model():
+    from compiler import AotcError
+    with pytest.raises(AotcError, match=r"do not fit EarlyExitClassifier.forward\(x\)"):
+        load_python_model(f"{EXAMPLE}:make_model", parse_example_inputs(["y=2x16"]))
+
+
 def test_factory_errors(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def make():\n    return 3\n\ndef boom():\n    raise RuntimeError('no weights')\n")
