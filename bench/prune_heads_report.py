@@ -100,6 +100,8 @@ def main() -> None:
         results["pass_seconds"] = time.perf_counter() - t0
         results["report_25"] = report
         results["scoring_seconds"] = seconds
+        removed = {int(k): v for k, v in report["removed"].items()}
+        results["latency"] = latency(cache, removed)
         results["setup"] = {"calibration_sentences": len(CALIBRATION_SENTENCES), "calibration_batch": CAL_BATCH,
                             "held_out_sentences": len(HELD_OUT_SENTENCES), "seq": SEQ, "random_seeds": args.seeds,
                             "machine": f"{platform.machine()}, {platform.python_version()}, numpy {np.__version__}"}
@@ -108,6 +110,40 @@ def main() -> None:
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     args.out.write_text(render(results))
     print(f"wrote {args.out} and {args.json}", file=sys.stderr)
+
+
+def latency(cache: Path, removed: dict[int, list[int]], seq: int = 128) -> dict:
+    """Best-of-N wall time for one sentence batch (1 × `seq` tokens), unpruned vs pruned, in PyTorch eager
+    (the same heads sliced out of the Linear layers) and in aotc's reference interpreter, one thread each:
+    a stand-in until the x86 target lowers the fused ops."""
+    import torch
+    from models import load_minilm, minilm_feeds
+    from test_prune_heads import prune_torch_heads
+    torch.set_num_threads(1)
+    feeds = minilm_feeds(batch=1, seq=seq, seed=0)
+    ids, mask = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
+
+    def best(fn, n):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1e3
+
+    out = {"batch": 1, "seq": seq}
+    for label, spec in (("unpruned", {}), ("pruned", removed)):
+        model = load_minilm("eager")
+        prune_torch_heads(model.bert, spec)
+        with torch.no_grad():
+            model(ids, mask)
+            out[f"torch_{label}_ms"] = best(lambda: model(ids, mask), 30)
+        g = fused_minilm(cache, 1, seq)
+        if spec:
+            prune_attention_heads(g, spec=spec, measure_drift=False)
+        compiler.interpret(g, feeds)
+        out[f"interpreter_{label}_ms"] = best(lambda: compiler.interpret(g, feeds), 10)
+    return out
 
 
 def render(r: dict) -> str:
@@ -176,6 +212,7 @@ def render(r: dict) -> str:
         "MiniLM's parameters and the feed-forward blocks hold most of the rest; within the attention blocks the "
         "reduction is exactly the fraction of heads removed. FLOPs fall more with longer sequences, where "
         "attention's S² terms grow.", "",
+        *latency_lines(r.get("latency")),
         "## The CLI", "", "```", "aotc optimize minilm.onnx -s input_ids=8x24 -s attention_mask=8x24 \\",
         "    --prune-heads 0.25 --calibration calib.npz -o pruned.onnx", "```", "", "prints:", "", "```",
         format_report(rep), "```", "",
@@ -206,6 +243,23 @@ def render(r: dict) -> str:
         "prune_attention_heads(graph, fraction=..., calibration=...)` does the same without a pipeline.", "",
     ]
     return "\n".join(lines)
+
+
+def latency_lines(lat: dict | None) -> list[str]:
+    if not lat:
+        return []
+    def row(what, key):
+        a, b = lat[f"{key}_unpruned_ms"], lat[f"{key}_pruned_ms"]
+        return f"| {what} | {a:.1f} | {b:.1f} | {a / b:.2f}× |"
+    return [
+        f"## Latency, 25% of heads removed (batch {lat['batch']} × {lat['seq']} tokens, one thread, best of N)", "",
+        "The x86 target does not lower the fused ops (Attention, FusedMatMul, SkipLayerNormalization) yet, so "
+        "the compiled bundle cannot be timed; these stand-ins run the same pruned shapes: PyTorch eager with the "
+        "same heads sliced out of its Linear layers, and aotc's NumPy reference interpreter on the pruned graph. "
+        "On a shared machine, so read the ratio, not the absolute times.", "",
+        "| runtime | unpruned ms | pruned ms | speed-up |", "|---|---:|---:|---:|",
+        row("PyTorch eager (CPU)", "torch"), row("aotc reference interpreter", "interpreter"), "",
+    ]
 
 
 if __name__ == "__main__":
