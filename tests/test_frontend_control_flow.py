@@ -660,3 +660,13 @@ class BreakOverLayers(nn.Module):
 def test_module_loop_variable_with_tensor_break():
     m = BreakOverLayers().eval()
     check(m, (torch.zeros(1, 3),), [(torch.full((1, 3), v),) for v in (-1.0, 0.0, 0.5, 2.0)])
+
+
+def builtin_extremes(x):
+    scale = max(x.abs().max(), 0.5)  # Python's max on a tensor and a number
+    low = min(x.sum(), x.mean(), 1.0)
+    return x / scale + low + max(3, 2)
+
+
+def test_builtin_max_min_on_tensors():
+    check(builtin_extremes, (t([1.0, 2.0]),), [(t(v),) for v in ([1.0, 2.0], [0.1, -0.2], [-3.0, 0.25])])

@@ -169,6 +169,9 @@ def call(f):
             return f if conv is func else types.MethodType(conv, f.__self__)
         return f
     if t in (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, type):
+        if f is max or f is min:  # tensor-aware, for `max(x.abs().max(), eps)` and the like
+            from . import runtime
+            return runtime.builtin_max if f is max else runtime.builtin_min
         return f
     torch_nn = _torch_module_class()
     if torch_nn is not None and isinstance(f, torch_nn):

@@ -171,6 +171,33 @@ def compare_chain(site_id: int, ops: tuple[str, ...], *thunks):
     return result
 
 
+def _builtin_extreme(builtin, pick_later):
+    def extreme(*args, **kwargs):
+        """Python's builtin on two or more values, some of them tensors depending on the inputs:
+        the same choice (the first extreme one), made with torch.where."""
+        if kwargs or len(args) < 2 or not any(is_dynamic(a) for a in args):
+            return builtin(*args, **kwargs)
+        from .errors import user_frame
+        from .sites import Site
+        user, _ = user_frame()
+        site = Site("ifexp", user.f_code.co_filename if user else "", user.f_lineno if user else 0)
+        v = args[0]
+        for b in args[1:]:
+            later = pick_later(b, v)
+            p = _predicate(later, site)
+            if p is None:
+                v = b if later else v
+            else:
+                v = select(p, b, v, f"the value of {builtin.__name__}()", site)
+        return v
+    extreme.__name__ = builtin.__name__
+    return extreme
+
+
+builtin_max = _builtin_extreme(max, operator.gt)
+builtin_min = _builtin_extreme(min, operator.lt)
+
+
 def not_(value, site_id: int):
     p = _predicate(value, SITES[site_id])
     return (not value) if p is None else torch.logical_not(p)
