@@ -57,6 +57,7 @@ output drift on the calibration feeds) is left in `context.reports
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -176,7 +177,7 @@ def check_options(fraction: float | None, spec: Any, min_per_layer: int, importa
         raise PruneError("Head pruning needs a fraction of heads to remove (e.g. fraction=0.25, --prune-heads 0.25) "
                          "or an explicit spec (spec=0:3,4:1, --prune-heads-spec 0:3,4:1).")
     if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < float(fraction) < 1:
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < float(fraction) < 1:
             raise PruneError(f"The fraction of heads to prune must be a number strictly between 0 and 1, got "
                              f"{fraction!r} (0.25 removes a quarter of all heads).")
     if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int) or min_per_layer < 1:
