@@ -71,3 +71,34 @@ def test_gpt2_block_traced_and_fused():
     with torch.no_grad():
         want = model(torch.from_numpy(other)).numpy()
     assert np.abs(compiler.interpret(graph, {"ids": other})["output"] - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_transformers_gpt2_causal_and_padding_masks(attn):
+    """transformers' GPT-2 (a small random config: no download) builds causal and padding masks
+    in library code; traced with one padding pattern, the graph is right for another."""
+    from transformers import GPT2Config, GPT2Model
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=500, n_positions=64)
+    gpt2 = GPT2Model._from_config(cfg, attn_implementation=attn).eval()
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gpt2 = gpt2
+
+        def forward(self, ids, mask):
+            return self.gpt2(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    model = LastHidden().eval()
+    ids = torch.randint(0, 500, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.int64)
+    mask[1, 10:] = 0
+    graph = compiler.trace(model, (ids, mask))
+    other_mask = torch.ones(2, 16, dtype=torch.int64)
+    other_mask[0, 5:] = 0
+    for m in (mask, other_mask, torch.ones(2, 16, dtype=torch.int64)):
+        with torch.no_grad():
+            want = model(ids, m).numpy()
+        got = compiler.interpret(graph, {"ids": ids.numpy(), "mask": m.numpy()})["output"]
+        assert np.abs(got - want).max() <= 1e-5
