@@ -10,9 +10,11 @@ Each branch becomes a function taking the variables the `if` assigns and returni
 new values, so the runtime can run one branch (a Python condition) or both and merge with
 torch.where (a tensor condition). An `if` that returns is first made the last statement of
 its block by moving the statements after it into the branches that fall through; then each
-branch returns the function's result. `while aotc.bounded(cond, n):` becomes a masked,
-unrolled loop; `and`/`or`/`not` and `a if c else b` become runtime calls; every call goes
-through `_aotc_rt.call`, which converts the user's own functions and methods on first use.
+branch returns the function's result. In loops, `break`/`continue`/`return` become flag
+variables (see `lower_jumps`). `while aotc.bounded(cond, n):` becomes a masked, unrolled
+loop; `and`/`or`/`not`, `a if c else b` and `a < b < c` become runtime calls; every call
+goes through `_aotc_rt.call`, which converts the user's own functions and methods on first
+use.
 Generated nodes carry the line of the construct they replace, so tracebacks and errors
 point at the user's source.
 """
