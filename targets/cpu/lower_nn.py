@@ -20,25 +20,45 @@ from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers,
 from .schedules import PARALLEL_MIN_ELEMENTS, _epilogue_at, pick_vec, prim_func, schedule_contraction
 
 
-def pad_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end):
-    """A temporary holding x zero-padded on its spatial axes."""
+def folded_pad(x):
+    """(input, pads_begin, pads_end) when x is a zero Pad of spatial axes only (as TF-style exporters put
+    before strided convolutions): the convolution reads through it and the Pad's kernel becomes dead."""
+    p = x.producer
+    if p is None or p.op_type != "Pad" or p.attrs["mode"] != "constant":
+        return None
+    v = p.attrs["value"]
+    if v is not None and v.size and float(v.reshape(-1)[0]) != 0.0:
+        return None
+    from compiler.ops.nn import Pad
+    src = p.inputs[0]
+    widths = Pad.widths(src.shape, p.attrs)
+    if src.rank != 4 or any(widths[i] != (0, 0) for i in (0, 1)) or any(b < 0 or e < 0 for b, e in widths):
+        return None
+    return src, [widths[2][0], widths[3][0]], [widths[2][1], widths[3][1]]
+
+
+def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, strides):
+    """A temporary Xs[n, c, ph, pw, h2, w2] = Xpad[n, c, sh*h2 + ph, sw*w2 + pw] (zero padding): a strided
+    convolution then reads unit-stride rows (plain vector loads instead of gathers)."""
     from tvm import tirx as T
-    shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], pads_begin, pads_end))
-    tmp = ctx.temp(node.outputs[0].name + ".pad", shape, x.dtype)
+    sh, sw = strides
+    hp, wp = (d + b + e for d, b, e in zip(x.shape[2:], pads_begin, pads_end))
+    h2, w2 = -(-hp // sh), -(-wp // sw)
+    shape = x.shape[:2] + (sh, sw, h2, w2)
+    tmp = ctx.temp(node.outputs[0].name + ".phases", shape, x.dtype)
+    h, w = x.shape[2:]
 
     def f(t, o):
-        src, conds = list(o[:2]), []
-        for i, n, b in zip(o[2:], x.shape[2:], pads_begin):
-            j = i - T.const(b, dtype_of(i))
-            conds += [j >= T.const(0, dtype_of(i)), j < T.const(n, dtype_of(i))]
-            src.append(T.min(T.max(j, T.const(0, dtype_of(i))), T.const(n - 1, dtype_of(i))))
-        cond = conds[0]
-        for c in conds[1:]:
-            cond = T.And(cond, c)
-        return T.Select(cond, t[0][tuple(src)], T.const(0.0, "float32"))
-    call = injective_call(node, ctx, [x], tmp, None, extra_key=f"pad{pads_begin}{pads_end}", raw=f)
-    call.key = "conv_pad|" + call.key.split("|", 1)[1]
-    call.key = f"conv_pad|{pads_begin}|{pads_end}|{sig(*call.operands)}"
+        nn, cc, ph, pw, i, j = o
+        dt = dtype_of(i)
+        hi = i * T.const(sh, dt) + ph - T.const(pads_begin[0], dt)
+        wi = j * T.const(sw, dt) + pw - T.const(pads_begin[1], dt)
+        cond = T.And(T.And(hi >= T.const(0, dt), hi < T.const(h, dt)), T.And(wi >= T.const(0, dt), wi < T.const(w, dt)))
+        src = (nn, cc, T.min(T.max(hi, T.const(0, dt)), T.const(h - 1, dt)),
+               T.min(T.max(wi, T.const(0, dt)), T.const(w - 1, dt)))
+        return T.Select(cond, t[0][src], T.const(0.0, "float32"))
+    call = injective_call(node, ctx, [x], tmp, None, raw=f)
+    call.key = f"conv_phases|{pads_begin}|{pads_end}|{strides}|{sig(*call.operands)}"
     return call, tmp
 
 
@@ -92,29 +112,36 @@ def lower_conv(node: Node, ctx: LoweringContext):
     oh, ow = out
     lanes = ctx.lanes
     steps = []
+    folded = folded_pad(x) if node.attrs["auto_pad"] == "NOTSET" else None
+    if folded is not None:
+        x, pb0, pe0 = folded
+        pb = [a + b for a, b in zip(pb, pb0)]
+        pe = [a + b for a, b in zip(pe, pe0)]
+        h, wd = x.shape[2:]
     # Only padding a window reads needs materializing (with strides, end padding may go unread).
     pe = [max(0, min(e, (o - 1) * s + (k - 1) * d + 1 - (n_ + p))) for e, o, s, k, d, n_, p in
           zip(pe, out, strides, kernel, dils, (h, wd), pb)]
-    src = x
-    if any(pb) or any(pe):
-        call, src = pad_call(node, ctx, x, pb, pe)
-        steps.append(call)
-    bias = None
-    if b is not None:
-        bias = b
-    # Pointwise, unit stride, ungrouped: a GEMM W[M, C] @ X[C, H*W] per image.
-    if kh == kw == 1 and strides == [1, 1] and g == 1 and src is x:
+    bias = b
+    # Pointwise, unit stride, ungrouped, unpadded: a GEMM W[M, C] @ X[C, H*W] per image.
+    if kh == kw == 1 and strides == [1, 1] and g == 1 and not any(pb) and not any(pe):
         steps.append(pointwise_call(node, ctx, x, w, bias, y))
         return steps
-    depthwise = cg == 1 and mg == 1
     sh, sw = strides
+    if any(pb) or any(pe) or sh > 1 or sw > 1:
+        call, src = phase_split_call(node, ctx, x, pb, pe, strides)
+        steps.append(call)
+        src_shape = src.shape
+    else:
+        src, src_shape = x, x.shape[:2] + (1, 1) + x.shape[2:]
+    depthwise = cg == 1 and mg == 1
     dh, dw = dils
-    ops = [operand(src), operand(w)] + ([operand(bias)] if bias is not None else []) + [operand(y)]
+    ops = [operand(src, src_shape), operand(w)] + ([operand(bias)] if bias is not None else []) + [operand(y)]
     vec = pick_vec(ow, lanes)
     if depthwise:
-        # Narrow power-of-two vectors (strided loads become cheap shuffles), a few rows per tile.
-        vec = next((v for v in (lanes, lanes // 2) if ow % v == 0), vec)
-        tile_c, tile_r = 1, next(t for t in (4, 2, 1) if oh % t == 0)
+        # Enough independent accumulators (channels x rows) to cover the FMA latency.
+        regs = -(-vec // lanes)
+        tile_r = next(t for t in (4, 2, 1) if oh % t == 0 and t * regs <= 8)
+        tile_c = next(t for t in (4, 2, 1) if m % t == 0 and t * tile_r * regs <= 12)
     else:
         regs = max(-(-vec // lanes), 1)
         tile_c, tile_r = next(t for t in (8, 6, 4, 3, 2, 1) if mg % t == 0 and t * regs <= 16), 1
@@ -122,7 +149,7 @@ def lower_conv(node: Node, ctx: LoweringContext):
 
     def build():
         from tvm import te
-        X = te.placeholder(src.shape, "float32", name="X")
+        X = te.placeholder(src_shape, "float32", name="X")
         W = te.placeholder(w.shape, "float32", name="W")
         args = [X, W]
         bt = None
@@ -131,16 +158,18 @@ def lower_conv(node: Node, ctx: LoweringContext):
             args.append(bt)
         rh = te.reduce_axis((0, kh), name="rh")
         rw = te.reduce_axis((0, kw), name="rw")
+        def tap(nn, ci, i, j):
+            # Input row sh*i + dh*rh lives in phase (dh*rh) % sh at row i + (dh*rh) // sh.
+            return X[nn, ci, (rh * dh) % sh, (rw * dw) % sw, i + (rh * dh) // sh, j + (rw * dw) // sw]
         if depthwise:
             def f(nn, mm, i, j):
-                return te.sum(X[nn, mm, i * sh + rh * dh, j * sw + rw * dw] * W[mm, 0, rh, rw], axis=[rh, rw])
+                return te.sum(tap(nn, mm, i, j) * W[mm, 0, rh, rw], axis=[rh, rw])
         else:
             rc = te.reduce_axis((0, cg), name="rc")
 
             def f(nn, mm, i, j):
                 ci = (mm // mg) * cg + rc if g > 1 else rc
-                return te.sum(X[nn, ci, i * sh + rh * dh, j * sw + rw * dw] * W[mm, rc, rh, rw],
-                              axis=[rc, rh, rw])
+                return te.sum(tap(nn, ci, i, j) * W[mm, rc, rh, rw], axis=[rc, rh, rw])
         if bt is None:
             Y = te.compute((nb, m, oh, ow), f, name="Y")
             block, ep = "Y", None

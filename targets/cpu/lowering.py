@@ -146,7 +146,24 @@ def lower_graph(graph: Graph, target: CpuTarget) -> tuple[list, LoweringContext]
             problems.setdefault(node.op_type, []).append((node.name, str(e)))
     if problems:
         raise UnsupportedOnTargetError(target.name, problems)
-    return steps, ctx
+    return drop_dead_steps(graph, steps), ctx
+
+
+def drop_dead_steps(graph: Graph, steps: list) -> list:
+    """Steps whose results nothing reads (e.g. a Pad a convolution reads through) are dropped."""
+    needed = {v.name for v in graph.outputs}
+    kept = []
+    for s in reversed(steps):
+        if isinstance(s, Alias):
+            if s.dst.name in needed:
+                needed.add(s.src.name)
+                kept.append(s)
+            continue
+        outs = s.operands[len(s.operands) - s.num_outputs:]
+        if any(o.value.name in needed for o in outs):
+            needed.update(o.value.name for o in s.operands[:len(s.operands) - s.num_outputs])
+            kept.append(s)
+    return kept[::-1]
 
 
 def attrs_key(node: Node) -> str:
