@@ -670,3 +670,36 @@ def builtin_extremes(x):
 
 def test_builtin_max_min_on_tensors():
     check(builtin_extremes, (t([1.0, 2.0]),), [(t(v),) for v in ([1.0, 2.0], [0.1, -0.2], [-3.0, 0.25])])
+
+
+def nested_inputs(pair, extras, scale=2.0):
+    a, b = pair
+    out = a + b if a.sum() > b.sum() else a - b
+    return out * extras["w"] * scale
+
+
+def test_nested_example_inputs_become_graph_inputs():
+    pair, extras = (t([1.0, 2.0]), t([0.5, 0.5])), {"w": t([3.0, 4.0])}
+    g = compiler.trace(nested_inputs, (pair, extras))
+    assert [v.name for v in g.inputs] == ["pair_0", "pair_1", "extras_w"]
+    for a, b in (([1.0, 2.0], [0.5, 0.5]), ([0.0, 0.0], [1.0, 1.0])):
+        feeds = {"pair_0": np.array(a, np.float32), "pair_1": np.array(b, np.float32),
+                 "extras_w": np.array([3.0, 4.0], np.float32)}
+        want = nested_inputs((t(a), t(b)), {"w": t([3.0, 4.0])}).numpy()
+        np.testing.assert_allclose(compiler.interpret(g, feeds)["output"], want, atol=1e-6)
+
+
+def test_dataclass_outputs():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        aux: torch.Tensor = None
+
+    def f(x):
+        return Out(logits=x * 2 if x.sum() > 0 else x)
+
+    g = compiler.trace(f, (t([1.0]),))
+    assert [v.name for v in g.outputs] == ["logits"]
+    assert compiler.interpret(g, {"x": np.array([-1.0], np.float32)})["logits"].tolist() == [-1.0]

@@ -10,6 +10,7 @@ converted, and adds nothing for static shapes.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import traceback
@@ -31,56 +32,95 @@ def _as_tensor(torch, v):
     return v
 
 
+def _as_tensors(torch, v):
+    """NumPy arrays (also inside tuples, lists and dicts) as tensors."""
+    if isinstance(v, (tuple, list)) and not hasattr(v, "_fields"):
+        return type(v)(_as_tensors(torch, x) for x in v)
+    if isinstance(v, dict):
+        return {k: _as_tensors(torch, x) for k, x in v.items()}
+    return _as_tensor(torch, v)
+
+
+def _leaves(value, name: str):
+    """(graph input name, tensor) for every tensor in an example value, nested tuples, lists and
+    dicts included (`pair` = (a, b) gives pair_0, pair_1)."""
+    import torch
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{name}_{i}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{name}_{k}")
+
+
+def _rebuild(value, it):
+    """`value` with its tensors, in _leaves order, replaced by the next ones from `it`."""
+    import torch
+    if isinstance(value, torch.Tensor):
+        return next(it)
+    if isinstance(value, (tuple, list)):
+        items = [_rebuild(v, it) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _rebuild(v, it) for k, v in value.items()}
+    return value
+
+
+def _param_leaves(bound: inspect.BoundArguments):
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind == inspect.Parameter.VAR_KEYWORD:
+            for k, v in value.items():
+                yield from _leaves(v, k)
+        else:  # *args: args_0, args_1, ...
+            yield from _leaves(value, name)
+
+
 def _bind(fn, example_inputs) -> tuple[inspect.BoundArguments, list[str]]:
     """Bind the example inputs to the callable's parameters; the tensors among them become the
     graph's inputs, named after their parameters."""
     import torch
     sig = inspect.signature(fn)
     if isinstance(example_inputs, Mapping):
-        args, kwargs = (), {k: _as_tensor(torch, v) for k, v in example_inputs.items()}
+        args, kwargs = (), {k: _as_tensors(torch, v) for k, v in example_inputs.items()}
     else:
         if isinstance(example_inputs, (torch.Tensor, np.ndarray)):
             example_inputs = (example_inputs,)
-        args, kwargs = tuple(_as_tensor(torch, v) for v in example_inputs), {}
+        args, kwargs = tuple(_as_tensors(torch, v) for v in example_inputs), {}
     try:
         bound = sig.bind(*args, **kwargs)
     except TypeError as e:
         params = ", ".join(sig.parameters)
         raise AotcError(f"The example inputs do not fit {getattr(fn, '__qualname__', fn)}({params}): {e}. Give one "
                         "example per parameter, by position or by name.") from None
-    names = []
-    for name, value in bound.arguments.items():
-        kind = sig.parameters[name].kind
-        if kind == inspect.Parameter.VAR_POSITIONAL:
-            names += [f"{name}_{i}" for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
-        elif kind == inspect.Parameter.VAR_KEYWORD:
-            names += [k for k, v in value.items() if isinstance(v, torch.Tensor)]
-        elif isinstance(value, torch.Tensor):
-            names.append(name)
+    names = [n for n, _ in _param_leaves(bound)]
     if not names:
         raise AotcError("None of the example inputs is a tensor, so the traced graph would have no inputs. Pass "
                         "torch tensors (or NumPy arrays) as example inputs.")
+    if len(set(names)) != len(names):
+        raise AotcError(f"The example inputs give graph input names more than once ({', '.join(names)}); pass "
+                        "input_names=.")
     return bound, names
 
 
 def _replace_tensors(bound: inspect.BoundArguments, tensors: Sequence) -> tuple[tuple, dict]:
     """The bound call with its tensors, in order, swapped for `tensors` (the tracer's inputs)."""
-    import torch
     it = iter(tensors)
     sig = bound.signature
     args, kwargs = [], {}
     for name, value in bound.arguments.items():
         kind = sig.parameters[name].kind
+        value = _rebuild(value, it)
         if kind == inspect.Parameter.VAR_POSITIONAL:
-            args += [next(it) if isinstance(v, torch.Tensor) else v for v in value]
+            args += list(value)
         elif kind == inspect.Parameter.VAR_KEYWORD:
-            kwargs.update({k: next(it) if isinstance(v, torch.Tensor) else v for k, v in value.items()})
+            kwargs.update(value)
+        elif kind == inspect.Parameter.KEYWORD_ONLY:
+            kwargs[name] = value
         else:
-            v = next(it) if isinstance(value, torch.Tensor) else value
-            if kind == inspect.Parameter.KEYWORD_ONLY:
-                kwargs[name] = v
-            else:
-                args.append(v)
+            args.append(value)
     return tuple(args), kwargs
 
 
@@ -91,8 +131,10 @@ def _flatten_outputs(out, path: str, acc: list) -> None:
         acc.append((path, out))
     elif isinstance(out, Undefined):
         out.fail()
-    elif isinstance(out, Mapping):
-        for k, v in out.items():
+    elif isinstance(out, Mapping) or dataclasses.is_dataclass(out):
+        items = out.items() if isinstance(out, Mapping) else \
+            ((f.name, getattr(out, f.name)) for f in dataclasses.fields(out))
+        for k, v in items:
             if v is not None:
                 _flatten_outputs(v, f"{path}.{k}" if path else str(k), acc)
     elif isinstance(out, (tuple, list)):
@@ -190,7 +232,7 @@ def trace(model_or_fn, example_inputs, *, input_names: Sequence[str] | None = No
             raise AotcError(f"input_names has {len(input_names)} name(s), but there are {len(names)} tensor "
                             f"inputs ({', '.join(names)}).")
         names = list(input_names)
-    example_tensors = [t for t in _tensor_leaves(bound)]
+    example_tensors = [t for _, t in _param_leaves(bound)]
     opts = convert.ConvertOptions(convert_modules)
     out_paths: list[str] = []
 
@@ -254,19 +296,6 @@ def trace(model_or_fn, example_inputs, *, input_names: Sequence[str] | None = No
     graph = _load(proto)
     graph.name = getattr(model_or_fn, "__name__", None) or type(model_or_fn).__name__
     return graph
-
-
-def _tensor_leaves(bound):
-    import torch
-    sig = bound.signature
-    for name, value in bound.arguments.items():
-        kind = sig.parameters[name].kind
-        if kind == inspect.Parameter.VAR_POSITIONAL:
-            yield from (v for v in value if isinstance(v, torch.Tensor))
-        elif kind == inspect.Parameter.VAR_KEYWORD:
-            yield from (v for v in value.values() if isinstance(v, torch.Tensor))
-        elif isinstance(value, torch.Tensor):
-            yield value
 
 
 def _load(proto) -> Graph:
