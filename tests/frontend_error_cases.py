@@ -224,3 +224,17 @@ def swallowed_item(x):
 def shape_bug(x):
     w = torch.ones(5, 5)
     return x @ w  # ERR shape_bug
+
+
+history = []
+
+
+def remember(v):
+    history.append(v)  # ERR helper_append
+    return v * 2
+
+
+def append_in_helper(x):
+    if x.sum() > 0:
+        x = remember(x)
+    return x

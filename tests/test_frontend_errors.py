@@ -48,6 +48,7 @@ POS = (torch.tensor([1.0, 2.0, 3.0]),)
     (cases.list_append, "list_append", "collected.append"),
     (cases.AttributeWrite(), "attribute_write", "self.last"),
     (cases.inplace_in_helper, "helper_inplace", "mul_"),
+    (cases.append_in_helper, "helper_append", "history.append"),
 ])
 def test_side_effects_under_tensor_condition(fn, marker, needle):
     msg = assert_points_at(trace_error(fn, POS, SideEffectError), marker)

@@ -112,7 +112,7 @@ def root_name(expr) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
-def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str]) -> list[Effect]:
+def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str], scope: str = "the branch") -> list[Effect]:
     """Statements that change state living outside the block: attribute and item assignment on
     objects not created in it, container mutation, global/nonlocal writes, setattr."""
     local = set(assigned_names(stmts)) - set(outer_declared)
@@ -139,7 +139,7 @@ def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str]) -> list[
             if isinstance(t, (ast.Attribute, ast.Subscript)) and outside(t.value):
                 verb = "deletes" if isinstance(n, ast.Delete) else "assigns to"
                 effects.append(Effect(n.lineno, f"the statement {verb} `{ast.unparse(t)}`, which lives outside "
-                                      "the branch,"))
+                                      f"{scope},"))
             elif isinstance(t, ast.Name) and t.id in outer_declared:
                 effects.append(Effect(n.lineno, f"the statement assigns the {outer_declared[t.id]} variable "
                                       f"`{t.id}`"))
@@ -147,9 +147,9 @@ def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str]) -> list[
             f = n.func
             if isinstance(f, ast.Attribute) and f.attr in MUTATING_METHODS and outside(f.value):
                 effects.append(Effect(n.lineno, f"`{ast.unparse(f)}(...)` changes `{ast.unparse(f.value)}`, "
-                                      "which lives outside the branch,"))
+                                      f"which lives outside {scope},"))
             elif isinstance(f, ast.Name) and f.id in ("setattr", "delattr"):
-                effects.append(Effect(n.lineno, f"`{f.id}(...)` changes an object outside the branch"))
+                effects.append(Effect(n.lineno, f"`{f.id}(...)` changes an object outside {scope}"))
     effects.sort(key=lambda e: e.lineno)
     return effects
 

@@ -17,12 +17,14 @@ import types
 import warnings
 import weakref
 
+from .analysis import declared_outer, side_effects
 from .errors import AotcError
 from .rewrite import RT, FunctionRewriter
 from .usercode import is_user_function
 
 _TEMPLATES: dict[types.CodeType, types.CodeType | None] = {}
 _SOURCES: dict[types.CodeType, str] = {}  # the rewritten source, for converted_source()
+_EFFECTS: dict[types.CodeType, tuple] = {}  # converted code -> (qualname, [Effect]) for side-effecting functions
 _CONVERTED_CODE: set[types.CodeType] = set()
 _BY_FUNCTION: "weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType]" = weakref.WeakKeyDictionary()
 _CO_GENERATOR_LIKE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
@@ -68,6 +70,8 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
     positional = node.args.posonlyargs + node.args.args
     first_arg = positional[0].arg if positional and class_name else None
     filename = code.co_filename
+    # what the function changes outside itself, checked when it is called inside a tensor branch
+    effects = side_effects(node.body, declared_outer(node), scope="the function")
     try:
         new_def = FunctionRewriter(filename, class_name, first_arg).rewrite(node)
         factory = ast.FunctionDef(
@@ -93,6 +97,8 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
     inner = next(c for c in factory_code.co_consts if isinstance(c, types.CodeType) and c.co_name == new_def.name)
     _TEMPLATES[code] = inner
     _SOURCES[code] = ast.unparse(new_def)
+    if effects:
+        _EFFECTS[inner] = (fn.__qualname__, effects)
     _mark_converted(inner)
     return inner
 
@@ -154,8 +160,38 @@ def convert_module(module) -> None:
             opts.patched.append(module)
 
 
+def _check_effects_in_branch(conv):
+    """A function that changes things outside itself, called while a branch of a tensor condition
+    is traced, would do so on paths where eager PyTorch would not call it."""
+    recorded = _EFFECTS.get(getattr(conv, "__code__", None))
+    if recorded is None:
+        return conv
+    from .guard import active
+    g = active()
+    if g is None or not g.scopes:
+        return conv
+    from .errors import SideEffectError, format_location, user_frame
+    qualname, effects = recorded
+    scope = g.scopes[-1]
+    user, _ = user_frame()
+    called = f", called at {format_location(user.f_code.co_filename, user.f_lineno)}" if user else ""
+    part = "the body of the bounded `while`" if scope.site.kind == "while" else \
+        f"the {scope.which}-branch of the `{scope.site.kind}`"
+    raise SideEffectError(
+        f"{effects[0].what} in `{qualname}`{called} inside {part} at "
+        f"{format_location(scope.site.filename, scope.site.lineno)}, whose condition depends on the model's "
+        "inputs. aotc traces every branch of such control flow, so a function called there must not change "
+        "anything outside itself (Python lists and dicts, attributes, tensors in place).",
+        conv.__code__.co_filename, effects[0].lineno,
+        "Return the value from the function and update state after the `if`.")
+
+
 def call(f):
     """The call hook: what converted code actually calls in place of `f`."""
+    return _check_effects_in_branch(_call(f))
+
+
+def _call(f):
     t = type(f)
     if t is types.FunctionType:
         if f.__code__ in _CONVERTED_CODE or not is_user_function(f, _options().convert_modules):
