@@ -1,0 +1,248 @@
+"""INT8 kernels: QuantizeLinear, DequantizeLinear and QuantizedMatMul (see
+compiler/ops/quant.py for the integer semantics every kernel reproduces).
+
+QuantizedMatMul is an AVX-512 VNNI GEMM: the int8 weight [K, N] is packed at
+compile time into Bp[N/16, K/4, 16, 4], so one `vpdpbusd` multiplies four
+uint8 activations (broadcast) by a 64-byte block of 16 columns x 4 rows and
+adds the 16 int32 sums into one zmm accumulator (TVM's `dot_16x4_vnni`
+tensor intrinsic). The activation zero point never enters the loop:
+Σ (x - zx)·w = Σ x·w - zx·Σ_k w[k, n], the column sums a compile-time
+constant. The epilogue (combined scale, bias, activation, residual,
+requantization) runs on each MR x 16 tile while it is in registers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+
+from .lower_elementwise import injective_call, tvm_dtype, unary_expr
+from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
+
+VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
+MR_CHOICES = (8, 6, 4, 3, 2, 1)
+
+# epilogue activation -> (unary op, attributes) in lower_elementwise's terms
+_ACT_AS_UNARY = {"relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
+                 "hardswish": ("HardSwish", {}), "gelu": ("Gelu", {"approximate": "none"}),
+                 "gelu_tanh": ("Gelu", {"approximate": "tanh"})}
+
+
+def _scalar(v, what: str, node: Node):
+    if v is None or v.const is None or v.const.size != 1:
+        raise NoLoweringError(f"{what} must be a constant scalar for the CPU int8 kernels")
+    return v.const.reshape(()).item()
+
+
+def _activation(y, attrs):
+    from tvm import tirx as T
+    kind = attrs["activation"]
+    if kind == "none":
+        return y
+    if kind == "clip":
+        if attrs["act_alpha"] is not None:
+            y = T.max(y, T.const(attrs["act_alpha"], "float32"))
+        if attrs["act_beta"] is not None:
+            y = T.min(y, T.const(attrs["act_beta"], "float32"))
+        return y
+    if kind == "leakyrelu":
+        return unary_expr("LeakyRelu", y, "float32", {"alpha": attrs["act_alpha"]})
+    if kind == "hardsigmoid":
+        return unary_expr("HardSigmoid", y, "float32", {"alpha": attrs["act_alpha"], "beta": attrs["act_beta"]})
+    if kind == "silu":
+        return y * unary_expr("Sigmoid", y, "float32", {})
+    op, a = _ACT_AS_UNARY[kind]
+    return unary_expr(op, y, "float32", a)
+
+
+def _quantize_expr(y, inv_scale_or_scale: float, zp: int, qdtype: str):
+    """saturate(round_half_even(y / scale) + zp), as QuantizeLinear."""
+    from tvm import tirx as T
+    lo, hi = (0, 255) if qdtype == "uint8" else (-128, 127)
+    q = T.nearbyint(y / T.const(inv_scale_or_scale, "float32")) + T.const(float(zp), "float32")
+    q = T.max(T.min(q, T.const(float(hi), "float32")), T.const(float(lo), "float32"))
+    return T.Cast(qdtype, q)
+
+
+@lowers("QuantizeLinear")
+def lower_quantize_linear(node: Node, ctx: LoweringContext):
+    x, s = node.inputs[0], node.inputs[1]
+    zp = node.inputs[2] if len(node.inputs) > 2 else None
+    out = node.outputs[0]
+    if x.dtype != DType.float32:
+        raise NoLoweringError(f"QuantizeLinear of {x.dtype} has no CPU kernel yet")
+    scale = float(np.float32(_scalar(s, "the scale", node)))
+    z = int(_scalar(zp, "the zero point", node)) if zp is not None else 0
+    qdt = tvm_dtype(out.dtype)
+    return [injective_call(node, ctx, [x], out, lambda ld, i: _quantize_expr(ld[0](i), scale, z, qdt),
+                           extra_key=f"s={scale!r},z={z}")]
+
+
+@lowers("DequantizeLinear")
+def lower_dequantize_linear(node: Node, ctx: LoweringContext):
+    from tvm import tirx as T
+    q, s = node.inputs[0], node.inputs[1]
+    zp = node.inputs[2] if len(node.inputs) > 2 else None
+    out = node.outputs[0]
+    if s.size != 1:
+        raise NoLoweringError("per-axis DequantizeLinear has no CPU kernel yet (fused int8 ops do not need it)")
+    scale = float(np.float32(_scalar(s, "the scale", node)))
+    z = int(_scalar(zp, "the zero point", node)) if zp is not None else 0
+    src = tvm_dtype(q.dtype)
+
+    def f(ld, i):
+        v = T.Cast("int32", ld[0](i)) - T.const(z, "int32")
+        return T.Cast("float32", v) * T.const(scale, "float32")
+    return [injective_call(node, ctx, [q], out, f, extra_key=f"s={scale!r},z={z},{src}")]
+
+
+def pack_vnni(w: np.ndarray) -> np.ndarray:
+    """int8 [K, N] -> [N/16, K/4, 16, 4]: for each 16-column panel and 4-row group, a 64-byte block."""
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k // VNNI_K, VNNI_K, n // VNNI_N, VNNI_N).transpose(2, 0, 3, 1))
+
+
+@lowers("QuantizedMatMul")
+def lower_quantized_matmul(node: Node, ctx: LoweringContext):
+    x, xs, xz, w, ws = node.inputs[:5]
+    bias = node.inputs[5] if len(node.inputs) > 5 else None
+    res = node.inputs[6] if len(node.inputs) > 6 else None
+    ys = node.inputs[7] if len(node.inputs) > 7 else None
+    yz = node.inputs[8] if len(node.inputs) > 8 else None
+    out = node.outputs[0]
+    if not ctx.target.name.startswith("x86-avx512"):  # that target's ISA set includes VNNI (target.py)
+        raise NoLoweringError(f"QuantizedMatMul needs AVX-512 VNNI, which the {ctx.target.name} target lacks")
+    if x.dtype != DType.uint8:
+        raise NoLoweringError("QuantizedMatMul with int8 activations has no VNNI kernel (vpdpbusd takes u8 x s8)")
+    if w.const is None or ws.const is None or (bias is not None and bias.const is None):
+        raise NoLoweringError("QuantizedMatMul needs constant weights, scales and bias on the CPU")
+    k, n = w.shape
+    if k % VNNI_K or n % VNNI_N:
+        raise NoLoweringError(f"QuantizedMatMul with K={k}, N={n} has no VNNI kernel yet (needs K % 4 == 0, "
+                              "N % 16 == 0)")
+    if res is not None and res.shape != out.shape:
+        raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
+    xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
+    m = math.prod(x.shape) // k
+    key = f"{w.name}|{xscale!r}|{xzp}"
+    bp = ctx.derived_const(f"{w.name}.vnni", lambda: pack_vnni(w.const))
+    colsum = ctx.derived_const(f"{key}.zp_colsum", lambda: (xzp * w.const.astype(np.int64).sum(0)).astype(np.int32))
+    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
+        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
+    ops = [operand(x, (m, k)), operand(bp), operand(colsum), operand(scale)]
+    if bias is not None:
+        ops.append(operand(bias, (n,)))
+    if res is not None:
+        ops.append(operand(res, (m, n)))
+    ops.append(operand(out, (m, n)))
+    requant = None
+    if ys is not None:
+        requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
+                   tvm_dtype(out.dtype))
+    attrs = node.attrs
+    call_key = f"qmatmul_vnni|{attrs_key(node)}|rq={requant}|{sig(*ops)}"
+    mr = next(c for c in MR_CHOICES if m % c == 0)
+
+    def build():
+        from tvm import te
+        A = te.placeholder((m, k), "uint8", name="A")
+        B = te.placeholder(bp.shape, "int8", name="Bp")
+        CS = te.placeholder((n,), "int32", name="colsum")
+        S = te.placeholder((n,), "float32", name="scale")
+        args = [A, B, CS, S]
+        Bias = Res = None
+        if bias is not None:
+            Bias = te.placeholder((n,), "float32", name="bias")
+            args.append(Bias)
+        if res is not None:
+            Res = te.placeholder((m, n), "float32", name="residual")
+            args.append(Res)
+        kk = te.reduce_axis((0, k), name="k")
+        acc = te.compute((m, n), lambda i, j: te.sum(
+            A[i, kk].astype("int32") * B[j // VNNI_N, kk // VNNI_K, j % VNNI_N, kk % VNNI_K].astype("int32"),
+            axis=kk), name="acc")
+
+        def epilogue(i, j):
+            y = (acc[i, j] - CS[j]).astype("float32") * S[j]
+            if Bias is not None:
+                y = y + Bias[j]
+            if Res is not None and attrs["residual_before_activation"]:
+                y = y + Res[i, j]
+            y = _activation(y, attrs)
+            if Res is not None and not attrs["residual_before_activation"]:
+                y = y + Res[i, j]
+            if requant is not None:
+                y = _quantize_expr(y, requant[0], requant[1], requant[2])
+            return y
+        C = te.compute((m, n), epilogue, name="C")
+        return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, n, k, mr))
+
+    return [Call(call_key, build, ops, node, flops=2 * m * n * k)]
+
+
+_LOCAL_VNNI = "aotc_dot_16x4_vnni_local_acc"
+
+
+def _register_local_vnni_intrin() -> str:
+    """TVM's dot_16x4_vnni with the accumulator in a local (register) tile instead of global memory."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+    try:
+        TensorIntrin.get(_LOCAL_VNNI)
+        return _LOCAL_VNNI
+    except Exception:  # noqa: BLE001  (not registered yet)
+        pass
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            # This LLVM declares vpdpbusd on <64 x i8> operands (TVM's own intrinsic passes <16 x i32>).
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_i8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"), a_i8x64, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+    TensorIntrin.register(_LOCAL_VNNI, desc, impl)
+    return _LOCAL_VNNI
+
+
+def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int) -> None:
+    """MR x 16 int32 accumulators (one zmm per row) over all of K, one vpdpbusd per row and 4 k's; the
+    epilogue runs on the tile right after; (row tile, column panel) pairs in parallel."""
+    VNNI_DOT_16x4_INTRIN = _register_local_vnni_intrin()
+    blk = sch.get_sblock("acc")
+    lm, ln, lk = sch.get_loops(blk)
+    mo, mi = sch.split(lm, [None, mr])
+    no, ni = sch.split(ln, [None, VNNI_N])
+    ko, ki = sch.split(lk, [None, VNNI_K])
+    sch.reorder(no, mo, ko, mi, ni, ki)
+    outer = sch.fuse(no, mo)
+    sch.set_scope(blk, 0, "local")
+    ep = sch.get_sblock("C")
+    sch.reverse_compute_at(ep, outer)
+    sch.vectorize(sch.get_loops(ep)[-1])
+    if m * n >= PARALLEL_MIN_ELEMENTS // 4:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(blk, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(ni, VNNI_DOT_16x4_INTRIN)
+    sch.unroll(mi)
