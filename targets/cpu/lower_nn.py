@@ -37,14 +37,14 @@ def folded_pad(x):
     return src, [widths[2][0], widths[3][0]], [widths[2][1], widths[3][1]]
 
 
-def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, strides):
+def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, strides, extra_rows: int = 0):
     """A temporary Xs[n, c, ph, pw, h2, w2] = Xpad[n, c, sh*h2 + ph, sw*w2 + pw] (zero padding): a strided
     convolution then reads unit-stride rows (plain vector loads instead of gathers)."""
     from tvm import tirx as T
     sh, sw = strides
     hp, wp = (d + b + e for d, b, e in zip(x.shape[2:], pads_begin, pads_end))
     h2, w2 = -(-hp // sh), -(-wp // sw)
-    shape = x.shape[:2] + (sh, sw, h2, w2)
+    shape = x.shape[:2] + (sh, sw, h2 + extra_rows, w2)
     tmp = ctx.temp(node.outputs[0].name + ".phases", shape, x.dtype)
     h, w = x.shape[2:]
 
@@ -58,7 +58,7 @@ def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, 
                T.min(T.max(wi, T.const(0, dt)), T.const(w - 1, dt)))
         return T.Select(cond, t[0][src], T.const(0.0, "float32"))
     call = injective_call(node, ctx, [x], tmp, None, raw=f)
-    call.key = f"conv_phases|{pads_begin}|{pads_end}|{strides}|{sig(*call.operands)}"
+    call.key = f"conv_phases|{pads_begin}|{pads_end}|{strides}|{extra_rows}|{sig(*call.operands)}"
     return call, tmp
 
 
@@ -127,6 +127,10 @@ def lower_conv(node: Node, ctx: LoweringContext):
         steps.append(pointwise_call(node, ctx, x, w, bias, y))
         return steps
     sh, sw = strides
+    if cg == 1 and mg == 1 and ow % (ctx.lanes // 2) != 0:
+        # Narrow maps (28, 14, 7 columns) do not fill vectors along a row: flatten the rows instead.
+        steps.extend(flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils))
+        return steps
     if any(pb) or any(pe) or sh > 1 or sw > 1:
         call, src = phase_split_call(node, ctx, x, pb, pe, strides)
         steps.append(call)
@@ -182,6 +186,84 @@ def lower_conv(node: Node, ctx: LoweringContext):
 
     steps.append(Call(key, build, ops, node, flops=2 * y.size * cg * kh * kw))
     return steps
+
+
+def flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils) -> Call:
+    """Depthwise convolution over flattened rows. With the input phase-split and padded to W2 columns, output
+    pixel (i, j) reads Xs[.., i + a, j + b] = Xflat[i*W2 + j + a*W2 + b]: computing every flat position
+    p = i*W2 + j (the W2 - OW extra columns per row are thrown away) makes each tap one contiguous vector
+    load at a constant offset, for any map width. Zero rows after the input keep the last vectors in bounds."""
+    nb, c = x.shape[:2]
+    kh, kw = w.shape[2:]
+    sh, sw = strides
+    dh, dw = dils
+    oh, ow = y.shape[2:]
+    lanes = ctx.lanes
+    hp, wp = (d + b + e for d, b, e in zip(x.shape[2:], pb, pe))
+    h2, w2 = -(-hp // sh), -(-wp // sw)
+    tile = 4 * lanes if oh * w2 >= 8 * lanes else lanes
+    ppad = -(-(oh * w2) // tile) * tile
+    max_off = ((kh - 1) * dh // sh) * w2 + (kw - 1) * dw // sw
+    extra_rows = max(0, -(-(ppad + max_off - h2 * w2) // w2))
+    steps_call, src = phase_split_call(node, ctx, x, pb, pe, strides, extra_rows)
+    flat = (h2 + extra_rows) * w2
+    tile_c = next(t for t in (4, 2, 1) if c % t == 0 and t * (tile // lanes) <= 8)
+    ops = [operand(src, (nb, c, sh * sw, flat)), operand(w, (c, kh * kw))] + \
+        ([operand(bias)] if bias is not None else []) + [operand(y)]
+    key = f"dwflat|{kh},{kw},{sh},{sw},{dh},{dw}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        X = te.placeholder((nb, c, sh * sw, flat), "float32", name="X")
+        W = te.placeholder((c, kh * kw), "float32", name="W")
+        args = [X, W]
+        bt = None
+        if bias is not None:
+            bt = te.placeholder((c,), "float32", name="bias")
+            args.append(bt)
+        rh = te.reduce_axis((0, kh), name="rh")
+        rw = te.reduce_axis((0, kw), name="rw")
+        acc = te.compute((nb, c, ppad), lambda n, cc, q: te.sum(
+            X[n, cc, ((rh * dh) % sh) * sw + (rw * dw) % sw, q + ((rh * dh) // sh) * w2 + (rw * dw) // sw]
+            * W[cc, rh * kw + rw], axis=[rh, rw]), name="acc")
+        if bt is not None:
+            Y = te.compute((nb, c, oh, ow), lambda n, cc, i, j: acc[n, cc, i * w2 + j] + bt[cc], name="Y")
+        else:
+            Y = te.compute((nb, c, oh, ow), lambda n, cc, i, j: acc[n, cc, i * w2 + j], name="Y")
+
+        def sched(sch):
+            blk = sch.get_sblock("acc")
+            ln, lc, lq, lrh, lrw = sch.get_loops(blk)
+            co, ci = sch.split(lc, [None, tile_c])
+            qo, qt, qv = sch.split(lq, [None, tile // lanes, lanes])
+            sch.reorder(ln, co, qo, lrh, lrw, ci, qt, qv)
+            sch.unroll(ci)
+            sch.unroll(qt)
+            sch.vectorize(qv)
+            outer = sch.fuse(ln, co)
+            # The accumulators go to a scratch buffer (flat rows), copied out by a second loop nest: TVM
+            # cannot place the copy inside the channel loop (it cannot invert i * W2 + j).
+            big = nb * c * oh * ow >= PARALLEL_MIN_ELEMENTS
+            if big:
+                sch.parallel(outer)
+            init = sch.decompose_reduction(blk, lrh)
+            sch.vectorize(sch.get_loops(init)[-1])
+            ep = sch.get_sblock("Y")
+            el = sch.get_loops(ep)
+            f = sch.fuse(el[0], el[1])
+            if big:
+                sch.parallel(f)
+        return prim_func(args + [Y], sched)
+
+    call = Call(key, build, ops, node, flops=2 * y.size * kh * kw)
+    return _Pair(steps_call, call)
+
+
+class _Pair(list):
+    """Two steps a lowering appends together."""
+
+    def __init__(self, a, b):
+        super().__init__([a, b])
 
 
 def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
