@@ -16,7 +16,7 @@ from torch import nn
 
 from compiler import bounded
 
-FEATURES, CLASSES = 16, 5
+FEATURES, CLASSES = 16, 4
 
 
 def soft_clip(h: torch.Tensor, limit: float = 4.0) -> torch.Tensor:
