@@ -258,3 +258,14 @@ def test_cli_compile_and_run(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "Unknown target 'sparc'" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_avx2_target_matches_reference(tmp_path, feeds, reference):
+    """The 8-lane target (the host fallback on CPUs without AVX-512) takes other tile paths."""
+    import runtime_stub
+    from targets.bundle import compile_to_bundle
+    b = compile_to_bundle(small_model(), tmp_path / "avx2", "x86-avx2", quiet=True)
+    got = runtime_stub.load(b).run(feeds)
+    for name, want in reference.items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
+    assert json.loads((b / "manifest.json").read_text())["target"]["name"] == "x86-avx2"
