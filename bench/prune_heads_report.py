@@ -31,6 +31,7 @@ from test_prune_heads import (CAL_BATCH, CALIBRATION_SENTENCES, HELD_OUT_SENTENC
                               mean_pooled, one_blas_thread, tokenize)
 
 METHODS = ("drift", "contribution", "weight")
+REPEATS = 3  # latency measurements per runtime
 
 
 def main() -> None:
@@ -40,9 +41,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "pruning.md")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "pruning.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite the page from the JSON of the last run")
+    ap.add_argument("--latency-only", action="store_true", help="re-measure only the latency (same heads as the "
+                    "last run) and rewrite the page")
     args = ap.parse_args()
-    if args.render_only:
-        args.out.write_text(render(json.loads(args.json.read_text())))
+    if args.render_only or args.latency_only:
+        results = json.loads(args.json.read_text())
+        if args.latency_only:
+            with one_blas_thread():
+                results["latency"] = latency(ROOT / ".cache" / "test-models",
+                                             {int(k): v for k, v in results["report_25"]["removed"].items()})
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.out.write_text(render(results))
         return
     fractions = [float(f) for f in args.fractions.split(",")]
     cache = ROOT / ".cache" / "test-models"
@@ -112,37 +121,63 @@ def main() -> None:
     print(f"wrote {args.out} and {args.json}", file=sys.stderr)
 
 
+def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
+    """Best wall time (ms) of each function, run in alternation so load from other processes on a shared
+    machine hits all of them alike."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], (time.perf_counter() - t0) * 1e3)
+    return best
+
+
 def latency(cache: Path, removed: dict[int, list[int]], seq: int = 128) -> dict:
-    """Best-of-N wall time for one sentence batch (1 × `seq` tokens), unpruned vs pruned, in PyTorch eager
-    (the same heads sliced out of the Linear layers) and in aotc's reference interpreter, one thread each:
-    a stand-in until the x86 target lowers the fused ops."""
+    """One sentence batch (1 × `seq` tokens), unpruned vs pruned, one thread each, best of N in alternation:
+    the x86-avx512 bundle (fused ops decomposed back into primitives, which the target lowers today), PyTorch
+    eager with the same heads sliced out of its Linear layers, and aotc's reference interpreter."""
+    import tempfile
     import torch
+    import runtime_stub
     from models import load_minilm, minilm_feeds
+    from passes import PassManager
+    from targets.bundle import compile_to_bundle
     from test_prune_heads import prune_torch_heads
+    from x86_helpers import has_avx512
     torch.set_num_threads(1)
     feeds = minilm_feeds(batch=1, seq=seq, seed=0)
     ids, mask = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
-
-    def best(fn, n):
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times) * 1e3
-
-    out = {"batch": 1, "seq": seq}
-    for label, spec in (("unpruned", {}), ("pruned", removed)):
-        model = load_minilm("eager")
-        prune_torch_heads(model.bert, spec)
+    out: dict = {"batch": 1, "seq": seq}
+    x86, eager, interp = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, spec in (("unpruned", {}), ("pruned", removed)):
+            model = load_minilm("eager")
+            prune_torch_heads(model.bert, spec)
+            eager[label] = model
+            g = fused_minilm(cache, 1, seq)
+            if spec:
+                prune_attention_heads(g, spec=spec, measure_drift=False)
+            interp[label] = g
+            if has_avx512():
+                d = copy.deepcopy(g)
+                PassManager(["decompose_fused_ops"], verify_each=True).run(d)
+                bundle = runtime_stub.load(compile_to_bundle(d, Path(tmp) / label, target="x86-avx512", quiet=True))
+                bundle.set_num_threads(1)
+                err = np.abs(bundle.run(feeds)["last_hidden_state"] - compiler.interpret(d, feeds)["last_hidden_state"])
+                out[f"x86_{label}_max_abs_error_vs_interpreter"] = float(err.max())
+                x86[label] = bundle
+        runners = {"torch": ({k: (lambda m=m: m(ids, mask)) for k, m in eager.items()}, 40),
+                   "interpreter": ({k: (lambda g=g: compiler.interpret(g, feeds)) for k, g in interp.items()}, 10)}
+        if x86:
+            runners["x86"] = ({k: (lambda m=m: m.run(feeds)) for k, m in x86.items()}, 60)
         with torch.no_grad():
-            model(ids, mask)
-            out[f"torch_{label}_ms"] = best(lambda: model(ids, mask), 30)
-        g = fused_minilm(cache, 1, seq)
-        if spec:
-            prune_attention_heads(g, spec=spec, measure_drift=False)
-        compiler.interpret(g, feeds)
-        out[f"interpreter_{label}_ms"] = best(lambda: compiler.interpret(g, feeds), 10)
+            for name, (fns, rounds) in runners.items():
+                # REPEATS independent measurements: their spread shows how much the shared machine moved them
+                reps = [interleaved_best(fns, rounds) for _ in range(REPEATS)]
+                best = {k: min(r[k] for r in reps) for k in fns}
+                out.update({f"{name}_{k}_ms": v for k, v in best.items()})
+                out[f"{name}_speedups"] = [r["unpruned"] / r["pruned"] for r in reps]
     return out
 
 
@@ -245,20 +280,33 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
+def x86_err(lat: dict) -> float:
+    return max(lat["x86_unpruned_max_abs_error_vs_interpreter"], lat["x86_pruned_max_abs_error_vs_interpreter"])
+
+
 def latency_lines(lat: dict | None) -> list[str]:
     if not lat:
         return []
     def row(what, key):
         a, b = lat[f"{key}_unpruned_ms"], lat[f"{key}_pruned_ms"]
-        return f"| {what} | {a:.1f} | {b:.1f} | {a / b:.2f}× |"
+        spread = lat.get(f"{key}_speedups")
+        spread = f" | {min(spread):.2f}–{max(spread):.2f}×" if spread else " | "
+        return f"| {what} | {a:.1f} | {b:.1f} | {a / b:.2f}×{spread} |"
     return [
-        f"## Latency, 25% of heads removed (batch {lat['batch']} × {lat['seq']} tokens, one thread, best of N)", "",
-        "The x86 target does not lower the fused ops (Attention, FusedMatMul, SkipLayerNormalization) yet, so "
-        "the compiled bundle cannot be timed; these stand-ins run the same pruned shapes: PyTorch eager with the "
-        "same heads sliced out of its Linear layers, and aotc's NumPy reference interpreter on the pruned graph. "
-        "On a shared machine, so read the ratio, not the absolute times.", "",
-        "| runtime | unpruned ms | pruned ms | speed-up |", "|---|---:|---:|---:|",
+        f"## Latency, 25% of heads removed (batch {lat['batch']} × {lat['seq']} tokens, one thread)", "",
+        "The x86-avx512 target has no kernels for the fused ops (Attention, FusedMatMul, SkipLayerNormalization) "
+        "yet, so for the bundle the pruned graph goes through `decompose_fused_ops` (back to MatMul, Softmax, "
+        "LayerNormalization, ... with the pruned shapes) before `aotc compile`'s lowering; the bundle runs in "
+        "the thin runtime. For comparison: PyTorch eager with the same heads sliced out of its Linear layers, "
+        "and aotc's NumPy reference interpreter. Times are the best of 3 measurements, each the best of 60/40/10 "
+        "runs with unpruned and pruned in alternation; the last column is the range of the speed-up over the 3 "
+        "measurements. The machine is shared with other jobs, so read the ratios, not the absolute times.", "",
+        "| runtime | unpruned ms | pruned ms | speed-up | range |", "|---|---:|---:|---:|---:|",
+        *([row("aotc x86-avx512 bundle (decomposed fused ops)", "x86")] if "x86_pruned_ms" in lat else []),
         row("PyTorch eager (CPU)", "torch"), row("aotc reference interpreter", "interpreter"), "",
+        *([f"The bundles' outputs match the interpreter on the same graphs within {x86_err(lat):.1e} (max |Δ|). "
+           "INT8 on top of pruning runs in the interpreter (`--prune-heads ... --quantize int8`); the x86 int8 "
+           "kernels are not in the target yet.", ""] if "x86_pruned_ms" in lat else []),
     ]
 
 
