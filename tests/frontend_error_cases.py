@@ -238,3 +238,14 @@ def append_in_helper(x):
     if x.sum() > 0:
         x = remember(x)
     return x
+
+
+def append_in_nested_helper(x):
+    seen = []
+
+    def note(v):
+        seen.append(v)  # ERR nested_helper_append
+        return v + 1
+    if x.sum() > 0:
+        x = note(x)
+    return x

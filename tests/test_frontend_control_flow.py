@@ -367,9 +367,9 @@ def closure_counter(x):
         nonlocal calls
         calls += 1
         return v + calls
-    y = bump(x)
+    y = bump(bump(x))  # Python state changed outside any tensor branch: fine
     if y.sum() > 2:
-        y = bump(y)
+        y = y * calls
     return y
 
 

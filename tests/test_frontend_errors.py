@@ -49,6 +49,7 @@ POS = (torch.tensor([1.0, 2.0, 3.0]),)
     (cases.AttributeWrite(), "attribute_write", "self.last"),
     (cases.inplace_in_helper, "helper_inplace", "mul_"),
     (cases.append_in_helper, "helper_append", "history.append"),
+    (cases.append_in_nested_helper, "nested_helper_append", "seen.append"),
 ])
 def test_side_effects_under_tensor_condition(fn, marker, needle):
     msg = assert_points_at(trace_error(fn, POS, SideEffectError), marker)

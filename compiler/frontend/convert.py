@@ -17,7 +17,6 @@ import types
 import warnings
 import weakref
 
-from .analysis import declared_outer, side_effects
 from .errors import AotcError
 from .rewrite import RT, FunctionRewriter
 from .usercode import is_user_function
@@ -70,10 +69,9 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
     positional = node.args.posonlyargs + node.args.args
     first_arg = positional[0].arg if positional and class_name else None
     filename = code.co_filename
-    # what the function changes outside itself, checked when it is called inside a tensor branch
-    effects = side_effects(node.body, declared_outer(node), scope="the function")
+    rewriter = FunctionRewriter(filename, class_name, first_arg)
     try:
-        new_def = FunctionRewriter(filename, class_name, first_arg).rewrite(node)
+        new_def = rewriter.rewrite(node)
         factory = ast.FunctionDef(
             name="_aotc_factory",
             args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=a) for a in (RT, *code.co_freevars)], vararg=None,
@@ -97,10 +95,19 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
     inner = next(c for c in factory_code.co_consts if isinstance(c, types.CodeType) and c.co_name == new_def.name)
     _TEMPLATES[code] = inner
     _SOURCES[code] = ast.unparse(new_def)
-    if effects:
-        _EFFECTS[inner] = (fn.__qualname__, effects)
+    _record_effects(inner, rewriter.effects, fn.__qualname__)
     _mark_converted(inner)
     return inner
+
+
+def _record_effects(code: types.CodeType, effects: dict, qualname: str) -> None:
+    """Attach each rewritten user function's side effects to its code object (nested ones too)."""
+    found = effects.get((code.co_name, code.co_firstlineno))
+    if found:
+        _EFFECTS[code] = (qualname, found)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _record_effects(c, effects, f"{qualname}.<locals>.{c.co_name}")
 
 
 def converted_source(fn) -> str | None:

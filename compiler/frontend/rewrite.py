@@ -90,6 +90,9 @@ class FunctionRewriter:
         self.filename = filename
         self.class_name = class_name
         self.first_arg = first_arg
+        # (name, first line) of each user function rewritten (the top one and nested ones) ->
+        # what it changes outside itself; checked when it is called inside a tensor branch
+        self.effects: dict[tuple[str, int], list] = {}
 
     def rewrite(self, fn: ast.FunctionDef) -> ast.FunctionDef:
         fn.decorator_list = []
@@ -107,6 +110,10 @@ class FunctionRewriter:
     def function(self, fn: ast.FunctionDef) -> ast.FunctionDef:
         if contains_yield(fn.body):
             return fn  # generators and coroutines run as written
+        effects = side_effects(fn.body, declared_outer(fn), scope="the function")
+        if effects:
+            first_line = fn.decorator_list[0].lineno if fn.decorator_list else fn.lineno
+            self.effects[(fn.name, first_line)] = effects
         body = list(fn.body)
         if not always_ends(body):
             end = ast.Return(value=None)
