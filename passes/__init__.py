@@ -9,3 +9,4 @@ from . import fold_batchnorm, fuse_attention, fuse_epilogue, fuse_norms  # noqa:
 from . import decompose_fused, prune_heads  # noqa: F401,E402
 from . import fuse_quantized  # noqa: F401,E402
 from . import quantize_int8  # noqa: F401,E402
+from . import decompose_quantized  # noqa: F401,E402

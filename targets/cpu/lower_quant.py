@@ -23,7 +23,7 @@ from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers,
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
-MR_CHOICES = (8, 6, 4, 3, 2, 1)
+MR_CHOICES = (6, 4, 8, 3, 2, 1)
 
 # epilogue activation -> (unary op, attributes) in lower_elementwise's terms
 _ACT_AS_UNARY = {"relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
@@ -144,7 +144,7 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
                    tvm_dtype(out.dtype))
     attrs = node.attrs
     call_key = f"qmatmul_vnni|{attrs_key(node)}|rq={requant}|{sig(*ops)}"
-    mr = next(c for c in MR_CHOICES if m % c == 0)
+    mr = pick_mr(m, pick_panels(n))
 
     def build():
         from tvm import te
@@ -225,16 +225,36 @@ def _register_local_vnni_intrin() -> str:
     return _LOCAL_VNNI
 
 
+def pick_panels(n: int) -> int:
+    """16-column zmm panels per register tile: 4 (64 columns) when they fit, so every broadcast activation
+    word feeds several vpdpbusd and the kernel is bound by the dot products, not by loads."""
+    for p in (4, 2):
+        if n % (p * VNNI_N) == 0:
+            return p
+    return 1
+
+
+def pick_mr(m: int, panels: int) -> int:
+    """Rows per register tile: MR x panels accumulators within the 32 zmm registers (leaving room for B)."""
+    for c in MR_CHOICES:
+        if m % c == 0 and c * panels <= 24:
+            return c
+    return 1
+
+
 def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int) -> None:
-    """MR x 16 int32 accumulators (one zmm per row) over all of K, one vpdpbusd per row and 4 k's; the
-    epilogue runs on the tile right after; (row tile, column panel) pairs in parallel."""
+    """An MR x (16·P) tile of int32 accumulators (P zmm per row) over all of K: per 4 k's, P 64-byte weight
+    blocks and MR broadcast activation words feed MR·P vpdpbusd. The epilogue runs on the tile right after;
+    (column block, row tile) pairs run in parallel."""
     VNNI_DOT_16x4_INTRIN = _register_local_vnni_intrin()
+    panels = pick_panels(n)
+    mr = pick_mr(m, panels)
     blk = sch.get_sblock("acc")
     lm, ln, lk = sch.get_loops(blk)
     mo, mi = sch.split(lm, [None, mr])
-    no, ni = sch.split(ln, [None, VNNI_N])
+    no, nj, ni = sch.split(ln, [None, panels, VNNI_N])
     ko, ki = sch.split(lk, [None, VNNI_K])
-    sch.reorder(no, mo, ko, mi, ni, ki)
+    sch.reorder(no, mo, ko, mi, nj, ni, ki)
     outer = sch.fuse(no, mo)
     sch.set_scope(blk, 0, "local")
     ep = sch.get_sblock("C")
@@ -245,4 +265,5 @@ def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int) -> None:
     init = sch.decompose_reduction(blk, ko)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(ni, VNNI_DOT_16x4_INTRIN)
+    sch.unroll(nj)
     sch.unroll(mi)

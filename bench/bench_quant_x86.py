@@ -1,0 +1,174 @@
+"""INT8 vs fp32 on the x86-avx512 target, against onnxruntime fp32, quantize_dynamic and static QDQ, in one
+process on the same inputs (interleaved rounds, median latency): MiniLM-L6 batch 1 and 8 at sequence 128.
+
+aotc int8 = the default pipeline + quantize_int8 (minmax, calibrated on tokenized sentences) and, since the
+target has no fused attention/LayerNorm kernels yet, decompose_quantized_attention + decompose_fused_ops
+(SkipLayerNormalization); its int8 GEMMs are the VNNI kernels of targets/cpu/lower_quant.py. aotc fp32 is
+bench_x86.py's bundle of the same ONNX file. Writes bench/results/bench_quant_x86.json and
+bench/results/quant_speed.md (appended to docs/quantization.md by bench/quant_report.py).
+
+    .venv/bin/python bench/bench_quant_x86.py [--rounds 5] [--runs 10] [--threads 2] [--batches 1,8]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "examples"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CACHE = ROOT / ".cache"
+SEQ = 128
+
+
+def calibration_feeds(batch: int) -> list[dict]:
+    from minilm import tokenize
+    from test_quant_models import CALIBRATION_SENTENCES
+    s = CALIBRATION_SENTENCES
+    return [tokenize(s[i:i + batch], SEQ) for i in range(0, min(len(s), max(8, batch * 4)), batch)]
+
+
+def int8_bundle(path: Path, batch: int) -> tuple[Path, dict]:
+    import compiler
+    from passes import PassContext, PassManager, insert_pass, DEFAULT_PIPELINE
+    from targets.bundle import compile_to_bundle
+    h = hashlib.sha256(path.read_bytes())
+    for folder in ("targets", "compiler", "passes"):
+        for src in sorted((ROOT / folder).rglob("*")):
+            if src.is_file() and src.suffix in (".py", ".j2"):
+                h.update(src.read_bytes())
+    out = CACHE / "bench-bundles" / f"minilm-int8-b{batch}-{h.hexdigest()[:12]}"
+    report_file = out.with_suffix(".quant.json")
+    if not (out / "manifest.json").exists():
+        t = time.perf_counter()
+        graph = compiler.load_onnx(path, input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
+        pipeline = insert_pass(DEFAULT_PIPELINE, ("quantize_int8", {}), ("fuse_", "prune_"))
+        pipeline += ["decompose_quantized_attention", ("decompose_fused_ops", {"ops": "SkipLayerNormalization"})]
+        pm = PassManager(pipeline, context=PassContext(calibration=calibration_feeds(batch)))
+        compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
+        report_file.write_text(json.dumps(pm.context.reports["quantize_int8"], default=str))
+        print(f"  compiled int8 b{batch} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return out, json.loads(report_file.read_text())
+
+
+def ort_models(path: Path, batch: int) -> dict[str, Path]:
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    dyn = CACHE / "test-models" / f"{path.stem}-ort-dynamic.onnx"
+    if not dyn.exists():
+        quantize_dynamic(str(path), str(dyn))
+    qdq = CACHE / "test-models" / f"{path.stem}-ort-static-qdq-b{batch}.onnx"
+    if not qdq.exists():
+        feeds = calibration_feeds(batch)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter(feeds)
+
+            def get_next(self):
+                return next(self.it, None)
+        quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return {"onnxruntime quantize_dynamic": dyn, "onnxruntime static QDQ": qdq}
+
+
+def measure(fns: dict, rounds: int, runs: int) -> dict[str, list[float]]:
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for _ in range(runs):
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+    return times
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", default="1,8")
+    args = ap.parse_args(argv)
+    import onnxruntime as ort
+    import runtime_stub
+    from bench_x86 import bundle_for, cpu_name, minilm_case
+    load_before = os.getloadavg()
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        print(f"minilm b{batch}:", file=sys.stderr)
+        path, feeds, shapes, _ = minilm_case(batch)
+        fp32_bundle = bundle_for(f"minilm-b{batch}", path, shapes)
+        int8_path, qreport = int8_bundle(path, batch)
+        engines = {"aotc fp32": runtime_stub.load(fp32_bundle), "aotc int8": runtime_stub.load(int8_path)}
+        for m in engines.values():
+            m.set_num_threads(args.threads)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = args.threads
+        opts.inter_op_num_threads = 1
+        sessions = {"onnxruntime fp32": ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])}
+        for k, p in ort_models(path, batch).items():
+            sessions[k] = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        fns = {k: (lambda m=m: m.run(feeds)) for k, m in engines.items()}
+        fns.update({k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()})
+        ref = engines["aotc fp32"].run(feeds)["last_hidden_state"]
+        outs = {k: (fn() if k.startswith("aotc") else {"last_hidden_state": fn()[0]})["last_hidden_state"]
+                for k, fn in fns.items()}
+        times = measure(fns, args.rounds, args.runs)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        sizes = {"aotc fp32": (fp32_bundle / "weights.bin").stat().st_size,
+                 "aotc int8": (int8_path / "weights.bin").stat().st_size,
+                 "onnxruntime fp32": path.stat().st_size}
+        sizes.update({k: p.stat().st_size for k, p in ort_models(path, batch).items()})
+        row = {"model": f"MiniLM-L6 b{batch} s{SEQ}", "batch": batch, "engines": {}}
+        for k in fns:
+            o, r = outs[k].reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
+            row["engines"][k] = {"median_ms": med[k] * 1e3, "p10_ms": float(np.percentile(times[k], 10)) * 1e3,
+                                 "p90_ms": float(np.percentile(times[k], 90)) * 1e3,
+                                 "speedup_vs_aotc_fp32": med["aotc fp32"] / med[k],
+                                 "cosine_vs_aotc_fp32": float(o @ r / np.linalg.norm(o) / np.linalg.norm(r)),
+                                 "weight_or_file_bytes": sizes.get(k)}
+            print(f"  {k:30s} {med[k] * 1e3:8.2f} ms  x{med['aotc fp32'] / med[k]:.2f} vs aotc fp32", file=sys.stderr)
+        row["int8_nodes"] = len(qreport["quantized"])
+        rows.append(row)
+    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+              "settings": {"rounds": args.rounds, "runs_per_round": args.runs, "onnxruntime": ort.__version__},
+              "results": rows}
+    out = ROOT / "bench" / "results" / "bench_quant_x86.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["", "## Speed on x86-avx512 (measured)", "",
+             f"Generated by `bench/bench_quant_x86.py`: {report['machine']['cpu']}, {args.threads} threads, "
+             f"median of {args.rounds}x{args.runs} interleaved runs, load average "
+             f"{load_before[0]:.1f} before / {report['machine']['loadavg_after'][0]:.1f} after (a shared machine: "
+             "compare rows of one table, not across runs). Cosine: flattened last_hidden_state vs aotc fp32. "
+             "Size: weights.bin for aotc, the .onnx file for onnxruntime.", ""]
+    for r in rows:
+        lines += [f"### {r['model']}", "", "| engine | median ms | p10-p90 ms | speedup vs aotc fp32 | cosine | size |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for k, e in r["engines"].items():
+            size = f"{e['weight_or_file_bytes'] / 1e6:.1f} MB" if e["weight_or_file_bytes"] else ""
+            lines.append(f"| {k} | {e['median_ms']:.2f} | {e['p10_ms']:.1f}-{e['p90_ms']:.1f} | "
+                         f"{e['speedup_vs_aotc_fp32']:.2f}x | {e['cosine_vs_aotc_fp32']:.4f} | {size} |")
+        lines.append("")
+    (ROOT / "bench" / "results" / "quant_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
