@@ -750,3 +750,33 @@ def test_pruned_minilm_compiles_for_x86(pruned_quarter, tmp_path):
     want = compiler.interpret(g, feeds)
     for name, ref in want.items():
         assert_close(got[name], ref, f"pruned MiniLM output {name}", rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_aotc_compile_with_pruning_records_the_report(model_cache, tmp_path):
+    """`aotc compile --passes ...,prune_heads{spec=...},decompose_fused_ops`: the bundle runs and its manifest
+    carries the pruning report."""
+    import json
+    from models import export_minilm
+    from x86_helpers import has_avx512
+    if not has_avx512():
+        pytest.skip("needs an x86-64 CPU with AVX-512")
+    pipeline = ",".join(["canonicalize", "fold_constants", "eliminate_dead_code", "fuse_layernorm", "fuse_gelu",
+                         "fuse_attention", "fuse_skip_layernorm", "fuse_matmul_epilogue",
+                         "prune_heads{spec=0:1,0:2,3:4}", "decompose_fused_ops", "eliminate_dead_code"])
+    res = aotc("compile", str(export_minilm(model_cache, "legacy", "eager", dynamic=True)), "-t", "x86-avx512",
+               "-o", str(tmp_path / "bundle"), "-s", f"input_ids=1x{SEQ}", "-s", f"attention_mask=1x{SEQ}",
+               "--passes", pipeline, "-q")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    (prune,) = [p for p in manifest["passes"] if p["name"] == "prune_heads"]
+    assert prune["report"]["removed"] == {"0": [1, 2], "3": [4]}
+    feeds = tokenize(CALIBRATION_SENTENCES[:1])
+    np.savez(tmp_path / "in.npz", **feeds)
+    out = tmp_path / "out.npz"
+    res = aotc("run", str(tmp_path / "bundle"), "-i", str(tmp_path / "in.npz"), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    g = fused_minilm(model_cache, 1)
+    prune_attention_heads(g, spec="0:1,0:2,3:4")
+    want = compiler.interpret(g, feeds)["last_hidden_state"]
+    np.testing.assert_allclose(np.load(out)["last_hidden_state"], want, rtol=1e-4, atol=1e-4)
