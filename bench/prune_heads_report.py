@@ -255,6 +255,13 @@ def render(r: dict) -> str:
         "N tokenized calibration sentences (cut into feeds of the model's batch size; see compiler/calibration.py "
         "for the other layouts). `--prune-heads-spec 0:3,5:11` removes named heads instead (layers in graph order, "
         "from 0).", "",
+        "To a bundle: `aotc compile` runs the passes given with `--passes` and records each one's options and "
+        "report in the manifest. Until the x86 target lowers the fused ops, decompose them after pruning:", "",
+        "```",
+        "aotc compile minilm.onnx -t x86-avx512 -s input_ids=1x128 -s attention_mask=1x128 -o bundle \\",
+        "    --passes canonicalize,fold_constants,eliminate_dead_code,fuse_layernorm,fuse_gelu,fuse_attention,"
+        "fuse_skip_layernorm,fuse_matmul_epilogue,prune_heads{spec=0:1,3:4},decompose_fused_ops",
+        "```", "",
         "## From Python, and how calibration data reaches a pass", "",
         "```python",
         "from compiler import load_onnx",
