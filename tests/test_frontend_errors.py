@@ -188,3 +188,22 @@ def test_cli_bad_specs_exit_2(tmp_path):
     res = aotc("trace", f"{CASES_FILE}:no_such_factory", "--example-input", "x=3", "-o", str(tmp_path / "m.onnx"))
     assert res.returncode == 2 and "no 'no_such_factory'" in res.stderr and "make_item_module" in res.stderr
     # (bad --example-input specs and inputs that do not fit: tests/test_frontend_cli.py, in-process)
+
+
+def test_helper_filling_a_tensor_created_in_the_branch_is_fine():
+    def fill_first(buf, v):
+        buf[0] = v  # item assignment into the caller's tensor: checked at run time, not statically
+        return buf
+
+    def f(x):
+        if x.sum() > 0:
+            y = fill_first(torch.zeros_like(x), x.max())
+        else:
+            y = x
+        return y
+
+    from oracle import ort_run
+    model = compiler.trace(f, POS, return_onnx=True)  # (aotc has no ScatterND yet: onnxruntime runs it)
+    for v in ([1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]):
+        x = torch.tensor(v)
+        assert ort_run(model, {"x": x.numpy()})["output"].tolist() == f(x).tolist()

@@ -112,9 +112,13 @@ def root_name(expr) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
-def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str], scope: str = "the branch") -> list[Effect]:
+def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str], scope: str = "the branch",
+                 item_assignment: bool = True) -> list[Effect]:
     """Statements that change state living outside the block: attribute and item assignment on
-    objects not created in it, container mutation, global/nonlocal writes, setattr."""
+    objects not created in it, container mutation, global/nonlocal writes, setattr.
+
+    `item_assignment=False` leaves `a[i] = v` to the run-time check (a function's parameter may
+    well be a tensor its caller created inside the same branch)."""
     local = set(assigned_names(stmts)) - set(outer_declared)
     effects = []
 
@@ -136,6 +140,8 @@ def side_effects(stmts: list[ast.stmt], outer_declared: dict[str, str], scope: s
         for t in flat:
             if isinstance(t, ast.Starred):
                 t = t.value
+            if isinstance(t, ast.Subscript) and not item_assignment:
+                continue
             if isinstance(t, (ast.Attribute, ast.Subscript)) and outside(t.value):
                 verb = "deletes" if isinstance(n, ast.Delete) else "assigns to"
                 effects.append(Effect(n.lineno, f"the statement {verb} `{ast.unparse(t)}`, which lives outside "

@@ -110,7 +110,7 @@ class FunctionRewriter:
     def function(self, fn: ast.FunctionDef) -> ast.FunctionDef:
         if contains_yield(fn.body):
             return fn  # generators and coroutines run as written
-        effects = side_effects(fn.body, declared_outer(fn), scope="the function")
+        effects = side_effects(fn.body, declared_outer(fn), scope="the function", item_assignment=False)
         if effects:
             first_line = fn.decorator_list[0].lineno if fn.decorator_list else fn.lineno
             self.effects[(fn.name, first_line)] = effects
