@@ -215,6 +215,9 @@ def trace(model_or_fn, example_inputs, *, input_names: Sequence[str] | None = No
     not is decided while tracing, as Python would. Functions and methods the code calls are
     converted when they are the user's (outside site-packages and the standard library), or
     come from a module listed in `convert_modules`.
+
+    `return_onnx=True` returns the recorded ONNX ModelProto instead of importing it (to run it
+    elsewhere, e.g. in onnxruntime, or to see what the exporter produced).
     """
     import onnx
     import torch
