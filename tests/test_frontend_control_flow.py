@@ -703,3 +703,20 @@ def test_dataclass_outputs():
     g = compiler.trace(f, (t([1.0]),))
     assert [v.name for v in g.outputs] == ["logits"]
     assert compiler.interpret(g, {"x": np.array([-1.0], np.float32)})["logits"].tolist() == [-1.0]
+
+
+class HelperFromInit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.__bias = 1.5
+
+        def shift(v):  # defined in __init__ (not converted with forward), mangled as inside the class
+            return v + self.__bias if v.sum() > 0 else v - self.__bias
+        self.shift = shift
+
+    def forward(self, x):
+        return self.shift(x)
+
+
+def test_helper_defined_in_init_keeps_private_names():
+    check(HelperFromInit(), (t([1.0]),), [(t([1.0]),), (t([-1.0]),)])

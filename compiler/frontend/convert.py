@@ -64,10 +64,10 @@ def _template(fn: types.FunctionType) -> types.CodeType | None:
     if not isinstance(node, ast.FunctionDef) or node.name != fn.__name__:
         return None
     ast.increment_lineno(tree, start - 1)
-    qual = fn.__qualname__.split(".")
-    class_name = qual[-2] if len(qual) >= 2 and qual[-2] != "<locals>" else None
+    class_name = _enclosing_class(fn.__qualname__)
     positional = node.args.posonlyargs + node.args.args
-    first_arg = positional[0].arg if positional and class_name else None
+    is_method = len(fn.__qualname__.split(".")) >= 2 and fn.__qualname__.split(".")[-2] == class_name
+    first_arg = positional[0].arg if positional and is_method else None
     filename = code.co_filename
     rewriter = FunctionRewriter(filename, class_name, first_arg)
     try:
@@ -119,6 +119,17 @@ def converted_source(fn) -> str | None:
         return None
     _template(fn)
     return _SOURCES.get(fn.__code__)
+
+
+def _enclosing_class(qualname: str) -> str | None:
+    """The innermost class lexically enclosing a function, for name mangling: in
+    'Net.__init__.<locals>.helper' it is Net (a part followed by '<locals>' is a function)."""
+    parts = qualname.split(".")[:-1]
+    for i in range(len(parts) - 1, -1, -1):
+        nxt = parts[i + 1] if i + 1 < len(parts) else None
+        if parts[i] != "<locals>" and nxt != "<locals>":
+            return parts[i]
+    return None
 
 
 def _mark_converted(code: types.CodeType) -> None:
