@@ -270,3 +270,39 @@ def test_cli_quantize_errors(tmp_path):
     p = _cli("optimize", str(model), "-o", str(tmp_path / "o.onnx"), "--quantize", "int8", "--calibration",
              str(tmp_path / "bad.npz"))
     assert p.returncode == 2 and "x has shape [3, 7]" in p.stderr and "Traceback" not in p.stderr
+
+
+def attention_graph(b=2, s=6, e=32, h=4, d=8):
+    g = Graph()
+    x = g.add_input("x", (b, s, e), DType.float32)
+    mask = g.add_input("mask", (b, 1, 1, s), DType.float32)
+    ws = [g.add_const(f"w{i}", (R.standard_normal((e, h * d)) * 0.2).astype(np.float32)) for i in range(3)]
+    bs = [g.add_const(f"b{i}", R.standard_normal(h * d).astype(np.float32)) for i in range(3)]
+    att = g.add_node("Attention", [x, x, ws[0], bs[0], ws[1], bs[1], ws[2], bs[2], mask, None],
+                     {"num_heads": h, "head_dim": d, "scale": d ** -0.5}, name="att").outputs[0]
+    g.outputs = [g.add_node("MatMul", [att, g.add_const("wo", R.standard_normal((h * d, e)).astype(np.float32))],
+                            name="out").outputs[0]]
+    return g
+
+
+def attention_feeds(n, seed=0, b=2, s=6, e=32):
+    r = np.random.default_rng(seed)
+    return [{"x": r.standard_normal((b, s, e)).astype(np.float32),
+             "mask": np.where(r.random((b, 1, 1, s)) < 0.3, -1e4, 0).astype(np.float32)} for _ in range(n)]
+
+
+def test_attention_projections_quantized_and_decomposed():
+    from passes.decompose_quantized import decompose_quantized_attention
+    g = attention_graph()
+    want = [compiler.interpret(g, f) for f in attention_feeds(3, seed=1)]
+    quantize_graph(g, calibration=attention_feeds(4))
+    assert g.op_histogram() == {"QuantizedAttention": 1, "QuantizedMatMul": 1, "QuantizeLinear": 2}
+    q = [compiler.interpret(g, f) for f in attention_feeds(3, seed=1)]
+    for a, b in zip(q, want):
+        assert output_error(a, b) < 1e-3
+    assert decompose_quantized_attention(g) == 1
+    compiler.verify(g)
+    hist = g.op_histogram()
+    assert hist["QuantizedMatMul"] == 4 and "QuantizedAttention" not in hist and hist["Softmax"] == 1
+    for a, b in zip([compiler.interpret(g, f) for f in attention_feeds(3, seed=1)], q):
+        np.testing.assert_allclose(a["out:0"], b["out:0"], rtol=1e-5, atol=1e-5)

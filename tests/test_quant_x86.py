@@ -101,3 +101,28 @@ def test_quantized_mlp_end_to_end(tmp_path):
     got = compile_and_run(g, feeds, tmp_path)[g.outputs[0].name]
     # a requantized intermediate may differ by one step where rounding ties: a few output units at most
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=np.abs(want).max() * 0.01)
+
+
+@pytest.mark.slow
+def test_int8_minilm_bundle_matches_the_interpreter(model_cache, tmp_path):
+    """The whole int8 MiniLM-L6 (VNNI GEMMs, float attention core and LayerNorms) as a bundle, against the
+    reference interpreter on the same quantized graph."""
+    import runtime_stub
+    from compiler.quantization import quantize_graph
+    from compiler.quantization.quantize import output_error
+    from models import export_minilm, minilm_feeds
+    from passes import PassManager
+    from targets.bundle import compile_to_bundle
+    from test_quant_models import _batches, CALIBRATION_SENTENCES, TEST_SENTENCES, BATCH, SEQ
+    g = compiler.load_onnx(export_minilm(model_cache, "legacy", "eager", dynamic=True),
+                           input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
+    PassManager(None).run(g)
+    quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
+    PassManager(["decompose_quantized_attention", ("decompose_fused_ops", {"ops": "SkipLayerNormalization"})]).run(g)
+    assert g.op_histogram()["QuantizedMatMul"] == 36
+    model = runtime_stub.load(compile_to_bundle(g, tmp_path / "minilm-int8", target="x86-avx512", quiet=True))
+    for feeds in _batches(TEST_SENTENCES[:16]):
+        want = compiler.interpret(g, feeds)
+        got = model.run(feeds)
+        # float rounding (erf/exp approximations, FMA) may move a requantized value by one step
+        assert output_error(got, want) < 1e-3
