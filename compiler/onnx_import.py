@@ -271,8 +271,9 @@ class _Importer:
                 inputs = inputs[:-1]
             if not lo <= len(inputs) <= hi:
                 raise ShapeError(f"{len(inputs)} inputs, aotc's {op_type} takes {lo}..{hi}")
-            if any(v is None for v in inputs[:lo]):
-                raise ShapeError("a required input is empty")
+            empty = [i for i, v in enumerate(inputs[:lo]) if v is None and i not in op.optional_inputs]
+            if empty:
+                raise ShapeError(f"required input(s) #{', #'.join(map(str, empty))} are empty")
             infos = op.infer(inputs, attrs)
         except AotcError as e:
             raise type(e)(f"In {where}: {e}") from None

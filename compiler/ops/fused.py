@@ -155,6 +155,7 @@ class Attention(OpDef):
     """
     name = "Attention"
     onnx_op = False
+    optional_inputs = frozenset({3, 5, 7, 8, 9})
     attrs = {"num_heads": Attr(INT), "head_dim": Attr(INT), "scale": Attr(FLOAT),
              "mask_fill": Attr(FLOAT, float("-inf")), "nan_to_zero": Attr(INT, 0)}
     num_inputs = (10, 10)

@@ -55,6 +55,8 @@ class OpDef:
     name: ClassVar[str]
     attrs: ClassVar[dict[str, Attr]] = {}
     num_inputs: ClassVar[tuple[int, int]] = (1, 1)  # (min, max) inputs
+    # Positions below min that may hold None (an omitted optional input before a present one).
+    optional_inputs: ClassVar[frozenset[int]] = frozenset()
     num_outputs: ClassVar[int] = 1
     onnx_op: ClassVar[bool] = True  # False for aotc's own ops (exported in the ai.aotc domain)
 
