@@ -98,6 +98,10 @@ def attention_sites(graph: Graph) -> list[AttentionSite]:
     """Every Attention op with its output projection; refuses (PruneError) when there is none or when an
     Attention output reaches anything that cannot be sliced along its heads."""
     attn = [n for n in graph.nodes if n.op_type == "Attention"]
+    if not attn and any(n.op_type == "QuantizedAttention" for n in graph.nodes):
+        raise PruneError("Head pruning works on float Attention ops, and this graph's attention is already "
+                         "quantized (QuantizedAttention); run prune_heads before quantize_int8 (aotc puts it "
+                         "there when both --prune-heads and --quantize are given).")
     if not attn:
         hist = ", ".join(f"{k} {v}" for k, v in list(graph.op_histogram().items())[:8])
         raise PruneError("Head pruning found no Attention ops in the graph, so there are no heads to prune. It works "
@@ -425,14 +429,19 @@ def format_report(r: Mapping[str, Any]) -> str:
 # -- the pass --------------------------------------------------------------------------------------
 def prune_attention_heads(graph: Graph, fraction: float | None = None, spec: Any = None, min_per_layer: int = 1,
                           importance: str = "drift", seed: int = 0, calibration: Any = None,
-                          measure_drift: bool = True) -> dict[str, Any]:
+                          samples: int | None = None, measure_drift: bool = True) -> dict[str, Any]:
     """Prune heads of `graph` in place and return the report (a JSON-able dict). `calibration` is a
-    PassContext, or calibration data in any form compiler/calibration.py accepts, or None."""
+    PassContext, or calibration data in any form compiler/calibration.py accepts, or None; `samples` uses
+    only the first that many calibration feeds (drift scoring costs about one forward pass per head and
+    feed)."""
     check_options(fraction, spec, min_per_layer, importance)
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise PruneError(f"samples (the calibration feeds head pruning uses) must be a positive integer, got "
+                         f"{samples!r}.")
     ctx = calibration if isinstance(calibration, PassContext) else PassContext(calibration=calibration)
     sites = attention_sites(graph)
     total = sum(s.num_heads for s in sites)
-    feeds = ctx.calibration_feeds(graph)
+    feeds = ctx.calibration_feeds(graph)[:samples]
     scores, baselines = None, []
     if fraction is not None:
         count = int(round(float(fraction) * total))
@@ -499,16 +508,18 @@ def prune_attention_heads(graph: Graph, fraction: float | None = None, spec: Any
     return report
 
 
-@register_pass("prune_heads", fraction=None, spec="", min_per_layer=1, importance="drift", seed=0)
+@register_pass("prune_heads", fraction=None, spec="", min_per_layer=1, importance="drift", seed=0, samples=None)
 def prune_heads(graph: Graph, fraction: float | None = None, spec: Any = "", min_per_layer: int = 1,
-                importance: str = "drift", seed: int = 0, context: PassContext | None = None) -> int:
+                importance: str = "drift", seed: int = 0, samples: int | None = None,
+                context: PassContext | None = None) -> int:
     """Remove attention heads structurally: `fraction` of all heads, least important first (global ranking,
     at least `min_per_layer` kept per layer), or the explicit `spec` LAYER:HEAD,... (from 0, layers in
     graph order). importance: drift (default; output change on calibration data when the head is zeroed),
     contribution, weight (no data needed) or random (seeded). Runs after fusion; calibration data comes
-    from the PassContext (aotc: --calibration FILE.npz). Leaves a report in context.reports."""
+    from the PassContext (aotc: --calibration FILE.npz), the first `samples` feeds only if given. Leaves a
+    report in context.reports."""
     ctx = context if context is not None else PassContext()
     report = prune_attention_heads(graph, fraction=fraction, spec=spec, min_per_layer=min_per_layer,
-                                   importance=importance, seed=seed, calibration=ctx)
+                                   importance=importance, seed=seed, calibration=ctx, samples=samples)
     ctx.reports["prune_heads"] = report
     return report["heads_removed"]

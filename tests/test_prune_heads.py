@@ -143,6 +143,19 @@ def test_fraction_ranks_globally_and_keeps_min_per_layer():
     compiler.verify(g)
 
 
+def test_samples_limits_the_calibration_feeds_and_quantized_attention_is_named():
+    g = toy_transformer(layers=2)
+    report = prune_attention_heads(g, fraction=0.25, calibration=toy_feeds(g, n=5), samples=2)
+    assert report["drift"]["feeds"] == 2
+    with pytest.raises(PruneError, match="positive integer"):
+        prune_attention_heads(toy_transformer(), fraction=0.25, calibration=toy_feeds(g), samples=0)
+    q = toy_transformer(layers=1)
+    PassManager(["quantize_int8"], context=PassContext(calibration=toy_feeds(q, n=2))).run(q)
+    assert "QuantizedAttention" in q.op_histogram()
+    with pytest.raises(PruneError, match="before quantize_int8"):
+        prune_attention_heads(q, spec="0:1")
+
+
 def test_drift_scores_a_dead_head_lowest_and_the_report_matches_a_rerun():
     g = toy_transformer(layers=2, heads=4)
     s = attention_sites(g)[1]
@@ -374,6 +387,7 @@ def test_pruning_step_helper_for_cli_commands():
     assert pruning_step(None, "0:1", calibration=None) == (("prune_heads", {"min_per_layer": 1, "spec": "0:1"}),
                                                            PRUNE_HEADS_AFTER)
     assert pruning_step(0.5, None, importance="weight")[0][1]["importance"] == "weight"
+    assert pruning_step(0.5, None, calibration="c.npz", samples=4)[0][1]["samples"] == 4
     with pytest.raises(compiler.AotcError, match="--prune-heads-min-per-layer only"):
         pruning_step(None, None, min_per_layer=3)
 
