@@ -212,9 +212,19 @@ def compile_cmd(
     target: str = typer.Option("host", "--target", "-t", help="x86-avx512, x86-avx2, or host (this machine's best)."),
     output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one)."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
-    passes: Optional[str] = typer.Option(None, "--passes", help="Passes to run before lowering (comma-separated; "
-                                         "default: none). The manifest records them."),
+    passes: str = typer.Option("default", "--passes", help="Passes to run before lowering: 'default' (the default "
+                               "pipeline: folding, fusions into FusedMatMul/FusedConv/Attention/...), 'none', or a "
+                               "comma-separated list. The manifest records them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP),
+    calibration_method: str = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP),
+    calibration_percentile: float = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP),
+    calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP),
+    quantize_ops: Optional[str] = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP),
+    exclude_nodes: Optional[List[str]] = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP),
+    smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP),
 ):
     """Compile a model into a deployable bundle (manifest.json, weights.bin, model.so, generated sources).
 
@@ -222,7 +232,22 @@ def compile_cmd(
     """
     from targets.bundle import compile_to_bundle
     transform = None
-    if passes:
+    qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
+                                calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
+    if qstep:
+        # quantization works on the fused graph: the default pipeline unless --passes says otherwise; then
+        # whatever fused or int8 ops this target has no kernel for are decomposed
+        from passes import DEFAULT_PIPELINE
+        from targets.cpu.lowering import lowered_ops
+        steps = [(qstep, Q.QUANTIZE_AFTER)] + [(s, ()) for s in Q.decompositions_for(lowered_ops())]
+        pm = make_pass_manager(passes or ",".join(DEFAULT_PIPELINE), None, None, False, False, steps, calibration)
+
+        def transform(graph):
+            pm.run(graph)
+            if not quiet:
+                typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
+            return pm.applied()
+    elif passes:
         pm = make_pass_manager(passes, None, None, False, False)
 
         def transform(graph):

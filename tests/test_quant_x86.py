@@ -126,3 +126,34 @@ def test_int8_minilm_bundle_matches_the_interpreter(model_cache, tmp_path):
         got = model.run(feeds)
         # float rounding (erf/exp approximations, FMA) may move a requantized value by one step
         assert output_error(got, want) < 1e-3
+
+
+def test_cli_compile_quantize_int8(tmp_path):
+    """aotc compile --quantize int8: the manifest records the quantization report; the bundle runs close to
+    the float model."""
+    import json
+    import subprocess
+    import sys
+    import runtime_stub
+    from compiler.onnx_export import save_onnx
+    g = compiler.Graph("mlp")
+    x = g.add_input("x", (16, 64), DType.float32)
+    h = g.add_node("FusedMatMul", [x, g.add_const("w1", (R.standard_normal((64, 64)) * 0.2).astype(np.float32)),
+                                   g.add_const("b1", R.standard_normal(64).astype(np.float32))],
+                   {"activation": "gelu"}, name="fc1").outputs[0]
+    g.outputs = [g.add_node("MatMul", [h, g.add_const("w2", (R.standard_normal((64, 32)) * 0.2).astype(np.float32))],
+                            name="fc2").outputs[0]]
+    save_onnx(g, tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "cal.npz", x=R.standard_normal((64, 64)).astype(np.float32))
+    p = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(tmp_path / "mlp.onnx"), "-o",
+                        str(tmp_path / "bundle"), "--target", "x86-avx512", "--quantize", "int8", "--calibration",
+                        str(tmp_path / "cal.npz"), "-q"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    q = next(s for s in manifest["passes"] if s["name"] == "quantize_int8")
+    assert {n["node"] for n in q["report"]["quantized"]} == {"fc1", "fc2"}
+    assert q["report"]["scheme"]["activations"].startswith("uint8")
+    feeds = {"x": R.standard_normal((16, 64)).astype(np.float32)}
+    got = runtime_stub.load(tmp_path / "bundle").run(feeds)[g.outputs[0].name]
+    want = compiler.interpret(g, feeds)[g.outputs[0].name]
+    assert float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)) > 0.995
