@@ -81,19 +81,27 @@ CASES = {"minilm-b1": lambda: minilm_case(1), "minilm-b8": lambda: minilm_case(8
          "efficientnet-lite0-b1": efficientnet_case}
 
 
-def bundle_for(name: str, path: Path, shapes) -> Path:
-    """Compile (cached by the model file's content and the compiler's sources)."""
+def bundle_for(name: str, path: Path, shapes, passes: bool = True) -> Path:
+    """Compile with the default pass pipeline (cached by the model file's content and the compiler's sources)."""
     import hashlib
     from targets.bundle import compile_to_bundle
-    h = hashlib.sha256(path.read_bytes())
-    for src in sorted((ROOT / "targets").rglob("*")):
+    h = hashlib.sha256(path.read_bytes() + str(passes).encode())
+    for src in sorted(list((ROOT / "targets").rglob("*")) + list((ROOT / "passes").rglob("*.py"))):
         if src.is_file() and src.suffix in (".py", ".j2"):
             h.update(src.read_bytes())
     h.update(json.dumps({k: list(v) for k, v in (shapes or {}).items()}, sort_keys=True).encode())
     out = CACHE / "bench-bundles" / f"{name}-{h.hexdigest()[:12]}"
     if not (out / "manifest.json").exists():
         t = time.perf_counter()
-        compile_to_bundle(path, out, "x86-avx512", input_shapes=shapes, quiet=True)
+        transform = None
+        if passes:
+            from passes import DEFAULT_PIPELINE, PassManager
+            pm = PassManager(list(DEFAULT_PIPELINE))
+
+            def transform(graph):
+                pm.run(graph)
+                return pm.applied()
+        compile_to_bundle(path, out, "x86-avx512", input_shapes=shapes, quiet=True, transform=transform)
         print(f"  compiled {name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return out
 
@@ -119,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=",".join(CASES))
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-passes", action="store_true", help="Compile without the fusion pipeline.")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_x86.json"))
     args = ap.parse_args(argv)
 
@@ -131,7 +140,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         print(f"{name}:", file=sys.stderr)
         path, feeds, shapes, torch_fn = CASES[name]()
-        bundle = bundle_for(name, path, shapes)
+        bundle = bundle_for(name, path, shapes, passes=not args.no_passes)
         manifest = json.loads((bundle / "manifest.json").read_text())
         model = runtime_stub.load(bundle)
         model.set_num_threads(args.threads)
@@ -162,7 +171,7 @@ def main(argv=None) -> int:
         for k, e in row["engines"].items():
             print(f"  {k:12s} {e['median_ms']:8.2f} ms  x{e['ratio_to_onnxruntime']:.2f} vs ort  "
                   f"{e['gflops']:6.1f} GFLOP/s", file=sys.stderr)
-    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+    report = {"passes": "none" if args.no_passes else "default pipeline", "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
               "settings": {"rounds": args.rounds, "runs_per_round": args.runs,
                            "onnxruntime": {"version": ort.__version__, "graph_optimization_level": "ORT_ENABLE_ALL",

@@ -230,8 +230,10 @@ def compile_cmd(
 
     Progress (one line per kernel) goes to stderr; a failed compile leaves no output behind.
     """
+    from passes import DEFAULT_PIPELINE
     from targets.bundle import compile_to_bundle
     transform = None
+    passes = {"default": ",".join(DEFAULT_PIPELINE), "none": ""}.get(passes, passes)
     qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
                                 calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
     if qstep:

@@ -22,10 +22,19 @@ def x86_bundles(tmp_path_factory):
     cache: dict[str, Path] = {}
     root = tmp_path_factory.mktemp("x86-models")
 
-    def get(key: str, model_path: Path) -> Path:
+    def get(key: str, model_path: Path, passes: bool = False) -> Path:
+        key = f"{key}-passes" if passes else key
         if key not in cache:
             from targets.bundle import compile_to_bundle
-            cache[key] = compile_to_bundle(model_path, root / key, "x86-avx512", quiet=True)
+            transform = None
+            if passes:
+                from passes import DEFAULT_PIPELINE, PassManager
+                pm = PassManager(list(DEFAULT_PIPELINE))
+
+                def transform(graph):
+                    pm.run(graph)
+                    return pm.applied()
+            cache[key] = compile_to_bundle(model_path, root / key, "x86-avx512", quiet=True, transform=transform)
         return cache[key]
     return get
 
@@ -49,11 +58,17 @@ def efficientnet_lite0_onnx(cache: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("passes", [False, True], ids=["unfused", "default-pipeline"])
 @pytest.mark.parametrize("exporter,attn", [("legacy", "eager"), ("dynamo", "sdpa")])
-def test_minilm_bundle_matches_onnxruntime(exporter, attn, model_cache, x86_bundles):
+def test_minilm_bundle_matches_onnxruntime(exporter, attn, passes, model_cache, x86_bundles):
     import runtime_stub
     path = export_minilm(model_cache, exporter, attn)
-    m = runtime_stub.load(x86_bundles(f"minilm-{exporter}-{attn}", path))
+    bundle = x86_bundles(f"minilm-{exporter}-{attn}", path, passes)
+    if passes:
+        import json
+        man = json.loads((bundle / "manifest.json").read_text())
+        assert [p["name"] for p in man["passes"]][:2] == ["canonicalize", "fold_constants"]
+    m = runtime_stub.load(bundle)
     for seed in (0, 1):
         feeds = minilm_feeds(seed=seed)
         got = m.run(feeds)["last_hidden_state"]
@@ -62,10 +77,11 @@ def test_minilm_bundle_matches_onnxruntime(exporter, attn, model_cache, x86_bund
         assert err <= MAX_ABS_ERR, f"max abs error {err:.3g}"
 
 
-def test_efficientnet_lite0_bundle_matches_onnxruntime(model_cache, x86_bundles):
+@pytest.mark.parametrize("passes", [False, True], ids=["unfused", "default-pipeline"])
+def test_efficientnet_lite0_bundle_matches_onnxruntime(passes, model_cache, x86_bundles):
     import runtime_stub
     path = efficientnet_lite0_onnx(model_cache)
-    m = runtime_stub.load(x86_bundles("efficientnet-lite0", path))
+    m = runtime_stub.load(x86_bundles("efficientnet-lite0", path, passes))
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     got = m.run({"x": x})["y"]
     want = ort_run(str(path), {"x": x})["y"]

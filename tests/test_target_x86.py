@@ -248,3 +248,83 @@ def test_all_minilm_and_efficientnet_ops_have_lowerings():
             "MaxPool", "AveragePool", "Relu", "Clip", "HardSwish", "Sigmoid", "Pad", "Concat", "GlobalAveragePool",
             "Gemm", "ReduceMean"}
     assert need <= have, sorted(need - have)
+
+
+# -- fused ops (what the default pass pipeline produces) --------------------------------------------------
+@pytest.mark.parametrize("act,alpha,beta", [("none", None, None), ("gelu", None, None), ("clip", 0.0, 6.0),
+                                            ("hardswish", None, None), ("silu", None, None), ("relu", None, None),
+                                            ("gelu_tanh", None, None), ("sigmoid", None, None)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_matmul(act, alpha, beta, residual, out_dir):
+    attrs = {"activation": act, "act_alpha": alpha, "act_beta": beta, "residual_before_activation": 0}
+    inputs = [("a", f32(2, 16, 48))] + ([("r", f32(2, 16, 64))] if residual else [])
+    consts = [("w", f32(48, 64) * 0.2), ("b", f32(64))]
+    g = compiler.Graph("fused_matmul")
+    vals = {n: g.add_input(n, a.shape, compiler.DType.float32) for n, a in inputs}
+    c = {n: g.add_const(n, a) for n, a in consts}
+    node = g.add_node("FusedMatMul", [vals["a"], c["w"], c["b"]] + ([vals["r"]] if residual else []), attrs)
+    g.outputs = list(node.outputs)
+    feeds = dict(inputs)
+    got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=2e-5)
+
+
+def test_fused_matmul_dynamic_b(out_dir):
+    g = compiler.Graph("fused_matmul_dyn")
+    a = g.add_input("a", (2, 3, 8, 16), compiler.DType.float32)
+    b = g.add_input("b", (2, 3, 16, 32), compiler.DType.float32)
+    r = g.add_input("r", (2, 3, 8, 32), compiler.DType.float32)
+    g.outputs = list(g.add_node("FusedMatMul", [a, b, None, r], {"activation": "relu",
+                                                                 "residual_before_activation": 1}).outputs)
+    feeds = {"a": f32(2, 3, 8, 16), "b": f32(2, 3, 16, 32), "r": f32(2, 3, 8, 32)}
+    got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONVS, ids=[c[0] for c in CONVS])
+def test_fused_conv(name, x_shape, w_shape, attrs, out_dir):
+    g = compiler.Graph("fused_conv")
+    x = g.add_input("x", x_shape, compiler.DType.float32)
+    w = g.add_const("w", f32(*w_shape) * 0.3)
+    b = g.add_const("b", f32(w_shape[0]))
+    conv = g.add_node("Conv", [x, w, b], attrs).outputs[0]
+    r = g.add_input("r", conv.shape, compiler.DType.float32)
+    fa = {**attrs, "activation": "clip", "act_alpha": 0.0, "act_beta": 6.0}
+    g.outputs = list(g.add_node("FusedConv", [x, w, b, r], fa).outputs)
+    g.nodes = [n for n in g.nodes if n.op_type == "FusedConv"]
+    feeds = {"x": f32(*x_shape), "r": f32(*conv.shape)}
+    got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("b_shape", [(2, 16, 384), (384,)])
+def test_skip_layernorm(b_shape, out_dir):
+    g = build_graph("SkipLayerNormalization", [("a", f32(2, 16, 384)), ("b", f32(*b_shape))], {"epsilon": 1e-5},
+                    consts=[("scale", f32(384)), ("beta", f32(384))])
+    feeds = {"a": f32(2, 16, 384), "b": f32(*b_shape)}
+    got = compile_and_run(g, feeds, out_dir)
+    for name, want in compiler.interpret(g, feeds).items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("masks", ["none", "add", "keep", "both"])
+def test_attention(masks, out_dir):
+    b, s, e, h, d = 2, 16, 64, 4, 16
+    g = compiler.Graph("attention")
+    x = g.add_input("x", (b, s, e), compiler.DType.float32)
+    ws = [g.add_const(f"w{i}", f32(e, h * d) * 0.2) for i in range(3)]
+    bs = [g.add_const(f"b{i}", f32(h * d)) for i in range(3)]
+    add = g.add_input("add", (b, 1, 1, s), compiler.DType.float32) if masks in ("add", "both") else None
+    keep = g.add_input("keep", (b, 1, s, s), compiler.DType.bool) if masks in ("keep", "both") else None
+    node = g.add_node("Attention", [x, x, ws[0], bs[0], ws[1], bs[1], ws[2], bs[2], add, keep],
+                      {"num_heads": h, "head_dim": d, "scale": d ** -0.5, "nan_to_zero": 1})
+    g.outputs = list(node.outputs)
+    feeds = {"x": f32(b, s, e)}
+    if add is not None:
+        feeds["add"] = np.where(R.random((b, 1, 1, s)) < 0.2, -1e4, 0).astype(np.float32)
+    if keep is not None:
+        k = R.random((b, 1, s, s)) < 0.8
+        k[0, 0, 3] = False  # a fully masked row: NaN in the softmax, zeroed by nan_to_zero
+        feeds["keep"] = k
+    got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=1e-5)

@@ -41,12 +41,12 @@ def load(t, shape, idx):
 
 def injective_call(node: Node, ctx: LoweringContext, inputs: Sequence[Value], out: Value,
                    fcompute: Callable | None, extra_key: str = "", in_shapes: Sequence | None = None,
-                   raw: Callable | None = None) -> Call:
+                   raw: Callable | None = None, out_shape: Sequence[int] | None = None) -> Call:
     """A kernel computing `out[idx] = fcompute(loads, idx)` where `loads[i](idx)`
     reads input i broadcast to the output index; or, with `raw`,
     `out[idx] = raw(tensors, idx)` for index maps of the lowering's own."""
     shapes = [tuple(s) for s in (in_shapes or [v.shape for v in inputs])]
-    out_shape = tuple(out.shape)
+    out_shape = tuple(out.shape if out_shape is None else out_shape)
     if raw is None:
         # Elementwise maps do not care about axes: merge neighbours that broadcast alike, so the
         # innermost axis is long and splits into whole vectors ([1,144,56,56] -> [451584]).

@@ -14,6 +14,7 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.ir import Node
 
+from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import pick_vec, prim_func, schedule_contraction
@@ -42,16 +43,17 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
 
 
 def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: str, b_make, k: int, n: int,
-                     out, bias=None) -> Call:
-    """out[M, N] = A[M, K] @ B (+ bias[N]) with B a compile-time constant."""
+                     out, epi: Epilogue | None = None) -> Call:
+    """out[M, N] = epilogue(A[M, K] @ B) with B a compile-time constant."""
     lanes = ctx.lanes
     m = math.prod(a_shape) // k
     nr = pick_nr(n, lanes)
     mr = pick_mr(m, nr, lanes)
+    epi = epi if epi is not None and not epi.trivial else None
     bp = ctx.derived_const(f"{b_data_key}.packed{nr}", lambda: pack_b(b_make(), nr))
-    ops = [operand(a, (m, k)), operand(bp)] + ([operand(bias, (n,))] if bias is not None else [])
+    ops = [operand(a, (m, k)), operand(bp)] + (epi.operands(n, (m, n)) if epi else [])
     ops.append(operand(out, (m, n)))
-    key = f"packed_gemm|{sig(*ops)}"
+    key = f"packed_gemm|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -59,11 +61,11 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
         B = te.placeholder(bp.shape, "float32", name="Bp")
         kk = te.reduce_axis((0, k), name="k")
         args = [A, B]
-        if bias is not None:
-            bias_t = te.placeholder((n,), "float32", name="bias")
-            args.append(bias_t)
+        if epi is not None:
+            ep_t = epi.placeholders(n, (m, n))
+            args += ep_t
             acc = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="acc")
-            C = te.compute((m, n), lambda i, j: acc[i, j] + bias_t[j], name="C")
+            C = te.compute((m, n), lambda i, j: epi.apply(acc[i, j], ep_t, (j,), (i, j)), name="C")
             block, ep = "acc", "C"
         else:
             C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="C")
@@ -75,8 +77,8 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
 
 
 def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bool = False,
-                        trans_b: bool = False) -> Call:
-    """out[batch..., M, N] = A[batch..., M, K] @ B[batch..., K, N], batch axes broadcasting."""
+                        trans_b: bool = False, epi: Epilogue | None = None) -> Call:
+    """out[batch..., M, N] = epilogue(A[batch..., M, K] @ B[batch..., K, N]), batch axes broadcasting."""
     lanes = ctx.lanes
     ash, bsh, osh = a.shape, b.shape, out.shape
     m, n = osh[-2], osh[-1]
@@ -84,8 +86,9 @@ def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bo
     batch = osh[:-2]
     nr = pick_nr(n, lanes) or (n if n <= 2 * lanes else 0)
     mr = pick_mr(m, nr or 1, lanes) if nr else 1
-    ops = [operand(a), operand(b), operand(out)]
-    key = f"matmul|ta={trans_a},tb={trans_b}|{sig(*ops)}"
+    epi = epi if epi is not None and not epi.trivial else None
+    ops = [operand(a), operand(b)] + (epi.operands(n, osh) if epi else []) + [operand(out)]
+    key = f"matmul|ta={trans_a},tb={trans_b}|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -99,13 +102,22 @@ def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bo
             ai = bcast_index(ash[:-2], bi) + ((kk, i) if trans_a else (i, kk))
             bj = bcast_index(bsh[:-2], bi) + ((j, kk) if trans_b else (kk, j))
             return te.sum(A[ai] * B[bj], axis=kk)
-        C = te.compute(osh, f, name="C")
+        args = [A, B]
+        if epi is not None:
+            ep_t = epi.placeholders(n, osh)
+            args += ep_t
+            acc = te.compute(osh, f, name="acc")
+            C = te.compute(osh, lambda *idx: epi.apply(acc[idx], ep_t, (idx[-1],), idx), name="C")
+            block, ep = "acc", "C"
+        else:
+            C = te.compute(osh, f, name="C")
+            block, ep = "C", None
         if nr:
-            sched = lambda sch: schedule_contraction(sch, "C", m, n, k, lanes, mr, nr,  # noqa: E731
-                                                     batch_loops=len(batch))
+            sched = lambda sch: schedule_contraction(sch, block, m, n, k, lanes, mr, nr,  # noqa: E731
+                                                     batch_loops=len(batch), epilogue=ep)
         else:
             sched = None
-        return prim_func([A, B, C], sched)
+        return prim_func(args + [C], sched)
 
     return Call(key, build, ops, node, flops=2 * out.size * k)
 
@@ -149,7 +161,30 @@ def lower_gemm(node: Node, ctx: LoweringContext):
             bias = ctx.derived_const(f"{c.name}.bias{n}x{beta}",
                                      lambda: (beta * np.broadcast_to(c.const.reshape(-1), (n,))).astype(np.float32))
         key = f"{w.name}.a{alpha}.t{at['transB']}"
-        return [packed_gemm_call(node, ctx, a, a.shape, key, make_b, k, n, out, bias=bias)]
+        return [packed_gemm_call(node, ctx, a, a.shape, key, make_b, k, n, out, Epilogue(bias=bias))]
     if c is not None or at["alpha"] != 1.0:
         raise NoLoweringError("Gemm with a non-constant B and a bias or alpha has no CPU kernel yet")
     return [batched_matmul_call(node, ctx, a, b, out, bool(at["transA"]), bool(at["transB"]))]
+
+
+@lowers("FusedMatMul")
+def lower_fused_matmul(node: Node, ctx: LoweringContext):
+    a, b = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    res = node.inputs[3] if len(node.inputs) > 3 else None
+    out = node.outputs[0]
+    if a.dtype != DType.float32 or a.rank < 2 or b.rank < 2:
+        raise NoLoweringError("only float32 FusedMatMul of rank >= 2 operands has a CPU kernel yet")
+    n = out.shape[-1]
+    if bias is not None and bias.size != n:
+        raise NoLoweringError("a FusedMatMul bias that is not one value per output column")
+    if res is not None and res.shape != out.shape:
+        raise NoLoweringError("a FusedMatMul residual that broadcasts")
+    epi = Epilogue.from_attrs(node.attrs, bias, res)
+    k = b.shape[-2]
+    if b.const is not None and math.prod(b.shape[:-2]) == 1 and pick_nr(n, ctx.lanes) and \
+            out.shape[:-1] == a.shape[:-1]:
+        w = b
+        return [packed_gemm_call(node, ctx, a, a.shape, w.name, lambda: w.const.reshape(k, n).astype(np.float32),
+                                 k, n, out, epi)]
+    return [batched_matmul_call(node, ctx, a, b, out, epi=epi)]

@@ -15,6 +15,7 @@ from compiler.dtypes import DType
 from compiler.ir import Node
 from compiler.ops.nn import Conv, window_geometry
 
+from .epilogue import Epilogue
 from .lower_elementwise import dtype_of, injective_call
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, _epilogue_at, pick_vec, prim_func, schedule_contraction
@@ -90,8 +91,30 @@ def schedule_direct_conv(sch, block: str, out_shape, lanes: int, tile_channels: 
             sch.vectorize(sch.get_loops(init)[-1])
 
 
+def _finish(v, bt, ch, epi, ep_t, idx):
+    """The conv's own bias, then the fused epilogue (residual, activation)."""
+    if bt is not None:
+        v = v + bt[ch]
+    return epi.apply(v, ep_t, None, idx) if epi is not None else v
+
+
+def _epi_ops(epi, out_shape):
+    return epi.operands(0, out_shape) if epi is not None else []
+
+
+def _epi_ts(epi, out_shape):
+    return epi.placeholders(0, out_shape) if epi is not None else []
+
+
+@lowers("FusedConv")
+def lower_fused_conv(node: Node, ctx: LoweringContext):
+    res = node.inputs[3] if len(node.inputs) > 3 else None
+    epi = Epilogue.from_attrs(node.attrs, None, res)
+    return lower_conv(node, ctx, None if epi.trivial else epi)
+
+
 @lowers("Conv")
-def lower_conv(node: Node, ctx: LoweringContext):
+def lower_conv(node: Node, ctx: LoweringContext, epi: Epilogue | None = None):
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
@@ -103,7 +126,8 @@ def lower_conv(node: Node, ctx: LoweringContext):
         raise NoLoweringError("a non-constant Conv weight has no CPU kernel yet")
     if b is not None and b.const is None:
         raise NoLoweringError("a non-constant Conv bias has no CPU kernel yet")
-    kernel, out, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, node.attrs)
+    cattrs = {k: node.attrs[k] for k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+    kernel, out, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, cattrs)
     g = node.attrs["group"]
     nb, c, h, wd = x.shape
     m = w.shape[0]
@@ -124,12 +148,12 @@ def lower_conv(node: Node, ctx: LoweringContext):
     bias = b
     # Pointwise, unit stride, ungrouped, unpadded: a GEMM W[M, C] @ X[C, H*W] per image.
     if kh == kw == 1 and strides == [1, 1] and g == 1 and not any(pb) and not any(pe):
-        steps.append(pointwise_call(node, ctx, x, w, bias, y))
+        steps.append(pointwise_call(node, ctx, x, w, bias, y, epi))
         return steps
     sh, sw = strides
     if cg == 1 and mg == 1 and ow % (ctx.lanes // 2) != 0:
         # Narrow maps (28, 14, 7 columns) do not fill vectors along a row: flatten the rows instead.
-        steps.extend(flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils))
+        steps.extend(flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils, epi))
         return steps
     if any(pb) or any(pe) or sh > 1 or sw > 1:
         call, src = phase_split_call(node, ctx, x, pb, pe, strides)
@@ -139,7 +163,8 @@ def lower_conv(node: Node, ctx: LoweringContext):
         src, src_shape = x, x.shape[:2] + (1, 1) + x.shape[2:]
     depthwise = cg == 1 and mg == 1
     dh, dw = dils
-    ops = [operand(src, src_shape), operand(w)] + ([operand(bias)] if bias is not None else []) + [operand(y)]
+    ops = [operand(src, src_shape), operand(w)] + ([operand(bias)] if bias is not None else []) + \
+        _epi_ops(epi, y.shape) + [operand(y)]
     vec = pick_vec(ow, lanes)
     if depthwise:
         # Enough independent accumulators (channels x rows) to cover the FMA latency.
@@ -149,7 +174,7 @@ def lower_conv(node: Node, ctx: LoweringContext):
     else:
         regs = max(-(-vec // lanes), 1)
         tile_c, tile_r = next(t for t in (8, 6, 4, 3, 2, 1) if mg % t == 0 and t * regs <= 16), 1
-    key = f"conv|{attrs_key(node)}|{sig(*ops)}"
+    key = f"conv|{sorted(cattrs.items())}|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -174,12 +199,15 @@ def lower_conv(node: Node, ctx: LoweringContext):
             def f(nn, mm, i, j):
                 ci = (mm // mg) * cg + rc if g > 1 else rc
                 return te.sum(tap(nn, ci, i, j) * W[mm, rc, rh, rw], axis=[rc, rh, rw])
-        if bt is None:
+        ep_t = _epi_ts(epi, y.shape)
+        args += ep_t
+        if bt is None and epi is None:
             Y = te.compute((nb, m, oh, ow), f, name="Y")
             block, ep = "Y", None
         else:
             acc = te.compute((nb, m, oh, ow), f, name="acc")
-            Y = te.compute((nb, m, oh, ow), lambda nn, mm, i, j: acc[nn, mm, i, j] + bt[mm], name="Y")
+            Y = te.compute((nb, m, oh, ow), lambda nn, mm, i, j: _finish(acc[nn, mm, i, j], bt, mm, epi, ep_t,
+                                                                         (nn, mm, i, j)), name="Y")
             block, ep = "acc", "Y"
         return prim_func(args + [Y], lambda sch: schedule_direct_conv(sch, block, (nb, m, oh, ow), lanes, tile_c,
                                                                       tile_r, vec, epilogue=ep))
@@ -188,7 +216,7 @@ def lower_conv(node: Node, ctx: LoweringContext):
     return steps
 
 
-def flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils) -> Call:
+def flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils, epi=None) -> Call:
     """Depthwise convolution over flattened rows. With the input phase-split and padded to W2 columns, output
     pixel (i, j) reads Xs[.., i + a, j + b] = Xflat[i*W2 + j + a*W2 + b]: computing every flat position
     p = i*W2 + j (the W2 - OW extra columns per row are thrown away) makes each tap one contiguous vector
@@ -209,8 +237,8 @@ def flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils) -> Call
     flat = (h2 + extra_rows) * w2
     tile_c = next(t for t in (4, 2, 1) if c % t == 0 and t * (tile // lanes) <= 8)
     ops = [operand(src, (nb, c, sh * sw, flat)), operand(w, (c, kh * kw))] + \
-        ([operand(bias)] if bias is not None else []) + [operand(y)]
-    key = f"dwflat|{kh},{kw},{sh},{sw},{dh},{dw}|{sig(*ops)}"
+        ([operand(bias)] if bias is not None else []) + _epi_ops(epi, y.shape) + [operand(y)]
+    key = f"dwflat|{kh},{kw},{sh},{sw},{dh},{dw}|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -226,10 +254,10 @@ def flat_depthwise_call(node, ctx, x, w, bias, y, pb, pe, strides, dils) -> Call
         acc = te.compute((nb, c, ppad), lambda n, cc, q: te.sum(
             X[n, cc, ((rh * dh) % sh) * sw + (rw * dw) % sw, q + ((rh * dh) // sh) * w2 + (rw * dw) // sw]
             * W[cc, rh * kw + rw], axis=[rh, rw]), name="acc")
-        if bt is not None:
-            Y = te.compute((nb, c, oh, ow), lambda n, cc, i, j: acc[n, cc, i * w2 + j] + bt[cc], name="Y")
-        else:
-            Y = te.compute((nb, c, oh, ow), lambda n, cc, i, j: acc[n, cc, i * w2 + j], name="Y")
+        ep_t = _epi_ts(epi, y.shape)
+        args += ep_t
+        Y = te.compute((nb, c, oh, ow), lambda n, cc, i, j: _finish(acc[n, cc, i * w2 + j], bt, cc, epi, ep_t,
+                                                                   (n, cc, i, j)), name="Y")
 
         def sched(sch):
             blk = sch.get_sblock("acc")
@@ -266,7 +294,7 @@ class _Pair(list):
         super().__init__([a, b])
 
 
-def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
+def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y, epi=None) -> Call:
     """Y[n, m, p] = sum_c W[m, c] X[n, c, p] (+ bias[m]) as a register-tiled GEMM. When the pixel count
     is a multiple of the vector width, vectors run along pixels (rows of W broadcast); otherwise (14x14,
     7x7 maps) along output channels, with W pre-packed as column panels and pixels as the tile's rows."""
@@ -288,8 +316,9 @@ def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
                                lambda: w.const.reshape(m // nr, nr, c).transpose(0, 2, 1).astype(np.float32))
         w_shape = wv.shape
     ops = [operand(x, (nb, c, p)), operand(wv, w_shape)] + ([operand(bias)] if bias is not None else [])
+    ops += _epi_ops(epi, (nb, m, p))
     ops.append(operand(y, (nb, m, p)))
-    key = f"pointwise|{along_pixels}|{sig(*ops)}"
+    key = f"pointwise|{along_pixels}|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -301,10 +330,13 @@ def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
             bt = te.placeholder((m,), "float32", name="bias")
             args.append(bt)
         rc = te.reduce_axis((0, c), name="rc")
+        ep_t = _epi_ts(epi, (nb, m, p))
+        args += ep_t
         if along_pixels:
-            if bt is not None:
+            if bt is not None or epi is not None:
                 acc = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="acc")
-                Y = te.compute((nb, m, p), lambda n, i, j: acc[n, i, j] + bt[i], name="Y")
+                Y = te.compute((nb, m, p), lambda n, i, j: _finish(acc[n, i, j], bt, i, epi, ep_t, (n, i, j)),
+                               name="Y")
                 block, ep = "acc", "Y"
             else:
                 Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="Y")
@@ -313,10 +345,7 @@ def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y) -> Call:
                                                                           kc=256, batch_loops=1, epilogue=ep))
         acc = te.compute((nb, p, m), lambda n, j, i: te.sum(X[n, rc, j] * W[i // nr, rc, i % nr], axis=rc),
                          name="acc")
-        if bt is not None:
-            Y = te.compute((nb, m, p), lambda n, i, j: acc[n, j, i] + bt[i], name="Y")
-        else:
-            Y = te.compute((nb, m, p), lambda n, i, j: acc[n, j, i], name="Y")
+        Y = te.compute((nb, m, p), lambda n, i, j: _finish(acc[n, j, i], bt, i, epi, ep_t, (n, i, j)), name="Y")
         return prim_func(args + [Y], lambda sch: schedule_contraction(sch, "acc", p, m, c, lanes, mr, nr,
                                                                       batch_loops=1, epilogue="Y"))
     return Call(key, build, ops, node, flops=2 * y.size * c)

@@ -91,9 +91,12 @@ def lower_softmax(node: Node, ctx: LoweringContext):
     if axis != x.rank - 1:
         raise NoLoweringError("Softmax over an axis other than the last has no CPU kernel yet")
     rows, length = _row_view(x, axis)
-    lanes = ctx.lanes
-    log = node.op_type == "LogSoftmax"
+    build = softmax_builder(rows, length, ctx.lanes, log=node.op_type == "LogSoftmax")
+    return [row_call(node, ctx, x, y, rows, length, build)]
 
+
+def softmax_builder(rows: int, length: int, lanes: int, log: bool = False, nan_to_zero: bool = False):
+    """Softmax of each row of a [rows, length] tensor (exp computed once, kept in a stack row buffer)."""
     def build(ops):
         from tvm import te
         from tvm import tirx as T
@@ -104,10 +107,13 @@ def lower_softmax(node: Node, ctx: LoweringContext):
         if log:
             out = te.compute((rows, length), lambda r, l: xt[r, l] - mx[r] - T.log(s[r]), name="out")
         else:
-            out = te.compute((rows, length), lambda r, l: e[r, l] * (T.const(1.0, "float32") / s[r]), name="out")
+            def f(r, l):
+                v = e[r, l] * (T.const(1.0, "float32") / s[r])
+                return T.Select(T.isnan(v), T.const(0.0, "float32"), v) if nan_to_zero else v
+            out = te.compute((rows, length), f, name="out")
         stages = mx_stages + ["e"] + s_stages
         return prim_func([xt, out], lambda sch: schedule_rows(sch, "out", stages, rows, length, lanes, local=("e",)))
-    return [row_call(node, ctx, x, y, rows, length, build)]
+    return build
 
 
 @lowers("LayerNormalization")

@@ -1,0 +1,180 @@
+"""Lowerings of the fusion passes' ops that are not a single contraction
+with an epilogue: SkipLayerNormalization (one row kernel with two outputs)
+and Attention (projections with bias epilogues, the score contraction with
+scale and masks in its epilogue, a row softmax and the context contraction,
+a handful of kernels over temporaries instead of a dozen generic ones)."""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+
+from .epilogue import Epilogue
+from .lower_elementwise import bcast_index, injective_call
+from .lower_gemm import packed_gemm_call, pick_mr, pick_nr
+from .lower_reduce import _placeholders, row_reduce, schedule_rows, softmax_builder
+from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .schedules import prim_func, schedule_contraction, schedule_injective
+
+
+@lowers("SkipLayerNormalization")
+def lower_skip_layernorm(node: Node, ctx: LoweringContext):
+    a, b, scale = node.inputs[:3]
+    beta = node.inputs[3] if len(node.inputs) > 3 else None
+    y, s_out = node.outputs
+    if a.dtype != DType.float32:
+        raise NoLoweringError(f"{a.dtype} has no CPU kernel yet")
+    length = a.shape[-1]
+    rows = a.size // length
+    if b.size not in (a.size, length) or scale.size != length or (beta is not None and beta.size != length):
+        raise NoLoweringError("operands that broadcast other than along rows")
+    lanes, eps = ctx.lanes, node.attrs["epsilon"]
+    b_shape = (rows, length) if b.size == a.size else (1, length)
+    ops = [operand(a, (rows, length)), operand(b, b_shape), operand(scale, (length,))]
+    ops += [operand(beta, (length,))] if beta is not None else []
+    ops += [operand(y, (rows, length)), operand(s_out, (rows, length))]
+    key = f"skip_layernorm|eps={eps}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        from tvm import tirx as T
+        phs = _placeholders(ops[:-1])
+        at, bt, sc = phs[0], phs[1], phs[2]
+        bi = phs[3] if beta is not None else None
+        f32 = "float32"
+        S = te.compute((rows, length), lambda r, l: at[r, l] + bt[r if b_shape[0] > 1 else 0, l], name="S")
+        inv_n = T.const(1.0 / length, f32)
+        s, s_st = row_reduce(S, rows, length, "sum", lanes, "s")
+        mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")
+        q, q_st = row_reduce(S, rows, length, "sum", lanes, "q", fn=lambda r, l: (S[r, l] - mean[r]) * (S[r, l] - mean[r]))
+        rstd = te.compute((rows,), lambda r: T.const(1.0, f32) / T.sqrt(q[r] * inv_n + T.const(eps, f32)), name="rstd")
+
+        def f(r, l):
+            v = (S[r, l] - mean[r]) * rstd[r] * sc[l]
+            return v + bi[l] if bi is not None else v
+        out = te.compute((rows, length), f, name="out")
+        stages = s_st + ["mean"] + q_st + ["rstd"]
+
+        def sched(sch):
+            # S is an output (the residual stream), so it cannot move under the row loop: its own loop nest.
+            schedule_injective(sch, "S", (rows, length), lanes)
+            schedule_rows(sch, "out", stages, rows, length, lanes)
+        return prim_func(phs + [out, S], sched)
+    return [Call(key, build, ops, node, num_outputs=2, flops=9 * a.size)]
+
+
+def _contraction_call(node, key, ops, shape, batch, m, n, k, lanes, compute, flops):
+    """A custom batched contraction: `compute(tensors) -> (acc, out or None)`, scheduled register-tiled."""
+    nr = pick_nr(n, lanes)
+    mr = pick_mr(m, nr or 1, lanes) if nr else 1
+
+    def build():
+        from tvm import te
+        phs = [te.placeholder(o.shape, "float32", name=f"in{i}") for i, o in enumerate(ops[:-1])]
+        acc, out = compute(phs)
+        block, ep = ("acc", "out") if out is not None else ("out", None)
+        res = out if out is not None else acc
+        sched = (lambda sch: schedule_contraction(sch, block, m, n, k, lanes, mr, nr, batch_loops=batch,  # noqa
+                                                  epilogue=ep)) if nr else None
+        return prim_func(phs + [res], sched)
+    return Call(key, build, ops, node, flops=flops)
+
+
+@lowers("Attention")
+def lower_attention(node: Node, ctx: LoweringContext):
+    from tvm import te
+    from tvm import tirx as T
+    xq, xkv, wq, bq, wk, bk, wv, bv, add_mask, keep_mask = node.inputs
+    out = node.outputs[0]
+    at = node.attrs
+    h, d, scale = at["num_heads"], at["head_dim"], at["scale"]
+    if xq.dtype != DType.float32 or any(w.const is None for w in (wq, wk, wv)):
+        raise NoLoweringError("only float32 attention with constant projection weights has a CPU kernel yet")
+    for bias in (bq, bk, bv):
+        if bias is not None and bias.const is None:
+            raise NoLoweringError("non-constant projection biases")
+    bsz, sq, e = xq.shape
+    skv = xkv.shape[1]
+    hd = h * d
+    lanes = ctx.lanes
+    steps = []
+    name = out.name
+
+    def project(x, w, bias, tag, s):
+        t = ctx.temp(f"{name}.{tag}", (bsz * s, hd), DType.float32)
+        steps.append(packed_gemm_call(node, ctx, x, x.shape, w.name, lambda: w.const.astype(np.float32), x.shape[2],
+                                      hd, t, Epilogue(bias=bias)))
+        return t
+    q = project(xq, wq, bq, "q", sq)
+    k = project(xkv, wk, bk, "k", skv)
+    v = project(xkv, wv, bv, "v", skv)
+    # K^T per head, so the score contraction reads unit-stride rows of K.
+    kt = ctx.temp(f"{name}.kt", (bsz, h, d, skv), DType.float32)
+    call = injective_call(node, ctx, [k], kt, None, raw=lambda t, o: t[0][o[0], o[3], o[1], o[2]],
+                          in_shapes=[(bsz, skv, h, d)])
+    call.key = f"attn_kt|{sig(*call.operands)}"
+    steps.append(call)
+
+    scores = ctx.temp(f"{name}.scores", (bsz, h, sq, skv), DType.float32)
+    masks = [(m_, kind) for m_, kind in ((keep_mask, "keep"), (add_mask, "add")) if m_ is not None]
+    ops = [operand(q, (bsz, sq, hd)), operand(kt)] + [operand(m_) for m_, _ in masks] + [operand(scores)]
+    sshape = (bsz, h, sq, skv)
+    fill = at["mask_fill"]
+
+    def scores_compute(phs):
+        qt, ktt = phs[0], phs[1]
+        mts = phs[2:]
+        r = te.reduce_axis((0, d), name="k")
+        acc = te.compute(sshape, lambda b_, h_, i, j: te.sum(qt[b_, i, h_ * d + r] * ktt[b_, h_, r, j], axis=r),
+                         name="acc")
+
+        def epi(b_, h_, i, j):
+            val = acc[b_, h_, i, j] * T.const(scale, "float32")
+            for (m_, kind), mt in zip(masks, mts):
+                mv = mt[bcast_index(m_.shape, (b_, h_, i, j))]
+                if kind == "keep":
+                    val = T.Select(mv, val, T.const(fill, "float32"))
+                else:
+                    val = val + mv
+            return val
+        return acc, te.compute(sshape, epi, name="out")
+    if any(m_.dtype != (DType.bool if kind == "keep" else DType.float32) for m_, kind in masks):
+        raise NoLoweringError("masks of unexpected dtypes")
+
+    def scores_build():
+        from tvm import te as _te
+        phs = [_te.placeholder(o.shape, "bool" if o.dtype == DType.bool else "float32", name=f"in{i}")
+               for i, o in enumerate(ops[:-1])]
+        acc, res = scores_compute(phs)
+        nr = pick_nr(skv, lanes)
+        mr = pick_mr(sq, nr or 1, lanes) if nr else 1
+        sched = (lambda sch: schedule_contraction(sch, "acc", sq, skv, d, lanes, mr, nr, batch_loops=2,  # noqa
+                                                  epilogue="out")) if nr else None
+        return prim_func(phs + [res], sched)
+    steps.append(Call(f"attn_scores|h={h},d={d},s={scale},fill={fill},{[k_ for _, k_ in masks]}|{sig(*ops)}",
+                      scores_build, ops, node, flops=2 * bsz * h * sq * skv * d))
+
+    probs = ctx.temp(f"{name}.probs", sshape, DType.float32)
+    rows = bsz * h * sq
+    sm = softmax_builder(rows, skv, lanes, nan_to_zero=bool(at["nan_to_zero"]))
+    sm_ops = [operand(scores, (rows, skv)), operand(probs, (rows, skv))]
+    steps.append(Call(f"attn_softmax|nz={at['nan_to_zero']}|{sig(*sm_ops)}", lambda: sm(sm_ops), sm_ops, node,
+                      flops=5 * rows * skv))
+
+    ctx4 = ctx.temp(f"{name}.ctx", (bsz, h, sq, d), DType.float32)
+    c_ops = [operand(probs), operand(v, (bsz, skv, hd)), operand(ctx4)]
+
+    def ctx_compute(phs):
+        pt, vt = phs
+        r = te.reduce_axis((0, skv), name="k")
+        return te.compute((bsz, h, sq, d), lambda b_, h_, i, j: te.sum(pt[b_, h_, i, r] * vt[b_, r, h_ * d + j],
+                                                                       axis=r), name="out"), None
+    steps.append(_contraction_call(node, f"attn_ctx|h={h},d={d}|{sig(*c_ops)}", c_ops, None, 2, sq, d, skv, lanes,
+                                   ctx_compute, 2 * bsz * h * sq * skv * d))
+
+    call = injective_call(node, ctx, [ctx4], out, None, raw=lambda t, o: t[0][o[0], o[2], o[1], o[3]],
+                          out_shape=(bsz, sq, h, d))
+    call.key = f"attn_merge|{sig(*call.operands)}"
+    steps.append(call)
+    return steps
