@@ -138,14 +138,18 @@ def entropy_threshold(abs_hist: np.ndarray, absmax: float, levels: int = 128) ->
     return best_i * absmax / bins
 
 
-SATURATION_FRACTION = 1e-3
+def saturated(hist: np.ndarray) -> bool:
+    """A point mass in the top bin, far above the bins below it: values the model clamps (ReLU6, Clip). A
+    natural tail has about one value (the maximum) there."""
+    top, below = hist[-1], hist[-9:-1]
+    return top >= 16 and top > 8 * max(float(below.mean()), 1.0)
 
 
 def entropy_range(stats: TensorStats, absmax: float) -> tuple[float, float]:
-    """The KL threshold as a range; a tensor the model already saturates (ReLU6, Clip: at least 0.1% of the
-    values in the top bin) keeps its full range, since KL undervalues clipping such a point mass."""
+    """The KL threshold as a range; a tensor the model already saturates keeps its full range, since KL
+    undervalues clipping such a point mass."""
     levels = 256 if stats.min >= 0 else 128
-    if stats.hist[-1] >= SATURATION_FRACTION * stats.hist.sum():
+    if saturated(stats.hist):
         return stats.min, stats.max
     t = entropy_threshold(stats.hist, absmax, levels)
     return max(stats.min, -t), min(stats.max, t)
