@@ -140,6 +140,7 @@ def optimize(
                                                    help=P.PRUNE_SPEC_HELP),
     prune_heads_min_per_layer: int = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP),
     prune_heads_importance: str = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP),
+    prune_heads_samples: Optional[int] = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP),
     report: Optional[str] = typer.Option(None, "--report", help="Write what the passes report (e.g. the INT8 "
                                          "scheme and quantized nodes) as JSON to this file."),
 ):
@@ -154,7 +155,7 @@ def optimize(
                                 calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
     extra = [(qstep, Q.QUANTIZE_AFTER)] if qstep else []
     pstep = P.pruning_step(prune_heads, prune_heads_spec, prune_heads_min_per_layer, prune_heads_importance,
-                           calibration)
+                           calibration, prune_heads_samples)
     extra += [pstep] if pstep else []
     pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify, extra, calibration)
     graph = load_onnx(model, parse_input_shapes(input_shape))
@@ -225,6 +226,12 @@ def compile_cmd(
     exclude_nodes: Optional[List[str]] = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP),
     smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP),
+    prune_heads: Optional[float] = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP),
+    prune_heads_spec: Optional[str] = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...",
+                                                   help=P.PRUNE_SPEC_HELP),
+    prune_heads_min_per_layer: int = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP),
+    prune_heads_importance: str = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP),
+    prune_heads_samples: Optional[int] = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP),
 ):
     """Compile a model into a deployable bundle (manifest.json, weights.bin, model.so, generated sources).
 
@@ -236,17 +243,24 @@ def compile_cmd(
     passes = {"default": ",".join(DEFAULT_PIPELINE), "none": ""}.get(passes, passes)
     qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
                                 calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
-    if qstep:
-        # quantization works on the fused graph: the default pipeline unless --passes says otherwise; then
-        # whatever fused or int8 ops this target has no kernel for are decomposed
+    pstep = P.pruning_step(prune_heads, prune_heads_spec, prune_heads_min_per_layer, prune_heads_importance,
+                           calibration, prune_heads_samples)
+    if qstep or pstep:
+        # pruning and quantization work on the fused graph: the default pipeline unless --passes says
+        # otherwise; then whatever fused or int8 ops this target has no kernel for are decomposed
         from passes import DEFAULT_PIPELINE
         from targets.cpu.lowering import lowered_ops
-        steps = [(qstep, Q.QUANTIZE_AFTER)] + [(s, ()) for s in Q.decompositions_for(lowered_ops())]
+        steps = ([pstep] if pstep else []) + ([(qstep, Q.QUANTIZE_AFTER)] if qstep else []) \
+            + [(s, ()) for s in Q.decompositions_for(lowered_ops())]
         pm = make_pass_manager(passes or ",".join(DEFAULT_PIPELINE), None, None, False, False, steps, calibration)
 
         def transform(graph):
+            if calibration:
+                pm.context.calibration_feeds(graph)  # a mismatch with the model's inputs fails before any pass
             pm.run(graph)
-            if not quiet:
+            if not quiet and pstep:
+                typer.echo(P.pruning_summary(pm), err=True)
+            if not quiet and qstep:
                 typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
             return pm.applied()
     elif passes:
