@@ -342,7 +342,8 @@ def pointwise_call(node: Node, ctx: LoweringContext, x, w, bias, y, epi=None) ->
                 Y = te.compute((nb, m, p), lambda n, i, j: te.sum(W[i, rc] * X[n, rc, j], axis=rc), name="Y")
                 block, ep = "Y", None
             return prim_func(args + [Y], lambda sch: schedule_contraction(sch, block, m, p, c, lanes, mr, nr,
-                                                                          kc=256, batch_loops=1, epilogue=ep))
+                                                                          kc=None, batch_loops=1, epilogue=ep,
+                                                                          rows_outer=True))
         acc = te.compute((nb, p, m), lambda n, j, i: te.sum(X[n, rc, j] * W[i // nr, rc, i % nr], axis=rc),
                          name="acc")
         Y = te.compute((nb, m, p), lambda n, i, j: _finish(acc[n, j, i], bt, i, epi, ep_t, (n, i, j)), name="Y")

@@ -88,7 +88,7 @@ def pick_tile(n: int, choices: Sequence[int]) -> int:
 
 def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr: int, nr: int,
                          kc: int | None = None, batch_loops: int = 0, parallel: bool = True,
-                         epilogue: str | None = None) -> None:
+                         epilogue: str | None = None, rows_outer: bool = False) -> None:
     """Register-tiled contraction for a block whose loops are
     [batch..., m, n, k...] (k may be several reduction loops, fused here).
 
@@ -109,6 +109,12 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
         ko, ki = sch.split(lk, [None, kc])
         sch.reorder(*b_loops, no, ko, mo, ki, mi, ni)
         init_at = ko
+    elif rows_outer:
+        # Row tiles outermost: each tile row's output is written as one sequential stream (many rows far
+        # apart in memory at once thrash the TLB), and the small A rows stay in L1 while B streams.
+        ko = None
+        sch.reorder(*b_loops, mo, no, lk, mi, ni)
+        init_at = lk
     else:
         ko = None
         sch.reorder(*b_loops, no, mo, lk, mi, ni)
@@ -117,9 +123,12 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
     vectorize = nr > 1 and n % nr == 0
     if vectorize:
         sch.vectorize(ni)
-    outer = sch.fuse(*b_loops, no) if b_loops else no
-    if ko is None:
-        outer = sch.fuse(outer, mo)
+    if rows_outer and ko is None:
+        outer = sch.fuse(*b_loops, mo, no)
+    else:
+        outer = sch.fuse(*b_loops, no) if b_loops else no
+        if ko is None:
+            outer = sch.fuse(outer, mo)
     if epilogue is not None:
         _epilogue_at(sch, blk, epilogue, outer, vectorize)
     if parallel and m * n >= PARALLEL_MIN_ELEMENTS // 4:
