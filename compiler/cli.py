@@ -58,7 +58,7 @@ def main_options(
 
 @app.command()
 def inspect(
-    model: str = typer.Argument(..., help="An ONNX model file."),
+    model: str = typer.Argument(..., help="An ONNX model file, or a bundle directory written by `aotc compile`."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON, for scripts."),
 ):
@@ -67,6 +67,12 @@ def inspect(
     Exits with 2 if the model cannot be compiled as it is (unsupported ops, dynamic shapes left open),
     after printing what could be determined.
     """
+    from pathlib import Path
+    if Path(model).is_dir():  # a compiled bundle: its manifest (incl. the int8 quantization report)
+        from .bundle_summary import format_bundle, read_manifest
+        manifest = read_manifest(model)
+        typer.echo(json.dumps(manifest, indent=2) if as_json else format_bundle(manifest))
+        return
     from .model_summary import format_report, summarize_onnx
     report, error = summarize_onnx(model, parse_input_shapes(input_shape))
     if as_json:

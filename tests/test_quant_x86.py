@@ -153,6 +153,10 @@ def test_cli_compile_quantize_int8(tmp_path):
     q = next(s for s in manifest["passes"] if s["name"] == "quantize_int8")
     assert {n["node"] for n in q["report"]["quantized"]} == {"fc1", "fc2"}
     assert q["report"]["scheme"]["activations"].startswith("uint8")
+    p = subprocess.run([sys.executable, "-m", "compiler.cli", "inspect", str(tmp_path / "bundle")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "int8 nodes: 2 (QuantizedMatMul 2)" in p.stdout and "calibration: minmax on 4 sample(s)" in p.stdout  # 64 rows, batches of 16
     feeds = {"x": R.standard_normal((16, 64)).astype(np.float32)}
     got = runtime_stub.load(tmp_path / "bundle").run(feeds)[g.outputs[0].name]
     want = compiler.interpret(g, feeds)[g.outputs[0].name]

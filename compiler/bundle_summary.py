@@ -1,0 +1,70 @@
+"""`aotc inspect BUNDLE`: what a compiled bundle's manifest says, for a person: target, inputs and
+outputs, kernels, sizes, the passes applied, and the INT8 quantization report when there is one
+(scheme, calibration method, which nodes are int8 and which stayed float, and why)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import AotcError
+
+
+def read_manifest(bundle: str | Path) -> dict:
+    path = Path(bundle) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AotcError(f"{bundle} is a directory but not an aotc bundle: it has no manifest.json.") from None
+    except (OSError, ValueError) as e:
+        raise AotcError(f"{path} cannot be read as a bundle manifest ({e}).") from None
+
+
+def _io(items) -> str:
+    return ", ".join(f"{i['name']} {i['dtype']}[{','.join(map(str, i['shape']))}]" for i in items)
+
+
+def format_quantization(q: dict) -> list[str]:
+    lines = ["int8 quantization:"]
+    for k, v in q.get("scheme", {}).items():
+        lines.append(f"  {k}: {v}")
+    method = q.get("method")
+    if method == "percentile":
+        method += f" {q.get('percentile')}"
+    lines.append(f"  calibration: {method} on {q.get('samples')} sample(s)")
+    by_op: dict[str, int] = {}
+    for item in q.get("quantized", []):
+        by_op[item.get("as", item.get("op"))] = by_op.get(item.get("as", item.get("op")), 0) + 1
+    lines.append(f"  int8 nodes: {len(q.get('quantized', []))} (" +
+                 ", ".join(f"{k} {v}" for k, v in sorted(by_op.items())) + ")")
+    for f in q.get("float", []):
+        lines.append(f"  float: {f['node']} ({f.get('reason', '')})")
+    if q.get("smoothquant"):
+        lines.append(f"  SmoothQuant alpha {q['smoothquant']['alpha']} on {len(q['smoothquant']['smoothed'])} "
+                     "activation(s)")
+    if q.get("sensitivity"):
+        s = q["sensitivity"]
+        lines.append(f"  max_drop {s['max_drop']}: error {s['error_all_int8']:.4g} all int8 -> "
+                     f"{s['error_after']:.4g} with {len(s['fallback'])} node(s) in float")
+    if q.get("output_error"):
+        lines.append(f"  output error on the calibration set (1 - cosine): {q['output_error']['value']:.4g}")
+    cb = q.get("constant_bytes")
+    if cb:
+        lines.append(f"  constants: {cb['float']} B float -> {cb['int8']} B ({cb['ratio']:.2f}x smaller)")
+    return lines
+
+
+def format_bundle(manifest: dict) -> str:
+    t = manifest.get("target", {})
+    lines = [f"bundle for {t.get('name', '?')} (format {manifest.get('format_version')}, aotc "
+             f"{manifest.get('aotc_version')}), from {manifest.get('source_model', {}).get('name', '?')}",
+             f"inputs:  {_io(manifest.get('inputs', []))}", f"outputs: {_io(manifest.get('outputs', []))}"]
+    if "kernels" in manifest:
+        lines.append(f"kernels: {manifest['kernels']} ({manifest.get('kernel_calls')} calls), arena "
+                     f"{manifest.get('arena_bytes')} B, weights {manifest.get('weight_bytes')} B, "
+                     f"{manifest.get('flops', 0) / 1e9:.2f} GFLOP per run")
+    passes = manifest.get("passes", [])
+    lines.append("passes: " + (", ".join(p["name"] for p in passes) if passes else "none"))
+    for p in passes:
+        if p["name"] == "quantize_int8" and "report" in p:
+            lines += format_quantization(p["report"])
+    return "\n".join(lines)
