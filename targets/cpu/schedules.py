@@ -144,5 +144,10 @@ def _epilogue_at(sch, blk, epilogue: str, loop, vectorize: bool) -> None:
     sch.set_scope(blk, 0, "local")
     ep = sch.get_sblock(epilogue)
     sch.reverse_compute_at(ep, loop)
-    if vectorize:
-        sch.vectorize(sch.get_loops(ep)[-1])
+    inner = sch.get_loops(ep)[-1]
+    extent = int(sch.get(inner).extent)
+    # Odd widths (a transposing epilogue's 7 pixels) would be legalized lane by lane: unroll those instead.
+    if vectorize and extent >= 4 and extent & (extent - 1) == 0:
+        sch.vectorize(inner)
+    elif extent <= 16:
+        sch.unroll(inner)
