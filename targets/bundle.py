@@ -38,7 +38,7 @@ def graph_digest(graph: Graph) -> str:
     return h.hexdigest()
 
 
-def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, target: str = "host",
+def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, target="host",
                       input_shapes: Mapping[str, Sequence[int]] | None = None, quiet: bool = False,
                       transform: Callable[[Graph], list] | None = None) -> Path:
     """Compile an ONNX model file (or an IR graph) for a CPU target into the bundle directory `out`.
@@ -57,7 +57,8 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
         path = Path(model)
         graph = compiler.load_onnx(path, input_shapes=input_shapes)
         source = {"name": path.name, "kind": "onnx", "sha256": sha256_bytes(path.read_bytes()) if path.is_file() else ""}
-    tgt = get_target(target)
+    from targets.cpu.target import CpuTarget
+    tgt = target if isinstance(target, CpuTarget) else get_target(target)
     if out.exists() and not (out.is_dir() and ((out / "manifest.json").exists() or not any(out.iterdir()))):
         raise BundleWriteError(f"Output path {str(out)!r} exists and is not an aotc bundle; choose another -o.")
     passes: list = []
@@ -73,6 +74,7 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
     try:
         cm = compile_graph(graph, tgt, build / "build", model_id, compiler.__version__, quiet=quiet)
         files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode()}
+        files.update(tgt.bundle_extras(build / "build"))  # e.g. arm64-neon's runner and runtime library
         manifest = {
             "format_version": FORMAT_VERSION,
             "abi_version": ABI_VERSION,
@@ -92,7 +94,9 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
         }
         for name, data in files.items():
             (staging / name).write_bytes(data)
-        (staging / "model.so").chmod(0o755)
+        for name, data in files.items():
+            if data[:4] == b"\x7fELF":
+                (staging / name).chmod(0o755)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         staging.chmod(0o755)
         if out.exists():

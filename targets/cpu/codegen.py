@@ -73,6 +73,9 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
                   quiet: bool = False) -> CompiledModel:
     import tvm
 
+    if shutil.which(target.cc) is None:
+        raise ToolchainError(f"The {target.name} target links with {target.cc!r}, which is not on PATH; install it "
+                             f"with `apt-get install {target.cc_package}` (Debian/Ubuntu).")
     steps, ctx = lower_graph(graph, target)
     calls = [s for s in steps if isinstance(s, Call)]
     plan = plan_memory(graph, steps)

@@ -20,6 +20,7 @@ class CpuTarget:
     cc: str = "gcc"
     cflags: tuple[str, ...] = field(default=("-O2",))
     description: str = ""
+    cc_package: str = "gcc"      # the Debian package that provides `cc` (named when it is missing)
 
     def tvm_target(self):
         import tvm
@@ -28,6 +29,10 @@ class CpuTarget:
     def manifest(self) -> dict:
         return {"name": self.name, "llvm": dict(sorted(self.llvm.items())), "vector_lanes_f32": self.lanes,
                 "description": self.description}
+
+    def bundle_extras(self, workdir) -> dict[str, bytes]:
+        """Files besides model.so / weights.bin / driver.c this target puts in a bundle (e.g. a runner)."""
+        return {}
 
 
 X86_AVX512 = CpuTarget(
@@ -79,8 +84,11 @@ def host_target() -> CpuTarget:
 def get_target(name: str) -> CpuTarget:
     if name == "host":
         return host_target()
+    if name.startswith("arm64"):
+        from targets.arm64.target import arm64_target
+        return arm64_target(name)
     try:
         return TARGETS[name]
     except KeyError:
         raise UnknownTargetError(f"Unknown target {name!r}; aotc's CPU targets are: host, "
-                                 f"{', '.join(TARGETS)}.") from None
+                                 f"{', '.join(TARGETS)}, arm64-neon.") from None

@@ -1,0 +1,79 @@
+"""Running an arm64-neon bundle on a non-ARM machine: the bundle's own
+aotc_runner under qemu-aarch64 (user mode), with the aarch64 sysroot's
+dynamic loader and libc (Debian: qemu-user-static, and libc6-arm64-cross,
+which gcc-aarch64-linux-gnu brings)."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from compiler.errors import AotcError
+
+from .target import RUNNER
+
+QEMU = "qemu-aarch64-static"
+QEMU_PACKAGE = "qemu-user-static"
+SYSROOT = "/usr/aarch64-linux-gnu"
+
+
+class QemuRunError(AotcError):
+    """The bundle could not be run under qemu (or the runner reported an error)."""
+
+
+def npy_name(name: str) -> str:
+    """The file name aotc_runner writes an output to (runner.c)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".npy"
+
+
+def is_native() -> bool:
+    return platform.machine() in ("aarch64", "arm64")
+
+
+def runner_command(bundle: Path, cpu: str | None = None) -> list[str]:
+    runner = str(Path(bundle) / RUNNER)
+    if is_native():
+        return [runner]
+    qemu = shutil.which(QEMU) or shutil.which("qemu-aarch64")
+    if qemu is None:
+        raise QemuRunError(f"Running an arm64-neon bundle on {platform.machine()} needs {QEMU}; install it with "
+                           f"`apt-get install {QEMU_PACKAGE}`.")
+    sysroot = os.environ.get("AOTC_ARM64_SYSROOT", SYSROOT)
+    return [qemu, "-L", sysroot] + (["-cpu", cpu] if cpu else []) + [runner]
+
+
+def run_bundle(bundle, feeds: Mapping[str, np.ndarray], cpu: str | None = None, threads: int = 1,
+               repeat: int = 1, timeout: float = 1800) -> tuple[dict[str, np.ndarray], dict]:
+    """Run `bundle` on `feeds` with its aotc_runner (under qemu unless this is an aarch64 machine).
+    Returns the outputs and {"mean_ms", "min_ms", "wall_s"} as the runner measured them."""
+    import json
+    bundle = Path(bundle)
+    outputs = [o["name"] for o in json.loads((bundle / "manifest.json").read_text())["outputs"]]
+    with tempfile.TemporaryDirectory(prefix="aotc-arm64-run-") as tmp:
+        tmp = Path(tmp)
+        args = []
+        for i, (name, arr) in enumerate(feeds.items()):
+            f = tmp / f"in{i}.npy"
+            np.save(f, np.ascontiguousarray(arr))
+            args += ["-i", f"{name}={f}"]
+        out_dir = tmp / "out"
+        out_dir.mkdir()
+        cmd = runner_command(bundle, cpu) + [str(bundle), *args, "-o", str(out_dir), "-t", str(threads),
+                                             "-r", str(repeat)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise QemuRunError(f"aotc_runner failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}")
+        m = re.search(r"mean ([0-9.]+) ms, min ([0-9.]+) ms", proc.stdout)
+        stats = {"mean_ms": float(m.group(1)) if m else None, "min_ms": float(m.group(2)) if m else None,
+                 "wall_s": wall}
+        return {name: np.load(out_dir / npy_name(name)) for name in outputs}, stats
