@@ -750,15 +750,16 @@ def test_minilm_cli_prunes_with_calibration(model_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_pruned_minilm_compiles_for_x86(pruned_quarter, tmp_path):
-    """The pruned graph through the x86-avx512 target and the runtime, against the interpreter. The target
-    has no kernels for the fused ops yet, so they are decomposed back into primitives after pruning
-    (decompose_fused_ops keeps the pruned shapes)."""
+@pytest.mark.parametrize("route", ["fused", "decomposed"])
+def test_pruned_minilm_compiles_for_x86(pruned_quarter, tmp_path, route):
+    """The pruned graph through the x86-avx512 target and the runtime, against the interpreter: with the
+    target's own Attention/FusedMatMul/SkipLayerNormalization kernels, and decomposed into primitives."""
     from x86_helpers import assert_close, compile_and_run, has_avx512
     if not has_avx512():
         pytest.skip("needs an x86-64 CPU with AVX-512")
     g = copy.deepcopy(pruned_quarter["methods"]["drift"]["graph"])
-    PassManager(["decompose_fused_ops"], verify_each=True).run(g)
+    if route == "decomposed":
+        PassManager(["decompose_fused_ops"], verify_each=True).run(g)
     feeds = tokenize(CALIBRATION_SENTENCES[:CAL_BATCH])
     got = compile_and_run(g, feeds, tmp_path)
     want = compiler.interpret(g, feeds)
@@ -767,30 +768,40 @@ def test_pruned_minilm_compiles_for_x86(pruned_quarter, tmp_path):
 
 
 @pytest.mark.slow
-def test_aotc_compile_with_pruning_records_the_report(model_cache, tmp_path):
-    """`aotc compile --passes ...,prune_heads{spec=...},decompose_fused_ops`: the bundle runs and its manifest
-    carries the pruning report."""
+@pytest.mark.parametrize("quantize", [False, True])
+def test_aotc_compile_with_pruning(model_cache, tmp_path, quantize):
+    """`aotc compile --prune-heads-spec ... [--quantize int8 --calibration ...]`: the bundle runs, matches the
+    interpreter on the same pipeline, and its manifest carries the pruning report."""
     import json
     from models import export_minilm
+    from passes import PassContext
     from x86_helpers import has_avx512
     if not has_avx512():
         pytest.skip("needs an x86-64 CPU with AVX-512")
-    pipeline = ",".join(["canonicalize", "fold_constants", "eliminate_dead_code", "fuse_layernorm", "fuse_gelu",
-                         "fuse_attention", "fuse_skip_layernorm", "fuse_matmul_epilogue",
-                         "prune_heads{spec=0:1,0:2,3:4}", "decompose_fused_ops", "eliminate_dead_code"])
+    spec = "0:5,0:7,1:1,1:2,3:2,4:9"
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, **tokenize(CALIBRATION_SENTENCES[:8]))
+    args = ["--quantize", "int8", "--calibration", str(cal)] if quantize else []
     res = aotc("compile", str(export_minilm(model_cache, "legacy", "eager", dynamic=True)), "-t", "x86-avx512",
                "-o", str(tmp_path / "bundle"), "-s", f"input_ids=1x{SEQ}", "-s", f"attention_mask=1x{SEQ}",
-               "--passes", pipeline, "-q")
+               "--prune-heads-spec", spec, *args)
     assert res.returncode == 0, res.stderr
+    assert "removed 6 of 72 heads" in res.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    names = [p["name"] for p in manifest["passes"]]
+    assert names.index("prune_heads") > names.index("fuse_attention")
+    assert ("quantize_int8" in names) == quantize and (not quantize or names.index("quantize_int8") > names.index(
+        "prune_heads"))
     (prune,) = [p for p in manifest["passes"] if p["name"] == "prune_heads"]
-    assert prune["report"]["removed"] == {"0": [1, 2], "3": [4]}
-    feeds = tokenize(CALIBRATION_SENTENCES[:1])
+    assert prune["report"]["removed"] == {"0": [5, 7], "1": [1, 2], "3": [2], "4": [9]}
+    feeds = tokenize(HELD_OUT_SENTENCES[:1])
     np.savez(tmp_path / "in.npz", **feeds)
     out = tmp_path / "out.npz"
     res = aotc("run", str(tmp_path / "bundle"), "-i", str(tmp_path / "in.npz"), "-o", str(out))
     assert res.returncode == 0, res.stderr
-    g = fused_minilm(model_cache, 1)
-    prune_attention_heads(g, spec="0:1,0:2,3:4")
+    g = compiler.load_onnx(export_minilm(model_cache, "legacy", "eager", dynamic=True),
+                           {"input_ids": (1, SEQ), "attention_mask": (1, SEQ)})
+    steps = [s["name"] if not s["options"] else (s["name"], s["options"]) for s in manifest["passes"]]
+    PassManager(steps, context=PassContext(calibration=load_calibration(cal))).run(g)
     want = compiler.interpret(g, feeds)["last_hidden_state"]
     np.testing.assert_allclose(np.load(out)["last_hidden_state"], want, rtol=1e-4, atol=1e-4)
