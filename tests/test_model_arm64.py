@@ -1,0 +1,51 @@
+"""Whole models compiled for arm64-neon (default pass pipeline: fused
+attention, matmuls, convs) and run once, batch 1, by the bundle's aotc_runner
+under qemu-aarch64, against onnxruntime on the same ONNX file: MiniLM-L6 and
+EfficientNet-Lite0 with its real weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arm64_helpers import TOL, needs_arm64
+from models import export_minilm, minilm_feeds
+from oracle import ort_run
+
+pytestmark = [pytest.mark.slow, needs_arm64]
+
+
+def compile_fused(model_path, out):
+    from passes import DEFAULT_PIPELINE, PassManager
+    from targets.bundle import compile_to_bundle
+    pm = PassManager(list(DEFAULT_PIPELINE))
+
+    def transform(graph):
+        pm.run(graph)
+        return pm.applied()
+    return compile_to_bundle(model_path, out, "arm64-neon", quiet=True, transform=transform)
+
+
+def test_minilm_bundle_under_qemu_matches_onnxruntime(model_cache, tmp_path):
+    from targets.arm64.qemu import run_bundle
+    path = export_minilm(model_cache, "legacy", "eager")
+    bundle = compile_fused(path, tmp_path / "minilm")
+    feeds = minilm_feeds(seed=0)
+    got, stats = run_bundle(bundle, feeds, threads=1)
+    want = ort_run(str(path), feeds)["last_hidden_state"]
+    err = float(np.abs(got["last_hidden_state"] - want).max())
+    print(f"MiniLM-L6 arm64-neon under qemu: max abs error {err:.3g}, {stats['mean_ms']:.0f} ms per run")
+    assert err <= TOL, f"max abs error {err:.3g}"
+
+
+def test_efficientnet_lite0_bundle_under_qemu_matches_onnxruntime(model_cache, tmp_path):
+    from test_model_x86 import efficientnet_lite0_onnx
+    from targets.arm64.qemu import run_bundle
+    path = efficientnet_lite0_onnx(model_cache)
+    bundle = compile_fused(path, tmp_path / "effnet")
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    got, stats = run_bundle(bundle, {"x": x}, threads=1)
+    want = ort_run(str(path), {"x": x})["y"]
+    err = float(np.abs(got["y"] - want).max())
+    print(f"EfficientNet-Lite0 arm64-neon under qemu: max abs error {err:.3g}, {stats['mean_ms']:.0f} ms per run")
+    assert err <= TOL, f"max abs error {err:.3g}"
+    assert int(got["y"].argmax()) == int(want.argmax())

@@ -1,0 +1,302 @@
+"""The arm64-neon target: ops and fused ops compiled into aarch64 bundles, run
+by the bundle's own aotc_runner under qemu-aarch64 and compared with aotc's
+reference interpreter; bundle contents, determinism, a CPU without dotprod,
+and the error a missing cross compiler gives."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.dtypes import DType
+from arm64_helpers import compare, compile_arm, needs_arm64, run_arm
+from x86_helpers import build_graph
+
+pytestmark = needs_arm64
+
+R = np.random.default_rng(4321)
+
+
+def f32(*shape, lo=None):
+    x = R.standard_normal(shape).astype(np.float32)
+    return np.abs(x) + lo if lo is not None else x
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("arm64-ops")
+
+
+def check_op(op_type, inputs, out_dir, attrs=None, consts=(), num_outputs=None, **tol):
+    g = build_graph(op_type, inputs, attrs, consts, num_outputs)
+    return compare(g, dict(inputs), out_dir, **tol)
+
+
+def chain(name: str, x: np.ndarray, ops) -> tuple[compiler.Graph, dict]:
+    """One graph applying each (op, attrs) to the input, every result an output: many ops, one bundle."""
+    g = compiler.Graph(name)
+    v = g.add_input("x", x.shape, DType.from_numpy(x.dtype))
+    outs = []
+    for i, (op, attrs) in enumerate(ops):
+        outs += g.add_node(op, [v], attrs, name=f"{op}_{i}").outputs
+    g.outputs = outs
+    return g, {"x": x}
+
+
+# -- elementwise (one bundle per family keeps qemu and LLVM time modest) --------------------------------
+def test_unary_family(out_dir):
+    ops = [(op, {}) for op in ("Neg", "Abs", "Relu", "Exp", "Tanh", "Erf", "Sigmoid", "Floor", "Sqrt", "Sign",
+                              "HardSwish", "Softplus", "Gelu")]
+    ops += [("LeakyRelu", {"alpha": 0.2}), ("Clip", {"min": -0.5, "max": 0.7}), ("Gelu", {"approximate": "tanh"})]
+    x = f32(3, 5, 36) * 3
+    x[0, 0, :2] = [-100.0, 80.0]
+    g, feeds = chain("unary_family", x, ops)
+    g.nodes[8].inputs[0] = g.add_node("Abs", [g.inputs[0]], name="abs_for_sqrt").outputs[0]  # Sqrt of |x|
+    g.nodes = g.nodes[-1:] + g.nodes[:-1]
+    compare(g, feeds, out_dir)
+
+
+@pytest.mark.parametrize("op", ["Add", "Mul", "Div", "Sub", "Pow", "Less"])
+def test_binary_broadcast(op, out_dir):
+    a, b = f32(2, 3, 40), f32(3, 1)
+    if op == "Pow":
+        a = np.abs(a) + 0.1
+    check_op(op, [("a", a), ("b", b)], out_dir)
+
+
+def test_int64_where_cast(out_dir):
+    a = R.integers(-50, 50, (4, 33)).astype(np.int64)
+    check_op("Add", [("a", a), ("b", R.integers(1, 7, (33,)).astype(np.int64))], out_dir)
+    check_op("Where", [("c", R.random((4, 1)) < 0.5), ("x", f32(4, 32)), ("y", f32(32))], out_dir)
+    check_op("Cast", [("x", a)], out_dir, {"to": "float32"})
+
+
+# -- data movement -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op,attrs,shape", [
+    ("Reshape", {"shape": [4, -1]}, (2, 2, 12)),
+    ("Transpose", {"perm": [0, 2, 1, 3]}, (2, 16, 12, 32)),
+    ("Slice", {"starts": [1, -1], "ends": [3, 0], "axes": [0, 2], "steps": [1, -2]}, (4, 6, 9)),
+    ("Pad", {"pads": [0, 1, 2, 0, 2, 1], "value": np.array(1.5, np.float32)}, (2, 5, 6)),
+])
+def test_data_movement(op, attrs, shape, out_dir):
+    check_op(op, [("x", f32(*shape))], out_dir, attrs)
+
+
+def test_gather_concat(out_dir):
+    g = compiler.Graph("gather_const_table")
+    t = g.add_const("table", f32(50, 24))
+    i = g.add_input("idx", (2, 3), DType.int64)
+    g.outputs = list(g.add_node("Gather", [t, i], {"axis": 0}).outputs)
+    compare(g, {"idx": np.array([[0, 3, -1], [49, -50, 7]], np.int64)}, out_dir)
+    check_op("Concat", [("a", f32(2, 3, 5)), ("b", f32(2, 1, 5)), ("c", f32(2, 4, 5))], out_dir, {"axis": 1})
+
+
+# -- reductions and normalization -----------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 3, 128), (4, 7)])
+def test_softmax(shape, out_dir):
+    x = f32(*shape) * 4
+    x[..., 0] = -3.4e38
+    check_op("Softmax", [("x", x)], out_dir, {"axis": -1})
+
+
+def test_layernorm(out_dir):
+    check_op("LayerNormalization", [("x", f32(2, 16, 384) * 2 + 1)], out_dir, {"axis": -1, "epsilon": 1e-5},
+             consts=[("scale", f32(384)), ("bias", f32(384))])
+
+
+def test_reduce_mean_and_global_pool(out_dir):
+    check_op("ReduceMean", [("x", f32(3, 4, 40))], out_dir, {"axes": [1, 2], "keepdims": 1})
+    check_op("GlobalAveragePool", [("x", f32(2, 24, 7, 7))], out_dir)
+
+
+# -- GEMM family -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a_shape,b_shape", [((1, 12, 384), (384, 64)), ((20, 33), (33, 40)), ((6, 64), (64, 1000))])
+def test_matmul_const_weight(a_shape, b_shape, out_dir):
+    check_op("MatMul", [("a", f32(*a_shape))], out_dir, consts=[("w", f32(*b_shape) * 0.1)])
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((1, 4, 24, 32), (1, 4, 32, 24)), ((5, 7), (7, 3))])
+def test_matmul_batched(a_shape, b_shape, out_dir):
+    check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir)
+
+
+def test_gemm(out_dir):
+    check_op("Gemm", [("a", f32(5, 64))], out_dir, {"transB": 1, "alpha": 0.5, "beta": 2.0},
+             consts=[("w", f32(48, 64) * 0.1), ("c", f32(1, 48))])
+
+
+# -- CNN family ----------------------------------------------------------------------------------------
+CONVS = [
+    ("pointwise_wide", (1, 16, 16, 16), (32, 16, 1, 1), {}),
+    ("pointwise_7x7", (1, 32, 7, 7), (64, 32, 1, 1), {}),
+    ("depthwise_s1", (1, 8, 14, 14), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    ("depthwise_s2_5x5", (1, 16, 15, 15), (16, 1, 5, 5), {"group": 16, "strides": [2, 2]}),
+    ("stem_s2", (2, 3, 18, 18), (8, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    ("grouped_dilated", (1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+]
+
+
+@pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONVS, ids=[c[0] for c in CONVS])
+def test_conv(name, x_shape, w_shape, attrs, out_dir):
+    check_op("Conv", [("x", f32(*x_shape))], out_dir, attrs, consts=[("w", f32(*w_shape) * 0.3), ("b", f32(w_shape[0]))])
+
+
+@pytest.mark.parametrize("name,x_shape,w_shape,attrs", [CONVS[0], CONVS[2], CONVS[4]], ids=["pointwise", "depthwise", "stem"])
+def test_fused_conv(name, x_shape, w_shape, attrs, out_dir):
+    g = compiler.Graph("fused_conv")
+    x = g.add_input("x", x_shape, DType.float32)
+    w = g.add_const("w", f32(*w_shape) * 0.3)
+    b = g.add_const("b", f32(w_shape[0]))
+    conv = g.add_node("Conv", [x, w, b], attrs).outputs[0]
+    r = g.add_input("r", conv.shape, DType.float32)
+    fa = {**attrs, "activation": "clip", "act_alpha": 0.0, "act_beta": 6.0}
+    g.outputs = list(g.add_node("FusedConv", [x, w, b, r], fa).outputs)
+    g.nodes = [n for n in g.nodes if n.op_type == "FusedConv"]
+    compare(g, {"x": f32(*x_shape), "r": f32(*conv.shape)}, out_dir)
+
+
+def test_batchnorm_and_pools(out_dir):
+    c = 6
+    check_op("BatchNormalization", [("x", f32(2, c, 5, 5))], out_dir, {"epsilon": 1e-3},
+             consts=[("s", f32(c)), ("b", f32(c)), ("m", f32(c)), ("v", f32(c, lo=0.5))])
+    x = f32(1, 4, 11, 11)
+    g, feeds = chain("pools", x, [
+        ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+        ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]})])
+    compare(g, feeds, out_dir)
+
+
+# -- fused ops (what the default pass pipeline produces) ------------------------------------------------
+@pytest.mark.parametrize("act,residual", [("gelu", False), ("relu", True), ("clip", True)])
+def test_fused_matmul(act, residual, out_dir):
+    attrs = {"activation": act, "act_alpha": 0.0 if act == "clip" else None, "act_beta": 6.0 if act == "clip" else None,
+             "residual_before_activation": 0}
+    g = compiler.Graph("fused_matmul")
+    a = g.add_input("a", (2, 16, 48), DType.float32)
+    r = g.add_input("r", (2, 16, 64), DType.float32) if residual else None
+    node = g.add_node("FusedMatMul", [a, g.add_const("w", f32(48, 64) * 0.2), g.add_const("b", f32(64))]
+                      + ([r] if residual else []), attrs)
+    g.outputs = list(node.outputs)
+    compare(g, {"a": f32(2, 16, 48), **({"r": f32(2, 16, 64)} if residual else {})}, out_dir)
+
+
+def test_skip_layernorm(out_dir):
+    g = build_graph("SkipLayerNormalization", [("a", f32(2, 16, 384)), ("b", f32(384))], {"epsilon": 1e-5},
+                    consts=[("scale", f32(384)), ("beta", f32(384))])
+    compare(g, {"a": f32(2, 16, 384), "b": f32(384)}, out_dir)
+
+
+@pytest.mark.parametrize("masks", ["none", "both"])
+def test_attention(masks, out_dir):
+    b, s, e, h, d = 2, 16, 64, 4, 16
+    g = compiler.Graph("attention")
+    x = g.add_input("x", (b, s, e), DType.float32)
+    ws = [g.add_const(f"w{i}", f32(e, h * d) * 0.2) for i in range(3)]
+    bs = [g.add_const(f"b{i}", f32(h * d)) for i in range(3)]
+    add = g.add_input("add", (b, 1, 1, s), DType.float32) if masks == "both" else None
+    keep = g.add_input("keep", (b, 1, s, s), DType.bool) if masks == "both" else None
+    node = g.add_node("Attention", [x, x, ws[0], bs[0], ws[1], bs[1], ws[2], bs[2], add, keep],
+                      {"num_heads": h, "head_dim": d, "scale": d ** -0.5, "nan_to_zero": 1})
+    g.outputs = list(node.outputs)
+    feeds = {"x": f32(b, s, e)}
+    if masks == "both":
+        feeds["add"] = np.where(R.random((b, 1, 1, s)) < 0.2, -1e4, 0).astype(np.float32)
+        k = R.random((b, 1, s, s)) < 0.8
+        k[0, 0, 3] = False
+        feeds["keep"] = k
+    compare(g, feeds, out_dir)
+
+
+# -- the bundle ------------------------------------------------------------------------------------------
+def small_model() -> tuple[compiler.Graph, dict]:
+    g = compiler.Graph("arm_small_model")
+    x = g.add_input("x", (8, 64), DType.float32)
+    h = g.add_node("MatMul", [x, g.add_const("w1", f32(64, 128) * 0.1)]).outputs[0]
+    h = g.add_node("Relu", [h]).outputs[0]
+    h = g.add_node("MatMul", [h, g.add_const("w2", f32(128, 32) * 0.1)]).outputs[0]
+    g.outputs = list(g.add_node("Softmax", [h], {"axis": -1}).outputs)
+    return g, {"x": f32(8, 64)}
+
+
+def test_bundle_manifest_contents_and_determinism(tmp_path):
+    from targets.bundle import compile_to_bundle
+    g, feeds = small_model()
+    one = compile_to_bundle(g, tmp_path / "one", target="arm64-neon", quiet=True)
+    two = compile_to_bundle(g, tmp_path / "two", target="arm64-neon", quiet=True)
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    for n in names:
+        assert (one / n).read_bytes() == (two / n).read_bytes(), f"{n} differs between two compiles"
+    man = json.loads((one / "manifest.json").read_text())
+    assert man["target"]["name"] == "arm64-neon"
+    assert man["target"]["cpu_features"] == ["neon"] and man["target"]["vector_lanes_f32"] == 4
+    assert man["target"]["llvm"]["mtriple"] == "aarch64-linux-gnu"
+    assert {"model.so", "weights.bin", "aotc_runner", "libaotc_runtime.so", "runner.c"} <= set(man["files"])
+    for so in ("model.so", "libaotc_runtime.so", "aotc_runner"):
+        head = (one / so).read_bytes()[:20]
+        assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183, f"{so} is not aarch64"
+    # Runs on an in-order ARMv8.0 core (no dotprod) and with two threads, same answer as the reference.
+    want = compiler.interpret(g, feeds)[g.outputs[0].name]
+    for cpu, threads in (("cortex-a53", 1), (None, 2)):
+        got = run_arm(one, feeds, cpu=cpu, threads=threads)[g.outputs[0].name]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"cpu={cpu} threads={threads}")
+
+
+def test_dotprod_target_and_features(tmp_path):
+    from targets.arm64.target import arm64_target
+    g, feeds = small_model()
+    tgt = arm64_target(features=["+dotprod"], mcpu="cortex-a76")
+    b = compile_arm(g, tmp_path, target=tgt)
+    man = json.loads((b / "manifest.json").read_text())["target"]
+    assert man["cpu_features"] == ["neon", "dotprod"] and man["mcpu"] == "cortex-a76"
+    assert man["llvm"]["mattr"] == ["+neon", "+dotprod"]
+    got = run_arm(b, feeds, cpu="cortex-a76")[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-5)
+
+
+def test_runtime_refuses_a_corrupted_bundle(tmp_path):
+    from targets.arm64.qemu import QemuRunError
+    g, feeds = small_model()
+    b = compile_arm(g, tmp_path)
+    w = bytearray((b / "weights.bin").read_bytes())
+    w[0] ^= 1
+    (b / "weights.bin").write_bytes(bytes(w))
+    with pytest.raises(QemuRunError, match="corrupted: weights.bin"):
+        run_arm(b, feeds)
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path, monkeypatch):
+    from targets.bundle import compile_to_bundle
+    monkeypatch.setenv("AOTC_ARM64_CC", "aarch64-no-such-gcc")
+    g, _ = small_model()
+    with pytest.raises(compiler.AotcError, match="apt-get install gcc-aarch64-linux-gnu"):
+        compile_to_bundle(g, tmp_path / "b", target="arm64-neon", quiet=True)
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_feature_is_refused():
+    from targets.arm64.target import arm64_target
+    with pytest.raises(compiler.AotcError, match="Unknown arm64 CPU feature 'avx512'"):
+        arm64_target(features=["+avx512"])
+
+
+def test_cli_compile_and_run(tmp_path):
+    import subprocess
+    import sys
+    from compiler.onnx_export import save_onnx
+    g, feeds = small_model()
+    save_onnx(g, tmp_path / "small.onnx")
+    np.savez(tmp_path / "in.npz", **feeds)
+    aotc = [sys.executable, "-m", "compiler.cli"]
+    subprocess.run(aotc + ["compile", str(tmp_path / "small.onnx"), "--target", "arm64-neon", "--cpu-features",
+                           "+dotprod", "-o", str(tmp_path / "b"), "-q"], check=True, capture_output=True)
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["target"]["name"] == "arm64-neon" and man["target"]["cpu_features"] == ["neon", "dotprod"]
+    subprocess.run(aotc + ["run", str(tmp_path / "b"), "-i", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")],
+                   check=True, capture_output=True)
+    with np.load(tmp_path / "o.npz") as out:
+        got = out[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-5)
