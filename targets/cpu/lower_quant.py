@@ -113,6 +113,9 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
     ys = node.inputs[7] if len(node.inputs) > 7 else None
     yz = node.inputs[8] if len(node.inputs) > 8 else None
     out = node.outputs[0]
+    if ctx.target.name.startswith("arm64"):  # sdot (+dotprod) or plain NEON
+        from targets.arm64.lower_quant import lower_quantized_matmul_arm
+        return lower_quantized_matmul_arm(node, ctx)
     if not ctx.target.name.startswith("x86-avx512"):  # that target's ISA set includes VNNI (target.py)
         raise NoLoweringError(f"QuantizedMatMul needs AVX-512 VNNI, which the {ctx.target.name} target lacks")
     if x.dtype != DType.uint8:

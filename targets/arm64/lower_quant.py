@@ -1,0 +1,210 @@
+"""QuantizedMatMul on arm64-neon: an int8 x int8 GEMM whose inner step is
+`sdot` (armv8.2-a+dotprod) when the target has dotprod, and plain NEON
+(widening multiplies, LLVM's choice) on armv8.0 otherwise.
+
+The weight [K, N] is packed at compile time into Bp[N/4, K/4, 4, 4]: one
+16-byte block holds 4 columns x 4 rows, so one `sdot` multiplies 4 int8
+activations (one 32-bit word, broadcast) by the block and adds four 4-term
+sums into the four int32 lanes of one accumulator. sdot is signed x signed:
+uint8 activations are first shifted to int8 (x - 128, one cheap injective
+kernel), and the shift joins the zero point in the compile-time column sums:
+Σ (x - zx)·w = Σ (x - 128)·w - (zx - 128)·Σ_k w[k, n]. The float epilogue
+(scales, bias, activation, residual, requantization) is the x86 kernel's
+(targets/cpu/lower_quant.py), run on each MR x 4·P register tile."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+from targets.cpu.lower_elementwise import injective_call, tvm_dtype
+from targets.cpu.lower_quant import _activation, _quantize_expr, _scalar
+from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, attrs_key, operand, sig
+from targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
+
+SDOT_N, SDOT_K = 4, 4  # one sdot: 4 int32 lanes, 4 byte products each
+MR_CHOICES = (4, 6, 8, 3, 2, 1)
+
+
+def pack_sdot(w: np.ndarray) -> np.ndarray:
+    """int8 [K, N] -> [N/4, K/4, 4, 4]: for each 4-column panel and 4-row group, a 16-byte block."""
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k // SDOT_K, SDOT_K, n // SDOT_N, SDOT_N).transpose(2, 0, 3, 1))
+
+
+def pick_panels(n: int) -> int:
+    """4-column panels per register tile: 4 (16 columns) when they fit."""
+    for p in (4, 2):
+        if n % (p * SDOT_N) == 0:
+            return p
+    return 1
+
+
+def pick_mr(m: int, panels: int) -> int:
+    """MR x panels int32x4 accumulators within NEON's 32 registers (leaving room for B blocks and A words)."""
+    for c in MR_CHOICES:
+        if m % c == 0 and c * panels <= 24:
+            return c
+    return 1
+
+
+def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
+    from tvm import tirx as T
+    x, xs, xz, w, ws = node.inputs[:5]
+    bias = node.inputs[5] if len(node.inputs) > 5 else None
+    res = node.inputs[6] if len(node.inputs) > 6 else None
+    ys = node.inputs[7] if len(node.inputs) > 7 else None
+    yz = node.inputs[8] if len(node.inputs) > 8 else None
+    out = node.outputs[0]
+    if x.dtype not in (DType.uint8, DType.int8) or w.dtype != DType.int8:
+        raise NoLoweringError(f"QuantizedMatMul of {x.dtype} x {w.dtype} has no arm64 kernel (int8 weights, "
+                              "uint8/int8 activations)")
+    if w.const is None or ws.const is None or (bias is not None and bias.const is None):
+        raise NoLoweringError("QuantizedMatMul needs constant weights, scales and bias on the CPU")
+    k, n = w.shape
+    if k % SDOT_K or n % SDOT_N:
+        raise NoLoweringError(f"QuantizedMatMul with K={k}, N={n} has no arm64 kernel yet (needs K % 4 == 0, "
+                              "N % 4 == 0)")
+    if res is not None and res.shape != out.shape:
+        raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
+    dotprod = bool(getattr(ctx.target, "has_dotprod", False))
+    shift = 128 if x.dtype == DType.uint8 else 0
+    xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
+    m = math.prod(x.shape) // k
+    steps = []
+    a = x
+    if shift:  # uint8 -> int8 by x - 128 (sdot multiplies signed bytes)
+        a = ctx.temp(x.name, x.shape, DType.int8)
+        steps.append(injective_call(node, ctx, [x], a, lambda ld, i: T.Cast(
+            "int8", T.Cast("int32", ld[0](i)) - T.const(128, "int32")), extra_key="u8_to_s8"))
+    key = f"{w.name}|{xscale!r}|{xzp - shift}"
+    bp = ctx.derived_const(f"{w.name}.sdot", lambda: pack_sdot(w.const))
+    colsum = ctx.derived_const(f"{key}.zp_colsum_s8",
+                               lambda: ((xzp - shift) * w.const.astype(np.int64).sum(0)).astype(np.int32))
+    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
+        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
+    ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
+    if bias is not None:
+        ops.append(operand(bias, (n,)))
+    if res is not None:
+        ops.append(operand(res, (m, n)))
+    ops.append(operand(out, (m, n)))
+    requant = None
+    if ys is not None:
+        requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
+                   tvm_dtype(out.dtype))
+    attrs = node.attrs
+    call_key = f"qmatmul_arm|sdot={dotprod}|{attrs_key(node)}|rq={requant}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        A = te.placeholder((m, k), "int8", name="A")
+        B = te.placeholder(bp.shape, "int8", name="Bp")
+        CS = te.placeholder((n,), "int32", name="colsum")
+        S = te.placeholder((n,), "float32", name="scale")
+        args = [A, B, CS, S]
+        Bias = Res = None
+        if bias is not None:
+            Bias = te.placeholder((n,), "float32", name="bias")
+            args.append(Bias)
+        if res is not None:
+            Res = te.placeholder((m, n), "float32", name="residual")
+            args.append(Res)
+        kk = te.reduce_axis((0, k), name="k")
+        acc = te.compute((m, n), lambda i, j: te.sum(
+            A[i, kk].astype("int32") * B[j // SDOT_N, kk // SDOT_K, j % SDOT_N, kk % SDOT_K].astype("int32"),
+            axis=kk), name="acc")
+
+        def epilogue(i, j):
+            y = (acc[i, j] - CS[j]).astype("float32") * S[j]
+            if Bias is not None:
+                y = y + Bias[j]
+            if Res is not None and attrs["residual_before_activation"]:
+                y = y + Res[i, j]
+            y = _activation(y, attrs)
+            if Res is not None and not attrs["residual_before_activation"]:
+                y = y + Res[i, j]
+            if requant is not None:
+                y = _quantize_expr(y, requant[0], requant[1], requant[2])
+            return y
+        C = te.compute((m, n), epilogue, name="C")
+        return prim_func(args + [C], lambda sch: schedule_int8_gemm(sch, m, n, k, dotprod))
+
+    steps.append(Call(call_key, build, ops, node, flops=2 * m * n * k))
+    return steps
+
+
+_LOCAL_SDOT = "aotc_dot_4x4_i8_sdot_local_acc"
+
+
+def _register_local_sdot_intrin() -> str:
+    """TVM's dot_4x4_i8i8s32_sdot with the accumulator in a local (register) tile."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+    try:
+        TensorIntrin.get(_LOCAL_SDOT)
+        return _LOCAL_SDOT
+    except Exception:  # noqa: BLE001  (not registered yet)
+        pass
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "int8", offset_factor=1),
+             C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            for i in T.serial(0, 4):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "int8", offset_factor=1),
+             C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+            a_i8x16 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
+            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                C.vload([0], dtype="int32x4"), a_i8x16, B.vload([0, 0], dtype="int8x16"), dtype="int32x4")
+
+    TensorIntrin.register(_LOCAL_SDOT, desc, impl)
+    return _LOCAL_SDOT
+
+
+def schedule_int8_gemm(sch, m: int, n: int, k: int, dotprod: bool) -> None:
+    """An MR x (4·P) tile of int32 accumulators over all of K; per 4 k's, P 16-byte weight blocks and MR
+    activation words feed MR·P sdot (or, without dotprod, widening multiply-adds LLVM picks). The epilogue
+    runs on the tile right after; (column block, row tile) pairs run in parallel."""
+    panels = pick_panels(n)
+    mr = pick_mr(m, panels)
+    blk = sch.get_sblock("acc")
+    lm, ln, lk = sch.get_loops(blk)
+    mo, mi = sch.split(lm, [None, mr])
+    no, nj, ni = sch.split(ln, [None, panels, SDOT_N])
+    ko, ki = sch.split(lk, [None, SDOT_K])
+    if dotprod:
+        sch.reorder(no, mo, ko, mi, nj, ni, ki)
+    else:
+        sch.reorder(no, mo, ko, ki, mi, nj, ni)
+    outer = sch.fuse(no, mo)
+    sch.set_scope(blk, 0, "local")
+    ep = sch.get_sblock("C")
+    sch.reverse_compute_at(ep, outer)
+    sch.vectorize(sch.get_loops(ep)[-1])
+    if m * n >= PARALLEL_MIN_ELEMENTS // 4:
+        sch.parallel(outer)
+    if not dotprod:  # vectorized while the block is still a whole reduction (as schedule_contraction does)
+        sch.vectorize(ni)
+        sch.unroll(ki)
+    init = sch.decompose_reduction(blk, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if dotprod:
+        sch.tensorize(ni, _register_local_sdot_intrin())
+    sch.unroll(nj)
+    sch.unroll(mi)
