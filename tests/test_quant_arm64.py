@@ -1,0 +1,118 @@
+"""INT8 on arm64-neon under qemu-aarch64: the QuantizedMatMul GEMM with `sdot`
+(+dotprod) and its plain armv8.0 fallback (run on a Cortex-A53, which has no
+dotprod) against the reference kernels, the disassembly, and a quantized
+model's bundle against the x86-avx512 (VNNI) bundle's outputs."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.dtypes import DType
+from arm64_helpers import compile_arm, needs_arm64, run_arm
+from test_quant_x86 import qmm_graph
+from x86_helpers import compile_and_run, has_avx512
+
+pytestmark = needs_arm64
+R = np.random.default_rng(7)
+
+
+def arm(dotprod: bool):
+    from targets.arm64.target import arm64_target
+    return arm64_target(features=["dotprod"] if dotprod else [])
+
+
+def cpu_for(dotprod: bool) -> str:
+    return "cortex-a76" if dotprod else "cortex-a53"  # A76 has dotprod (armv8.2-a), A53 (armv8.0-a) has not
+
+
+def disassembly(bundle: Path) -> str:
+    return subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(bundle / "model.so")], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("dotprod", [True, False], ids=["sdot", "armv8.0"])
+@pytest.mark.parametrize("m,k,n", [(8, 4, 16), (24, 384, 64), (7, 320, 1008)])
+def test_int8_accumulation_is_exact(tmp_path, m, k, n, dotprod):
+    """Scale 1, no bias: the output is float32(acc) itself, so the integer sum must match exactly."""
+    g, feeds = qmm_graph(m, k, n, xz=131)
+    b = compile_arm(g, tmp_path, target=arm(dotprod))
+    got = run_arm(b, feeds, cpu=cpu_for(dotprod))["qmm:0"]
+    np.testing.assert_array_equal(got, compiler.interpret(g, feeds)["qmm:0"])
+    has_sdot = "\tsdot\t" in disassembly(b)
+    assert has_sdot == dotprod, "sdot in the GEMM exactly when the target has dotprod"
+
+
+def test_sdot_float_epilogue_and_requantized_output(tmp_path):
+    ws = R.uniform(0.001, 0.01, 64).astype(np.float32)
+    g, feeds = qmm_graph(2, 96, 64, xs=0.02, ws=ws, bias=True, res=True, act="gelu", before=1, batch=(3,))
+    got = run_arm(compile_arm(g, tmp_path, target=arm(True)), feeds)["qmm:0"]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)["qmm:0"], rtol=2e-6, atol=2e-6)
+    ws = R.uniform(0.001, 0.01, 32).astype(np.float32)
+    g, feeds = qmm_graph(16, 64, 32, xs=0.02, ws=ws, bias=True, act="relu", requant=(0.03, 5))
+    got = run_arm(compile_arm(g, tmp_path, target=arm(True)), feeds)["qmm:0"]
+    want = compiler.interpret(g, feeds)["qmm:0"]
+    assert got.dtype == np.uint8
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def quantized_mlp():
+    from compiler.quantization import quantize_graph
+    g = compiler.Graph("qmlp_arm")
+    x = g.add_input("x", (32, 64), DType.float32)
+    h = g.add_node("FusedMatMul", [x, g.add_const("w1", R.standard_normal((64, 128)).astype(np.float32)),
+                                   g.add_const("b1", R.standard_normal(128).astype(np.float32))],
+                   {"activation": "relu"}, name="fc1").outputs[0]
+    g.outputs = [g.add_node("MatMul", [h, g.add_const("w2", R.standard_normal((128, 32)).astype(np.float32))],
+                            name="fc2").outputs[0]]
+    quantize_graph(g, calibration=[{"x": R.standard_normal((32, 64)).astype(np.float32)} for _ in range(4)])
+    assert g.op_histogram() == {"QuantizedMatMul": 2, "QuantizeLinear": 1}
+    return g, {"x": R.standard_normal((32, 64)).astype(np.float32)}
+
+
+def test_quantized_mlp_matches_the_reference_and_the_x86_bundle(tmp_path):
+    g, feeds = quantized_mlp()
+    name = g.outputs[0].name
+    want = compiler.interpret(g, feeds)[name]
+    tol = dict(rtol=1e-3, atol=float(np.abs(want).max()) * 0.01)  # a requantized value may move one step
+    outs = {}
+    for dotprod in (True, False):
+        outs[dotprod] = run_arm(compile_arm(g, tmp_path, target=arm(dotprod), tag=str(dotprod)), feeds,
+                                cpu=cpu_for(dotprod))[name]
+        np.testing.assert_allclose(outs[dotprod], want, **tol)
+    np.testing.assert_array_equal(outs[True], outs[False])  # same integer arithmetic, same epilogue code
+    if has_avx512() and "avx512_vnni" in Path("/proc/cpuinfo").read_text():
+        x86 = compile_and_run(g, feeds, tmp_path, target="x86-avx512")[name]
+        np.testing.assert_allclose(outs[True], x86, **tol)
+
+
+def test_cli_compile_quantize_int8_for_arm(tmp_path):
+    import json
+    import sys
+    from compiler.onnx_export import save_onnx
+    g = compiler.Graph("mlp")
+    x = g.add_input("x", (16, 64), DType.float32)
+    h = g.add_node("FusedMatMul", [x, g.add_const("w1", (R.standard_normal((64, 64)) * 0.2).astype(np.float32)),
+                                   g.add_const("b1", R.standard_normal(64).astype(np.float32))],
+                   {"activation": "gelu"}, name="fc1").outputs[0]
+    g.outputs = [g.add_node("MatMul", [h, g.add_const("w2", (R.standard_normal((64, 32)) * 0.2).astype(np.float32))],
+                            name="fc2").outputs[0]]
+    save_onnx(g, tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "cal.npz", x=R.standard_normal((64, 64)).astype(np.float32))
+    p = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(tmp_path / "mlp.onnx"), "-o",
+                        str(tmp_path / "bundle"), "--target", "arm64-neon", "--cpu-features", "+dotprod",
+                        "--quantize", "int8", "--calibration", str(tmp_path / "cal.npz"), "-q"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    man = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert man["target"]["cpu_features"] == ["neon", "dotprod"]
+    assert any(s["name"] == "quantize_int8" for s in man["passes"])
+    assert "\tsdot\t" in disassembly(tmp_path / "bundle")
+    feeds = {"x": R.standard_normal((16, 64)).astype(np.float32)}
+    got = run_arm(tmp_path / "bundle", feeds)[g.outputs[0].name]
+    want = compiler.interpret(g, feeds)[g.outputs[0].name]
+    assert float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)) > 0.995
