@@ -49,3 +49,39 @@ def test_efficientnet_lite0_bundle_under_qemu_matches_onnxruntime(model_cache, t
     print(f"EfficientNet-Lite0 arm64-neon under qemu: max abs error {err:.3g}, {stats['mean_ms']:.0f} ms per run")
     assert err <= TOL, f"max abs error {err:.3g}"
     assert int(got["y"].argmax()) == int(want.argmax())
+
+
+def test_int8_minilm_bundle_under_qemu_matches_the_x86_int8_bundle(model_cache, tmp_path):
+    """The int8 MiniLM-L6 (sdot GEMMs, float attention core and LayerNorms), one batch under qemu, against
+    the x86-avx512 (VNNI) bundle of the same quantized graph and the reference interpreter."""
+    import compiler
+    from compiler.quantization import quantize_graph
+    from compiler.quantization.quantize import output_error
+    from passes import PassManager
+    from targets.arm64.qemu import run_bundle
+    from targets.arm64.target import arm64_target
+    from targets.bundle import compile_to_bundle
+    from test_quant_models import BATCH, CALIBRATION_SENTENCES, SEQ, TEST_SENTENCES, _batches
+    from x86_helpers import has_avx512
+    g = compiler.load_onnx(export_minilm(model_cache, "legacy", "eager", dynamic=True),
+                           input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
+    PassManager(None).run(g)
+    quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
+    PassManager(["decompose_quantized_attention", ("decompose_fused_ops", {"ops": "SkipLayerNormalization"})]).run(g)
+    assert g.op_histogram()["QuantizedMatMul"] == 36
+    bundle = compile_to_bundle(g, tmp_path / "minilm-int8-arm", target=arm64_target(features=["dotprod"]), quiet=True)
+    feeds = _batches(TEST_SENTENCES[:BATCH])[0]
+    got, stats = run_bundle(bundle, feeds, threads=1)
+    want = compiler.interpret(g, feeds)
+    err = output_error(got, want)
+    print(f"int8 MiniLM-L6 arm64-neon+dotprod under qemu: 1 - cos vs interpreter {err:.2g}, "
+          f"{stats['mean_ms']:.0f} ms per run ({BATCH}x{SEQ} tokens)")
+    assert err < 1e-3
+    if has_avx512() and "avx512_vnni" in open("/proc/cpuinfo").read():
+        import runtime_stub
+        x86 = runtime_stub.load(compile_to_bundle(g, tmp_path / "minilm-int8-x86", target="x86-avx512",
+                                                  quiet=True)).run(feeds)
+        name = g.outputs[0].name
+        diff = float(np.abs(got[name] - x86[name]).max())
+        print(f"  vs the x86-avx512 int8 bundle: 1 - cos {output_error(got, x86):.2g}, max abs diff {diff:.3g}")
+        assert output_error(got, x86) < 1e-3
