@@ -1,0 +1,45 @@
+"""arm64-neon errors that need neither the cross compiler nor qemu: a missing cross compiler is named with
+its Debian package, unknown CPU features and target names are refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.dtypes import DType
+
+
+def small_graph() -> compiler.Graph:
+    g = compiler.Graph("arm_errors")
+    x = g.add_input("x", (4, 8), DType.float32)
+    g.outputs = list(g.add_node("MatMul", [x, g.add_const("w", np.ones((8, 4), np.float32))]).outputs)
+    return g
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path, monkeypatch):
+    from targets.bundle import compile_to_bundle
+    monkeypatch.setenv("AOTC_ARM64_CC", "aarch64-no-such-gcc")
+    g = small_graph()
+    with pytest.raises(compiler.AotcError, match="apt-get install gcc-aarch64-linux-gnu"):
+        compile_to_bundle(g, tmp_path / "b", target="arm64-neon", quiet=True)
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_feature_is_refused():
+    from targets.arm64.target import arm64_target
+    with pytest.raises(compiler.AotcError, match="Unknown arm64 CPU feature 'avx512'"):
+        arm64_target(features=["+avx512"])
+
+
+def test_unknown_arm_target_name():
+    from targets.cpu.target import get_target
+    with pytest.raises(compiler.AotcError, match="the ARM target is arm64-neon"):
+        get_target("arm64-sve2")
+
+
+def test_missing_qemu_names_the_package(tmp_path, monkeypatch):
+    from targets.arm64 import qemu
+    monkeypatch.setattr(qemu, "is_native", lambda: False)
+    monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
+    with pytest.raises(compiler.AotcError, match="apt-get install qemu-user-static"):
+        qemu.runner_command(tmp_path)
