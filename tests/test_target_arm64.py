@@ -285,3 +285,76 @@ def test_cli_compile_and_run(tmp_path):
     with np.load(tmp_path / "o.npz") as out:
         got = out[g.outputs[0].name]
     np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-5)
+
+
+# -- the rest of the lowered ops, a few bundles of many nodes each ----------------------------------------
+def multi(name: str, inputs: dict, nodes) -> tuple[compiler.Graph, dict]:
+    """A graph of (op, input names, attrs[, num_outputs]) nodes over `inputs`; every result is an output."""
+    g = compiler.Graph(name)
+    vals = {n: g.add_input(n, a.shape, DType.from_numpy(a.dtype)) for n, a in inputs.items()}
+    outs = []
+    for i, (op, ins, attrs, *nout) in enumerate(nodes):
+        node = g.add_node(op, [vals[n] for n in ins], attrs, name=f"{op}_{i}", num_outputs=nout[0] if nout else None)
+        outs += node.outputs
+    g.outputs = outs
+    return g, inputs
+
+
+def test_more_unary_and_row_ops(out_dir):
+    ops = ["Ceil", "Cos", "Sin", "Identity", "Dropout", "Log", "Reciprocal"]
+    nodes = [(op, ["x"], {}) for op in ops] + [
+        ("Elu", ["x"], {"alpha": 0.7}), ("HardSigmoid", ["x"], {"alpha": 0.3, "beta": 0.4}),
+        ("LogSoftmax", ["x"], {"axis": -1}),
+        ("Split", ["x"], {"axis": 2, "split": [12, 24]}, 2)]
+    compare(*multi("more_unary", {"x": f32(2, 5, 36, lo=0.1) * 2}, nodes), out_dir)
+
+
+def test_more_reductions(out_dir):
+    nodes = [(op, ["x"], {"axes": [2, 3], "keepdims": 0}) for op in
+             ("ReduceL2", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare")]
+    nodes.append(("GlobalMaxPool", ["x"], {}))
+    compare(*multi("more_reductions", {"x": f32(2, 24, 7, 7)}, nodes), out_dir)
+
+
+def test_more_shape_ops(out_dir):
+    nodes = [("Flatten", ["x"], {"axis": 2}), ("Squeeze", ["x"], {"axes": [1]}),
+             ("Unsqueeze", ["x"], {"axes": [0, 3]}), ("Expand", ["x"], {"shape": [2, 3, 4, 8]}),
+             ("Tile", ["x"], {"repeats": [2, 3, 1]}), ("Trilu", ["m"], {"upper": 0, "k": 1}),
+             ("GatherElements", ["m", "ie"], {"axis": 1}), ("GatherND", ["t", "ind"], {})]
+    inputs = {"x": f32(3, 1, 8), "m": f32(2, 6, 6), "ie": R.integers(-6, 6, (2, 6, 3)).astype(np.int64),
+              "t": f32(3, 4, 5), "ind": np.array([[1, 2], [0, -1]], np.int64)}
+    compare(*multi("more_shape", inputs, nodes), out_dir)
+
+
+def test_comparisons_logic_variadic(out_dir):
+    a, b = f32(3, 40), f32(40)
+    b[:5] = a[0, :5]  # ties
+    x = f32(4, 32)
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    nodes = [(op, ["a", "b"], {}) for op in ("Equal", "Greater", "GreaterOrEqual", "LessOrEqual")]
+    nodes += [(op, ["a", "b", "c"], {}) for op in ("Max", "Min", "Sum", "Mean")]
+    nodes += [(op, ["p", "q"], {}) for op in ("And", "Or", "Xor")] + [("Not", ["p"], {})]
+    nodes += [("IsNaN", ["x"], {}), ("IsInf", ["x"], {"detect_negative": 0})]
+    inputs = {"a": a, "b": b, "c": f32(3, 1), "p": R.random((5, 20)) < 0.5, "q": R.random((20,)) < 0.5, "x": x}
+    compare(*multi("compare_logic", inputs, nodes), out_dir)
+
+
+def test_quantize_dequantize(out_dir):
+    g = compiler.Graph("qdq")
+    x = g.add_input("x", (4, 100), DType.float32)
+    s, z = g.add_const("s", np.array(0.037, np.float32)), g.add_const("z", np.array(121, np.uint8))
+    q = g.add_node("QuantizeLinear", [x, s, z], name="q").outputs[0]
+    d = g.add_node("DequantizeLinear", [q, s, z], name="d").outputs[0]
+    g.outputs = [q, d]
+    xv = (R.standard_normal((4, 100)) * 5).astype(np.float32)
+    xv[0, :6] = [0.5 * 0.037, 1.5 * 0.037, -0.5 * 0.037, 1e9, -1e9, 0.0]
+    compare(g, {"x": xv}, out_dir)
+
+
+def test_every_lowered_op_is_checked_here():
+    """Each op the CPU lowering registers appears in this file or in test_quant_arm64.py."""
+    from pathlib import Path
+    from targets.cpu.lowering import lowered_ops
+    here = Path(__file__).read_text() + (Path(__file__).parent / "test_quant_arm64.py").read_text()
+    missing = [op for op in lowered_ops() if f'"{op}"' not in here]
+    assert not missing, f"ops without an arm64 test: {missing}"
