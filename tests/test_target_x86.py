@@ -328,3 +328,14 @@ def test_attention(masks, out_dir):
         feeds["keep"] = k
     got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
     np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]},
+    {"mode": "nearest", "sizes": [1, 3, 7, 5], "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+    {"mode": "linear", "scales": [1.0, 1.0, 2.0, 1.5]},
+    {"mode": "linear", "sizes": [1, 3, 4, 9], "coordinate_transformation_mode": "align_corners"},
+    {"mode": "cubic", "scales": [1.0, 1.0, 2.0, 2.0]},
+])
+def test_resize(attrs, out_dir):
+    check_op("Resize", [("x", f32(1, 3, 6, 6))], out_dir, attrs, rtol=1e-5, atol=1e-5)

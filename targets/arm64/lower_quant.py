@@ -1,6 +1,7 @@
 """QuantizedMatMul on arm64-neon: an int8 x int8 GEMM whose inner step is
-`sdot` (armv8.2-a+dotprod) when the target has dotprod, and plain NEON
-(widening multiplies, LLVM's choice) on armv8.0 otherwise.
+`sdot` (armv8.2-a+dotprod) when the target has dotprod, and plain NEON on
+armv8.0 otherwise (weights packed in NR-column panels, one NR-byte row per k
+sign-extended and multiply-added into int32 lanes).
 
 The weight [K, N] is packed at compile time into Bp[N/4, K/4, 4, 4]: one
 16-byte block holds 4 columns x 4 rows, so one `sdot` multiplies 4 int8
@@ -80,7 +81,14 @@ def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
         steps.append(injective_call(node, ctx, [x], a, lambda ld, i: T.Cast(
             "int8", T.Cast("int32", ld[0](i)) - T.const(128, "int32")), extra_key="u8_to_s8"))
     key = f"{w.name}|{xscale!r}|{xzp - shift}"
-    bp = ctx.derived_const(f"{w.name}.sdot", lambda: pack_sdot(w.const))
+    if dotprod:
+        bp = ctx.derived_const(f"{w.name}.sdot", lambda: pack_sdot(w.const))
+        b_index = lambda B, j, kk: B[j // SDOT_N, kk // SDOT_K, j % SDOT_N, kk % SDOT_K]  # noqa: E731
+    else:  # column panels [N/NR, K, NR]: one contiguous NR-byte row of B per k, widened and multiply-added
+        nr = next(c for c in (16, 8, 4) if n % c == 0)
+        bp = ctx.derived_const(f"{w.name}.i8p{nr}", lambda: np.ascontiguousarray(
+            w.const.reshape(k, n // nr, nr).transpose(1, 0, 2)))
+        b_index = lambda B, j, kk: B[j // nr, kk, j % nr]  # noqa: E731
     colsum = ctx.derived_const(f"{key}.zp_colsum_s8",
                                lambda: ((xzp - shift) * w.const.astype(np.int64).sum(0)).astype(np.int32))
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
@@ -114,7 +122,7 @@ def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
             args.append(Res)
         kk = te.reduce_axis((0, k), name="k")
         acc = te.compute((m, n), lambda i, j: te.sum(
-            A[i, kk].astype("int32") * B[j // SDOT_N, kk // SDOT_K, j % SDOT_N, kk % SDOT_K].astype("int32"),
+            A[i, kk].astype("int32") * b_index(B, j, kk).astype("int32"),
             axis=kk), name="acc")
 
         def epilogue(i, j):
@@ -130,7 +138,9 @@ def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
                 y = _quantize_expr(y, requant[0], requant[1], requant[2])
             return y
         C = te.compute((m, n), epilogue, name="C")
-        return prim_func(args + [C], lambda sch: schedule_int8_gemm(sch, m, n, k, dotprod))
+        if dotprod:
+            return prim_func(args + [C], lambda sch: schedule_sdot_gemm(sch, m, n, k))
+        return prim_func(args + [C], lambda sch: schedule_widening_gemm(sch, m, n, nr))
 
     steps.append(Call(call_key, build, ops, node, flops=2 * m * n * k))
     return steps
@@ -177,10 +187,10 @@ def _register_local_sdot_intrin() -> str:
     return _LOCAL_SDOT
 
 
-def schedule_int8_gemm(sch, m: int, n: int, k: int, dotprod: bool) -> None:
+def schedule_sdot_gemm(sch, m: int, n: int, k: int) -> None:
     """An MR x (4·P) tile of int32 accumulators over all of K; per 4 k's, P 16-byte weight blocks and MR
-    activation words feed MR·P sdot (or, without dotprod, widening multiply-adds LLVM picks). The epilogue
-    runs on the tile right after; (column block, row tile) pairs run in parallel."""
+    broadcast activation words feed MR·P sdot. The epilogue runs on the tile right after; (column block,
+    row tile) pairs run in parallel."""
     panels = pick_panels(n)
     mr = pick_mr(m, panels)
     blk = sch.get_sblock("acc")
@@ -188,10 +198,33 @@ def schedule_int8_gemm(sch, m: int, n: int, k: int, dotprod: bool) -> None:
     mo, mi = sch.split(lm, [None, mr])
     no, nj, ni = sch.split(ln, [None, panels, SDOT_N])
     ko, ki = sch.split(lk, [None, SDOT_K])
-    if dotprod:
-        sch.reorder(no, mo, ko, mi, nj, ni, ki)
-    else:
-        sch.reorder(no, mo, ko, ki, mi, nj, ni)
+    sch.reorder(no, mo, ko, mi, nj, ni, ki)
+    _tile_epilogue(sch, blk, no, mo, m, n)
+    init = sch.decompose_reduction(blk, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(ni, _register_local_sdot_intrin())
+    sch.unroll(nj)
+    sch.unroll(mi)
+
+
+def schedule_widening_gemm(sch, m: int, n: int, nr: int) -> None:
+    """armv8.0 (no dotprod): an MR x NR int32 tile; per k, one NR-byte weight row is sign-extended and
+    multiply-added (smlal) with MR broadcast activations."""
+    mr = next((c for c in (4, 5, 3, 2) if m % c == 0 and c * nr <= 80), 1)
+    blk = sch.get_sblock("acc")
+    lm, ln, lk = sch.get_loops(blk)
+    mo, mi = sch.split(lm, [None, mr])
+    no, ni = sch.split(ln, [None, nr])
+    sch.reorder(no, mo, lk, mi, ni)
+    _tile_epilogue(sch, blk, no, mo, m, n)
+    sch.vectorize(ni)
+    sch.unroll(mi)
+    init = sch.decompose_reduction(blk, lk)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _tile_epilogue(sch, blk, no, mo, m: int, n: int):
+    """Accumulators in a local tile, the epilogue right after the tile's reduction, tiles in parallel."""
     outer = sch.fuse(no, mo)
     sch.set_scope(blk, 0, "local")
     ep = sch.get_sblock("C")
@@ -199,12 +232,4 @@ def schedule_int8_gemm(sch, m: int, n: int, k: int, dotprod: bool) -> None:
     sch.vectorize(sch.get_loops(ep)[-1])
     if m * n >= PARALLEL_MIN_ELEMENTS // 4:
         sch.parallel(outer)
-    if not dotprod:  # vectorized while the block is still a whole reduction (as schedule_contraction does)
-        sch.vectorize(ni)
-        sch.unroll(ki)
-    init = sch.decompose_reduction(blk, ko)
-    sch.vectorize(sch.get_loops(init)[-1])
-    if dotprod:
-        sch.tensorize(ni, _register_local_sdot_intrin())
-    sch.unroll(nj)
-    sch.unroll(mi)
+    return outer

@@ -427,3 +427,64 @@ def lower_pool(node: Node, ctx: LoweringContext):
         return prim_func([X, INV, Y], sched)
 
     return [Call(key, build, ops, node, flops=y.size * kernel[0] * kernel[1])]
+
+
+@lowers("Resize")
+def lower_resize(node: Node, ctx: LoweringContext):
+    """Separable resampling of the two trailing axes: per output row/column, the input taps and their
+    weights are compile-time tables (from the reference op's own coordinate and weight rules)."""
+    from compiler.ops.nn import Resize
+    x, y = node.inputs[0], node.outputs[0]
+    at = node.attrs
+    if x.dtype != DType.float32 or x.rank != 4:
+        raise NoLoweringError("only float32 4-D Resize has a CPU kernel yet")
+    out_shape, scale, roi = Resize.plan(x.shape, at)
+    ctm = at["coordinate_transformation_mode"]
+    if tuple(out_shape[:2]) != tuple(x.shape[:2]) or ctm == "tf_crop_and_resize":
+        raise NoLoweringError("resizing batch/channel axes or tf_crop_and_resize")
+    tables = []
+    for axis in (2, 3):
+        li, lo = x.shape[axis], out_shape[axis]
+        coords = Resize.source_coords(ctm, li, lo, scale[axis], roi[axis])
+        if at["mode"] == "nearest":
+            idx = Resize.nearest_index(coords, at["nearest_mode"], li).reshape(lo, 1)
+            wts = np.ones((lo, 1), np.float32)
+        else:
+            w = Resize.weights(coords, at, li)
+            taps = max(int((w != 0).sum(axis=1).max()), 1)
+            idx = np.zeros((lo, taps), np.int64)
+            wts = np.zeros((lo, taps), np.float32)
+            for o in range(lo):
+                nz = np.nonzero(w[o])[0]
+                idx[o, :len(nz)] = nz
+                wts[o, :len(nz)] = w[o, nz]
+        tables.append((idx.astype(np.int32), wts))
+    (ih, wh), (iw, ww) = tables
+    consts = [ctx.derived_const(f"{node.name}.resize_{n}", lambda a=a: a) for n, a in
+              (("ih", ih), ("wh", wh), ("iw", iw), ("ww", ww))]
+    ops = [operand(x)] + [operand(c) for c in consts] + [operand(y)]
+    key = f"resize|{at['mode']}|{sig(*ops)}"
+    th, tw = ih.shape[1], iw.shape[1]
+    lanes = ctx.lanes
+
+    def build():
+        from tvm import te
+        from .schedules import schedule_injective
+        X = te.placeholder(x.shape, "float32", name="X")
+        IH = te.placeholder(ih.shape, "int32", name="ih")
+        WH = te.placeholder(wh.shape, "float32", name="wh")
+        IW = te.placeholder(iw.shape, "int32", name="iw")
+        WW = te.placeholder(ww.shape, "float32", name="ww")
+
+        def f(n, c, i, j):
+            total = None
+            for a in range(th):
+                for b in range(tw):
+                    v = X[n, c, IH[i, a], IW[j, b]]
+                    if at["mode"] != "nearest":
+                        v = v * WH[i, a] * WW[j, b]
+                    total = v if total is None else total + v
+            return total
+        Y = te.compute(tuple(out_shape), f, name="out")
+        return prim_func([X, IH, WH, IW, WW, Y], lambda sch: schedule_injective(sch, "out", tuple(out_shape), lanes))
+    return [Call(key, build, ops, node, flops=2 * th * tw * y.size)]
