@@ -225,16 +225,16 @@ def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import UnsupportedOnTargetError
     g = compiler.Graph("needs_missing_ops")
-    x = g.add_input("x", (2, 8), compiler.DType.float32)
-    a = g.add_node("ArgMax", [x], {"axis": 1}, name="argmax_a").outputs[0]
-    s = g.add_node("Softmax", [x], {"axis": 0}, name="softmax_axis0").outputs[0]
-    b = g.add_node("ArgMax", [s], {"axis": 0}, name="argmax_b").outputs[0]
-    g.outputs = [a, b]
+    x = g.add_input("x", (1, 4, 5, 5), compiler.DType.float32)
+    a = g.add_node("LRN", [x], {"size": 3}, name="lrn_a").outputs[0]
+    s = g.add_node("Softmax", [a], {"axis": 1}, name="softmax_axis1").outputs[0]
+    b = g.add_node("LRN", [s], {"size": 3}, name="lrn_b").outputs[0]
+    g.outputs = [b]
     out = tmp_path / "bundle"
     with pytest.raises(UnsupportedOnTargetError) as e:
         compile_to_bundle(g, out, "x86-avx512", quiet=True)
     msg = str(e.value)
-    for part in ("ArgMax ×2", "'argmax_a'", "'argmax_b'", "Softmax ×1", "'softmax_axis0'"):
+    for part in ("LRN ×2", "'lrn_a'", "'lrn_b'", "Softmax ×1", "'softmax_axis1'"):
         assert part in msg
     assert isinstance(e.value, compiler.AotcError)
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -339,3 +339,16 @@ def test_attention(masks, out_dir):
 ])
 def test_resize(attrs, out_dir):
     check_op("Resize", [("x", f32(1, 3, 6, 6))], out_dir, attrs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2"])
+@pytest.mark.parametrize("axes,keepdims", [([0], 1), ([0, 2], 0), ([1], 0)])
+def test_reduce_any_axes(op, axes, keepdims, out_dir):
+    check_op(op, [("x", f32(5, 6, 7))], out_dir, {"axes": axes, "keepdims": keepdims}, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis,keepdims,last", [(1, 1, 0), (0, 0, 1), (-1, 0, 0)])
+def test_argreduce(op, axis, keepdims, last, out_dir):
+    x = np.round(f32(4, 6, 5) * 2)  # ties, so first/last index matters
+    check_op(op, [("x", x)], out_dir, {"axis": axis, "keepdims": keepdims, "select_last_index": last})

@@ -192,7 +192,7 @@ def lower_reduce(node: Node, ctx: LoweringContext):
         if axes is None:
             axes = ()
     if axes and tuple(axes) != tuple(range(x.rank - len(axes), x.rank)):
-        raise NoLoweringError("reductions over axes that are not the trailing ones have no CPU kernel yet")
+        return [generic_reduce_call(node, ctx, x, y, axes, op)]
     rows = math.prod(x.shape[:x.rank - len(axes)])
     length = max(x.size // max(rows, 1), 1)
     kind, lanes = REDUCE_KIND[op], ctx.lanes
@@ -214,3 +214,87 @@ def lower_reduce(node: Node, ctx: LoweringContext):
     if not axes:  # noop_with_empty_axes: elementwise part only
         raise NoLoweringError("reductions over no axis have no CPU kernel yet")
     return [row_call(node, ctx, x, y, rows, length, build)]
+
+
+def _reduce_index(x_rank: int, axes, keepdims: bool, out_idx, raxes):
+    """The input index for an output index and the reduction variables."""
+    idx, o, r = [], 0, 0
+    for a in range(x_rank):
+        if a in axes:
+            idx.append(raxes[r])
+            r += 1
+            o += 1 if keepdims else 0
+        else:
+            idx.append(out_idx[o])
+            o += 1
+    return tuple(idx)
+
+
+def generic_reduce_call(node: Node, ctx: LoweringContext, x, y, axes, op: str) -> Call:
+    """Reductions over any axes: one plain TE reduction (parallel over the output), correct first."""
+    kind = REDUCE_KIND[op]
+    keep = bool(node.attrs.get("keepdims", 1)) or op.startswith("Global")
+    square = op in ("ReduceSumSquare", "ReduceL2")
+    n_red = math.prod(x.shape[a] for a in axes)
+    ops = [operand(x), operand(y)]
+    key = f"reduce_any|{op}|{tuple(axes)}|{keep}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        from tvm import tirx as T
+        X = te.placeholder(x.shape, "float32", name="X")
+        rax = [te.reduce_axis((0, x.shape[a]), name=f"r{i}") for i, a in enumerate(axes)]
+        red = {"sum": te.sum, "max": te.max, "min": te.min}[kind]
+
+        def f(*o):
+            v = X[_reduce_index(x.rank, axes, keep, o, rax)]
+            return red(v * v if square else v, axis=rax)
+        acc = te.compute(y.shape, f, name="acc")
+        if op in ("ReduceMean", "GlobalAveragePool"):
+            out = te.compute(y.shape, lambda *o: acc[o] * T.const(1.0 / n_red, "float32"), name="out")
+        elif op == "ReduceL2":
+            out = te.compute(y.shape, lambda *o: T.sqrt(acc[o]), name="out")
+        else:
+            out = te.compute(y.shape, lambda *o: acc[o], name="out")
+
+        def sched(sch):
+            loops = sch.get_loops(sch.get_sblock("acc"))[:y.rank]
+            if y.size >= PARALLEL_MIN_ELEMENTS // 16 and len(loops) >= 1:
+                sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+        return prim_func([X, out], sched)
+    return Call(key, build, ops, node, flops=x.size)
+
+
+@lowers("ArgMax", "ArgMin")
+def lower_argreduce(node: Node, ctx: LoweringContext):
+    """Index of the first (or, with select_last_index, last) extreme value along one axis."""
+    x, y = node.inputs[0], node.outputs[0]
+    if x.dtype not in (DType.float32, DType.int32, DType.int64):
+        raise NoLoweringError(f"{x.dtype} has no CPU kernel yet")
+    axis = node.attrs["axis"] % x.rank
+    keep = bool(node.attrs["keepdims"])
+    last = bool(node.attrs["select_last_index"])
+    n = x.shape[axis]
+    ops = [operand(x), operand(y)]
+    key = f"{node.op_type}|{axis},{keep},{last}|{sig(*ops)}"
+    is_max = node.op_type == "ArgMax"
+
+    def build():
+        from tvm import te
+        from tvm import tirx as T
+        from .lower_elementwise import tvm_dtype
+        X = te.placeholder(x.shape, tvm_dtype(x.dtype), name="X")
+        r1 = te.reduce_axis((0, n), name="r1")
+        r2 = te.reduce_axis((0, n), name="r2")
+        ext = te.compute(y.shape, lambda *o: (te.max if is_max else te.min)(
+            X[_reduce_index(x.rank, (axis,), keep, o, [r1])], axis=[r1]), name="ext")
+
+        def pick(*o):
+            hit = X[_reduce_index(x.rank, (axis,), keep, o, [r2])] == ext[o]
+            i = T.Cast("int64", r2)
+            if last:
+                return te.max(T.Select(hit, i, T.const(-1, "int64")), axis=[r2])
+            return te.min(T.Select(hit, i, T.const(n, "int64")), axis=[r2])
+        out = te.compute(y.shape, pick, name="out")
+        return prim_func([X, out])
+    return [Call(key, build, ops, node, flops=2 * x.size)]
