@@ -89,7 +89,7 @@ def lower_softmax(node: Node, ctx: LoweringContext):
         raise NoLoweringError(f"{x.dtype} has no CPU kernel yet")
     axis = node.attrs["axis"] % x.rank
     if axis != x.rank - 1:
-        raise NoLoweringError("Softmax over an axis other than the last has no CPU kernel yet")
+        return [generic_softmax_call(node, ctx, x, y, axis, node.op_type == "LogSoftmax")]
     rows, length = _row_view(x, axis)
     build = softmax_builder(rows, length, ctx.lanes, log=node.op_type == "LogSoftmax")
     return [row_call(node, ctx, x, y, rows, length, build)]
@@ -298,3 +298,33 @@ def lower_argreduce(node: Node, ctx: LoweringContext):
         out = te.compute(y.shape, pick, name="out")
         return prim_func([X, out])
     return [Call(key, build, ops, node, flops=2 * x.size)]
+
+
+def generic_softmax_call(node: Node, ctx: LoweringContext, x, y, axis: int, log: bool) -> Call:
+    """Softmax over an inner axis: plain TE stages (max, exp-sum, normalize), parallel over the outer axes."""
+    ops = [operand(x), operand(y)]
+    key = f"softmax_any|{axis}|{log}|{sig(*ops)}"
+    n = x.shape[axis]
+    red_shape = tuple(1 if a == axis else d for a, d in enumerate(x.shape))
+
+    def build():
+        from tvm import te
+        from tvm import tirx as T
+        X = te.placeholder(x.shape, "float32", name="X")
+        r1 = te.reduce_axis((0, n), name="r1")
+        r2 = te.reduce_axis((0, n), name="r2")
+
+        def at(o, r):
+            return tuple(r if a == axis else o[a] for a in range(x.rank))
+        mx = te.compute(red_shape, lambda *o: te.max(X[at(o, r1)], axis=[r1]), name="mx")
+        sm = te.compute(red_shape, lambda *o: te.sum(fexp(X[at(o, r2)] - mx[o]), axis=[r2]), name="sm")
+        if log:
+            out = te.compute(x.shape, lambda *o: X[o] - mx[at(o, 0)] - T.log(sm[at(o, 0)]), name="out")
+        else:
+            out = te.compute(x.shape, lambda *o: fexp(X[o] - mx[at(o, 0)]) / sm[at(o, 0)], name="out")
+
+        def sched(sch):
+            from .schedules import schedule_injective
+            schedule_injective(sch, "out", x.shape, ctx.lanes)
+        return prim_func([X, out], sched)
+    return Call(key, build, ops, node, flops=5 * x.size)

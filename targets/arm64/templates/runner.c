@@ -1,5 +1,5 @@
 /* aotc_runner: runs an aotc bundle on .npy inputs and writes .npy outputs, with the thin runtime
- * (runtime_stub/aotc_runtime.c, linked in). Built for the bundle's target and shipped in it, so a
+ * (runtime_stub/aotc_runtime.c as libaotc_runtime.so beside it). Built for the bundle's target and shipped in it, so a
  * device (or qemu-aarch64) needs nothing but the bundle directory:
  *
  *   aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR] [-t THREADS] [-r REPEAT]
