@@ -133,51 +133,75 @@ def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
     return best
 
 
+def x86_bundles(cache: Path, removed: dict[int, list[int]], seq: int, tmp: Path, feeds: dict) -> tuple[dict, dict]:
+    """x86-avx512 bundles of MiniLM (batch 1 × `seq`): float and int8, each unpruned and with `removed` heads
+    pruned, built as `aotc compile` builds them (default pipeline, then prune_heads, then quantize_int8
+    calibrated on the calibration sentences, then decompositions for ops the target has no kernel for).
+    Returns ({label: runtime model}, {label: max |bundle - interpreter| on `feeds`}, {int8 label: max |int8 -
+    float| in the interpreter, the scale int8 itself moves the output by})."""
+    import runtime_stub
+    from compiler.quantization.cli_options import decompositions_for
+    from passes import PassContext, PassManager
+    from targets.bundle import compile_to_bundle
+    from targets.cpu.lowering import lowered_ops
+    cal = tokenize(CALIBRATION_SENTENCES, seq)
+    bundles, errors, reference, cosines = {}, {}, {}, {}
+    for precision in ("float", "int8"):
+        for pruned in (False, True):
+            label = precision + (" pruned" if pruned else "")
+            g = fused_minilm(cache, 1, seq)
+            steps = ([("prune_heads", {"spec": removed})] if pruned else []) \
+                + ([("quantize_int8", {})] if precision == "int8" else []) + decompositions_for(lowered_ops())
+            PassManager(steps, verify_each=True, context=PassContext(calibration=cal)).run(g)
+            model = runtime_stub.load(compile_to_bundle(g, tmp / label.replace(" ", "-"), target="x86-avx512",
+                                                        quiet=True))
+            model.set_num_threads(1)
+            want = reference[label] = compiler.interpret(g, feeds)["last_hidden_state"]
+            got = model.run(feeds)["last_hidden_state"]
+            errors[label] = float(np.abs(got - want).max())
+            m = feeds["attention_mask"]
+            cosines[label] = float((mean_pooled(got, m) * mean_pooled(want, m)).sum())
+            bundles[label] = model
+    int8_vs_float = {k: float(np.abs(v - reference[k.replace("int8", "float")]).max())
+                     for k, v in reference.items() if k.startswith("int8")}
+    return bundles, {"max_abs": errors, "pooled_cosine": cosines}, int8_vs_float
+
+
 def latency(cache: Path, removed: dict[int, list[int]], seq: int = 128) -> dict:
     """One sentence batch (1 × `seq` tokens), unpruned vs pruned, one thread each, best of N in alternation:
-    the x86-avx512 bundle (fused ops decomposed back into primitives, which the target lowers today), PyTorch
-    eager with the same heads sliced out of its Linear layers, and aotc's reference interpreter."""
+    the x86-avx512 bundles (float and int8), PyTorch eager with the same heads sliced out of its Linear layers,
+    and aotc's reference interpreter."""
     import tempfile
     import torch
-    import runtime_stub
-    from models import load_minilm, minilm_feeds
-    from passes import PassManager
-    from targets.bundle import compile_to_bundle
+    from models import load_minilm
     from test_prune_heads import prune_torch_heads
     from x86_helpers import has_avx512
     torch.set_num_threads(1)
-    feeds = minilm_feeds(batch=1, seq=seq, seed=0)
+    feeds = tokenize(HELD_OUT_SENTENCES[:1], seq)
     ids, mask = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
-    out: dict = {"batch": 1, "seq": seq}
-    x86, eager, interp = {}, {}, {}
+    out: dict = {"batch": 1, "seq": seq, "ms": {}, "speedups": {}}
+    eager, interp = {}, {}
+    for label, spec in (("float", {}), ("float pruned", removed)):
+        model = load_minilm("eager")
+        prune_torch_heads(model.bert, spec)
+        eager[label] = model
+        g = fused_minilm(cache, 1, seq)
+        if spec:
+            prune_attention_heads(g, spec=spec, measure_drift=False)
+        interp[label] = g
     with tempfile.TemporaryDirectory() as tmp:
-        for label, spec in (("unpruned", {}), ("pruned", removed)):
-            model = load_minilm("eager")
-            prune_torch_heads(model.bert, spec)
-            eager[label] = model
-            g = fused_minilm(cache, 1, seq)
-            if spec:
-                prune_attention_heads(g, spec=spec, measure_drift=False)
-            interp[label] = g
-            if has_avx512():
-                d = copy.deepcopy(g)
-                PassManager(["decompose_fused_ops"], verify_each=True).run(d)
-                bundle = runtime_stub.load(compile_to_bundle(d, Path(tmp) / label, target="x86-avx512", quiet=True))
-                bundle.set_num_threads(1)
-                err = np.abs(bundle.run(feeds)["last_hidden_state"] - compiler.interpret(d, feeds)["last_hidden_state"])
-                out[f"x86_{label}_max_abs_error_vs_interpreter"] = float(err.max())
-                x86[label] = bundle
         runners = {"torch": ({k: (lambda m=m: m(ids, mask)) for k, m in eager.items()}, 40),
                    "interpreter": ({k: (lambda g=g: compiler.interpret(g, feeds)) for k, g in interp.items()}, 10)}
-        if x86:
-            runners["x86"] = ({k: (lambda m=m: m.run(feeds)) for k, m in x86.items()}, 60)
+        if has_avx512():
+            bundles, out["x86_max_abs_error_vs_interpreter"], out["int8_vs_float_max_abs"] = x86_bundles(
+                cache, removed, seq, Path(tmp), feeds)
+            runners["x86"] = ({k: (lambda m=m: m.run(feeds)) for k, m in bundles.items()}, 60)
         with torch.no_grad():
             for name, (fns, rounds) in runners.items():
                 # REPEATS independent measurements: their spread shows how much the shared machine moved them
                 reps = [interleaved_best(fns, rounds) for _ in range(REPEATS)]
-                best = {k: min(r[k] for r in reps) for k in fns}
-                out.update({f"{name}_{k}_ms": v for k, v in best.items()})
-                out[f"{name}_speedups"] = [r["unpruned"] / r["pruned"] for r in reps]
+                out["ms"][name] = {k: min(r[k] for r in reps) for k in fns}
+                out["speedups"][name] = {k: [r["float"] / r[k] for r in reps] for k in fns if k != "float"}
     return out
 
 
@@ -287,34 +311,49 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def x86_err(lat: dict) -> float:
-    return max(lat["x86_unpruned_max_abs_error_vs_interpreter"], lat["x86_pruned_max_abs_error_vs_interpreter"])
-
-
 def latency_lines(lat: dict | None) -> list[str]:
-    if not lat:
+    if not lat or "ms" not in lat:
         return []
-    def row(what, key):
-        a, b = lat[f"{key}_unpruned_ms"], lat[f"{key}_pruned_ms"]
-        spread = lat.get(f"{key}_speedups")
-        spread = f" | {min(spread):.2f}–{max(spread):.2f}×" if spread else " | "
-        return f"| {what} | {a:.1f} | {b:.1f} | {a / b:.2f}×{spread} |"
-    return [
+    names = {"x86": "aotc x86-avx512 bundle", "torch": "PyTorch eager (CPU)",
+             "interpreter": "aotc reference interpreter"}
+    lines = [
         f"## Latency, 25% of heads removed (batch {lat['batch']} × {lat['seq']} tokens, one thread)", "",
-        "The x86-avx512 target has no kernels for the fused ops (Attention, FusedMatMul, SkipLayerNormalization) "
-        "yet, so for the bundle the pruned graph goes through `decompose_fused_ops` (back to MatMul, Softmax, "
-        "LayerNormalization, ... with the pruned shapes) before `aotc compile`'s lowering; the bundle runs in "
-        "the thin runtime. For comparison: PyTorch eager with the same heads sliced out of its Linear layers, "
-        "and aotc's NumPy reference interpreter. Times are the best of 3 measurements, each the best of 60/40/10 "
-        "runs with unpruned and pruned in alternation; the last column is the range of the speed-up over the 3 "
-        "measurements. The machine is shared with other jobs, so read the ratios, not the absolute times.", "",
-        "| runtime | unpruned ms | pruned ms | speed-up | range |", "|---|---:|---:|---:|---:|",
-        *([row("aotc x86-avx512 bundle (decomposed fused ops)", "x86")] if "x86_pruned_ms" in lat else []),
-        row("PyTorch eager (CPU)", "torch"), row("aotc reference interpreter", "interpreter"), "",
-        *([f"The bundles' outputs match the interpreter on the same graphs within {x86_err(lat):.1e} (max |Δ|). "
-           "INT8 on top of pruning runs in the interpreter (`--prune-heads ... --quantize int8`); the x86 int8 "
-           "kernels are not in the target yet.", ""] if "x86_pruned_ms" in lat else []),
+        "The x86-avx512 bundles are built as `aotc compile --prune-heads ... [--quantize int8]` builds them (the "
+        "target's own Attention, FusedMatMul and SkipLayerNormalization kernels; INT8 calibrated on the 32 "
+        "calibration sentences) and run by the thin runtime. For comparison: PyTorch eager with the same heads "
+        "sliced out of its Linear layers, and aotc's NumPy reference interpreter. Times are the best of 3 "
+        "measurements, each the best of 60/40/10 runs with all variants in alternation; speed-ups are against "
+        "the unpruned float model of the same runtime, with their range over the 3 measurements. The machine is "
+        "shared with other jobs, so read the ratios, not the absolute times.", "",
+        "| runtime | variant | ms | speed-up vs unpruned float | range |", "|---|---|---:|---:|---:|",
     ]
+    for name in ("x86", "torch", "interpreter"):
+        for variant, ms in lat["ms"].get(name, {}).items():
+            sp = lat["speedups"][name].get(variant)
+            ratio = f"{lat['ms'][name]['float'] / ms:.2f}×" if variant != "float" else "1"
+            spread = f"{min(sp):.2f}–{max(sp):.2f}×" if sp else ""
+            what = variant.replace("pruned", "+ 25% heads pruned")
+            lines.append(f"| {names[name]} | {what} | {ms:.1f} | {ratio} | {spread} |")
+    if "x86_max_abs_error_vs_interpreter" in lat:
+        errs, cos = lat["x86_max_abs_error_vs_interpreter"]["max_abs"], \
+            lat["x86_max_abs_error_vs_interpreter"]["pooled_cosine"]
+        lines += ["", "Each bundle's output vs the reference interpreter on the same graph: max |Δ| " +
+                  ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) + "; cosine of the mean-pooled embeddings " +
+                  ", ".join(f"{k} {v:.6f}" for k, v in cos.items()) + "."]
+        q = lat.get("int8_vs_float_max_abs", {})
+        if q:
+            lines += ["", "For scale, int8 itself moves the output (interpreter, int8 vs float) by up to " +
+                      ", ".join(f"{v:.2f} ({k})" for k, v in q.items()) + ". An int8 bundle may differ from the "
+                      "interpreter by one uint8 code where a requantized value sits on a rounding boundary (the "
+                      "kernels' arithmetic and NumPy's differ in the last bits), and the flip propagates through "
+                      "later layers. In the pruned int8 bundle the first difference from the interpreter is one "
+                      "element of 32768 of layer 1's QuantizeLinear output, off by one code; whether everything "
+                      "after it is that flip propagating, or also a kernel problem, is not established."]
+        wrong = [k for k, v in errs.items() if (cos[k] < 0.999 if k in q else v > 1e-3)]
+        if wrong:
+            lines += ["", f"**To check:** the {', '.join(wrong)} bundle(s) differ from the interpreter more than "
+                      "the others (mean-pooled cosine below 0.999)."]
+    return lines + [""]
 
 
 if __name__ == "__main__":
