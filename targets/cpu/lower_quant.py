@@ -231,8 +231,7 @@ def _register_local_vnni_intrin() -> str:
 def pick_panels(n: int) -> int:
     """16-column zmm panels per register tile: 4 (64 columns) when they fit, so every broadcast activation
     word feeds several vpdpbusd and the kernel is bound by the dot products, not by loads."""
-    import os
-    for p in [int(v) for v in os.environ.get("AOTC_VNNI_PANELS", "4,2").split(",")]:
+    for p in (4, 2):
         if n % (p * VNNI_N) == 0:
             return p
     return 1
@@ -240,8 +239,7 @@ def pick_panels(n: int) -> int:
 
 def pick_mr(m: int, panels: int) -> int:
     """Rows per register tile: MR x panels accumulators within the 32 zmm registers (leaving room for B)."""
-    import os
-    for c in [int(v) for v in os.environ.get("AOTC_VNNI_MR", "6,4,8,3,2,1").split(",")]:
+    for c in MR_CHOICES:
         if m % c == 0 and c * panels <= 24:
             return c
     return 1
