@@ -223,6 +223,31 @@ static uint8_t* read_file(const char* path, size_t* size, size_t align) {
   return buf;
 }
 
+/* A model.so built for another CPU (an arm64-neon bundle on x86) fails dlopen with a misleading "no such
+ * file": say what it is built for instead. */
+static const char* other_machine_note(const char* path) {
+  static __thread char note[256];
+  unsigned char h[20];
+  FILE* f = fopen(path, "rb");
+  size_t n = f ? fread(h, 1, sizeof h, f) : 0;
+  if (f) fclose(f);
+  if (n < sizeof h || memcmp(h, "\x7f" "ELF", 4) != 0) return "";
+  unsigned machine = h[5] == 2 ? (unsigned)h[18] << 8 | h[19] : (unsigned)h[18] | (unsigned)h[19] << 8;
+#if defined(__x86_64__)
+  const unsigned here = 62;
+#elif defined(__aarch64__)
+  const unsigned here = 183;
+#else
+  const unsigned here = machine;
+#endif
+  if (machine == here) return "";
+  snprintf(note, sizeof note, " (model.so is built for %s, this process runs on %s: run the bundle on such a machine, or "
+           "an arm64 bundle with its aotc_runner under qemu-aarch64, as `aotc run` does)",
+           machine == 183 ? "aarch64" : machine == 62 ? "x86-64" : "another CPU",
+           here == 183 ? "aarch64" : here == 62 ? "x86-64" : "another CPU");
+  return note;
+}
+
 /* ---- the model ----------------------------------------------------------------------------------- */
 typedef struct { char* name; char* dtype; int32_t ndim; int64_t shape[16]; size_t nbytes; } io_spec;
 
@@ -379,7 +404,12 @@ aotc_model* aotc_load(const char* dir) {
 
   snprintf(path, sizeof path, "%s/model.so", dir);
   m->so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (!m->so) { set_error("cannot load %s: %s", path, dlerror()); goto fail; }
+  if (!m->so) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", dlerror());
+    set_error("cannot load %s: %s%s", path, why, other_machine_note(path));
+    goto fail;
+  }
   int (*abi_fn)(void) = (int (*)(void))dlsym(m->so, "aotc_model_abi_version");
   const char* (*id_fn)(void) = (const char* (*)(void))dlsym(m->so, "aotc_model_id");
   m->run = (run_fn)dlsym(m->so, "aotc_model_run");

@@ -339,6 +339,17 @@ def test_comparisons_logic_variadic(out_dir):
     compare(*multi("compare_logic", inputs, nodes), out_dir)
 
 
+def test_resize_argreduce_any_axes(out_dir):
+    nodes = [("Resize", ["x"], {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]}),
+             ("Resize", ["x"], {"mode": "linear", "sizes": [1, 3, 4, 9], "coordinate_transformation_mode": "align_corners"}),
+             ("Resize", ["x"], {"mode": "cubic", "scales": [1.0, 1.0, 2.0, 2.0]}),
+             ("ArgMax", ["t"], {"axis": 1, "keepdims": 1, "select_last_index": 0}),
+             ("ArgMin", ["t"], {"axis": 0, "keepdims": 0, "select_last_index": 1}),
+             ("ReduceMean", ["r"], {"axes": [0, 2], "keepdims": 0}), ("ReduceMax", ["r"], {"axes": [1], "keepdims": 0})]
+    inputs = {"x": f32(1, 3, 6, 6), "t": np.round(f32(4, 6, 5) * 2), "r": f32(5, 6, 7)}  # t has ties
+    compare(*multi("resize_argreduce", inputs, nodes), out_dir)
+
+
 def test_quantize_dequantize(out_dir):
     g = compiler.Graph("qdq")
     x = g.add_input("x", (4, 100), DType.float32)
@@ -358,3 +369,14 @@ def test_every_lowered_op_is_checked_here():
     here = Path(__file__).read_text() + (Path(__file__).parent / "test_quant_arm64.py").read_text()
     missing = [op for op in lowered_ops() if f'"{op}"' not in here]
     assert not missing, f"ops without an arm64 test: {missing}"
+
+
+def test_the_host_runtime_names_the_bundles_cpu(tmp_path):
+    """Loading an aarch64 bundle with the x86 runtime says what the library is built for, not 'no such file'."""
+    import platform
+    import runtime_stub
+    if platform.machine() in ("aarch64", "arm64"):
+        pytest.skip("this machine runs aarch64 bundles natively")
+    g, _ = small_model()
+    with pytest.raises(runtime_stub.RuntimeStubError, match="model.so is built for aarch64"):
+        runtime_stub.load(compile_arm(g, tmp_path))

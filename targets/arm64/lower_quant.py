@@ -76,10 +76,14 @@ def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
     m = math.prod(x.shape) // k
     steps = []
     a = x
-    if shift:  # uint8 -> int8 by x - 128 (sdot multiplies signed bytes)
-        a = ctx.temp(x.name, x.shape, DType.int8)
-        steps.append(injective_call(node, ctx, [x], a, lambda ld, i: T.Cast(
-            "int8", T.Cast("int32", ld[0](i)) - T.const(128, "int32")), extra_key="u8_to_s8"))
+    if shift:  # uint8 -> int8 by x - 128 (signed bytes for sdot/smull); once per activation, which the
+        # Q, K and V projections share
+        shifted = ctx.__dict__.setdefault("_arm64_int8_activations", {})
+        if x.name not in shifted:
+            shifted[x.name] = ctx.temp(x.name, x.shape, DType.int8)
+            steps.append(injective_call(node, ctx, [x], shifted[x.name], lambda ld, i: T.Cast(
+                "int8", T.Cast("int32", ld[0](i)) - T.const(128, "int32")), extra_key="u8_to_s8"))
+        a = shifted[x.name]
     key = f"{w.name}|{xscale!r}|{xzp - shift}"
     if dotprod:
         bp = ctx.derived_const(f"{w.name}.sdot", lambda: pack_sdot(w.const))
