@@ -43,3 +43,16 @@ def test_missing_qemu_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
     with pytest.raises(compiler.AotcError, match="apt-get install qemu-user-static"):
         qemu.runner_command(tmp_path)
+
+
+def test_host_on_aarch64_is_arm64_neon(monkeypatch, tmp_path):
+    import platform
+    from targets.arm64 import target as arm
+    from targets.cpu.target import get_target
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n")
+    real_path = arm.Path
+    monkeypatch.setattr(arm, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    t = get_target("host")
+    assert t.name == "arm64-neon" and t.features == ("dotprod",)

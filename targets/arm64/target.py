@@ -86,6 +86,18 @@ def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, features=(),
                        features=feats, sysroot=sysroot)
 
 
+def host_arm64_target() -> Arm64Target:
+    """--target host on an aarch64 machine: arm64-neon with dotprod when /proc/cpuinfo lists asimddp."""
+    feats = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("features"):
+                feats.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return arm64_target(features=["dotprod"] if "asimddp" in feats else [])
+
+
 def require_cc(cc: str) -> str:
     path = shutil.which(cc)
     if path is None:

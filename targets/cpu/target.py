@@ -69,6 +69,9 @@ def _cpu_flags() -> set[str]:
 
 def host_target() -> CpuTarget:
     """The best CPU target this machine runs."""
+    if platform.machine() in ("aarch64", "arm64"):
+        from targets.arm64.target import host_arm64_target
+        return host_arm64_target()
     if platform.machine() not in ("x86_64", "AMD64"):
         raise UnknownTargetError(f"--target host: aotc has no CPU target for {platform.machine()} yet "
                                  f"(known: {', '.join(TARGETS)}).")
