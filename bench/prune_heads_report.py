@@ -279,13 +279,16 @@ def render(r: dict) -> str:
         "N tokenized calibration sentences (cut into feeds of the model's batch size; see compiler/calibration.py "
         "for the other layouts). `--prune-heads-spec 0:3,5:11` removes named heads instead (layers in graph order, "
         "from 0).", "",
-        "To a bundle: `aotc compile` runs the passes given with `--passes` and records each one's options and "
-        "report in the manifest. Until the x86 target lowers the fused ops, decompose them after pruning:", "",
+        "To a bundle: `aotc compile` takes the same flags (and `--quantize int8`, which then runs after pruning "
+        "on the same calibration file); the manifest records every pass with its options and the pruning "
+        "report:", "",
         "```",
         "aotc compile minilm.onnx -t x86-avx512 -s input_ids=1x128 -s attention_mask=1x128 -o bundle \\",
-        "    --passes canonicalize,fold_constants,eliminate_dead_code,fuse_layernorm,fuse_gelu,fuse_attention,"
-        "fuse_skip_layernorm,fuse_matmul_epilogue,prune_heads{spec=0:1,3:4},decompose_fused_ops",
+        "    --prune-heads 0.25 --calibration calib.npz [--quantize int8]",
         "```", "",
+        "For a target without kernels for the fused ops, the opt-in `decompose_fused_ops` pass turns Attention, "
+        "FusedMatMul and SkipLayerNormalization back into primitive ops with the pruned shapes (`aotc compile "
+        "--quantize` adds it by itself for the ops a target lacks).", "",
         "## From Python, and how calibration data reaches a pass", "",
         "```python",
         "from compiler import load_onnx",
