@@ -380,3 +380,19 @@ def test_the_host_runtime_names_the_bundles_cpu(tmp_path):
     g, _ = small_model()
     with pytest.raises(runtime_stub.RuntimeStubError, match="model.so is built for aarch64"):
         runtime_stub.load(compile_arm(g, tmp_path))
+
+
+def test_runner_reads_raw_inputs(tmp_path):
+    import subprocess
+    from targets.arm64.qemu import npy_name, runner_command
+    g, feeds = small_model()
+    b = compile_arm(g, tmp_path)
+    (tmp_path / "x.bin").write_bytes(feeds["x"].tobytes())
+    p = subprocess.run(runner_command(b) + [str(b), "-i", f"x={tmp_path / 'x.bin'}", "-o", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    got = np.load(tmp_path / npy_name(g.outputs[0].name))
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-5)
+    (tmp_path / "short.bin").write_bytes(feeds["x"].tobytes()[:-4])
+    p = subprocess.run(runner_command(b) + [str(b), "-i", f"x={tmp_path / 'short.bin'}"], capture_output=True, text=True)
+    assert p.returncode == 1 and "expected 2048 bytes" in p.stderr

@@ -4,7 +4,8 @@
  *
  *   aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR] [-t THREADS] [-r REPEAT]
  *
- * Every model input is given once (NAME=FILE, or FILE alone for the inputs in manifest order).
+ * Every model input is given once (NAME=FILE, or FILE alone for the inputs in manifest order); a
+ * FILE not named *.npy is raw: the input's bytes in C order, in the model's dtype and shape.
  * Each output is written to OUTDIR/<name>.npy, the name with every character outside
  * [A-Za-z0-9._-] replaced by '_'. With -r N the model runs N times and the mean and minimum
  * wall time per run are printed. Exit status: 0, 1 on a usage or file error, 2 when the
@@ -73,6 +74,43 @@ static npy read_npy(const char* path) {
     p = end;
   }
   free(h);
+  if (posix_memalign(&r.data, 64, r.nbytes + 64) != 0) die(1, "out of memory reading %s%s", path, "");
+  if (fread(r.data, 1, r.nbytes, f) != r.nbytes) die(1, "%s: truncated data%s", path, "");
+  fclose(f);
+  return r;
+}
+
+/* A raw file (anything not named *.npy): the input's bytes, C order, in the dtype and shape the model expects. */
+static npy read_raw(const char* path, aotc_model* m, const char* name) {
+  npy r;
+  memset(&r, 0, sizeof r);
+  int32_t ndim = -1;
+  const int64_t* shape = NULL;
+  for (int k = 0; k < aotc_num_inputs(m); ++k) {
+    const char* nm;
+    const char* dt;
+    int32_t nd;
+    const int64_t* sh;
+    aotc_input_info(m, k, &nm, &dt, &nd, &sh);
+    if (!strcmp(nm, name)) { r.dtype = dt; ndim = nd; shape = sh; }
+  }
+  if (ndim < 0) die(1, "the model has no input named %s%s", name, "");
+  size_t size = 0;
+  for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; ++i) if (!strcmp(DTYPES[i].dtype, r.dtype)) size = DTYPES[i].size;
+  if (!size) die(1, "input %s has dtype %s, which aotc_runner cannot read", name, r.dtype);
+  r.ndim = ndim;
+  r.nbytes = size;
+  for (int i = 0; i < ndim; ++i) { r.shape[i] = shape[i]; r.nbytes *= (size_t)shape[i]; }
+  FILE* f = fopen(path, "rb");
+  if (!f) die(1, "cannot open %s%s", path, "");
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  if (n != (long)r.nbytes) {
+    char want[64];
+    snprintf(want, sizeof want, "%zu", r.nbytes);
+    die(1, "raw input file %s does not hold the input's bytes (expected %s bytes)", path, want);
+  }
   if (posix_memalign(&r.data, 64, r.nbytes + 64) != 0) die(1, "out of memory reading %s%s", path, "");
   if (fread(r.data, 1, r.nbytes, f) != r.nbytes) die(1, "%s: truncated data%s", path, "");
   fclose(f);
@@ -149,7 +187,8 @@ int main(int argc, char** argv) {
       if (aotc_input_info(m, i, &nm, NULL, NULL, NULL) != 0) die(1, "more inputs than the model has (%s)%s", path, "");
       name = strdup(nm);
     }
-    arrs[i] = read_npy(path);
+    size_t plen = strlen(path);
+    arrs[i] = plen > 4 && !strcmp(path + plen - 4, ".npy") ? read_npy(path) : read_raw(path, m, name);
     ins[i].name = name;
     ins[i].dtype = arrs[i].dtype;
     ins[i].ndim = arrs[i].ndim;
