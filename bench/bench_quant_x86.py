@@ -1,10 +1,10 @@
 """INT8 vs fp32 on the x86-avx512 target, against onnxruntime fp32, quantize_dynamic and static QDQ, in one
 process on the same inputs (interleaved rounds, median latency): MiniLM-L6 batch 1 and 8 at sequence 128.
 
-aotc int8 = the default pipeline + quantize_int8 (minmax, calibrated on tokenized sentences) and, since the
-target has no fused attention/LayerNorm kernels yet, decompose_quantized_attention + decompose_fused_ops
-(SkipLayerNormalization); its int8 GEMMs are the VNNI kernels of targets/cpu/lower_quant.py. aotc fp32 is
-bench_x86.py's bundle of the same ONNX file. Writes bench/results/bench_quant_x86.json and
+aotc fp32 = the default (fusing) pipeline with the target's fused kernels; aotc int8 = the same pipeline with
+quantize_int8 (minmax, calibrated on tokenized sentences) after fusion, then the decompositions the target
+needs (QuantizedAttention into three int8 GEMMs and the float core, while the target has no int8 attention
+kernel); its int8 GEMMs are the VNNI kernels of targets/cpu/lower_quant.py. Writes bench/results/bench_quant_x86.json and
 bench/results/quant_speed.md (appended to docs/quantization.md by bench/quant_report.py).
 
     .venv/bin/python bench/bench_quant_x86.py [--rounds 5] [--runs 10] [--threads 2] [--batches 1,8]
@@ -38,22 +38,47 @@ def calibration_feeds(batch: int) -> list[dict]:
     return [tokenize(s[i:i + batch], SEQ) for i in range(0, min(len(s), max(8, batch * 4)), batch)]
 
 
-def int8_bundle(path: Path, batch: int) -> tuple[Path, dict]:
-    import compiler
-    from passes import PassContext, PassManager, insert_pass, DEFAULT_PIPELINE
-    from targets.bundle import compile_to_bundle
+def _sources_hash(path: Path) -> "hashlib._Hash":
     h = hashlib.sha256(path.read_bytes())
     for folder in ("targets", "compiler", "passes"):
         for src in sorted((ROOT / folder).rglob("*")):
             if src.is_file() and src.suffix in (".py", ".j2"):
                 h.update(src.read_bytes())
-    out = CACHE / "bench-bundles" / f"minilm-int8-b{batch}-{h.hexdigest()[:12]}"
+    return h
+
+
+def fp32_bundle(path: Path, batch: int) -> Path:
+    """aotc's best fp32: the default (fusing) pipeline, then whatever the target has no kernel for decomposed."""
+    import compiler
+    from compiler.quantization.cli_options import decompositions_for
+    from passes import DEFAULT_PIPELINE, PassManager
+    from targets.bundle import compile_to_bundle
+    from targets.cpu.lowering import lowered_ops
+    out = CACHE / "bench-bundles" / f"minilm-fp32-fused-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
+    if not (out / "manifest.json").exists():
+        t = time.perf_counter()
+        graph = compiler.load_onnx(path, input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
+        pm = PassManager(list(DEFAULT_PIPELINE) + [s for s in decompositions_for(lowered_ops())
+                                                    if s[0] == "decompose_fused_ops"])
+        compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
+        print(f"  compiled fp32 b{batch} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return out
+
+
+def int8_bundle(path: Path, batch: int) -> tuple[Path, dict]:
+    """The same pipeline with quantize_int8 after fusion, then the decompositions the target needs."""
+    import compiler
+    from compiler.quantization.cli_options import decompositions_for
+    from passes import PassContext, PassManager, insert_pass, DEFAULT_PIPELINE
+    from targets.bundle import compile_to_bundle
+    from targets.cpu.lowering import lowered_ops
+    out = CACHE / "bench-bundles" / f"minilm-int8-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
     report_file = out.with_suffix(".quant.json")
     if not (out / "manifest.json").exists():
         t = time.perf_counter()
         graph = compiler.load_onnx(path, input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
         pipeline = insert_pass(DEFAULT_PIPELINE, ("quantize_int8", {}), ("fuse_", "prune_"))
-        pipeline += ["decompose_quantized_attention", ("decompose_fused_ops", {"ops": "SkipLayerNormalization"})]
+        pipeline += decompositions_for(lowered_ops())
         pm = PassManager(pipeline, context=PassContext(calibration=calibration_feeds(batch)))
         compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
         report_file.write_text(json.dumps(pm.context.reports["quantize_int8"], default=str))
@@ -105,15 +130,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import onnxruntime as ort
     import runtime_stub
-    from bench_x86 import bundle_for, cpu_name, minilm_case
+    from bench_x86 import cpu_name, minilm_case
     load_before = os.getloadavg()
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         print(f"minilm b{batch}:", file=sys.stderr)
         path, feeds, shapes, _ = minilm_case(batch)
-        fp32_bundle = bundle_for(f"minilm-b{batch}", path, shapes)
+        fp32_path = fp32_bundle(path, batch)
         int8_path, qreport = int8_bundle(path, batch)
-        engines = {"aotc fp32": runtime_stub.load(fp32_bundle), "aotc int8": runtime_stub.load(int8_path)}
+        engines = {"aotc fp32": runtime_stub.load(fp32_path), "aotc int8": runtime_stub.load(int8_path)}
         for m in engines.values():
             m.set_num_threads(args.threads)
         opts = ort.SessionOptions()
@@ -130,7 +155,7 @@ def main(argv=None) -> int:
                 for k, fn in fns.items()}
         times = measure(fns, args.rounds, args.runs)
         med = {k: float(np.median(v)) for k, v in times.items()}
-        sizes = {"aotc fp32": (fp32_bundle / "weights.bin").stat().st_size,
+        sizes = {"aotc fp32": (fp32_path / "weights.bin").stat().st_size,
                  "aotc int8": (int8_path / "weights.bin").stat().st_size,
                  "onnxruntime fp32": path.stat().st_size}
         sizes.update({k: p.stat().st_size for k, p in ort_models(path, batch).items()})

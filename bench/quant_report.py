@@ -182,13 +182,15 @@ def render(results: dict) -> str:
               "(`tests/test_quant_x86.py`).",
               "- `QuantizeLinear`, `DequantizeLinear` (per tensor): vectorized elementwise kernels.",
               "- `QuantizedAttention`: `decompose_quantized_attention` turns it into three `QuantizedMatMul` "
-              "projections and the float attention core in primitive ops (the target has no fused attention "
-              "kernel yet); `aotc compile --quantize int8` adds the decompositions the target needs.",
+              "projections and the float attention core in primitive ops (the target's fused `Attention` kernel "
+              "projects with float weights itself); `aotc compile --quantize int8` adds the decompositions the "
+              "target needs (`compiler.quantization.cli_options.decompositions_for`).",
               "- Left for the target: `QuantizedConv` (NCHW activations need a channel-blocked u8 layout, "
               "NCHWc4, for `vpdpbusd`; depthwise convs a per-channel kernel), so int8 EfficientNet does not "
               "compile on x86 yet; K % 4 != 0 or N % 16 != 0 remainders of `QuantizedMatMul`; per-axis "
-              "`DequantizeLinear`; a fused int8 attention kernel (QKV as one [E, 3·H·D] GEMM); ARM `sdot` with "
-              "the ARM target.", ""]
+              "`DequantizeLinear`; a `QuantizedAttention` kernel: the fused Attention lowering's core "
+              "(scores, softmax, context) after three VNNI projections, or one [E, 3·H·D] GEMM for self-attention. "
+              "(ARM `sdot` is in targets/arm64/lower_quant.py, by the ARM target.)", ""]
     return "\n".join(lines)
 
 
