@@ -118,8 +118,10 @@ def test_int8_minilm_bundle_matches_the_interpreter(model_cache, tmp_path):
                            input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
     PassManager(None).run(g)
     quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
-    PassManager(["decompose_quantized_attention", ("decompose_fused_ops", {"ops": "SkipLayerNormalization"})]).run(g)
-    assert g.op_histogram()["QuantizedMatMul"] == 36
+    from compiler.quantization.cli_options import decompositions_for
+    from targets.cpu.lowering import lowered_ops
+    PassManager(decompositions_for(lowered_ops()) or ["eliminate_dead_code"]).run(g)
+    assert g.op_histogram()["QuantizedMatMul"] + 3 * g.op_histogram().get("QuantizedAttention", 0) == 36
     model = runtime_stub.load(compile_to_bundle(g, tmp_path / "minilm-int8", target="x86-avx512", quiet=True))
     for feeds in _batches(TEST_SENTENCES[:16]):
         want = compiler.interpret(g, feeds)
@@ -161,3 +163,16 @@ def test_cli_compile_quantize_int8(tmp_path):
     got = runtime_stub.load(tmp_path / "bundle").run(feeds)[g.outputs[0].name]
     want = compiler.interpret(g, feeds)[g.outputs[0].name]
     assert float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)) > 0.995
+
+
+def test_quantized_attention_kernel(tmp_path):
+    """QuantizedAttention on x86: three VNNI projections, then the Attention lowering's float core."""
+    from compiler.quantization import quantize_graph
+    from test_quant_pipeline import attention_feeds, attention_graph
+    g = attention_graph(b=2, s=8, e=32, h=2, d=16)
+    quantize_graph(g, calibration=attention_feeds(3, b=2, s=8, e=32))
+    assert g.op_histogram()["QuantizedAttention"] == 1
+    for feeds in attention_feeds(2, seed=4, b=2, s=8, e=32):
+        want = compiler.interpret(g, feeds)["out:0"]
+        got = compile_and_run(g, feeds, tmp_path)["out:0"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -83,12 +83,9 @@ def _contraction_call(node, key, ops, shape, batch, m, n, k, lanes, compute, flo
 
 @lowers("Attention")
 def lower_attention(node: Node, ctx: LoweringContext):
-    from tvm import te
-    from tvm import tirx as T
     xq, xkv, wq, bq, wk, bk, wv, bv, add_mask, keep_mask = node.inputs
     out = node.outputs[0]
-    at = node.attrs
-    h, d, scale = at["num_heads"], at["head_dim"], at["scale"]
+    h, d = node.attrs["num_heads"], node.attrs["head_dim"]
     if xq.dtype != DType.float32 or any(w.const is None for w in (wq, wk, wv)):
         raise NoLoweringError("only float32 attention with constant projection weights has a CPU kernel yet")
     for bias in (bq, bk, bv):
@@ -97,7 +94,6 @@ def lower_attention(node: Node, ctx: LoweringContext):
     bsz, sq, e = xq.shape
     skv = xkv.shape[1]
     hd = h * d
-    lanes = ctx.lanes
     steps = []
     name = out.name
 
@@ -109,6 +105,23 @@ def lower_attention(node: Node, ctx: LoweringContext):
     q = project(xq, wq, bq, "q", sq)
     k = project(xkv, wk, bk, "k", skv)
     v = project(xkv, wv, bv, "v", skv)
+    return steps + attention_core_steps(node, ctx, q, k, v, add_mask, keep_mask)
+
+
+def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, keep_mask) -> list:
+    """Scores, softmax and context of an attention node (Attention, QuantizedAttention) from its projected
+    q [B*Sq, H*D], k and v [B*Skv, H*D] (float32 temporaries), into the node's output [B, Sq, H*D]."""
+    from tvm import te
+    from tvm import tirx as T
+    out = node.outputs[0]
+    at = node.attrs
+    h, d, scale = at["num_heads"], at["head_dim"], at["scale"]
+    bsz, sq = out.shape[0], out.shape[1]
+    skv = k.shape[0] // bsz
+    hd = h * d
+    lanes = ctx.lanes
+    steps = []
+    name = out.name
     # K^T per head, so the score contraction reads unit-stride rows of K.
     kt = ctx.temp(f"{name}.kt", (bsz, h, d, skv), DType.float32)
     call = injective_call(node, ctx, [k], kt, None, raw=lambda t, o: t[0][o[0], o[3], o[1], o[2]],

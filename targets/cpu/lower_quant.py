@@ -19,7 +19,7 @@ from compiler.dtypes import DType
 from compiler.ir import Node
 
 from .lower_elementwise import injective_call, tvm_dtype, unary_expr
-from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
@@ -112,24 +112,28 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
     res = node.inputs[6] if len(node.inputs) > 6 else None
     ys = node.inputs[7] if len(node.inputs) > 7 else None
     yz = node.inputs[8] if len(node.inputs) > 8 else None
-    out = node.outputs[0]
     if ctx.target.name.startswith("arm64"):  # sdot (+dotprod) or plain NEON
         from targets.arm64.lower_quant import lower_quantized_matmul_arm
         return lower_quantized_matmul_arm(node, ctx)
+    return [vnni_gemm_call(node, ctx, x, xs, xz, w, ws, bias, res, ys, yz, node.outputs[0], node.attrs)]
+
+
+def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res, ys, yz, out, attrs) -> Call:
+    """out[M, N] = epilogue(Σ_k (x - x_zp)·w) with x u8 [.., K] seen as [M, K], w s8 [K, N] constant."""
     if not ctx.target.name.startswith("x86-avx512"):  # that target's ISA set includes VNNI (target.py)
-        raise NoLoweringError(f"QuantizedMatMul needs AVX-512 VNNI, which the {ctx.target.name} target lacks")
+        raise NoLoweringError(f"{node.op_type} needs AVX-512 VNNI, which the {ctx.target.name} target lacks")
     if x.dtype != DType.uint8:
-        raise NoLoweringError("QuantizedMatMul with int8 activations has no VNNI kernel (vpdpbusd takes u8 x s8)")
+        raise NoLoweringError(f"{node.op_type} with int8 activations has no VNNI kernel (vpdpbusd takes u8 x s8)")
     if w.const is None or ws.const is None or (bias is not None and bias.const is None):
-        raise NoLoweringError("QuantizedMatMul needs constant weights, scales and bias on the CPU")
+        raise NoLoweringError(f"{node.op_type} needs constant weights, scales and bias on the CPU")
     k, n = w.shape
     if k % VNNI_K or n % VNNI_N:
-        raise NoLoweringError(f"QuantizedMatMul with K={k}, N={n} has no VNNI kernel yet (needs K % 4 == 0, "
+        raise NoLoweringError(f"{node.op_type} with K={k}, N={n} has no VNNI kernel yet (needs K % 4 == 0, "
                               "N % 16 == 0)")
-    if res is not None and res.shape != out.shape:
+    m = math.prod(x.shape) // k
+    if res is not None and math.prod(res.shape) != m * n:
         raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
     xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
-    m = math.prod(x.shape) // k
     key = f"{w.name}|{xscale!r}|{xzp}"
     bp = ctx.derived_const(f"{w.name}.vnni", lambda: pack_vnni(w.const))
     colsum = ctx.derived_const(f"{key}.zp_colsum", lambda: (xzp * w.const.astype(np.int64).sum(0)).astype(np.int32))
@@ -145,8 +149,10 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
     if ys is not None:
         requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
                    tvm_dtype(out.dtype))
-    attrs = node.attrs
-    call_key = f"qmatmul_vnni|{attrs_key(node)}|rq={requant}|{sig(*ops)}"
+    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
+    epi["activation"] = epi["activation"] or "none"
+    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    call_key = f"qmatmul_vnni|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
     mr = pick_mr(m, pick_panels(n))
 
     def build():
@@ -172,10 +178,10 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
             y = (acc[i, j] - CS[j]).astype("float32") * S[j]
             if Bias is not None:
                 y = y + Bias[j]
-            if Res is not None and attrs["residual_before_activation"]:
+            if Res is not None and epi["residual_before_activation"]:
                 y = y + Res[i, j]
-            y = _activation(y, attrs)
-            if Res is not None and not attrs["residual_before_activation"]:
+            y = _activation(y, epi)
+            if Res is not None and not epi["residual_before_activation"]:
                 y = y + Res[i, j]
             if requant is not None:
                 y = _quantize_expr(y, requant[0], requant[1], requant[2])
@@ -183,7 +189,31 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
         C = te.compute((m, n), epilogue, name="C")
         return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, n, k, mr))
 
-    return [Call(call_key, build, ops, node, flops=2 * m * n * k)]
+    return Call(call_key, build, ops, node, flops=2 * m * n * k)
+
+
+@lowers("QuantizedAttention")
+def lower_quantized_attention(node: Node, ctx: LoweringContext):
+    """Three VNNI projections (float out with the bias) into temporaries, then the Attention lowering's
+    float core (scores, softmax, context)."""
+    from .lower_fused import attention_core_steps
+    ins = node.inputs
+    out = node.outputs[0]
+    h, d = node.attrs["num_heads"], node.attrs["head_dim"]
+    bsz, sq = ins[0].shape[0], ins[0].shape[1]
+    skv = ins[3].shape[1]
+    plain = {"activation": "none"}
+    steps = []
+
+    def project(x_slots, w_slots, seq, tag):
+        t = ctx.temp(f"{out.name}.{tag}", (bsz * seq, h * d), DType.float32)
+        w, ws, b = (ins[i] for i in w_slots)
+        steps.append(vnni_gemm_call(node, ctx, *(ins[i] for i in x_slots), w, ws, b, None, None, None, t, plain))
+        return t
+    q = project((0, 1, 2), (6, 7, 8), sq, "q")
+    k = project((3, 4, 5), (9, 10, 11), skv, "k")
+    v = project((3, 4, 5), (12, 13, 14), skv, "v")
+    return steps + attention_core_steps(node, ctx, q, k, v, ins[15], ins[16])
 
 
 _LOCAL_VNNI = "aotc_dot_16x4_vnni_local_acc"
