@@ -9,7 +9,7 @@ JOBS   ?= 2
 .PHONY: demo test test-fast clean help arm64-toolchain
 
 help:
-	@echo "make demo       install aotc in .venv and run the MiniLM example end to end"
+	@echo "make demo       install aotc in .venv, compile MiniLM-L6 for this CPU and run it beside onnxruntime"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  the suite without whole-model tests"
 
@@ -35,9 +35,14 @@ arm64-toolchain:
 	  else echo "note: arm64-neon tests will skip; install gcc-aarch64-linux-gnu and qemu-user-static"; fi; \
 	fi
 
+DEMO_SHAPES := --input-shape input_ids=3x128 --input-shape attention_mask=3x128
+
+# Export MiniLM-L6, inspect it, compile it for this CPU, and run the bundle beside onnxruntime.
 demo: $(VENV)/.deps-test
 	$(BIN)/python examples/minilm.py --out examples/out
-	$(BIN)/aotc inspect examples/out/minilm-seq128.onnx --input-shape input_ids=3x128 --input-shape attention_mask=3x128
+	$(BIN)/aotc inspect examples/out/minilm-seq128.onnx $(DEMO_SHAPES)
+	$(BIN)/aotc compile examples/out/minilm-seq128.onnx --target host $(DEMO_SHAPES) -o examples/out/minilm-host
+	$(BIN)/python examples/minilm.py --out examples/out --bundle examples/out/minilm-host
 
 test: $(VENV)/.deps-test arm64-toolchain
 	$(BIN)/python -m pytest -q -n $(JOBS) --durations=15
