@@ -180,6 +180,8 @@ def latency(cache: Path, removed: dict[int, list[int]], seq: int = 128) -> dict:
     feeds = tokenize(HELD_OUT_SENTENCES[:1], seq)
     ids, mask = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
     out: dict = {"batch": 1, "seq": seq, "ms": {}, "speedups": {}}
+    import os
+    out["load_average_before"] = os.getloadavg()[0]
     eager, interp = {}, {}
     for label, spec in (("float", {}), ("float pruned", removed)):
         model = load_minilm("eager")
@@ -202,6 +204,7 @@ def latency(cache: Path, removed: dict[int, list[int]], seq: int = 128) -> dict:
                 reps = [interleaved_best(fns, rounds) for _ in range(REPEATS)]
                 out["ms"][name] = {k: min(r[k] for r in reps) for k in fns}
                 out["speedups"][name] = {k: [r["float"] / r[k] for r in reps] for k in fns if k != "float"}
+    out["load_average_after"] = os.getloadavg()[0]
     return out
 
 
@@ -327,7 +330,9 @@ def latency_lines(lat: dict | None) -> list[str]:
         "sliced out of its Linear layers, and aotc's NumPy reference interpreter. Times are the best of 3 "
         "measurements, each the best of 60/40/10 runs with all variants in alternation; speed-ups are against "
         "the unpruned float model of the same runtime, with their range over the 3 measurements. The machine is "
-        "shared with other jobs, so read the ratios, not the absolute times.", "",
+        "shared with other jobs, so read the ratios, not the absolute times"
+        + (f" (1-minute load average {lat['load_average_before']:.1f} before, {lat['load_average_after']:.1f} "
+           "after, on 2 cores)." if "load_average_before" in lat else "."), "",
         "| runtime | variant | ms | speed-up vs unpruned float | range |", "|---|---|---:|---:|---:|",
     ]
     for name in ("x86", "torch", "interpreter"):
