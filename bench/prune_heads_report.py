@@ -243,7 +243,8 @@ def render(r: dict) -> str:
         "output, which is what pruning must keep small, and it keeps the held-out embeddings closest or within "
         "0.001 of the best at every fraction here. Contribution is a close second at a fraction of the cost "
         "(one forward pass instead of ~40 per calibration feed), a good choice for large calibration sets. "
-        "Two variants of drift did not help and were left out: scoring by 1 - cosine of the output rows instead "
+        "Two variants of drift did not help and were left out (measured once in a one-off experiment, not by "
+        "this script): scoring by 1 - cosine of the output rows instead "
         "of MSE (0.9787 at 25%, 0.9079 at 50%) and re-scoring after removing half the heads (0.9800 at 25%, "
         "0.9087 at 50%).", "",
         "Scoring time on this machine (reference interpreter, one BLAS thread): " + ", ".join(
