@@ -61,8 +61,9 @@ def case(name: str):
                                input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
         PassManager(None).run(g)
         quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
-        PassManager(["decompose_quantized_attention",
-                     ("decompose_fused_ops", {"ops": "SkipLayerNormalization"})]).run(g)
+        from compiler.quantization.cli_options import decompositions_for
+        from targets.cpu.lowering import lowered_ops
+        PassManager(decompositions_for(lowered_ops()) or ["eliminate_dead_code"]).run(g)
         feeds = _batches(TEST_SENTENCES[:BATCH])[0]
         return g, None, arm64_target(features=["dotprod"]), feeds, compiler.interpret(g, feeds)
     raise SystemExit(f"unknown model {name!r}")

@@ -60,6 +60,22 @@ def test_sdot_float_epilogue_and_requantized_output(tmp_path):
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99
 
 
+@pytest.mark.parametrize("dotprod", [True, False], ids=["sdot", "armv8.0"])
+def test_quantized_attention(tmp_path, dotprod):
+    """QuantizedAttention: three int8 projections (Q from one activation, K and V sharing another), then the
+    Attention lowering's float core."""
+    from compiler.quantization import quantize_graph
+    from test_quant_pipeline import attention_feeds, attention_graph
+    g = attention_graph(b=2, s=8, e=32, h=2, d=16)
+    quantize_graph(g, calibration=attention_feeds(3, b=2, s=8, e=32))
+    assert g.op_histogram()["QuantizedAttention"] == 1
+    b = compile_arm(g, tmp_path, target=arm(dotprod), tag=str(dotprod))
+    assert ("\tsdot\t" in disassembly(b)) == dotprod
+    for feeds in attention_feeds(2, seed=4, b=2, s=8, e=32):
+        got = run_arm(b, feeds, cpu=cpu_for(dotprod))["out:0"]
+        np.testing.assert_allclose(got, compiler.interpret(g, feeds)["out:0"], rtol=1e-4, atol=1e-4)
+
+
 def quantized_mlp():
     from compiler.quantization import quantize_graph
     g = compiler.Graph("qmlp_arm")

@@ -22,7 +22,7 @@ from compiler.dtypes import DType
 from compiler.ir import Node
 from targets.cpu.lower_elementwise import injective_call, tvm_dtype
 from targets.cpu.lower_quant import _activation, _quantize_expr, _scalar
-from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, attrs_key, operand, sig
+from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, operand, sig
 from targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 SDOT_N, SDOT_K = 4, 4  # one sdot: 4 int32 lanes, 4 byte products each
@@ -51,24 +51,20 @@ def pick_mr(m: int, panels: int) -> int:
     return 1
 
 
-def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
+def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res, ys, yz, out, attrs) -> list:
+    """out[M, N] = epilogue(Σ_k (x - x_zp)·w) with x u8/s8 [.., K] seen as [M, K], w s8 [K, N] constant
+    (the arguments of targets/cpu/lower_quant.vnni_gemm_call)."""
     from tvm import tirx as T
-    x, xs, xz, w, ws = node.inputs[:5]
-    bias = node.inputs[5] if len(node.inputs) > 5 else None
-    res = node.inputs[6] if len(node.inputs) > 6 else None
-    ys = node.inputs[7] if len(node.inputs) > 7 else None
-    yz = node.inputs[8] if len(node.inputs) > 8 else None
-    out = node.outputs[0]
     if x.dtype not in (DType.uint8, DType.int8) or w.dtype != DType.int8:
-        raise NoLoweringError(f"QuantizedMatMul of {x.dtype} x {w.dtype} has no arm64 kernel (int8 weights, "
+        raise NoLoweringError(f"{node.op_type} of {x.dtype} x {w.dtype} has no arm64 kernel (int8 weights, "
                               "uint8/int8 activations)")
     if w.const is None or ws.const is None or (bias is not None and bias.const is None):
-        raise NoLoweringError("QuantizedMatMul needs constant weights, scales and bias on the CPU")
+        raise NoLoweringError(f"{node.op_type} needs constant weights, scales and bias on the CPU")
     k, n = w.shape
     if k % SDOT_K or n % SDOT_N:
-        raise NoLoweringError(f"QuantizedMatMul with K={k}, N={n} has no arm64 kernel yet (needs K % 4 == 0, "
+        raise NoLoweringError(f"{node.op_type} with K={k}, N={n} has no arm64 kernel yet (needs K % 4 == 0, "
                               "N % 4 == 0)")
-    if res is not None and res.shape != out.shape:
+    if res is not None and math.prod(res.shape) != math.prod(out.shape):
         raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
     dotprod = bool(getattr(ctx.target, "has_dotprod", False))
     shift = 128 if x.dtype == DType.uint8 else 0
@@ -107,8 +103,10 @@ def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
     if ys is not None:
         requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
                    tvm_dtype(out.dtype))
-    attrs = node.attrs
-    call_key = f"qmatmul_arm|sdot={dotprod}|{attrs_key(node)}|rq={requant}|{sig(*ops)}"
+    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
+    epi["activation"] = epi["activation"] or "none"
+    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    call_key = f"qmatmul_arm|sdot={dotprod}|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -133,10 +131,10 @@ def lower_quantized_matmul_arm(node: Node, ctx: LoweringContext):
             y = (acc[i, j] - CS[j]).astype("float32") * S[j]
             if Bias is not None:
                 y = y + Bias[j]
-            if Res is not None and attrs["residual_before_activation"]:
+            if Res is not None and epi["residual_before_activation"]:
                 y = y + Res[i, j]
-            y = _activation(y, attrs)
-            if Res is not None and not attrs["residual_before_activation"]:
+            y = _activation(y, epi)
+            if Res is not None and not epi["residual_before_activation"]:
                 y = y + Res[i, j]
             if requant is not None:
                 y = _quantize_expr(y, requant[0], requant[1], requant[2])

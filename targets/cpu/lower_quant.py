@@ -112,10 +112,15 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
     res = node.inputs[6] if len(node.inputs) > 6 else None
     ys = node.inputs[7] if len(node.inputs) > 7 else None
     yz = node.inputs[8] if len(node.inputs) > 8 else None
-    if ctx.target.name.startswith("arm64"):  # sdot (+dotprod) or plain NEON
-        from targets.arm64.lower_quant import lower_quantized_matmul_arm
-        return lower_quantized_matmul_arm(node, ctx)
-    return [vnni_gemm_call(node, ctx, x, xs, xz, w, ws, bias, res, ys, yz, node.outputs[0], node.attrs)]
+    return int8_gemm_steps(node, ctx, x, xs, xz, w, ws, bias, res, ys, yz, node.outputs[0], node.attrs)
+
+
+def int8_gemm_steps(node: Node, ctx: LoweringContext, *args) -> list:
+    """The target's int8 GEMM (vnni_gemm_call's arguments): VNNI on x86-avx512, sdot / plain NEON on arm64."""
+    if ctx.target.name.startswith("arm64"):
+        from targets.arm64.lower_quant import arm_int8_gemm_steps
+        return arm_int8_gemm_steps(node, ctx, *args)
+    return [vnni_gemm_call(node, ctx, *args)]
 
 
 def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res, ys, yz, out, attrs) -> Call:
@@ -208,7 +213,7 @@ def lower_quantized_attention(node: Node, ctx: LoweringContext):
     def project(x_slots, w_slots, seq, tag):
         t = ctx.temp(f"{out.name}.{tag}", (bsz * seq, h * d), DType.float32)
         w, ws, b = (ins[i] for i in w_slots)
-        steps.append(vnni_gemm_call(node, ctx, *(ins[i] for i in x_slots), w, ws, b, None, None, None, t, plain))
+        steps.extend(int8_gemm_steps(node, ctx, *(ins[i] for i in x_slots), w, ws, b, None, None, None, t, plain))
         return t
     q = project((0, 1, 2), (6, 7, 8), sq, "q")
     k = project((3, 4, 5), (9, 10, 11), skv, "k")
