@@ -2,9 +2,9 @@
 process on the same inputs (interleaved rounds, median latency): MiniLM-L6 batch 1 and 8 at sequence 128.
 
 aotc fp32 = the default (fusing) pipeline with the target's fused kernels; aotc int8 = the same pipeline with
-quantize_int8 (minmax, calibrated on tokenized sentences) after fusion, then the decompositions the target
-needs (QuantizedAttention into three int8 GEMMs and the float core, while the target has no int8 attention
-kernel); its int8 GEMMs are the VNNI kernels of targets/cpu/lower_quant.py. Writes bench/results/bench_quant_x86.json and
+quantize_int8 (minmax, calibrated on tokenized sentences) after fusion, then only the decompositions the
+target needs (none on x86-avx512 today); its int8 GEMMs (QuantizedMatMul, QuantizedAttention's projections)
+are the VNNI kernels of targets/cpu/lower_quant.py. Writes bench/results/bench_quant_x86.json and
 bench/results/quant_speed.md (appended to docs/quantization.md by bench/quant_report.py).
 
     .venv/bin/python bench/bench_quant_x86.py [--rounds 5] [--runs 10] [--threads 2] [--batches 1,8]
@@ -65,20 +65,23 @@ def fp32_bundle(path: Path, batch: int) -> Path:
     return out
 
 
-def int8_bundle(path: Path, batch: int) -> tuple[Path, dict]:
-    """The same pipeline with quantize_int8 after fusion, then the decompositions the target needs."""
+def int8_bundle(path: Path, batch: int, decompose_attention: bool = False) -> tuple[Path, dict]:
+    """The same pipeline with quantize_int8 after fusion, then the decompositions the target needs (and, with
+    `decompose_attention`, QuantizedAttention into int8 GEMMs and primitive float ops)."""
     import compiler
     from compiler.quantization.cli_options import decompositions_for
     from passes import PassContext, PassManager, insert_pass, DEFAULT_PIPELINE
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import lowered_ops
-    out = CACHE / "bench-bundles" / f"minilm-int8-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
+    tag = "-attn-decomposed" if decompose_attention else ""
+    out = CACHE / "bench-bundles" / f"minilm-int8{tag}-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
     report_file = out.with_suffix(".quant.json")
     if not (out / "manifest.json").exists():
         t = time.perf_counter()
         graph = compiler.load_onnx(path, input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
         pipeline = insert_pass(DEFAULT_PIPELINE, ("quantize_int8", {}), ("fuse_", "prune_"))
-        pipeline += decompositions_for(lowered_ops())
+        pipeline += decompositions_for([op for op in lowered_ops()
+                                        if not (decompose_attention and op == "QuantizedAttention")])
         pm = PassManager(pipeline, context=PassContext(calibration=calibration_feeds(batch)))
         compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
         report_file.write_text(json.dumps(pm.context.reports["quantize_int8"], default=str))
@@ -138,7 +141,9 @@ def main(argv=None) -> int:
         path, feeds, shapes, _ = minilm_case(batch)
         fp32_path = fp32_bundle(path, batch)
         int8_path, qreport = int8_bundle(path, batch)
-        engines = {"aotc fp32": runtime_stub.load(fp32_path), "aotc int8": runtime_stub.load(int8_path)}
+        int8_dec, _ = int8_bundle(path, batch, decompose_attention=True)
+        engines = {"aotc fp32": runtime_stub.load(fp32_path), "aotc int8": runtime_stub.load(int8_path),
+                   "aotc int8, attention core as primitive ops": runtime_stub.load(int8_dec)}
         for m in engines.values():
             m.set_num_threads(args.threads)
         opts = ort.SessionOptions()
@@ -157,6 +162,7 @@ def main(argv=None) -> int:
         med = {k: float(np.median(v)) for k, v in times.items()}
         sizes = {"aotc fp32": (fp32_path / "weights.bin").stat().st_size,
                  "aotc int8": (int8_path / "weights.bin").stat().st_size,
+                 "aotc int8, attention core as primitive ops": (int8_dec / "weights.bin").stat().st_size,
                  "onnxruntime fp32": path.stat().st_size}
         sizes.update({k: p.stat().st_size for k, p in ort_models(path, batch).items()})
         row = {"model": f"MiniLM-L6 b{batch} s{SEQ}", "batch": batch, "engines": {}}

@@ -181,16 +181,22 @@ def render(results: dict) -> str:
               "requantization) runs on the tile in registers. Exact against the reference for the int32 sums "
               "(`tests/test_quant_x86.py`).",
               "- `QuantizeLinear`, `DequantizeLinear` (per tensor): vectorized elementwise kernels.",
-              "- `QuantizedAttention`: `decompose_quantized_attention` turns it into three `QuantizedMatMul` "
-              "projections and the float attention core in primitive ops (the target's fused `Attention` kernel "
-              "projects with float weights itself); `aotc compile --quantize int8` adds the decompositions the "
-              "target needs (`compiler.quantization.cli_options.decompositions_for`).",
+              "- `QuantizedAttention`: three VNNI projections (float out with the bias) into temporaries, then the "
+              "float core of the target's `Attention` lowering (`attention_core_steps`: scores, softmax, context). "
+              "For targets without it, `decompose_quantized_attention` rewrites the op into three "
+              "`QuantizedMatMul` and primitive float ops; `aotc compile --quantize int8` adds only the "
+              "decompositions the target needs (`compiler.quantization.cli_options.decompositions_for`).",
               "- Left for the target: `QuantizedConv` (NCHW activations need a channel-blocked u8 layout, "
               "NCHWc4, for `vpdpbusd`; depthwise convs a per-channel kernel), so int8 EfficientNet does not "
               "compile on x86 yet; K % 4 != 0 or N % 16 != 0 remainders of `QuantizedMatMul`; per-axis "
-              "`DequantizeLinear`; a `QuantizedAttention` kernel: the fused Attention lowering's core "
-              "(scores, softmax, context) after three VNNI projections, or one [E, 3·H·D] GEMM for self-attention. "
-              "(ARM `sdot` is in targets/arm64/lower_quant.py, by the ARM target.)", ""]
+              "`DequantizeLinear`; one [E, 3·H·D] GEMM for the three projections of self-attention. "
+              "(ARM `sdot` is in targets/arm64/lower_quant.py, by the ARM target.)", "",
+              "In the speed tables below, \"aotc int8\" runs `QuantizedAttention` with the fused Attention "
+              "lowering's float core; \"attention core as primitive ops\" is the same int8 model with that core "
+              "decomposed into separate kernels (transposes, batched MatMuls, Softmax); which is faster depends on "
+              "batch and threads. Once the GEMMs are int8, the float attention core (about half of the int8 "
+              "model's time at batch 8 on one core) bounds the speedup: the VNNI GEMMs run at about 160-240 GOP/s "
+              "per core, the fp32 GEMMs at about 80 GFLOP/s.", ""]
     return "\n".join(lines)
 
 
