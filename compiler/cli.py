@@ -215,7 +215,8 @@ class BundleRunError(AotcError):
 
 @app.command("compile")
 def compile_cmd(
-    model: str = typer.Argument(..., help="An ONNX model file."),
+    model: str = typer.Argument(..., help="An ONNX model file, or FILE.py:factory (a function returning a "
+                                "torch.nn.Module, traced with --example-input)."),
     target: str = typer.Option("host", "--target", "-t", help="x86-avx512, x86-avx2, arm64-neon (cross-compiled "
                                "for aarch64), or host (this machine's best)."),
     output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one)."),
@@ -231,6 +232,11 @@ def compile_cmd(
                                "pipeline: folding, fusions into FusedMatMul/FusedConv/Attention/...), 'none', or a "
                                "comma-separated list. The manifest records them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    example_input: Optional[List[str]] = typer.Option(None, "--example-input", "-e", help=EXAMPLE_INPUT_HELP),
+    disable_pass: Optional[List[str]] = typer.Option(None, "--disable-pass", help=DISABLE_HELP),
+    print_ir_after: Optional[List[str]] = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP),
+    print_pass_times: bool = typer.Option(False, "--print-pass-times", help=TIMES_HELP),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
     quantize: Optional[str] = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP),
     calibration: Optional[str] = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP),
@@ -266,7 +272,8 @@ def compile_cmd(
         from targets.cpu.lowering import lowered_ops
         steps = ([pstep] if pstep else []) + ([(qstep, Q.QUANTIZE_AFTER)] if qstep else []) \
             + [(s, ()) for s in Q.decompositions_for(lowered_ops())]
-        pm = make_pass_manager(passes or ",".join(DEFAULT_PIPELINE), None, None, False, False, steps, calibration)
+        pm = make_pass_manager(passes or ",".join(DEFAULT_PIPELINE), disable_pass, print_ir_after, print_pass_times,
+                               verify, steps, calibration)
 
         def transform(graph):
             if calibration:
@@ -278,11 +285,18 @@ def compile_cmd(
                 typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
             return pm.applied()
     elif passes:
-        pm = make_pass_manager(passes, None, None, False, False)
+        pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify)
 
         def transform(graph):
             pm.run(graph)
             return pm.applied()
+    from .frontend import is_python_model_spec
+    if is_python_model_spec(model):
+        from .frontend import load_python_model, parse_example_inputs
+        model = load_python_model(model, parse_example_inputs(example_input or []))
+    elif example_input:
+        raise AotcError("--example-input is for a Python model (FILE.py:factory); an ONNX model's shapes are fixed "
+                        "with --input-shape.")
     if target.startswith("arm64"):
         from targets.arm64.target import arm64_target
         target = arm64_target(target, mcpu=mcpu, features=cpu_features, cc=cross_cc, sysroot=sysroot)
