@@ -185,16 +185,23 @@ class Attention(OpDef):
         xq, xkv, wq, bq, wk, bk, wv, bv, add_mask, keep_mask = inputs
         h, d = attrs["num_heads"], attrs["head_dim"]
         q, k, v = self.heads(xq, wq, bq, h, d), self.heads(xkv, wk, bk, h, d), self.heads(xkv, wv, bv, h, d)
+        return [self.core(q, k, v, add_mask, keep_mask, attrs, xq.dtype)]
+
+    @staticmethod
+    def core(q, k, v, add_mask, keep_mask, attrs, dtype) -> np.ndarray:
+        """Scores, masks, Softmax and ·V on heads [B,H,S,D]; the result merged to [B,Sq,H*D]. Shared with
+        QuantizedAttention, whose projections differ but whose core is this one."""
         s = (q @ k.transpose(0, 1, 3, 2)) * np.float32(attrs["scale"])
         if keep_mask is not None:
             s = np.where(keep_mask, s, np.float32(attrs["mask_fill"]))
         if add_mask is not None:
             s = s + add_mask
-        p = get_op("Softmax").run([as_out(s, xq.dtype)], {"axis": -1})[0]
+        p = get_op("Softmax").run([as_out(s, dtype)], {"axis": -1})[0]
         if attrs["nan_to_zero"]:
             p = np.where(np.isnan(p), np.float32(0), p)
-        ctx = (p @ v).transpose(0, 2, 1, 3).reshape(xq.shape[0], xq.shape[1], h * d)
-        return [as_out(ctx, xq.dtype)]
+        b, h, sq, d = q.shape
+        ctx = (p @ v).transpose(0, 2, 1, 3).reshape(b, sq, h * d)
+        return as_out(ctx, dtype)
 
     def flops(self, inputs, outputs, attrs):
         xq, xkv = inputs[0], inputs[1]

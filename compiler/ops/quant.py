@@ -32,7 +32,7 @@ import numpy as np
 
 from ..dtypes import DType
 from ..errors import ShapeError
-from .fused import EPILOGUE_ATTRS, _check_activation, apply_epilogue
+from .fused import EPILOGUE_ATTRS, Attention, _check_activation, apply_epilogue
 from .linalg import matmul_shape
 from .nn import CONV_ATTRS
 from .registry import FLOAT, INT, Attr, OpDef, as_out, broadcast_shapes, get_op, norm_axis, register
@@ -362,17 +362,7 @@ class QuantizedAttention(OpDef):
         q = self.project(xq, xqs, xqz, *inputs[6:9], h, d)
         k = self.project(xkv, xkvs, xkvz, *inputs[9:12], h, d)
         v = self.project(xkv, xkvs, xkvz, *inputs[12:15], h, d)
-        # The float core, step for step as Attention.run.
-        s = (q @ k.transpose(0, 1, 3, 2)) * np.float32(attrs["scale"])
-        if keep_mask is not None:
-            s = np.where(keep_mask, s, np.float32(attrs["mask_fill"]))
-        if add_mask is not None:
-            s = s + add_mask
-        p = get_op("Softmax").run([as_out(s, np.float32)], {"axis": -1})[0]
-        if attrs["nan_to_zero"]:
-            p = np.where(np.isnan(p), np.float32(0), p)
-        ctx = (p @ v).transpose(0, 2, 1, 3).reshape(xq.shape[0], xq.shape[1], h * d)
-        return [as_out(ctx, np.float32)]
+        return [Attention.core(q, k, v, add_mask, keep_mask, attrs, np.float32)]
 
     def flops(self, inputs, outputs, attrs):
         return get_op("Attention").flops(inputs[0:1] + inputs[3:4], outputs, attrs)
