@@ -93,6 +93,27 @@ TIMES_HELP = "Print each pass's time, node counts and rewrites."
 VERIFY_HELP = "Run the IR verifier after every pass (a broken graph names the pass that broke it)."
 
 
+# Options `aotc optimize` and `aotc compile` share (one definition each; typer reads them per command).
+OPT_DISABLE_PASS = typer.Option(None, "--disable-pass", help=DISABLE_HELP)
+OPT_PRINT_IR_AFTER = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP)
+OPT_PRINT_PASS_TIMES = typer.Option(False, "--print-pass-times", help=TIMES_HELP)
+OPT_VERIFY = typer.Option(False, "--verify", help=VERIFY_HELP)
+OPT_QUANTIZE = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP)
+OPT_CALIBRATION = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP)
+OPT_CALIBRATION_METHOD = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP)
+OPT_CALIBRATION_PERCENTILE = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP)
+OPT_CALIBRATION_SAMPLES = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP)
+OPT_QUANTIZE_OPS = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP)
+OPT_EXCLUDE_NODES = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP)
+OPT_SMOOTHQUANT = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP)
+OPT_MAX_DROP = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP)
+OPT_PRUNE_HEADS = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP)
+OPT_PRUNE_HEADS_SPEC = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...", help=P.PRUNE_SPEC_HELP)
+OPT_PRUNE_HEADS_MIN_PER_LAYER = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP)
+OPT_PRUNE_HEADS_IMPORTANCE = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP)
+OPT_PRUNE_HEADS_SAMPLES = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP)
+
+
 def make_pass_manager(passes: Optional[str], disable_pass: Optional[List[str]], print_ir_after: Optional[List[str]],
                       print_pass_times: bool, verify: bool, extra_steps=(), calibration: Optional[str] = None):
     """`extra_steps`: ((name, options), after_prefixes) opt-in passes the flags asked for, each inserted with
@@ -128,25 +149,24 @@ def optimize(
     output: str = typer.Option(..., "--output", "-o", help="Where to write the optimized model (.onnx)."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
     passes: Optional[str] = typer.Option(None, "--passes", help=PASSES_HELP),
-    disable_pass: Optional[List[str]] = typer.Option(None, "--disable-pass", help=DISABLE_HELP),
-    print_ir_after: Optional[List[str]] = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP),
-    print_pass_times: bool = typer.Option(False, "--print-pass-times", help=TIMES_HELP),
-    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP),
-    calibration: Optional[str] = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP),
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP),
-    calibration_percentile: float = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP),
-    calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP),
-    quantize_ops: Optional[str] = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP),
-    exclude_nodes: Optional[List[str]] = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP),
-    smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP),
-    prune_heads: Optional[float] = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP),
-    prune_heads_spec: Optional[str] = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...",
-                                                   help=P.PRUNE_SPEC_HELP),
-    prune_heads_min_per_layer: int = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP),
-    prune_heads_importance: str = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP),
-    prune_heads_samples: Optional[int] = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP),
+    disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
+    print_ir_after: Optional[List[str]] = OPT_PRINT_IR_AFTER,
+    print_pass_times: bool = OPT_PRINT_PASS_TIMES,
+    verify: bool = OPT_VERIFY,
+    quantize: Optional[str] = OPT_QUANTIZE,
+    calibration: Optional[str] = OPT_CALIBRATION,
+    calibration_method: str = OPT_CALIBRATION_METHOD,
+    calibration_percentile: float = OPT_CALIBRATION_PERCENTILE,
+    calibration_samples: Optional[int] = OPT_CALIBRATION_SAMPLES,
+    quantize_ops: Optional[str] = OPT_QUANTIZE_OPS,
+    exclude_nodes: Optional[List[str]] = OPT_EXCLUDE_NODES,
+    smoothquant: Optional[float] = OPT_SMOOTHQUANT,
+    max_drop: Optional[float] = OPT_MAX_DROP,
+    prune_heads: Optional[float] = OPT_PRUNE_HEADS,
+    prune_heads_spec: Optional[str] = OPT_PRUNE_HEADS_SPEC,
+    prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
+    prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
+    prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
     report: Optional[str] = typer.Option(None, "--report", help="Write what the passes report (e.g. the INT8 "
                                          "scheme and quantized nodes) as JSON to this file."),
 ):
@@ -233,25 +253,24 @@ def compile_cmd(
                                "comma-separated list. The manifest records them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     example_input: Optional[List[str]] = typer.Option(None, "--example-input", "-e", help=EXAMPLE_INPUT_HELP),
-    disable_pass: Optional[List[str]] = typer.Option(None, "--disable-pass", help=DISABLE_HELP),
-    print_ir_after: Optional[List[str]] = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP),
-    print_pass_times: bool = typer.Option(False, "--print-pass-times", help=TIMES_HELP),
-    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP),
-    calibration: Optional[str] = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP),
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP),
-    calibration_percentile: float = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP),
-    calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP),
-    quantize_ops: Optional[str] = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP),
-    exclude_nodes: Optional[List[str]] = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP),
-    smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP),
-    prune_heads: Optional[float] = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP),
-    prune_heads_spec: Optional[str] = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...",
-                                                   help=P.PRUNE_SPEC_HELP),
-    prune_heads_min_per_layer: int = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP),
-    prune_heads_importance: str = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP),
-    prune_heads_samples: Optional[int] = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP),
+    disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
+    print_ir_after: Optional[List[str]] = OPT_PRINT_IR_AFTER,
+    print_pass_times: bool = OPT_PRINT_PASS_TIMES,
+    verify: bool = OPT_VERIFY,
+    quantize: Optional[str] = OPT_QUANTIZE,
+    calibration: Optional[str] = OPT_CALIBRATION,
+    calibration_method: str = OPT_CALIBRATION_METHOD,
+    calibration_percentile: float = OPT_CALIBRATION_PERCENTILE,
+    calibration_samples: Optional[int] = OPT_CALIBRATION_SAMPLES,
+    quantize_ops: Optional[str] = OPT_QUANTIZE_OPS,
+    exclude_nodes: Optional[List[str]] = OPT_EXCLUDE_NODES,
+    smoothquant: Optional[float] = OPT_SMOOTHQUANT,
+    max_drop: Optional[float] = OPT_MAX_DROP,
+    prune_heads: Optional[float] = OPT_PRUNE_HEADS,
+    prune_heads_spec: Optional[str] = OPT_PRUNE_HEADS_SPEC,
+    prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
+    prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
+    prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
 ):
     """Compile a model into a deployable bundle (manifest.json, weights.bin, model.so, generated sources).
 
