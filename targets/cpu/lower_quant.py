@@ -305,3 +305,6 @@ def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int) -> None:
     sch.tensorize(ni, VNNI_DOT_16x4_INTRIN)
     sch.unroll(nj)
     sch.unroll(mi)
+
+
+from . import lower_quant_conv  # noqa: E402,F401  (QuantizedConv; imports this module's helpers)

@@ -1,0 +1,344 @@
+"""QuantizedConv on x86-avx512 (NCHW uint8 activations, int8 weights; semantics in compiler/ops/quant.py).
+
+Two kernels:
+
+* Pointwise (1x1, unit stride, no padding, one group) convolutions are an int8 GEMM on VNNI.
+  Y[n, m, p] = Σ_c W[m, c] X[n, c, p] with vectors along pixels: one `vpdpbusd` takes 16 pixels x 4
+  channels of uint8 activations (a 64-byte block) and multiplies them by 4 int8 weights of one output
+  channel broadcast to every lane. NCHW keeps the 4 channels of a pixel P bytes apart, so a pack kernel
+  first writes X4[n, C/4, P16, 4] (channels padded to a multiple of 4 with weight 0, pixels to a multiple
+  of 16); the weights need no packing ([M, C] already keeps 4 channels of one row together). Vectors
+  along pixels write the NCHW output with plain stores and take the per-channel epilogue constants
+  (scale, bias) as broadcasts; the accumulator tile is MR output channels x 16·P pixels. As in
+  QuantizedMatMul, the activation zero point never enters the loop (- x_zp·Σ_c W[m, c], a constant).
+
+* Every other convolution (depthwise, strided, padded, grouped, the stem) is a direct convolution over
+  flattened rows (the float path's scheme in lower_nn.flat_depthwise_call): a first kernel writes the
+  phase-split, padded input with the zero point already subtracted, so padding is a plain 0 and each tap
+  one unit-stride vector load. The products (x - x_zp)·w are accumulated in float32 when that is exact
+  (|partial sum| <= K·255·128 <= 2**24 for K = C/group·kh·kw <= 514: every depthwise conv, the 3x3x3 stem),
+  because the float FMA pipes are faster than AVX-512's vpmulld; otherwise in int32. Either way float32(acc)
+  equals the reference's int32 accumulator exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.ir import Node
+from compiler.ops.nn import Conv
+
+from .lower_elementwise import dtype_of, injective_call, tvm_dtype
+from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .lower_quant import VNNI_K, VNNI_N, _activation, _quantize_expr, _scalar, pick_mr, pick_panels
+from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
+
+FLOAT_EXACT_K = (1 << 24) // (255 * 128)  # 514: the longest reduction whose float32 partial sums stay exact
+
+
+def _opt(node: Node, i: int):
+    return node.inputs[i] if len(node.inputs) > i else None
+
+
+class _QEpilogue:
+    """float32(acc) * s[m] + bias[m], activation and residual (FusedConv's order), optional requantization:
+    the reference's float epilogue (QuantizedConv.run), built once for both kernels."""
+
+    def __init__(self, node: Node):
+        a = node.attrs
+        self.attrs = {"activation": a.get("activation") or "none", "act_alpha": a.get("act_alpha"),
+                      "act_beta": a.get("act_beta"), "residual_before_activation": a.get("residual_before_activation") or 0}
+        ys, yz = _opt(node, 7), _opt(node, 8)
+        self.requant = None
+        if ys is not None:
+            self.requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
+                            tvm_dtype(node.outputs[0].dtype))
+
+    def key(self) -> str:
+        return f"{sorted(self.attrs.items())}|rq={self.requant}"
+
+    def __call__(self, acc_f32, scale, bias, res):
+        y = acc_f32 * scale
+        if bias is not None:
+            y = y + bias
+        if res is not None and self.attrs["residual_before_activation"]:
+            y = y + res
+        y = _activation(y, self.attrs)
+        if res is not None and not self.attrs["residual_before_activation"]:
+            y = y + res
+        if self.requant is not None:
+            y = _quantize_expr(y, *self.requant)
+        return y
+
+
+@lowers("QuantizedConv")
+def lower_quantized_conv(node: Node, ctx: LoweringContext):
+    x, xs, xz, w, ws = node.inputs[:5]
+    bias, res = _opt(node, 5), _opt(node, 6)
+    if not ctx.target.name.startswith("x86-avx512"):
+        raise NoLoweringError(f"QuantizedConv has no {ctx.target.name} kernel yet")
+    if x.rank != 4:
+        raise NoLoweringError("only 2-D QuantizedConv has a CPU kernel")
+    if x.dtype != DType.uint8:
+        raise NoLoweringError("QuantizedConv with int8 activations has no x86 kernel (vpdpbusd takes u8 x s8)")
+    if w.const is None or ws.const is None or (bias is not None and bias.const is None):
+        raise NoLoweringError("QuantizedConv needs constant weights, scales and bias on the CPU")
+    cattrs = {k: node.attrs[k] for k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+    kernel, out, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, cattrs)
+    xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
+    m = w.shape[0]
+    key = f"{w.name}|{xscale!r}|{xzp}"
+    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
+        ws.const.reshape(-1).astype(np.float32), (m,))).astype(np.float32))
+    epi = _QEpilogue(node)
+    if kernel == [1, 1] and strides == [1, 1] and node.attrs["group"] == 1 and not any(pb) and not any(pe):
+        return pointwise_vnni_steps(node, ctx, x, xzp, w, key, scale, bias, res, epi)
+    return direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe)
+
+
+# -- pointwise: VNNI GEMM over a channel-interleaved copy of the input ---------------------------------------
+def pack_nchw4(node: Node, ctx: LoweringContext, x, xzp: int, cp: int, pp: int):
+    """X4[n, c4, p, j] = x[n, 4·c4 + j, p]; padding channels and pixels hold x_zp (their weights are 0, their
+    outputs are never stored)."""
+    from tvm import tirx as T
+    nb, c = x.shape[:2]
+    p = math.prod(x.shape[2:])
+    tmp = ctx.temp(node.outputs[0].name + ".nchw4", (nb, cp // 4, pp, 4), DType.uint8)
+
+    def f(t, o):
+        nn, c4, pix, j = o
+        dt = dtype_of(pix)
+        ch = c4 * T.const(4, dt) + j
+        inside = T.And(ch < T.const(c, dt), pix < T.const(p, dt))
+        src = (nn, T.min(ch, T.const(c - 1, dt)), T.min(pix, T.const(p - 1, dt)))
+        return T.Select(inside, t[0][src], T.const(xzp, "uint8"))
+    call = injective_call(node, ctx, [x], tmp, None, raw=f, in_shapes=[(nb, c, p)])
+    call.key = f"qconv_pack_nchw4|{xzp}|{sig(*call.operands)}"
+    return call, tmp
+
+
+def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: str, scale, bias, res, epi):
+    nb, c = x.shape[:2]
+    p = math.prod(x.shape[2:])
+    m = w.shape[0]
+    cp = -(-c // VNNI_K) * VNNI_K
+    pp = -(-p // VNNI_N) * VNNI_N
+    pack, x4 = pack_nchw4(node, ctx, x, xzp, cp, pp)
+    wp = ctx.derived_const(f"{w.name}.vnni_pw", lambda: np.pad(w.const.reshape(m, c), ((0, 0), (0, cp - c)))
+                           .reshape(m, cp // VNNI_K, VNNI_K))
+    colsum = ctx.derived_const(f"{key}.zp_rowsum", lambda: (xzp * w.const.reshape(m, c).astype(np.int64).sum(1))
+                               .astype(np.int32))
+    y = node.outputs[0]
+    ops = [operand(x4), operand(wp), operand(colsum), operand(scale)]
+    if bias is not None:
+        ops.append(operand(bias, (m,)))
+    if res is not None:
+        ops.append(operand(res, (nb, m, p)))
+    ops.append(operand(y, (nb, m, p)))
+    panels = pick_panels(pp)
+    mr = pick_mr(m, panels)
+    call_key = f"qconv_pw_vnni|{epi.key()}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        X4 = te.placeholder(x4.shape, "uint8", name="X4")
+        W = te.placeholder(wp.shape, "int8", name="Wp")
+        CS = te.placeholder((m,), "int32", name="rowsum")
+        S = te.placeholder((m,), "float32", name="scale")
+        args = [X4, W, CS, S]
+        Bias = Res = None
+        if bias is not None:
+            Bias = te.placeholder((m,), "float32", name="bias")
+            args.append(Bias)
+        if res is not None:
+            Res = te.placeholder((nb, m, p), "float32", name="residual")
+            args.append(Res)
+        kk = te.reduce_axis((0, cp), name="k")
+        acc = te.compute((nb, m, pp), lambda n, i, j: te.sum(
+            X4[n, kk // VNNI_K, j, kk % VNNI_K].astype("int32") * W[i, kk // VNNI_K, kk % VNNI_K].astype("int32"),
+            axis=kk), name="acc")
+        Y = te.compute((nb, m, p), lambda n, i, j: epi(
+            (acc[n, i, j] - CS[i]).astype("float32"), S[i], Bias[i] if Bias is not None else None,
+            Res[n, i, j] if Res is not None else None), name="Y")
+        return prim_func(args + [Y], lambda sch: schedule_pointwise_vnni(sch, nb * m * pp, mr, panels))
+
+    return [pack, Call(call_key, build, ops, node, flops=2 * nb * m * p * c)]
+
+
+_VEC_U8_VNNI = "aotc_dot_16x4_u8vec_s8bcast_local_acc"
+
+
+def _register_vector_u8_intrin() -> str:
+    """C[16] += Σ_k A[i, k]·B[k]: 16x4 uint8 activations (one 64-byte vector) times 4 int8 weights broadcast to
+    every lane (the mirror image of lower_quant's intrinsic, which broadcasts the activations)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+    try:
+        TensorIntrin.get(_VEC_U8_VNNI)
+        return _VEC_U8_VNNI
+    except Exception:  # noqa: BLE001  (not registered yet)
+        pass
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((16, 4), "uint8", offset_factor=1), B: T.Buffer((4,), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((16, 4), "uint8", offset_factor=1), B: T.Buffer((4,), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            # vpdpbusd's second operand is the unsigned one: the activation block; the third, signed, the
+            # weight word broadcast (LLVM folds it into an {1to16} memory operand).
+            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            b_i8x64 = T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"), T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+                b_i8x64, dtype="int32x16")
+
+    TensorIntrin.register(_VEC_U8_VNNI, desc, impl)
+    return _VEC_U8_VNNI
+
+
+def schedule_pointwise_vnni(sch, work: int, mr: int, panels: int) -> None:
+    """Per (image, pixel tile, channel tile): MR x P zmm accumulators over all input channels; per 4 channels
+    P activation blocks and MR broadcast weight words feed MR·P vpdpbusd; the epilogue runs on the tile.
+    Channel tiles are innermost among the parallel tasks, so consecutive tasks reuse one pixel tile."""
+    intrin = _register_vector_u8_intrin()
+    blk = sch.get_sblock("acc")
+    ln, lm, lp, lk = sch.get_loops(blk)
+    mo, mi = sch.split(lm, [None, mr])
+    po, pj, pi = sch.split(lp, [None, panels, VNNI_N])
+    ko, ki = sch.split(lk, [None, VNNI_K])
+    sch.reorder(ln, po, mo, ko, mi, pj, pi, ki)
+    outer = sch.fuse(ln, po, mo)
+    sch.set_scope(blk, 0, "local")
+    ep = sch.get_sblock("Y")
+    sch.reverse_compute_at(ep, outer)
+    sch.vectorize(sch.get_loops(ep)[-1])
+    if work >= PARALLEL_MIN_ELEMENTS // 4:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(blk, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(pi, intrin)
+    sch.unroll(pj)
+    sch.unroll(mi)
+
+
+# -- everything else: direct convolution over flattened rows of a zero-point-free copy ------------------------
+def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe):
+    from tvm import tirx as T
+    nb, c, h, wd = x.shape
+    m = w.shape[0]
+    g = node.attrs["group"]
+    cg, mg = c // g, m // g
+    kh, kw = kernel
+    oh, ow = out
+    sh, sw = strides
+    dh, dw = dils
+    lanes = ctx.lanes
+    k_len = cg * kh * kw
+    acc_dt = "float32" if k_len <= FLOAT_EXACT_K else "int32"
+    hp, wp = h + pb[0] + pe[0], wd + pb[1] + pe[1]
+    h2, w2 = -(-hp // sh), -(-wp // sw)
+    tile = 4 * lanes if oh * w2 >= 8 * lanes else lanes
+    ppad = -(-(oh * w2) // tile) * tile
+    max_off = ((kh - 1) * dh // sh) * w2 + (kw - 1) * dw // sw
+    extra_rows = max(0, -(-(ppad + max_off - h2 * w2) // w2))
+    flat = (h2 + extra_rows) * w2
+    # the phase-split copy: Xs[n, c, ph, pw, i, j] = x[n, c, sh·i + ph - pb0, sw·j + pw - pb1] - x_zp, 0 outside
+    xs_val = ctx.temp(node.outputs[0].name + ".phases", (nb, c, sh, sw, h2 + extra_rows, w2),
+                      DType.float32 if acc_dt == "float32" else DType.int32)
+
+    def split(t, o):
+        nn, cc, ph, pw, i, j = o
+        dt = dtype_of(i)
+        hi = i * T.const(sh, dt) + ph - T.const(pb[0], dt)
+        wi = j * T.const(sw, dt) + pw - T.const(pb[1], dt)
+        inside = T.And(T.And(hi >= T.const(0, dt), hi < T.const(h, dt)), T.And(wi >= T.const(0, dt), wi < T.const(wd, dt)))
+        src = (nn, cc, T.min(T.max(hi, T.const(0, dt)), T.const(h - 1, dt)),
+               T.min(T.max(wi, T.const(0, dt)), T.const(wd - 1, dt)))
+        v = T.Cast("int32", t[0][src]) - T.const(xzp, "int32")
+        return T.Select(inside, T.Cast(acc_dt, v), T.const(0, acc_dt))
+    split_call = injective_call(node, ctx, [x], xs_val, None, raw=split)
+    split_call.key = f"qconv_phases|{xzp}|{pb}|{pe}|{strides}|{extra_rows}|{acc_dt}|{sig(*split_call.operands)}"
+    wf = ctx.derived_const(f"{w.name}.direct_{acc_dt}",
+                           lambda: w.const.reshape(m, k_len).astype(np.float32 if acc_dt == "float32" else np.int32))
+    y = node.outputs[0]
+    ops = [operand(xs_val, (nb, c, sh * sw, flat)), operand(wf), operand(scale)]
+    if bias is not None:
+        ops.append(operand(bias, (m,)))
+    if res is not None:
+        ops.append(operand(res))
+    ops.append(operand(y))
+    vregs = tile // lanes
+    tile_c = next(t for t in (4, 2, 1) if mg % t == 0 and t * vregs <= 8)
+    key = f"qconv_direct|{kh},{kw},{sh},{sw},{dh},{dw},{g}|{acc_dt}|{epi.key()}|{sig(*ops)}"
+
+    def build():
+        from tvm import te
+        X = te.placeholder((nb, c, sh * sw, flat), acc_dt, name="X")
+        W = te.placeholder((m, k_len), acc_dt, name="W")
+        S = te.placeholder((m,), "float32", name="scale")
+        args = [X, W, S]
+        Bias = Res = None
+        if bias is not None:
+            Bias = te.placeholder((m,), "float32", name="bias")
+            args.append(Bias)
+        if res is not None:
+            Res = te.placeholder(y.shape, "float32", name="residual")
+            args.append(Res)
+        rh = te.reduce_axis((0, kh), name="rh")
+        rw = te.reduce_axis((0, kw), name="rw")
+
+        def tap(n, ci, q):
+            return X[n, ci, ((rh * dh) % sh) * sw + (rw * dw) % sw, q + ((rh * dh) // sh) * w2 + (rw * dw) // sw]
+        if cg == 1:
+            acc = te.compute((nb, m, ppad), lambda n, mm, q: te.sum(
+                tap(n, mm // mg, q) * W[mm, rh * kw + rw], axis=[rh, rw]), name="acc")
+        else:
+            rc = te.reduce_axis((0, cg), name="rc")
+            acc = te.compute((nb, m, ppad), lambda n, mm, q: te.sum(
+                tap(n, (mm // mg) * cg + rc, q) * W[mm, (rc * kh + rh) * kw + rw], axis=[rc, rh, rw]), name="acc")
+        Y = te.compute(y.shape, lambda n, mm, i, j: epi(
+            acc[n, mm, i * w2 + j].astype("float32"), S[mm], Bias[mm] if Bias is not None else None,
+            Res[n, mm, i, j] if Res is not None else None), name="Y")
+
+        def sched(sch):
+            blk = sch.get_sblock("acc")
+            loops = sch.get_loops(blk)
+            ln, lc, lq = loops[:3]
+            red = loops[3:]
+            co, ci = sch.split(lc, [None, tile_c])
+            qo, qt, qv = sch.split(lq, [None, vregs, lanes])
+            sch.reorder(ln, co, qo, *red, ci, qt, qv)
+            sch.unroll(ci)
+            sch.unroll(qt)
+            sch.vectorize(qv)
+            outer = sch.fuse(ln, co)
+            # The accumulators go to a scratch buffer of flat rows, read by a second loop nest (TVM cannot
+            # place it inside the channel loop: it cannot invert i·W2 + j), as in the float kernel.
+            big = nb * m * oh * ow >= PARALLEL_MIN_ELEMENTS
+            if big:
+                sch.parallel(outer)
+            init = sch.decompose_reduction(blk, red[0])
+            sch.vectorize(sch.get_loops(init)[-1])
+            el = sch.get_loops(sch.get_sblock("Y"))
+            f = sch.fuse(el[0], el[1])
+            if big:
+                sch.parallel(f)
+        return prim_func(args + [Y], sched)
+
+    return [split_call, Call(key, build, ops, node, flops=2 * y.size * k_len)]

@@ -1,0 +1,103 @@
+"""QuantizedConv kernels of the x86-avx512 target (targets/cpu/lower_quant_conv.py) against the reference
+kernel: with scale 1 and no bias the output is float32(acc), so the integer accumulation must match exactly;
+the float epilogue to float32 rounding; requantized outputs to one step."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.dtypes import DType
+from x86_helpers import compile_and_run, has_avx512
+
+pytestmark = pytest.mark.skipif(not (has_avx512() and "avx512_vnni" in Path("/proc/cpuinfo").read_text()),
+                                reason="needs an x86-64 CPU with AVX-512 VNNI")
+R = np.random.default_rng(7)
+
+
+def qconv_graph(x_shape, w_shape, xz=77, xs=1.0, ws=None, bias=False, res=False, act="none", requant=None,
+                **conv):
+    m = w_shape[0]
+    g = compiler.Graph(f"qconv_{'x'.join(map(str, x_shape))}_{'x'.join(map(str, w_shape))}")
+    x = g.add_input("x", x_shape, DType.uint8)
+    ins = [x, g.add_const("xs", np.array(xs, np.float32)), g.add_const("xz", np.array(xz, np.uint8)),
+           g.add_const("w", R.integers(-127, 128, w_shape).astype(np.int8)),
+           g.add_const("ws", np.ones(m, np.float32) if ws is None else ws)]
+    ins.append(g.add_const("b", R.standard_normal(m).astype(np.float32)) if bias else None)
+    attrs = {"activation": act, **conv}
+    y_shape = compiler.Graph("probe")  # shape from the op's own inference, through a float-output probe node
+    probe = y_shape.add_node("QuantizedConv", [y_shape.add_input("x", x_shape, DType.uint8)] +
+                             [y_shape.add_const(v.name, v.const) for v in ins[1:5]], attrs).outputs[0]
+    ins.append(g.add_input("r", probe.shape, DType.float32) if res else None)
+    if requant:
+        ins += [g.add_const("ys", np.array(requant[0], np.float32)), g.add_const("yz", np.array(requant[1], np.uint8))]
+    while ins[-1] is None:
+        ins.pop()
+    g.outputs = list(g.add_node("QuantizedConv", ins, attrs, name="qconv").outputs)
+    feeds = {"x": R.integers(0, 256, x_shape).astype(np.uint8)}
+    if res:
+        feeds["r"] = R.standard_normal(probe.shape).astype(np.float32)
+    return g, feeds
+
+
+EXACT_CASES = {
+    # pointwise (VNNI GEMM): pixels a multiple of 16 or not, channels a multiple of 4 or not, odd M
+    "pw_28x28": ((1, 32, 28, 28), (48, 32, 1, 1), {}),
+    "pw_7x7_c30": ((2, 30, 7, 7), (24, 30, 1, 1), {}),
+    "pw_14x14_m20": ((1, 112, 14, 14), (20, 112, 1, 1), {}),
+    "pw_k1152": ((1, 1152, 7, 7), (64, 1152, 1, 1), {}),
+    # direct: depthwise (float-exact accumulation), strided and asymmetric padding, the stem, int32 path
+    "dw3_s1": ((1, 16, 14, 14), (16, 1, 3, 3), {"group": 16, "pads": [1, 1, 1, 1]}),
+    "dw5_s2_asym": ((1, 8, 15, 15), (8, 1, 5, 5), {"group": 8, "strides": [2, 2], "pads": [1, 1, 2, 2]}),
+    "stem_s2": ((1, 3, 32, 32), (16, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    "dense3_int32": ((1, 64, 9, 9), (8, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 576 > 514: int32 sums
+    "grouped_dil": ((1, 8, 12, 12), (8, 2, 3, 3), {"group": 4, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    "pw_strided": ((1, 16, 10, 10), (16, 16, 1, 1), {"strides": [2, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXACT_CASES))
+def test_qconv_accumulation_is_exact(tmp_path, case):
+    x_shape, w_shape, conv = EXACT_CASES[case]
+    g, feeds = qconv_graph(x_shape, w_shape, xz=131, **conv)
+    want = compiler.interpret(g, feeds)["qconv:0"]
+    got = compile_and_run(g, feeds, tmp_path)["qconv:0"]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("case,act,res", [("pw_7x7_c30", "clip", False), ("pw_28x28", "none", True),
+                                          ("dw5_s2_asym", "relu", False), ("dw3_s1", "none", True)])
+def test_qconv_float_epilogue(tmp_path, case, act, res):
+    x_shape, w_shape, conv = EXACT_CASES[case]
+    ws = R.uniform(0.001, 0.01, w_shape[0]).astype(np.float32)
+    g, feeds = qconv_graph(x_shape, w_shape, xs=0.02, ws=ws, bias=True, res=res, act=act, **conv)
+    if act == "clip":
+        g.nodes[-1].attrs.update(act_alpha=0.0, act_beta=6.0)
+    want = compiler.interpret(g, feeds)["qconv:0"]
+    got = compile_and_run(g, feeds, tmp_path)["qconv:0"]
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("case", ["pw_14x14_m20", "dw5_s2_asym", "stem_s2"])
+def test_qconv_requantized_output(tmp_path, case):
+    x_shape, w_shape, conv = EXACT_CASES[case]
+    ws = R.uniform(0.001, 0.01, w_shape[0]).astype(np.float32)
+    g, feeds = qconv_graph(x_shape, w_shape, xs=0.02, ws=ws, bias=True, act="clip", requant=(0.05, 3), **conv)
+    g.nodes[-1].attrs.update(act_alpha=0.0, act_beta=6.0)
+    want = compiler.interpret(g, feeds)["qconv:0"]
+    got = compile_and_run(g, feeds, tmp_path)["qconv:0"]
+    assert got.dtype == np.uint8
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+    assert len(np.unique(want)) > 20  # the requantized range is actually exercised, not saturated
+
+
+def test_qconv_int8_activations_are_refused(tmp_path):
+    from targets.cpu.lowering import UnsupportedOnTargetError
+    g, _ = qconv_graph((1, 8, 8, 8), (8, 8, 1, 1))
+    g.nodes[-1].inputs[2].const = np.array(0, np.int8)
+    x = g.inputs[0]
+    x.dtype = DType.int8
+    g.nodes[-1].inputs[2].dtype = DType.int8
+    with pytest.raises(UnsupportedOnTargetError, match="int8 activations"):
+        compile_and_run(g, {"x": np.zeros((1, 8, 8, 8), np.int8)}, tmp_path)
