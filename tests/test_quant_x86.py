@@ -37,7 +37,8 @@ def qmm_graph(m, k, n, xz=77, xs=1.0, ws=None, bias=False, res=False, act="none"
     return g, feeds
 
 
-@pytest.mark.parametrize("m,k,n", [(8, 4, 16), (24, 384, 64), (128, 1536, 384), (7, 1280, 1008)])
+@pytest.mark.parametrize("m,k,n", [(8, 4, 16), (24, 384, 64), (128, 1536, 384), (7, 1280, 1008),
+                                   (1, 1280, 1000), (5, 64, 40)])  # N % 16 != 0: zero-padded panels
 def test_vnni_accumulation_is_exact(tmp_path, m, k, n):
     """Scale 1, no bias: the output is float32(acc) itself, so the integer sum must match exactly."""
     g, feeds = qmm_graph(m, k, n, xz=131)

@@ -100,7 +100,7 @@ def lower_dequantize_linear(node: Node, ctx: LoweringContext):
 
 
 def pack_vnni(w: np.ndarray) -> np.ndarray:
-    """int8 [K, N] -> [N/16, K/4, 16, 4]: for each 16-column panel and 4-row group, a 64-byte block."""
+    """int8 [K, N] (N a multiple of 16) -> [N/16, K/4, 16, 4]: for each 16-column panel and 4-row group, a 64-byte block."""
     k, n = w.shape
     return np.ascontiguousarray(w.reshape(k // VNNI_K, VNNI_K, n // VNNI_N, VNNI_N).transpose(2, 0, 3, 1))
 
@@ -132,15 +132,17 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     if w.const is None or ws.const is None or (bias is not None and bias.const is None):
         raise NoLoweringError(f"{node.op_type} needs constant weights, scales and bias on the CPU")
     k, n = w.shape
-    if k % VNNI_K or n % VNNI_N:
-        raise NoLoweringError(f"{node.op_type} with K={k}, N={n} has no VNNI kernel yet (needs K % 4 == 0, "
-                              "N % 16 == 0)")
+    if k % VNNI_K:
+        raise NoLoweringError(f"{node.op_type} with K={k} has no VNNI kernel yet (needs K % 4 == 0)")
+    # N is padded to whole 16-column panels with zero weights (a classifier's 1000 classes); the padding
+    # columns are computed in registers and never stored.
+    npad = -(-n // VNNI_N) * VNNI_N
     m = math.prod(x.shape) // k
     if res is not None and math.prod(res.shape) != m * n:
         raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
     xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
     key = f"{w.name}|{xscale!r}|{xzp}"
-    bp = ctx.derived_const(f"{w.name}.vnni", lambda: pack_vnni(w.const))
+    bp = ctx.derived_const(f"{w.name}.vnni", lambda: pack_vnni(np.pad(w.const, ((0, 0), (0, npad - n)))))
     colsum = ctx.derived_const(f"{key}.zp_colsum", lambda: (xzp * w.const.astype(np.int64).sum(0)).astype(np.int32))
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
         ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
@@ -158,7 +160,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     epi["activation"] = epi["activation"] or "none"
     epi["residual_before_activation"] = epi["residual_before_activation"] or 0
     call_key = f"qmatmul_vnni|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
-    mr = pick_mr(m, pick_panels(n))
+    mr = pick_mr(m, pick_panels(npad))
 
     def build():
         from tvm import te
@@ -175,7 +177,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
             Res = te.placeholder((m, n), "float32", name="residual")
             args.append(Res)
         kk = te.reduce_axis((0, k), name="k")
-        acc = te.compute((m, n), lambda i, j: te.sum(
+        acc = te.compute((m, npad), lambda i, j: te.sum(
             A[i, kk].astype("int32") * B[j // VNNI_N, kk // VNNI_K, j % VNNI_N, kk % VNNI_K].astype("int32"),
             axis=kk), name="acc")
 
@@ -192,7 +194,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
                 y = _quantize_expr(y, requant[0], requant[1], requant[2])
             return y
         C = te.compute((m, n), epilogue, name="C")
-        return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, n, k, mr))
+        return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, npad, k, mr))
 
     return Call(call_key, build, ops, node, flops=2 * m * n * k)
 
