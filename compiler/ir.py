@@ -165,6 +165,29 @@ class Graph:
                 old_name, new.name, old.name = old.name, old.name, new.name
                 self._names.update((old_name, old.name))
 
+    def copy(self) -> "Graph":
+        """An independent copy (new Values and Nodes; the read-only constant arrays and attribute values are
+        shared). Iterative, so deep graphs do not hit Python's recursion limit as copy.deepcopy does."""
+        g = Graph(self.name)
+        new: dict[int, Value] = {}
+
+        def val(v: Value | None) -> Value | None:
+            if v is None:
+                return None
+            if id(v) not in new:
+                new[id(v)] = Value(v.name, v.shape, v.dtype, const=v.const)
+            return new[id(v)]
+        g.inputs = [val(v) for v in self.inputs]
+        g.initializers = {k: val(v) for k, v in self.initializers.items()}
+        for n in self.nodes:
+            node = Node(n.op_type, n.name, [val(v) for v in n.inputs], [val(v) for v in n.outputs], dict(n.attrs))
+            for o in node.outputs:
+                o.producer = node
+            g.nodes.append(node)
+        g.outputs = [val(v) for v in self.outputs]
+        g._names, g._node_names = set(self._names), set(self._node_names)
+        return g
+
     # -- queries ------------------------------------------------------------
     def values(self) -> Iterable[Value]:
         yield from self.inputs

@@ -201,9 +201,15 @@ CONVS = [
 
 @pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONVS, ids=[c[0] for c in CONVS])
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv(name, x_shape, w_shape, attrs, bias, out_dir):
+@pytest.mark.parametrize("layout", ["nchwc", "nchw"])
+def test_conv(name, x_shape, w_shape, attrs, bias, layout, out_dir):
+    """Both convolution paths: the default NCHW16c kernels and the plain NCHW ones (which other targets
+    and the convolutions the layout pass leaves alone use)."""
+    import dataclasses
+    from targets.cpu.target import X86_AVX512
+    target = X86_AVX512 if layout == "nchwc" else dataclasses.replace(X86_AVX512, conv_block=0)
     consts = [("w", f32(*w_shape) * 0.3)] + ([("b", f32(w_shape[0]))] if bias else [])
-    check_op("Conv", [("x", f32(*x_shape))], out_dir, attrs, consts=consts, rtol=1e-4, atol=1e-4)
+    check_op("Conv", [("x", f32(*x_shape))], out_dir, attrs, consts=consts, rtol=1e-4, atol=1e-4, target=target)
 
 
 def test_batchnorm(out_dir):

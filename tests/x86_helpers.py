@@ -39,7 +39,7 @@ def build_graph(op_type: str, inputs, attrs=None, consts=(), num_outputs=None) -
 def compile_and_run(graph: compiler.Graph, feeds: dict, out_dir: Path, target: str = "x86-avx512") -> dict:
     import runtime_stub
     from targets.bundle import compile_to_bundle
-    digest = hashlib.sha256(str(graph).encode()).hexdigest()[:10]
+    digest = hashlib.sha256((str(graph) + repr(target)).encode()).hexdigest()[:10]
     bundle = compile_to_bundle(graph, out_dir / f"{graph.name}-{digest}", target=target, quiet=True)
     return runtime_stub.load(bundle).run(feeds)
 
@@ -53,11 +53,12 @@ def assert_close(got: np.ndarray, want: np.ndarray, what: str, rtol=1e-5, atol=1
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what, equal_nan=True)
 
 
-def check_op(op_type: str, inputs, out_dir: Path, attrs=None, consts=(), rtol=1e-5, atol=1e-5, num_outputs=None):
+def check_op(op_type: str, inputs, out_dir: Path, attrs=None, consts=(), rtol=1e-5, atol=1e-5, num_outputs=None,
+             target="x86-avx512"):
     g = build_graph(op_type, inputs, attrs, consts, num_outputs)
     feeds = dict(inputs)
     want = compiler.interpret(g, feeds)
-    got = compile_and_run(g, feeds, out_dir)
+    got = compile_and_run(g, feeds, out_dir, target=target)
     for name, ref in want.items():
         assert_close(got[name], ref, f"{op_type} output {name}", rtol, atol)
     return got

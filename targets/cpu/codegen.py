@@ -76,6 +76,12 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
     if shutil.which(target.cc) is None:
         raise ToolchainError(f"The {target.name} target links with {target.cc!r}, which is not on PATH; install it "
                              f"with `apt-get install {target.cc_package}` (Debian/Ubuntu).")
+    if target.conv_block:
+        # Target layout pass (TVM's AlterOpLayout): convolution chains on NCHWc blocks of one vector.
+        # On a copy: the caller's graph (e.g. the one a test interprets as the reference) stays as given.
+        from passes.blocked_layout import nchwc_layout
+        graph = graph.copy()
+        nchwc_layout(graph, block=target.conv_block)
     steps, ctx = lower_graph(graph, target)
     calls = [s for s in steps if isinstance(s, Call)]
     plan = plan_memory(graph, steps)

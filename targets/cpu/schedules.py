@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 # Below this many output elements a kernel runs on one thread: waking the
 # pool costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 1 << 14
+# A kernel with this much work runs in parallel whatever its output size (~20 us on one core): long
+# reductions into small outputs (a 1280 -> 1000 classifier, 1152 -> 192 channels on a 7x7 map).
+PARALLEL_MIN_FLOPS = 2_000_000
 
 
 def prim_func(args: Sequence, schedule: Callable | None = None):
@@ -131,7 +134,7 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
             outer = sch.fuse(outer, mo)
     if epilogue is not None:
         _epilogue_at(sch, blk, epilogue, outer, vectorize)
-    if parallel and m * n >= PARALLEL_MIN_ELEMENTS // 4:
+    if parallel and (m * n >= PARALLEL_MIN_ELEMENTS // 4 or 2 * m * n * k >= PARALLEL_MIN_FLOPS):
         sch.parallel(outer)
     init = sch.decompose_reduction(blk, init_at)
     il = sch.get_loops(init)

@@ -21,14 +21,18 @@ class CpuTarget:
     cflags: tuple[str, ...] = field(default=("-O2",))
     description: str = ""
     cc_package: str = "gcc"      # the Debian package that provides `cc` (named when it is missing)
+    conv_block: int = 0          # channels per block of the NCHWc conv layout (0: convolutions stay NCHW)
 
     def tvm_target(self):
         import tvm
         return tvm.target.Target(dict(self.llvm))
 
     def manifest(self) -> dict:
-        return {"name": self.name, "llvm": dict(sorted(self.llvm.items())), "vector_lanes_f32": self.lanes,
-                "description": self.description}
+        m = {"name": self.name, "llvm": dict(sorted(self.llvm.items())), "vector_lanes_f32": self.lanes,
+             "description": self.description}
+        if self.conv_block:
+            m["conv_layout"] = f"NCHW{self.conv_block}c"
+        return m
 
     def bundle_extras(self, workdir) -> dict[str, bytes]:
         """Files besides model.so / weights.bin / driver.c this target puts in a bundle (e.g. a runner)."""
@@ -41,6 +45,7 @@ X86_AVX512 = CpuTarget(
     # AVX-512 F/BW/DQ/VL/VNNI/BF16 set every AVX-512 server CPU since Ice Lake / Zen 4 has.
     llvm={"kind": "llvm", "mcpu": "znver4"},
     lanes=16,
+    conv_block=16,
     cflags=("-O2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"),
     description="x86-64 with AVX-512 (zmm FMA)",
 )
@@ -49,6 +54,7 @@ X86_AVX2 = CpuTarget(
     name="x86-avx2",
     llvm={"kind": "llvm", "mcpu": "haswell"},
     lanes=8,
+    conv_block=8,
     cflags=("-O2", "-mavx2", "-mfma"),
     description="x86-64 with AVX2 + FMA",
 )

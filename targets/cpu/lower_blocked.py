@@ -1,0 +1,232 @@
+"""Kernels for the channel-blocked layout (compiler/ops/layout.py): the two
+layout conversions and BlockedConv.
+
+With c = the vector width channels per block, every BlockedConv kernel keeps
+a register tile of output vectors (pixels x output-channel blocks) over its
+reduction and writes whole vectors:
+
+- pointwise (1x1, stride 1, no padding): a GEMM over pixels; per input channel
+  the tile broadcasts one input value per pixel and loads one weight vector per
+  output block (weights pre-packed [M/c, C, c]);
+- depthwise: per tap, one vector load of c channels at the tap's pixel and one
+  weight vector: strides need no phase-split copy;
+- general (ungrouped kxk, strided, or the first convolution reading NCHW):
+  a tile of output columns x output blocks over (input channel, kh, kw).
+
+Padding is applied while reading (a select on a clamped index; the condition
+is the same for every lane of a vector), so no padded copy is made."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.ir import Node
+from compiler.ops.layout import blocks
+from compiler.ops.nn import Conv
+
+from .epilogue import Epilogue
+from .lower_elementwise import injective_call
+from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .schedules import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, prim_func
+
+# Accumulator vectors a tile may hold (of 32 zmm registers: the rest hold broadcasts and weights).
+MAX_ACC = 28
+
+
+@lowers("ToBlockedLayout")
+def lower_to_blocked(node: Node, ctx: LoweringContext):
+    from tvm import tirx as T
+    x, y = node.inputs[0], node.outputs[0]
+    b = node.attrs["block"]
+    c = x.shape[1]
+
+    def f(t, o):
+        n, cb, h, w, ci = o
+        ch = cb * b + ci
+        return T.Select(ch < c, t[0][n, T.min(ch, c - 1), h, w], T.const(0.0, "float32"))
+    return [injective_call(node, ctx, [x], y, None, raw=f)]
+
+
+@lowers("FromBlockedLayout")
+def lower_from_blocked(node: Node, ctx: LoweringContext):
+    x, y = node.inputs[0], node.outputs[0]
+    b = x.shape[4]
+
+    def f(t, o):
+        n, ch, h, w = o
+        return t[0][n, ch // b, h, w, ch % b]
+    return [injective_call(node, ctx, [x], y, None, raw=f)]
+
+
+def pack_weight(w: np.ndarray, block: int, cp: int, depthwise: bool) -> np.ndarray:
+    """[M, C/g, kh, kw] -> [Mb, Cp, kh, kw, c] (depthwise: [Mb, kh, kw, c]); padding channels get zeros."""
+    m, _, kh, kw = w.shape
+    mp = blocks(m, block) * block
+    if depthwise:
+        wp = np.zeros((mp, kh, kw), np.float32)
+        wp[:m] = w[:, 0]
+        return np.ascontiguousarray(wp.reshape(mp // block, block, kh, kw).transpose(0, 2, 3, 1))
+    wp = np.zeros((mp, cp, kh, kw), np.float32)
+    wp[:m, :w.shape[1]] = w
+    return np.ascontiguousarray(wp.reshape(mp // block, block, cp, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def pack_bias(bias: np.ndarray | None, m: int, block: int) -> np.ndarray:
+    """[M] (or none) -> [Mb, c], zeros in padding channels."""
+    bp = np.zeros((blocks(m, block) * block,), np.float32)
+    if bias is not None:
+        bp[:m] = bias
+    return bp.reshape(-1, block)
+
+
+def _pick(n: int, choices) -> int:
+    return next((t for t in choices if n % t == 0), 1)
+
+
+@lowers("BlockedConv")
+def lower_blocked_conv(node: Node, ctx: LoweringContext):
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    res = node.inputs[3] if len(node.inputs) > 3 else None
+    y = node.outputs[0]
+    at = node.attrs
+    b = at["block"]
+    if b != ctx.lanes:
+        raise NoLoweringError(f"a block of {b} channels on a target with {ctx.lanes}-lane vectors")
+    g = at["group"]
+    depthwise = g > 1
+    blocked_in = x.rank == 5
+    cp = x.shape[1] * b if blocked_in else x.shape[1]
+    spatial = x.shape[2:4]
+    cattrs = {k: at[k] for k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+    kernel, out, strides, dils, pb, _ = Conv.geometry((x.shape[0], w.shape[1] * g) + tuple(spatial), w.shape,
+                                                      cattrs)
+    kh, kw = kernel
+    sh, sw = strides
+    dh, dw = dils
+    nb, mb, oh, ow, _ = y.shape
+    h, wd = spatial
+    wp = ctx.derived_const(f"{w.name}.blocked{b}.{cp}", lambda: pack_weight(w.const.astype(np.float32), b, cp,
+                                                                           depthwise))
+    bv = ctx.derived_const(f"{bias.name if bias is not None else 'zero' + str(w.shape[0])}.blocked{b}",
+                           lambda: pack_bias(None if bias is None else bias.const.astype(np.float32), w.shape[0], b))
+    epi = Epilogue.from_attrs(at, None, res)
+    pointwise = (not depthwise and blocked_in and kh == kw == 1 and strides == [1, 1] and not any(pb)
+                 and oh == h and ow == wd)
+    kind = "pointwise" if pointwise else "depthwise" if depthwise else "direct"
+    p = oh * ow
+    if pointwise:
+        x_op, y_shape = operand(x, (nb, x.shape[1], p, b)), (nb, mb, p, b)
+    else:
+        x_op, y_shape = operand(x), y.shape
+    ops = [x_op, operand(wp), operand(bv)] + epi.operands(0, y_shape) + [operand(y, y_shape)]
+    flops = node.op.flops(node.inputs, node.outputs, at)
+    key = (f"blockedconv|{kind}|{kernel},{strides},{dils},{pb}|{epi.key()}|{sig(*ops)}")
+
+    def build():
+        from tvm import te
+        from tvm import tirx as T
+        X = te.placeholder(x_op.shape, "float32", name="X")
+        W = te.placeholder(wp.shape, "float32", name="W")
+        BT = te.placeholder(bv.shape, "float32", name="bias")
+        ep_t = epi.placeholders(0, y_shape)
+        zero = T.const(0.0, "float32")
+
+        def read(n, c_outer, c_inner, i, j):
+            """X at input pixel (i, j) (may be in the padding), channel block/lane or NCHW channel."""
+            inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < wd))
+            ii, jj = T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), wd - 1)
+            v = X[n, c_outer, ii, jj, c_inner] if blocked_in else X[n, c_outer, ii, jj]
+            return T.Select(inside, v, zero)
+
+        if pointwise:
+            rco = te.reduce_axis((0, x.shape[1]), "rco")
+            rci = te.reduce_axis((0, b), "rci")
+            acc = te.compute(y_shape, lambda n, mo, q, mi: te.sum(
+                X[n, rco, q, rci] * W[mo, rco * b + rci, 0, 0, mi], axis=[rco, rci]), name="acc")
+            red = 2
+        elif depthwise:
+            rh = te.reduce_axis((0, kh), "rh")
+            rw = te.reduce_axis((0, kw), "rw")
+            acc = te.compute(y_shape, lambda n, co, i, j, ci: te.sum(
+                read(n, co, ci, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1]) * W[co, rh, rw, ci],
+                axis=[rh, rw]), name="acc")
+            red = 2
+        else:
+            rh = te.reduce_axis((0, kh), "rh")
+            rw = te.reduce_axis((0, kw), "rw")
+            if blocked_in:
+                rco = te.reduce_axis((0, x.shape[1]), "rco")
+                rci = te.reduce_axis((0, b), "rci")
+                acc = te.compute(y_shape, lambda n, mo, i, j, mi: te.sum(
+                    read(n, rco, rci, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1])
+                    * W[mo, rco * b + rci, rh, rw, mi], axis=[rco, rci, rh, rw]), name="acc")
+                red = 4
+            else:
+                rc = te.reduce_axis((0, cp), "rc")
+                acc = te.compute(y_shape, lambda n, mo, i, j, mi: te.sum(
+                    read(n, rc, None, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1])
+                    * W[mo, rc, rh, rw, mi], axis=[rc, rh, rw]), name="acc")
+                red = 3
+        Y = te.compute(y_shape, lambda *o: epi.apply(acc[o] + BT[o[1], o[-1]], ep_t, None, o), name="Y")
+        args = [X, W, BT] + ep_t + [Y]
+        # Long reductions make a small output worth splitting (1152 -> 192 channels on a 7x7 map).
+        big = math.prod(y_shape) >= PARALLEL_MIN_ELEMENTS or flops >= PARALLEL_MIN_FLOPS
+        if pointwise:
+            return prim_func(args, lambda sch: _schedule_pointwise(sch, y_shape, red, big))
+        return prim_func(args, lambda sch: _schedule_spatial(sch, y_shape, red, depthwise, big))
+
+    return [Call(key, build, ops, node, flops=flops)]
+
+
+def _finish(sch, blk, at_loop, big, outer, red_first):
+    """Epilogue on the tile while it is in registers, the outer loop in parallel, vector inits."""
+    sch.set_scope(blk, 0, "local")
+    ep = sch.get_sblock("Y")
+    sch.reverse_compute_at(ep, at_loop)
+    sch.vectorize(sch.get_loops(ep)[-1])
+    if big:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(blk, red_first)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _schedule_pointwise(sch, y_shape, red: int, big: bool) -> None:
+    """Tile: MR pixels x NB output blocks. On big maps (few channels) pixels are the outer loop, so a tile's
+    input pixels are read once for all output blocks; on small maps output blocks are outer, so a block's
+    weight panel stays in cache across the pixels."""
+    _, mb, p, _ = y_shape
+    nb = 3 if mb % 3 == 0 else 2 if mb % 2 == 0 else 1
+    mr = _pick(p, [t for t in (8, 14, 7, 12, 6, 10, 5, 4, 3, 2) if t * nb <= MAX_ACC])
+    blk = sch.get_sblock("acc")
+    n, mo, q, mi, *reds = sch.get_loops(blk)
+    moo, moi = sch.split(mo, [None, nb])
+    qo, qi = sch.split(q, [None, mr])
+    if p >= 1024:
+        sch.reorder(n, qo, moo, *reds, qi, moi, mi)
+        outer = sch.fuse(n, qo, moo)
+    else:
+        sch.reorder(n, moo, qo, *reds, qi, moi, mi)
+        outer = sch.fuse(n, moo, qo)
+    sch.unroll(qi)
+    sch.unroll(moi)
+    sch.vectorize(mi)
+    _finish(sch, blk, outer, big, outer, reds[0])
+
+
+def _schedule_spatial(sch, y_shape, red: int, depthwise: bool, big: bool) -> None:
+    """Tile: TW output columns (x NB output blocks for a full convolution) of one output row."""
+    _, mb, _, ow, _ = y_shape
+    nb = 1 if depthwise or mb % 2 else 2
+    tw = _pick(ow, [t for t in (14, 8, 7, 12, 6, 10, 5, 4, 3, 2) if t * nb <= MAX_ACC])
+    blk = sch.get_sblock("acc")
+    n, mo, i, j, mi, *reds = sch.get_loops(blk)
+    moo, moi = sch.split(mo, [None, nb])
+    jo, ji = sch.split(j, [None, tw])
+    sch.reorder(n, moo, i, jo, *reds, ji, moi, mi)
+    sch.unroll(ji)
+    sch.unroll(moi)
+    sch.vectorize(mi)
+    outer = sch.fuse(n, moo, i)
+    _finish(sch, blk, jo, big, outer, reds[0])

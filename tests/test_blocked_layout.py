@@ -1,0 +1,184 @@
+"""The channel-blocked (NCHWc) convolution path: the layout ops' reference
+kernels against plain NCHW ones, the `nchwc_layout` pass against the graph it
+rewrites, and the x86 kernels against the reference interpreter — including
+channel counts that leave padding channels and activations that are not zero
+at zero (so a kernel that forgot the padding semantics would show)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.dtypes import DType
+from compiler.ops import get_op
+from compiler.ops.layout import from_blocked, to_blocked
+from passes.blocked_layout import nchwc_layout
+from x86_helpers import compile_and_run, needs_avx512
+
+R = np.random.default_rng(7)
+
+
+def f32(*shape):
+    return R.standard_normal(shape).astype(np.float32)
+
+
+def run_op(op_type, inputs, attrs):
+    op = get_op(op_type)
+    return op.run(inputs, op.normalize_attrs(attrs))[0]
+
+
+# -- reference kernels ------------------------------------------------------------------------------
+@pytest.mark.parametrize("c", [3, 16, 24, 40])
+def test_blocked_round_trip_zero_pads(c):
+    x = f32(2, c, 5, 7)
+    xb = run_op("ToBlockedLayout", [x], {"block": 16})
+    assert xb.shape == (2, -(-c // 16), 5, 7, 16)
+    np.testing.assert_array_equal(xb[:, c // 16, :, :, c % 16:], 0) if c % 16 else None
+    np.testing.assert_array_equal(xb[0, 0, 1, 2, :min(c, 16)], x[0, :min(c, 16), 1, 2])
+    np.testing.assert_array_equal(run_op("FromBlockedLayout", [xb], {"channels": c}), x)
+
+
+CASES = [  # name, input NCHW shape, weight shape, conv attrs, blocked input
+    ("pointwise", (1, 24, 6, 6), (40, 24, 1, 1), {}, True),
+    ("depthwise_s2_asym", (1, 24, 9, 9), (24, 1, 5, 5), {"group": 24, "strides": [2, 2], "pads": [1, 2, 2, 1]}, True),
+    ("full_3x3", (2, 20, 7, 7), (18, 20, 3, 3), {"pads": [1, 1, 1, 1]}, True),
+    ("stem_nchw", (1, 3, 11, 11), (20, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}, False),
+]
+
+
+@pytest.mark.parametrize("name,x_shape,w_shape,attrs,blocked_in", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("act", ["none", "sigmoid"])
+def test_blocked_conv_reference_matches_fused_conv(name, x_shape, w_shape, attrs, blocked_in, act):
+    x, w, b = f32(*x_shape), f32(*w_shape), f32(w_shape[0])
+    fattrs = {**attrs, "activation": act}
+    want = run_op("FusedConv", [x, w, b], fattrs)
+    xin = to_blocked(x, 16) if blocked_in else x
+    got = run_op("BlockedConv", [xin, w, b], {**fattrs, "block": 16})
+    np.testing.assert_allclose(from_blocked(got, w_shape[0]), want, rtol=1e-6, atol=1e-6)
+    # Padding output channels hold act(0): zero weights and bias there.
+    m = w_shape[0]
+    if m % 16:
+        np.testing.assert_allclose(got[:, m // 16, ..., m % 16:], 0.5 if act == "sigmoid" else 0.0)
+
+
+def test_blocked_conv_rejects_grouped_and_bad_blocks():
+    g = compiler.Graph("bad")
+    x = g.add_input("x", (1, 2, 5, 5, 16), DType.float32)
+    with pytest.raises(compiler.AotcError, match="depthwise"):
+        g.add_node("BlockedConv", [x, g.add_const("w", f32(8, 16, 3, 3))], {"group": 2, "block": 16})
+    with pytest.raises(compiler.AotcError, match="not blocked by 8"):
+        g.add_node("BlockedConv", [x, g.add_const("w2", f32(8, 32, 1, 1))], {"block": 8})
+
+
+# -- the pass ---------------------------------------------------------------------------------------
+def mbconv_graph(c=24, e=72, m=24, hw=10):
+    """A MobileNet-style block: padded stem, expand, depthwise (explicit Pad, stride 2), project with a
+    residual, then a non-convolution consumer and a convolution output that is also a graph output."""
+    g = compiler.Graph("mbconv")
+    x = g.add_input("x", (1, 3, 2 * hw, 2 * hw), DType.float32)
+    s = g.add_node("Conv", [x, g.add_const("ws", f32(c, 3, 3, 3) * 0.3), g.add_const("bs", f32(c))],
+                   {"strides": [2, 2], "pads": [1, 1, 1, 1]}, name="stem").outputs[0]
+    s = g.add_node("Relu", [s], name="stem_relu").outputs[0]
+    ex = g.add_node("FusedConv", [s, g.add_const("we", f32(e, c, 1, 1) * 0.3), g.add_const("be", f32(e))],
+                    {"activation": "clip", "act_alpha": 0.0, "act_beta": 6.0}, name="expand").outputs[0]
+    p = g.add_node("Pad", [ex], {"pads": [0, 0, 1, 1, 0, 0, 2, 2]}, name="pad").outputs[0]
+    dw = g.add_node("FusedConv", [p, g.add_const("wd", f32(e, 1, 3, 3) * 0.3), g.add_const("bd", f32(e))],
+                    {"group": e, "strides": [1, 1], "activation": "sigmoid"}, name="dw").outputs[0]
+    pr = g.add_node("FusedConv", [dw, g.add_const("wp", f32(m, e, 1, 1) * 0.3), g.add_const("bp", f32(m))],
+                    {}, name="project").outputs[0]
+    y = g.add_node("FusedConv", [pr, g.add_const("wq", f32(m, m, 1, 1) * 0.3), None, pr],
+                   {"activation": "relu"}, name="with_residual").outputs[0]
+    pool = g.add_node("GlobalAveragePool", [y], name="pool").outputs[0]
+    g.outputs = [pool, pr]
+    return g
+
+
+def test_pass_keeps_results_names_and_converts_only_at_edges():
+    g = mbconv_graph()
+    feeds = {"x": f32(1, 3, 20, 20)}
+    want = compiler.interpret(g, feeds)
+    n = nchwc_layout(g, block=16)
+    compiler.verify(g)
+    assert n == 5
+    hist = g.op_histogram()
+    # The stem reads NCHW; its Relu is not a convolution, so one conversion each way around it; the Pad is
+    # folded into the depthwise conv; `project` is a graph output and `with_residual` feeds the pool.
+    assert hist.get("BlockedConv") == 5 and hist.get("Pad") is None
+    assert hist.get("ToBlockedLayout") == 1 and hist.get("FromBlockedLayout") == 3
+    names = {nd.name for nd in g.nodes if nd.op_type == "BlockedConv"}
+    assert names == {"stem", "expand", "dw", "project", "with_residual"}
+    got = compiler.interpret(g, feeds)
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
+def test_pass_leaves_grouped_and_dynamic_weight_convs():
+    g = compiler.Graph("grouped")
+    x = g.add_input("x", (1, 8, 6, 6), DType.float32)
+    w = g.add_input("w", (8, 8, 1, 1), DType.float32)
+    a = g.add_node("Conv", [x, g.add_const("wg", f32(12, 4, 3, 3))], {"group": 2}).outputs[0]
+    b = g.add_node("Conv", [x, w]).outputs[0]
+    g.outputs = [a, b]
+    assert nchwc_layout(g, block=16) == 0
+    assert g.op_histogram() == {"Conv": 2}
+
+
+# -- x86 kernels ------------------------------------------------------------------------------------
+def nchw_target():
+    from targets.cpu.target import X86_AVX512
+    return dataclasses.replace(X86_AVX512, conv_block=0)
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("x86-blocked")
+
+
+@needs_avx512
+def test_mbconv_block_on_x86_matches_interpreter_in_both_layouts(out_dir):
+    g = mbconv_graph()
+    feeds = {"x": f32(1, 3, 20, 20)}
+    want = compiler.interpret(g, feeds)
+    blocked = compile_and_run(g, feeds, out_dir)
+    plain = compile_and_run(g, feeds, out_dir / "nchw", target=nchw_target())
+    for k in want:
+        np.testing.assert_allclose(blocked[k], want[k], rtol=1e-4, atol=1e-4, err_msg=k)
+        np.testing.assert_allclose(plain[k], want[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+KERNELS = [  # the three BlockedConv kernels at sizes whose tiles do not divide evenly, and padding channels
+    ("pointwise_odd_blocks", (1, 40, 7, 9), (56, 40, 1, 1), {}),
+    ("pointwise_big_map", (1, 16, 40, 40), (48, 16, 1, 1), {}),
+    ("depthwise_3x3_s1", (1, 40, 13, 13), (40, 1, 3, 3), {"group": 40, "pads": [1, 1, 1, 1]}),
+    ("depthwise_5x5_s2_dilated", (1, 32, 17, 17), (32, 1, 5, 5),
+     {"group": 32, "strides": [2, 2], "pads": [2, 2, 2, 2], "dilations": [1, 2]}),
+    ("full_3x3_s2", (1, 24, 11, 11), (40, 24, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("pointwise_stride2", (1, 32, 8, 8), (16, 32, 1, 1), {"strides": [2, 2]}),
+]
+
+
+@needs_avx512
+@pytest.mark.parametrize("name,x_shape,w_shape,attrs", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("epilogue", ["plain", "hardswish_residual"])
+def test_blocked_conv_kernels(name, x_shape, w_shape, attrs, epilogue, out_dir):
+    g = compiler.Graph(f"blocked_{name}_{epilogue}")
+    x = g.add_input("x", x_shape, DType.float32)
+    w = g.add_const("w", f32(*w_shape) * 0.3)
+    b = g.add_const("b", f32(w_shape[0]))
+    out_shape = get_op("Conv").infer([x, w, b], get_op("Conv").normalize_attrs(attrs))[0][0]
+    feeds = {"x": f32(*x_shape)}
+    if epilogue == "plain":
+        y = g.add_node("Conv", [x, w, b], attrs, name="conv").outputs[0]
+    else:
+        r = g.add_input("r", out_shape, DType.float32)
+        feeds["r"] = f32(*out_shape)
+        y = g.add_node("FusedConv", [x, w, b, r], {**attrs, "activation": "hardswish",
+                                                   "residual_before_activation": 1}, name="conv").outputs[0]
+    g.outputs = [g.add_node("Relu", [y], name="consumer").outputs[0]]  # a conv chain edge: FromBlocked runs
+    want = compiler.interpret(g, feeds)
+    got = compile_and_run(g, feeds, out_dir)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
