@@ -29,6 +29,26 @@ def test_text_form_is_stable_and_readable():
     assert text.splitlines()[0] == "graph tiny("
 
 
+def test_copy_is_independent_and_handles_deep_graphs():
+    g = small_graph()
+    c = g.copy()
+    assert str(c) == str(g)
+    c.nodes[1].attrs["extra"] = 1
+    c.add_node("Neg", [c.outputs[0]], name="neg")
+    assert "extra" not in g.nodes[1].attrs and len(g.nodes) == 2
+    assert all(v.producer is n for n in c.nodes for v in n.outputs)
+    assert c.initializers["w"].const is g.initializers["w"].const  # constants are shared, not copied
+    # A chain far deeper than Python's recursion limit (copy.deepcopy would overflow).
+    d = Graph("deep")
+    v = d.add_input("x", (1,), DType.float32)
+    for i in range(3000):
+        v = d.add_node("Neg", [v]).outputs[0]
+    d.outputs = [v]
+    d2 = d.copy()
+    x = np.ones(1, np.float32)
+    np.testing.assert_array_equal(compiler.interpret(d2, {"x": x})[v.name], x)
+
+
 def test_interpreter_and_observer():
     g = small_graph()
     seen = []
