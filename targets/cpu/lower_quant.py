@@ -23,7 +23,6 @@ from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, s
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
-MR_CHOICES = (6, 4, 8, 3, 2, 1)
 
 # epilogue activation -> (unary op, attributes) in lower_elementwise's terms
 _ACT_AS_UNARY = {"relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
@@ -160,7 +159,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     epi["activation"] = epi["activation"] or "none"
     epi["residual_before_activation"] = epi["residual_before_activation"] or 0
     call_key = f"qmatmul_vnni|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
-    mr = pick_mr(m, pick_panels(npad))
+    mr, panels = pick_tile(m, npad)
 
     def build():
         from tvm import te
@@ -194,7 +193,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
                 y = _quantize_expr(y, requant[0], requant[1], requant[2])
             return y
         C = te.compute((m, n), epilogue, name="C")
-        return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, npad, k, mr))
+        return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, npad, k, mr, panels))
 
     return Call(call_key, build, ops, node, flops=2 * m * n * k)
 
@@ -265,41 +264,36 @@ def _register_local_vnni_intrin() -> str:
     return _LOCAL_VNNI
 
 
-def pick_panels(n: int) -> int:
-    """16-column zmm panels per register tile: 4 (64 columns) when they fit, so every broadcast activation
-    word feeds several vpdpbusd and the kernel is bound by the dot products, not by loads."""
-    for p in (4, 2):
-        if n % (p * VNNI_N) == 0:
-            return p
-    return 1
+# (rows, 16-column panels) of the register tile, best first: up to 24 zmm accumulators (the rest of the 32
+# hold the weight blocks and a broadcast), at least 8 to hide vpdpbusd's latency, few loads per vpdpbusd.
+TILE_CHOICES = ((6, 4), (4, 4), (5, 4), (3, 4), (8, 2), (12, 2), (7, 2), (6, 2), (2, 4), (4, 2), (14, 1), (12, 1),
+                (8, 1), (10, 1), (9, 1), (3, 2), (2, 2), (1, 4), (7, 1), (6, 1), (5, 1), (4, 1), (3, 1), (1, 2),
+                (2, 1), (1, 1))
 
 
-def pick_mr(m: int, panels: int) -> int:
-    """Rows per register tile: MR x panels accumulators within the 32 zmm registers (leaving room for B)."""
-    for c in MR_CHOICES:
-        if m % c == 0 and c * panels <= 24:
-            return c
-    return 1
+def pick_tile(m: int, n: int) -> tuple[int, int]:
+    """(MR rows, P panels of 16 columns) of the register tile, both dividing the problem (n a multiple of 16)."""
+    return next((r, p) for r, p in TILE_CHOICES if m % r == 0 and n % (p * VNNI_N) == 0)
 
 
-def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int) -> None:
+def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int, panels: int) -> None:
     """An MR x (16·P) tile of int32 accumulators (P zmm per row) over all of K: per 4 k's, P 64-byte weight
-    blocks and MR broadcast activation words feed MR·P vpdpbusd. The epilogue runs on the tile right after;
-    (column block, row tile) pairs run in parallel."""
+    blocks and MR broadcast activation words feed MR·P vpdpbusd. A block of row tiles shares one accumulator
+    buffer (see tiles_per_block) and the epilogue runs over it right after; (column block, row block) pairs
+    run in parallel."""
     VNNI_DOT_16x4_INTRIN = _register_local_vnni_intrin()
-    panels = pick_panels(n)
-    mr = pick_mr(m, panels)
     blk = sch.get_sblock("acc")
     lm, ln, lk = sch.get_loops(blk)
-    mo, mi = sch.split(lm, [None, mr])
+    per_block = lower_quant_conv.tiles_per_block(m // mr, mr * panels * VNNI_N * 4)
+    mb, mt, mi = sch.split(lm, [None, per_block, mr])
     no, nj, ni = sch.split(ln, [None, panels, VNNI_N])
     ko, ki = sch.split(lk, [None, VNNI_K])
-    sch.reorder(no, mo, ko, mi, nj, ni, ki)
-    outer = sch.fuse(no, mo)
+    sch.reorder(no, mb, mt, ko, mi, nj, ni, ki)
+    outer = sch.fuse(no, mb)
     sch.set_scope(blk, 0, "local")
     ep = sch.get_sblock("C")
     sch.reverse_compute_at(ep, outer)
-    sch.vectorize(sch.get_loops(ep)[-1])
+    sch.vectorize(sch.split(sch.get_loops(ep)[-1], [None, VNNI_N])[-1])
     if m * n >= PARALLEL_MIN_ELEMENTS // 4:
         sch.parallel(outer)
     init = sch.decompose_reduction(blk, ko)

@@ -32,7 +32,7 @@ from compiler.ops.nn import Conv
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
-from .lower_quant import VNNI_K, VNNI_N, _activation, _quantize_expr, _scalar, pick_mr, pick_panels
+from .lower_quant import VNNI_K, VNNI_N, _activation, _quantize_expr, _scalar, pick_tile
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 FLOAT_EXACT_K = (1 << 24) // (255 * 128)  # 514: the longest reduction whose float32 partial sums stay exact
@@ -137,8 +137,7 @@ def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: 
     if res is not None:
         ops.append(operand(res, (nb, m, p)))
     ops.append(operand(y, (nb, m, p)))
-    panels = pick_panels(pp)
-    mr = pick_mr(m, panels)
+    mr, panels = pick_tile(m, pp)  # rows = output channels, panels = 16-pixel vectors
     call_key = f"qconv_pw_vnni|{epi.key()}|{sig(*ops)}"
 
     def build():
@@ -167,7 +166,7 @@ def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: 
     return [pack, Call(call_key, build, ops, node, flops=2 * nb * m * p * c)]
 
 
-_VEC_U8_VNNI = "aotc_dot_16x4_u8vec_s8bcast_local_acc"
+_VEC_U8_VNNI = "aotc_dot_16x4_u8vec_s8bcast"
 
 
 def _register_vector_u8_intrin() -> str:
@@ -183,7 +182,7 @@ def _register_vector_u8_intrin() -> str:
 
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((16, 4), "uint8", offset_factor=1), B: T.Buffer((4,), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:16, 0:4], B[0:4])
             T.writes(C[0:16])
@@ -195,7 +194,7 @@ def _register_vector_u8_intrin() -> str:
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((16, 4), "uint8", offset_factor=1), B: T.Buffer((4,), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:16, 0:4], B[0:4])
             T.writes(C[0:16])
@@ -212,22 +211,36 @@ def _register_vector_u8_intrin() -> str:
     return _VEC_U8_VNNI
 
 
+def tiles_per_block(tiles: int, tile_bytes: int) -> int:
+    """Register tiles that share one accumulator buffer. TVM 0.27 gets every intermediate buffer of these
+    kernels from TVMBackendAllocWorkspace at its allocation point (the aotc driver serves it with
+    posix_memalign/free), even a small one; one buffer per register tile cost more than the tile's
+    vpdpbusd when K is small (16 -> 96 channels at 112x112: 1.8 ms in a bundle against 0.6 ms through TVM's
+    pooled workspace). One allocation per block of tiles (about 16 KB, L1-resident for the epilogue) makes
+    it negligible."""
+    for t in range(max(1, min(tiles, 16384 // tile_bytes)), 0, -1):
+        if tiles % t == 0:
+            return t
+    return 1
+
+
 def schedule_pointwise_vnni(sch, work: int, mr: int, panels: int) -> None:
-    """Per (image, pixel tile, channel tile): MR x P zmm accumulators over all input channels; per 4 channels
-    P activation blocks and MR broadcast weight words feed MR·P vpdpbusd; the epilogue runs on the tile.
-    Channel tiles are innermost among the parallel tasks, so consecutive tasks reuse one pixel tile."""
+    """Per (image, channel tile, block of pixel tiles): for each pixel tile, MR x P zmm accumulators over all
+    input channels (per 4 channels P activation blocks and MR broadcast weight words feed MR·P vpdpbusd);
+    the epilogue then runs over the block's tiles."""
     intrin = _register_vector_u8_intrin()
     blk = sch.get_sblock("acc")
     ln, lm, lp, lk = sch.get_loops(blk)
+    tiles = int(sch.get(lp).extent) // (panels * VNNI_N)
+    per_block = tiles_per_block(tiles, mr * panels * VNNI_N * 4)
     mo, mi = sch.split(lm, [None, mr])
-    po, pj, pi = sch.split(lp, [None, panels, VNNI_N])
+    pb, pt, pj, pi = sch.split(lp, [None, per_block, panels, VNNI_N])
     ko, ki = sch.split(lk, [None, VNNI_K])
-    sch.reorder(ln, po, mo, ko, mi, pj, pi, ki)
-    outer = sch.fuse(ln, po, mo)
-    sch.set_scope(blk, 0, "local")
+    sch.reorder(ln, mo, pb, pt, ko, mi, pj, pi, ki)
+    outer = sch.fuse(ln, mo, pb)
     ep = sch.get_sblock("Y")
     sch.reverse_compute_at(ep, outer)
-    sch.vectorize(sch.get_loops(ep)[-1])
+    sch.vectorize(sch.split(sch.get_loops(ep)[-1], [None, VNNI_N])[-1])
     if work >= PARALLEL_MIN_ELEMENTS // 4:
         sch.parallel(outer)
     init = sch.decompose_reduction(blk, ko)
