@@ -1,5 +1,6 @@
 """INT8 vs fp32 on the x86-avx512 target, against onnxruntime fp32, quantize_dynamic and static QDQ, in one
-process on the same inputs (interleaved rounds, median latency): MiniLM-L6 batch 1 and 8 at sequence 128.
+process on the same inputs (interleaved rounds, median latency): MiniLM-L6 batch 1 and 8 at sequence 128, and
+EfficientNet-Lite0 batch 1 at 224x224 (int8 convolutions: targets/cpu/lower_quant_conv.py).
 
 aotc fp32 = the default (fusing) pipeline with the target's fused kernels; aotc int8 = the same pipeline with
 quantize_int8 (minmax, calibrated on tokenized sentences) after fusion, then only the decompositions the
@@ -8,6 +9,11 @@ are the VNNI kernels of targets/cpu/lower_quant.py. Writes bench/results/bench_q
 bench/results/quant_speed.md (appended to docs/quantization.md by bench/quant_report.py).
 
     .venv/bin/python bench/bench_quant_x86.py [--rounds 5] [--runs 10] [--threads 2] [--batches 1,8]
+        [--models minilm,efficientnet]
+
+EfficientNet-Lite0 runs on a real photo crop; besides the cosine of its logits vs aotc fp32, each engine's
+top-1 agreement with aotc fp32 on the 36 photo crops of tests/test_quant_models.photo_test_set is reported
+(calibration: the 8 other crops of calibration_images, for aotc and for onnxruntime's static QDQ).
 """
 from __future__ import annotations
 
@@ -89,15 +95,46 @@ def int8_bundle(path: Path, batch: int, decompose_attention: bool = False) -> tu
     return out, json.loads(report_file.read_text())
 
 
-def ort_models(path: Path, batch: int) -> dict[str, Path]:
+def efficientnet_bundles(path: Path) -> tuple[Path, Path, dict]:
+    """aotc fp32 (default pipeline) and int8 (quantize_int8 after fusion, calibrated on the photo crops of
+    calibration_images) bundles of EfficientNet-Lite0 b1."""
+    import compiler
+    from compiler.quantization.cli_options import decompositions_for
+    from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass
+    from targets.bundle import compile_to_bundle
+    from targets.cpu.lowering import lowered_ops
+    from test_quant_models import calibration_images
+    h = _sources_hash(path).hexdigest()[:12]
+    fp32 = CACHE / "bench-bundles" / f"efficientnet-lite0-fp32-b1-{h}"
+    int8 = CACHE / "bench-bundles" / f"efficientnet-lite0-int8-b1-{h}"
+    report_file = int8.with_suffix(".quant.json")
+    for out, quantize in ((fp32, False), (int8, True)):
+        if (out / "manifest.json").exists():
+            continue
+        t = time.perf_counter()
+        graph = compiler.load_onnx(path)
+        pipeline = list(DEFAULT_PIPELINE)
+        if quantize:
+            pipeline = insert_pass(pipeline, ("quantize_int8", {}), ("fuse_", "prune_"))
+        pm = PassManager(pipeline + decompositions_for(lowered_ops()),
+                         context=PassContext(calibration=calibration_images()) if quantize else None)
+        compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
+        if quantize:
+            report_file.write_text(json.dumps(pm.context.reports["quantize_int8"], default=str))
+        print(f"  compiled EfficientNet-Lite0 {'int8' if quantize else 'fp32'} in {time.perf_counter() - t:.1f} s",
+              file=sys.stderr)
+    return fp32, int8, json.loads(report_file.read_text())
+
+
+def ort_models(path: Path, batch: int, calibration: list[dict] | None = None, tag: str = "") -> dict[str, Path]:
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
     dyn = CACHE / "test-models" / f"{path.stem}-ort-dynamic.onnx"
     if not dyn.exists():
         quantize_dynamic(str(path), str(dyn))
-    qdq = CACHE / "test-models" / f"{path.stem}-ort-static-qdq-b{batch}.onnx"
+    qdq = CACHE / "test-models" / f"{path.stem}-ort-static-qdq-b{batch}{tag}.onnx"
     if not qdq.exists():
-        feeds = calibration_feeds(batch)
+        feeds = calibration if calibration is not None else calibration_feeds(batch)
 
         class Reader(CalibrationDataReader):
             def __init__(self):
@@ -124,17 +161,38 @@ def measure(fns: dict, rounds: int, runs: int) -> dict[str, list[float]]:
     return times
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batches", default="1,8")
-    args = ap.parse_args(argv)
+def ort_sessions(paths: dict[str, Path], threads: int) -> dict:
     import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+
+
+def bench_engines(model: str, engines: dict, sessions: dict, feeds: dict, output: str, sizes: dict, args) -> dict:
+    """Interleaved timing of every engine on `feeds`; cosine of the flattened output vs aotc fp32."""
+    fns = {k: (lambda m=m: m.run(feeds)) for k, m in engines.items()}
+    fns.update({k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()})
+    outs = {k: (fn() if k in engines else {output: fn()[0]})[output] for k, fn in fns.items()}
+    times = measure(fns, args.rounds, args.runs)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    row = {"model": model, "engines": {}}
+    ref = outs["aotc fp32"].reshape(-1).astype(np.float64)
+    for k in fns:
+        o = outs[k].reshape(-1).astype(np.float64)
+        row["engines"][k] = {"median_ms": med[k] * 1e3, "p10_ms": float(np.percentile(times[k], 10)) * 1e3,
+                             "p90_ms": float(np.percentile(times[k], 90)) * 1e3,
+                             "speedup_vs_aotc_fp32": med["aotc fp32"] / med[k],
+                             "cosine_vs_aotc_fp32": float(o @ ref / np.linalg.norm(o) / np.linalg.norm(ref)),
+                             "weight_or_file_bytes": sizes.get(k)}
+        print(f"  {k:42s} {med[k] * 1e3:8.2f} ms  x{med['aotc fp32'] / med[k]:.2f} vs aotc fp32", file=sys.stderr)
+    return row
+
+
+def minilm_rows(args) -> list[dict]:
     import runtime_stub
-    from bench_x86 import cpu_name, minilm_case
-    load_before = os.getloadavg()
+    from bench_x86 import minilm_case
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         print(f"minilm b{batch}:", file=sys.stderr)
@@ -142,40 +200,67 @@ def main(argv=None) -> int:
         fp32_path = fp32_bundle(path, batch)
         int8_path, qreport = int8_bundle(path, batch)
         int8_dec, _ = int8_bundle(path, batch, decompose_attention=True)
-        engines = {"aotc fp32": runtime_stub.load(fp32_path), "aotc int8": runtime_stub.load(int8_path),
-                   "aotc int8, attention core as primitive ops": runtime_stub.load(int8_dec)}
+        bundles = {"aotc fp32": fp32_path, "aotc int8": int8_path, "aotc int8, attention core as primitive ops": int8_dec}
+        engines = {k: runtime_stub.load(p) for k, p in bundles.items()}
         for m in engines.values():
             m.set_num_threads(args.threads)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        sessions = {"onnxruntime fp32": ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])}
-        for k, p in ort_models(path, batch).items():
-            sessions[k] = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        fns = {k: (lambda m=m: m.run(feeds)) for k, m in engines.items()}
-        fns.update({k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()})
-        ref = engines["aotc fp32"].run(feeds)["last_hidden_state"]
-        outs = {k: (fn() if k.startswith("aotc") else {"last_hidden_state": fn()[0]})["last_hidden_state"]
-                for k, fn in fns.items()}
-        times = measure(fns, args.rounds, args.runs)
-        med = {k: float(np.median(v)) for k, v in times.items()}
-        sizes = {"aotc fp32": (fp32_path / "weights.bin").stat().st_size,
-                 "aotc int8": (int8_path / "weights.bin").stat().st_size,
-                 "aotc int8, attention core as primitive ops": (int8_dec / "weights.bin").stat().st_size,
-                 "onnxruntime fp32": path.stat().st_size}
-        sizes.update({k: p.stat().st_size for k, p in ort_models(path, batch).items()})
-        row = {"model": f"MiniLM-L6 b{batch} s{SEQ}", "batch": batch, "engines": {}}
-        for k in fns:
-            o, r = outs[k].reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
-            row["engines"][k] = {"median_ms": med[k] * 1e3, "p10_ms": float(np.percentile(times[k], 10)) * 1e3,
-                                 "p90_ms": float(np.percentile(times[k], 90)) * 1e3,
-                                 "speedup_vs_aotc_fp32": med["aotc fp32"] / med[k],
-                                 "cosine_vs_aotc_fp32": float(o @ r / np.linalg.norm(o) / np.linalg.norm(r)),
-                                 "weight_or_file_bytes": sizes.get(k)}
-            print(f"  {k:30s} {med[k] * 1e3:8.2f} ms  x{med['aotc fp32'] / med[k]:.2f} vs aotc fp32", file=sys.stderr)
+        ort_paths = {"onnxruntime fp32": path, **ort_models(path, batch)}
+        sizes = {k: (p / "weights.bin").stat().st_size for k, p in bundles.items()}
+        sizes.update({k: p.stat().st_size for k, p in ort_paths.items()})
+        row = bench_engines(f"MiniLM-L6 b{batch} s{SEQ}", engines, ort_sessions(ort_paths, args.threads), feeds,
+                            "last_hidden_state", sizes, args)
+        row["batch"] = batch
         row["int8_nodes"] = len(qreport["quantized"])
         rows.append(row)
+    return rows
+
+
+def efficientnet_rows(args) -> list[dict]:
+    import runtime_stub
+    from test_model_x86 import efficientnet_lite0_onnx
+    from test_quant_models import calibration_images, photo_test_set
+    print("efficientnet-lite0 b1:", file=sys.stderr)
+    path = efficientnet_lite0_onnx(CACHE / "test-models")
+    fp32_path, int8_path, qreport = efficientnet_bundles(path)
+    bundles = {"aotc fp32": fp32_path, "aotc int8": int8_path}
+    engines = {k: runtime_stub.load(p) for k, p in bundles.items()}
+    for m in engines.values():
+        m.set_num_threads(args.threads)
+    ort_paths = {"onnxruntime fp32": path, **ort_models(path, 1, calibration_images(), "-photos")}
+    sessions = ort_sessions(ort_paths, args.threads)
+    sizes = {k: (p / "weights.bin").stat().st_size for k, p in bundles.items()}
+    sizes.update({k: p.stat().st_size for k, p in ort_paths.items()})
+    test = photo_test_set()
+    row = bench_engines("EfficientNet-Lite0 b1 224x224", engines, sessions, test[0], "y", sizes, args)
+    # top-1 agreement with aotc fp32 on the photo crops (accuracy of the compiled kernels, not the interpreter)
+    logits = {k: np.concatenate([m.run(f)["y"] for f in test]) for k, m in engines.items()}
+    logits.update({k: np.concatenate([s.run(None, f)[0] for f in test]) for k, s in sessions.items()})
+    ref = logits["aotc fp32"].argmax(1)
+    for k, v in logits.items():
+        row["engines"][k]["top1_agreement_vs_aotc_fp32"] = float(np.mean(v.argmax(1) == ref))
+    row["images"] = len(test)
+    row["fp32_classes"] = len(set(ref.tolist()))
+    row["int8_nodes"] = len(qreport["quantized"])
+    return [row]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", default="1,8", help="MiniLM batch sizes")
+    ap.add_argument("--models", default="minilm,efficientnet")
+    args = ap.parse_args(argv)
+    import onnxruntime as ort
+    from bench_x86 import cpu_name
+    models = args.models.split(",")
+    unknown = set(models) - {"minilm", "efficientnet"}
+    if unknown:
+        ap.error(f"unknown model(s) {sorted(unknown)}: choose from minilm, efficientnet")
+    load_before = os.getloadavg()
+    rows = (minilm_rows(args) if "minilm" in models else []) + \
+        (efficientnet_rows(args) if "efficientnet" in models else [])
     report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
               "settings": {"rounds": args.rounds, "runs_per_round": args.runs, "onnxruntime": ort.__version__},
@@ -186,15 +271,21 @@ def main(argv=None) -> int:
              f"Generated by `bench/bench_quant_x86.py`: {report['machine']['cpu']}, {args.threads} threads, "
              f"median of {args.rounds}x{args.runs} interleaved runs, load average "
              f"{load_before[0]:.1f} before / {report['machine']['loadavg_after'][0]:.1f} after (a shared machine: "
-             "compare rows of one table, not across runs). Cosine: flattened last_hidden_state vs aotc fp32. "
-             "Size: weights.bin for aotc, the .onnx file for onnxruntime.", ""]
+             "compare rows of one table, not across runs). Cosine: flattened output (last_hidden_state, logits) vs "
+             "aotc fp32 on the timed input. Size: weights.bin for aotc, the .onnx file for onnxruntime.", ""]
     for r in rows:
-        lines += [f"### {r['model']}", "", "| engine | median ms | p10-p90 ms | speedup vs aotc fp32 | cosine | size |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        top1 = "images" in r
+        lines += [f"### {r['model']}", ""]
+        if top1:
+            lines += [f"Top-1: agreement with aotc fp32's class on {r['images']} real photo crops ({r['fp32_classes']} "
+                      "distinct fp32 classes), each engine running its own kernels.", ""]
+        lines += ["| engine | median ms | p10-p90 ms | speedup vs aotc fp32 | cosine |" + (" top-1 |" if top1 else "")
+                  + " size |", "|---|---:|---:|---:|---:|" + ("---:|" if top1 else "") + "---:|"]
         for k, e in r["engines"].items():
             size = f"{e['weight_or_file_bytes'] / 1e6:.1f} MB" if e["weight_or_file_bytes"] else ""
+            t1 = f" {e['top1_agreement_vs_aotc_fp32']:.3f} |" if top1 else ""
             lines.append(f"| {k} | {e['median_ms']:.2f} | {e['p10_ms']:.1f}-{e['p90_ms']:.1f} | "
-                         f"{e['speedup_vs_aotc_fp32']:.2f}x | {e['cosine_vs_aotc_fp32']:.4f} | {size} |")
+                         f"{e['speedup_vs_aotc_fp32']:.2f}x | {e['cosine_vs_aotc_fp32']:.4f} |{t1} {size} |")
         lines.append("")
     (ROOT / "bench" / "results" / "quant_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stderr)
