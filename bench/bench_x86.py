@@ -19,7 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# numpy's BLAS threads spin after any numpy call and would take CPU from whichever engine runs next; no
+# engine measured here uses numpy's BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
