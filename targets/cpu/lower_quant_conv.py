@@ -13,12 +13,17 @@ Two kernels:
   QuantizedMatMul, the activation zero point never enters the loop (- x_zp·Σ_c W[m, c], a constant).
 
 * Every other convolution (depthwise, strided, padded, grouped, the stem) is a direct convolution over
-  flattened rows (the float path's scheme in lower_nn.flat_depthwise_call): a first kernel writes the
-  phase-split, padded input with the zero point already subtracted, so padding is a plain 0 and each tap
-  one unit-stride vector load. The products (x - x_zp)·w are accumulated in float32 when that is exact
-  (|partial sum| <= K·255·128 <= 2**24 for K = C/group·kh·kw <= 514: every depthwise conv, the 3x3x3 stem),
-  because the float FMA pipes are faster than AVX-512's vpmulld; otherwise in int32. Either way float32(acc)
-  equals the reference's int32 accumulator exactly.
+  flattened rows (the scheme of the float path's flat depthwise kernel): a first kernel writes the
+  phase-split input padded with x_zp (the real 0), still uint8, so each tap is one unit-stride vector load;
+  the products x·w are accumulated in float32 when that is exact (|partial sum| <= K·255·128 <= 2**24 for
+  K = C/group·kh·kw <= 514: every depthwise conv, the 3x3x3 stem), because the float FMA pipes are faster
+  than AVX-512's vpmulld, otherwise in int32; a third kernel subtracts x_zp·Σw (exact either way, so
+  float32(acc) equals the reference's int32 accumulator) and runs the epilogue.
+
+Depthwise convs stay int8 (measured on EfficientNet-Lite0 b1, one thread, kernel time from AOTC_PROFILE):
+leaving them float (`--exclude-nodes` on the 13 depthwise convs, which then run the float NCHW16c kernels
+with layout conversions around them and a QuantizeLinear after) took 9.3 ms against 8.0 ms all-int8, for a
+top-1 agreement with fp32 of 0.861 against 0.806 on the 36 photo crops (2 images): more accurate, not faster.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from compiler.ops.nn import Conv
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .lower_quant import VNNI_K, VNNI_N, _activation, _quantize_expr, _scalar, pick_tile
-from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
+from .schedules import PARALLEL_MIN_ELEMENTS, pick_vec, prim_func
 
 FLOAT_EXACT_K = (1 << 24) // (255 * 128)  # 514: the longest reduction whose float32 partial sums stay exact
 
@@ -69,7 +74,7 @@ class _QEpilogue:
         if res is not None and not self.attrs["residual_before_activation"]:
             y = y + res
         if self.requant is not None:
-            y = _quantize_expr(y, *self.requant)
+            y = _quantize_expr(y, *self.requant, reciprocal=True)
         return y
 
 
@@ -262,7 +267,7 @@ def schedule_pointwise_vnni(sch, work: int, mr: int, panels: int) -> None:
     sch.unroll(mi)
 
 
-# -- everything else: direct convolution over flattened rows of a zero-point-free copy ------------------------
+# -- everything else: direct convolution over flattened rows of a phase-split copy ---------------------------
 def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe):
     from tvm import tirx as T
     nb, c, h, wd = x.shape
@@ -283,9 +288,10 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
     max_off = ((kh - 1) * dh // sh) * w2 + (kw - 1) * dw // sw
     extra_rows = max(0, -(-(ppad + max_off - h2 * w2) // w2))
     flat = (h2 + extra_rows) * w2
-    # the phase-split copy: Xs[n, c, ph, pw, i, j] = x[n, c, sh·i + ph - pb0, sw·j + pw - pb1] - x_zp, 0 outside
-    xs_val = ctx.temp(node.outputs[0].name + ".phases", (nb, c, sh, sw, h2 + extra_rows, w2),
-                      DType.float32 if acc_dt == "float32" else DType.int32)
+    # the phase-split copy, still uint8: Xs[n, c, ph, pw, i, j] = x[n, c, sh·i + ph - pb0, sw·j + pw - pb1],
+    # x_zp (the real 0) outside. Bytes rather than float(x - x_zp): the copy and the convolution's reads move a
+    # quarter of the data; the zero point leaves the loop as - x_zp·Σw[m], a constant, like the GEMMs'.
+    xs_val = ctx.temp(node.outputs[0].name + ".phases", (nb, c, sh, sw, h2 + extra_rows, w2), DType.uint8)
 
     def split(t, o):
         nn, cc, ph, pw, i, j = o
@@ -295,42 +301,37 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
         inside = T.And(T.And(hi >= T.const(0, dt), hi < T.const(h, dt)), T.And(wi >= T.const(0, dt), wi < T.const(wd, dt)))
         src = (nn, cc, T.min(T.max(hi, T.const(0, dt)), T.const(h - 1, dt)),
                T.min(T.max(wi, T.const(0, dt)), T.const(wd - 1, dt)))
-        v = T.Cast("int32", t[0][src]) - T.const(xzp, "int32")
-        return T.Select(inside, T.Cast(acc_dt, v), T.const(0, acc_dt))
+        return T.Select(inside, t[0][src], T.const(xzp, "uint8"))
     split_call = injective_call(node, ctx, [x], xs_val, None, raw=split)
-    split_call.key = f"qconv_phases|{xzp}|{pb}|{pe}|{strides}|{extra_rows}|{acc_dt}|{sig(*split_call.operands)}"
+    split_call.key = f"qconv_phases_u8|{xzp}|{pb}|{pe}|{strides}|{extra_rows}|{sig(*split_call.operands)}"
     # int8 weights, converted where they are broadcast (once per channel and tap per tile): a float32 copy
     # would add 0.6 MB to int8 EfficientNet-Lite0's 4.8 MB
     wq = ctx.derived_const(f"{w.name}.direct", lambda: w.const.reshape(m, k_len))
+    zsum = ctx.derived_const(f"{w.name}|{xzp}.zp_wsum", lambda: (xzp * w.const.reshape(m, k_len).astype(np.int64)
+                                                                .sum(1)).astype(np.int32))
     y = node.outputs[0]
-    ops = [operand(xs_val, (nb, c, sh * sw, flat)), operand(wq), operand(scale)]
-    if bias is not None:
-        ops.append(operand(bias, (m,)))
-    if res is not None:
-        ops.append(operand(res))
-    ops.append(operand(y))
+    # The accumulators of flat positions go to an arena temporary, read by a second kernel for the epilogue
+    # (TVM cannot place the epilogue inside the channel loop: it cannot invert i·W2 + j). Inside one kernel
+    # they were a TVM workspace: 1.9 MB for 144 channels of 56x56, beyond the driver's per-thread workspace
+    # stack, so a fresh heap block per call, 1.1 ms instead of 0.35 ms for that conv.
+    acc_val = ctx.temp(node.outputs[0].name + ".acc", (nb, m, ppad), DType.float32 if acc_dt == "float32"
+                       else DType.int32)
+    ops = [operand(xs_val, (nb, c, sh * sw, flat)), operand(wq), operand(acc_val)]
     vregs = tile // lanes
     tile_c = next(t for t in (4, 2, 1) if mg % t == 0 and t * vregs <= 8)
-    key = f"qconv_direct|{kh},{kw},{sh},{sw},{dh},{dw},{g}|{acc_dt}|{epi.key()}|{sig(*ops)}"
+    key = f"qconv_direct|{kh},{kw},{sh},{sw},{dh},{dw},{g}|{acc_dt}|{sig(*ops)}"
+    big = nb * m * oh * ow >= PARALLEL_MIN_ELEMENTS
 
     def build():
         from tvm import te
-        X = te.placeholder((nb, c, sh * sw, flat), acc_dt, name="X")
+        X = te.placeholder((nb, c, sh * sw, flat), "uint8", name="X")
         W = te.placeholder((m, k_len), "int8", name="W")
-        S = te.placeholder((m,), "float32", name="scale")
-        args = [X, W, S]
-        Bias = Res = None
-        if bias is not None:
-            Bias = te.placeholder((m,), "float32", name="bias")
-            args.append(Bias)
-        if res is not None:
-            Res = te.placeholder(y.shape, "float32", name="residual")
-            args.append(Res)
         rh = te.reduce_axis((0, kh), name="rh")
         rw = te.reduce_axis((0, kw), name="rw")
 
         def tap(n, ci, q):
-            return X[n, ci, ((rh * dh) % sh) * sw + (rw * dw) % sw, q + ((rh * dh) // sh) * w2 + (rw * dw) // sw]
+            return X[n, ci, ((rh * dh) % sh) * sw + (rw * dw) % sw,
+                     q + ((rh * dh) // sh) * w2 + (rw * dw) // sw].astype(acc_dt)
         if cg == 1:
             acc = te.compute((nb, m, ppad), lambda n, mm, q: te.sum(
                 tap(n, mm // mg, q) * W[mm, rh * kw + rw].astype(acc_dt), axis=[rh, rw]), name="acc")
@@ -339,9 +340,6 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
             acc = te.compute((nb, m, ppad), lambda n, mm, q: te.sum(
                 tap(n, (mm // mg) * cg + rc, q) * W[mm, (rc * kh + rh) * kw + rw].astype(acc_dt), axis=[rc, rh, rw]),
                 name="acc")
-        Y = te.compute(y.shape, lambda n, mm, i, j: epi(
-            acc[n, mm, i * w2 + j].astype("float32"), S[mm], Bias[mm] if Bias is not None else None,
-            Res[n, mm, i, j] if Res is not None else None), name="Y")
 
         def sched(sch):
             blk = sch.get_sblock("acc")
@@ -355,17 +353,49 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
             sch.unroll(qt)
             sch.vectorize(qv)
             outer = sch.fuse(ln, co)
-            # The accumulators go to a scratch buffer of flat rows, read by a second loop nest (TVM cannot
-            # place it inside the channel loop: it cannot invert i·W2 + j), as in the float kernel.
-            big = nb * m * oh * ow >= PARALLEL_MIN_ELEMENTS
             if big:
                 sch.parallel(outer)
             init = sch.decompose_reduction(blk, red[0])
             sch.vectorize(sch.get_loops(init)[-1])
+        return prim_func([X, W, acc], sched)
+
+    eops = [operand(acc_val), operand(zsum), operand(scale)]
+    if bias is not None:
+        eops.append(operand(bias, (m,)))
+    if res is not None:
+        eops.append(operand(res))
+    eops.append(operand(y))
+    ekey = f"qconv_direct_epilogue|{w2}|{acc_dt}|{epi.key()}|{sig(*eops)}"
+
+    def build_epilogue():
+        from tvm import te
+        A = te.placeholder((nb, m, ppad), acc_dt, name="acc")
+        ZS = te.placeholder((m,), "int32", name="zp_wsum")
+        S = te.placeholder((m,), "float32", name="scale")
+        args = [A, ZS, S]
+        Bias = Res = None
+        if bias is not None:
+            Bias = te.placeholder((m,), "float32", name="bias")
+            args.append(Bias)
+        if res is not None:
+            Res = te.placeholder(y.shape, "float32", name="residual")
+            args.append(Res)
+        # Σ x·w and x_zp·Σw are exact integers (in float32 too, below 2**24), so is their difference
+        Y = te.compute(y.shape, lambda n, mm, i, j: epi(
+            (A[n, mm, i * w2 + j] - ZS[mm].astype(acc_dt)).astype("float32"), S[mm],
+            Bias[mm] if Bias is not None else None, Res[n, mm, i, j] if Res is not None else None), name="Y")
+
+        def sched(sch):
             el = sch.get_loops(sch.get_sblock("Y"))
             f = sch.fuse(el[0], el[1])
             if big:
                 sch.parallel(f)
+            # vectorized along output rows, by the widest vector that divides them (odd widths are legalized
+            # lane by lane, see schedules.pick_vec)
+            vec_y = pick_vec(ow, lanes)
+            if vec_y > 1:
+                sch.vectorize(sch.split(el[-1], [None, vec_y])[-1])
         return prim_func(args + [Y], sched)
 
-    return [split_call, Call(key, build, ops, node, flops=2 * y.size * k_len)]
+    return [split_call, Call(key, build, ops, node, flops=2 * y.size * k_len),
+            Call(ekey, build_epilogue, eops, node, flops=y.size)]
