@@ -152,12 +152,23 @@ def test_mbconv_block_on_x86_matches_interpreter_in_both_layouts(out_dir):
 KERNELS = [  # the three BlockedConv kernels at sizes whose tiles do not divide evenly, and padding channels
     ("pointwise_odd_blocks", (1, 40, 7, 9), (56, 40, 1, 1), {}),
     ("pointwise_big_map", (1, 16, 40, 40), (48, 16, 1, 1), {}),
+    ("pointwise_padded_block_group", (1, 24, 7, 7), (80, 24, 1, 1), {}),  # 5 blocks in tiles of 3
     ("depthwise_3x3_s1", (1, 40, 13, 13), (40, 1, 3, 3), {"group": 40, "pads": [1, 1, 1, 1]}),
     ("depthwise_5x5_s2_dilated", (1, 32, 17, 17), (32, 1, 5, 5),
      {"group": 32, "strides": [2, 2], "pads": [2, 2, 2, 2], "dilations": [1, 2]}),
     ("full_3x3_s2", (1, 24, 11, 11), (40, 24, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("pointwise_stride2", (1, 32, 8, 8), (16, 32, 1, 1), {"strides": [2, 2]}),
 ]
+
+
+def test_pointwise_tiles_fit_the_registers_and_pad_little():
+    from targets.cpu.lower_blocked import pointwise_tile
+    assert pointwise_tile(49, 5) == (7, 3)  # 5 output blocks computed as 6: one padding block
+    for p in (49, 196, 784, 3136, 12544, 63, 30):
+        for mb in range(1, 90):
+            mr, nb = pointwise_tile(p, mb)
+            padded = -(-mb // nb) * nb
+            assert p % mr == 0 and mr * nb <= 24 + 4 and (padded - mb) * 4 <= padded, (p, mb, mr, nb)
 
 
 @needs_avx512
