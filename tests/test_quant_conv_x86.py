@@ -46,9 +46,12 @@ EXACT_CASES = {
     "pw_7x7_c30": ((2, 30, 7, 7), (24, 30, 1, 1), {}),
     "pw_14x14_m20": ((1, 112, 14, 14), (20, 112, 1, 1), {}),
     "pw_k1152": ((1, 1152, 7, 7), (64, 1152, 1, 1), {}),
-    # direct: depthwise (float-exact accumulation), strided and asymmetric padding, the stem, int32 path
+    # direct (flat rows): depthwise strided, asymmetric padding, dilated, batch 2, non-square kernels
     "dw3_s1": ((1, 16, 14, 14), (16, 1, 3, 3), {"group": 16, "pads": [1, 1, 1, 1]}),
     "dw5_s2_asym": ((1, 8, 15, 15), (8, 1, 5, 5), {"group": 8, "strides": [2, 2], "pads": [1, 1, 2, 2]}),
+    "dw3_dil2_b2": ((2, 4, 20, 36), (4, 1, 3, 3), {"group": 4, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    "dw7x2_s1x2": ((1, 4, 11, 9), (4, 1, 2, 7), {"group": 4, "strides": [1, 2], "pads": [0, 3, 1, 3]}),
+    # the stem, grouped and dilated, strided pointwise, K > 514 (int32 sums)
     "stem_s2": ((1, 3, 32, 32), (16, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
     "dense3_int32": ((1, 64, 9, 9), (8, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 576 > 514: int32 sums
     "grouped_dil": ((1, 8, 12, 12), (8, 2, 3, 3), {"group": 4, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
