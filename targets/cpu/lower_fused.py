@@ -5,6 +5,8 @@ scale and masks in its epilogue, a row softmax and the context contraction,
 a handful of kernels over temporaries instead of a dozen generic ones)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from compiler.dtypes import DType
@@ -97,41 +99,72 @@ def lower_attention(node: Node, ctx: LoweringContext):
     steps = []
     name = out.name
 
-    def project(x, w, bias, tag, s):
-        t = ctx.temp(f"{name}.{tag}", (bsz * s, hd), DType.float32)
-        steps.append(packed_gemm_call(node, ctx, x, x.shape, w.name, lambda: w.const.astype(np.float32), x.shape[2],
-                                      hd, t, Epilogue(bias=bias)))
-        return t
-    q = project(xq, wq, bq, "q", sq)
-    k = project(xkv, wk, bk, "k", skv)
-    v = project(xkv, wv, bv, "v", skv)
+    if xq is xkv:
+        # Self-attention: one GEMM against [Wq | Wk | Wv] (N = 3·H·D) writes q, k and v side by side; the
+        # core reads them as column ranges. One launch instead of three, and x is read once.
+        ws, bs = (wq, wk, wv), (bq, bk, bv)
+        key = "+".join(w.name for w in ws)
+        bias = ctx.derived_const(f"{key}.qkv_bias", lambda: np.concatenate(
+            [np.zeros(hd, np.float32) if b_ is None else b_.const.astype(np.float32).reshape(-1) for b_ in bs]))
+        qkv = ctx.temp(f"{name}.qkv", (bsz * sq, 3 * hd), DType.float32)
+        steps.append(packed_gemm_call(node, ctx, xq, xq.shape, f"{key}.qkv",
+                                      lambda: np.concatenate([w.const.astype(np.float32) for w in ws], axis=1),
+                                      e, 3 * hd, qkv, Epilogue(bias=bias)))
+        q, k, v = (Columns(qkv, i * hd, hd) for i in range(3))
+    else:
+        def project(x, w, bias, tag, s):
+            t = ctx.temp(f"{name}.{tag}", (bsz * s, hd), DType.float32)
+            steps.append(packed_gemm_call(node, ctx, x, x.shape, w.name, lambda: w.const.astype(np.float32),
+                                          x.shape[2], hd, t, Epilogue(bias=bias)))
+            return t
+        q = project(xq, wq, bq, "q", sq)
+        k = project(xkv, wk, bk, "k", skv)
+        v = project(xkv, wv, bv, "v", skv)
     return steps + attention_core_steps(node, ctx, q, k, v, add_mask, keep_mask)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Columns [offset, offset + width) of a 2-D value [rows, total] (q, k or v inside a fused QKV result)."""
+    value: object
+    offset: int
+    width: int
+
+    @staticmethod
+    def of(v) -> "Columns":
+        return v if isinstance(v, Columns) else Columns(v, 0, v.shape[1])
+
+    @property
+    def total(self) -> int:
+        return self.value.shape[1]
 
 
 def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, keep_mask) -> list:
     """Scores, softmax and context of an attention node (Attention, QuantizedAttention) from its projected
-    q [B*Sq, H*D], k and v [B*Skv, H*D] (float32 temporaries), into the node's output [B, Sq, H*D]."""
+    q [B*Sq, H*D], k and v [B*Skv, H*D] (float32 temporaries, or `Columns` of one), into the node's output
+    [B, Sq, H*D]."""
     from tvm import te
     from tvm import tirx as T
     out = node.outputs[0]
     at = node.attrs
     h, d, scale = at["num_heads"], at["head_dim"], at["scale"]
     bsz, sq = out.shape[0], out.shape[1]
-    skv = k.shape[0] // bsz
+    q, k, v = Columns.of(q), Columns.of(k), Columns.of(v)
+    skv = k.value.shape[0] // bsz
     hd = h * d
     lanes = ctx.lanes
     steps = []
     name = out.name
     # K^T per head, so the score contraction reads unit-stride rows of K.
     kt = ctx.temp(f"{name}.kt", (bsz, h, d, skv), DType.float32)
-    call = injective_call(node, ctx, [k], kt, None, raw=lambda t, o: t[0][o[0], o[3], o[1], o[2]],
-                          in_shapes=[(bsz, skv, h, d)])
-    call.key = f"attn_kt|{sig(*call.operands)}"
+    call = injective_call(node, ctx, [k.value], kt, None, raw=lambda t, o: t[0][o[0], o[3], k.offset + o[1] * d + o[2]],
+                          in_shapes=[(bsz, skv, k.total)])
+    call.key = f"attn_kt|{k.offset}|{sig(*call.operands)}"
     steps.append(call)
 
     scores = ctx.temp(f"{name}.scores", (bsz, h, sq, skv), DType.float32)
     masks = [(m_, kind) for m_, kind in ((keep_mask, "keep"), (add_mask, "add")) if m_ is not None]
-    ops = [operand(q, (bsz, sq, hd)), operand(kt)] + [operand(m_) for m_, _ in masks] + [operand(scores)]
+    ops = [operand(q.value, (bsz, sq, q.total)), operand(kt)] + [operand(m_) for m_, _ in masks] + [operand(scores)]
     sshape = (bsz, h, sq, skv)
     fill = at["mask_fill"]
 
@@ -139,8 +172,8 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
         qt, ktt = phs[0], phs[1]
         mts = phs[2:]
         r = te.reduce_axis((0, d), name="k")
-        acc = te.compute(sshape, lambda b_, h_, i, j: te.sum(qt[b_, i, h_ * d + r] * ktt[b_, h_, r, j], axis=r),
-                         name="acc")
+        acc = te.compute(sshape, lambda b_, h_, i, j: te.sum(qt[b_, i, q.offset + h_ * d + r] * ktt[b_, h_, r, j],
+                                                             axis=r), name="acc")
 
         def epi(b_, h_, i, j):
             val = acc[b_, h_, i, j] * T.const(scale, "float32")
@@ -165,7 +198,8 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
         sched = (lambda sch: schedule_contraction(sch, "acc", sq, skv, d, lanes, mr, nr, batch_loops=2,  # noqa
                                                   epilogue="out")) if nr else None
         return prim_func(phs + [res], sched)
-    steps.append(Call(f"attn_scores|h={h},d={d},s={scale},fill={fill},{[k_ for _, k_ in masks]}|{sig(*ops)}",
+    steps.append(Call(f"attn_scores|h={h},d={d},s={scale},fill={fill},{[k_ for _, k_ in masks]}|q@{q.offset}|"
+                      f"{sig(*ops)}",
                       scores_build, ops, node, flops=2 * bsz * h * sq * skv * d))
 
     probs = ctx.temp(f"{name}.probs", sshape, DType.float32)
@@ -176,14 +210,14 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
                       flops=5 * rows * skv))
 
     ctx4 = ctx.temp(f"{name}.ctx", (bsz, h, sq, d), DType.float32)
-    c_ops = [operand(probs), operand(v, (bsz, skv, hd)), operand(ctx4)]
+    c_ops = [operand(probs), operand(v.value, (bsz, skv, v.total)), operand(ctx4)]
 
     def ctx_compute(phs):
         pt, vt = phs
         r = te.reduce_axis((0, skv), name="k")
-        return te.compute((bsz, h, sq, d), lambda b_, h_, i, j: te.sum(pt[b_, h_, i, r] * vt[b_, r, h_ * d + j],
-                                                                       axis=r), name="out"), None
-    steps.append(_contraction_call(node, f"attn_ctx|h={h},d={d}|{sig(*c_ops)}", c_ops, None, 2, sq, d, skv, lanes,
+        return te.compute((bsz, h, sq, d), lambda b_, h_, i, j: te.sum(
+            pt[b_, h_, i, r] * vt[b_, r, v.offset + h_ * d + j], axis=r), name="out"), None
+    steps.append(_contraction_call(node, f"attn_ctx|h={h},d={d}|v@{v.offset}|{sig(*c_ops)}", c_ops, None, 2, sq, d, skv, lanes,
                                    ctx_compute, 2 * bsz * h * sq * skv * d))
 
     call = injective_call(node, ctx, [ctx4], out, None, raw=lambda t, o: t[0][o[0], o[2], o[1], o[3]],
