@@ -230,13 +230,15 @@ def test_pool(op, attrs, out_dir):
 
 # -- compile-time errors -------------------------------------------------------------------------------
 def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
+    """Every registered op has a lowering now, so this uses nodes the lowerings refuse (float16 LRN and
+    InstanceNormalization raise NoLoweringError): each is named, with the lowering's reason."""
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import UnsupportedOnTargetError
     g = compiler.Graph("needs_missing_ops")
-    x = g.add_input("x", (1, 4, 5, 5), compiler.DType.float32)
+    x = g.add_input("x", (1, 4, 5, 5), compiler.DType.float16)
     a = g.add_node("LRN", [x], {"size": 3}, name="lrn_a").outputs[0]
-    s = g.add_node("InstanceNormalization", [a, g.add_const("sc", np.ones(4, np.float32)),
-                                             g.add_const("bi", np.zeros(4, np.float32))],
+    s = g.add_node("InstanceNormalization", [a, g.add_const("sc", np.ones(4, np.float16)),
+                                             g.add_const("bi", np.zeros(4, np.float16))],
                    name="instnorm").outputs[0]
     b = g.add_node("LRN", [s], {"size": 3}, name="lrn_b").outputs[0]
     g.outputs = [b]
@@ -244,7 +246,8 @@ def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
     with pytest.raises(UnsupportedOnTargetError) as e:
         compile_to_bundle(g, out, "x86-avx512", quiet=True)
     msg = str(e.value)
-    for part in ("LRN ×2", "'lrn_a'", "'lrn_b'", "InstanceNormalization ×1", "'instnorm'"):
+    for part in ("LRN ×2", "'lrn_a'", "'lrn_b'", "InstanceNormalization ×1", "'instnorm'",
+                 "float16 LRN has no CPU kernel yet"):
         assert part in msg
     assert isinstance(e.value, compiler.AotcError)
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -258,6 +261,16 @@ def test_all_minilm_and_efficientnet_ops_have_lowerings():
             "MaxPool", "AveragePool", "Relu", "Clip", "HardSwish", "Sigmoid", "Pad", "Concat", "GlobalAveragePool",
             "Gemm", "ReduceMean"}
     assert need <= have, sorted(need - have)
+
+
+def test_every_registered_op_has_an_x86_lowering():
+    """A new op registered in compiler.ops without an x86 lowering fails here, not in a user's compile."""
+    from compiler.ops import registered_ops
+    from targets.cpu.lowering import lowered_ops
+    have = set(lowered_ops())
+    missing = [op for op in registered_ops() if op not in have]
+    assert not missing, f"registered ops without an x86 lowering: {missing}"
+    assert not have - set(registered_ops()), sorted(have - set(registered_ops()))  # lowerings of unknown ops
 
 
 # -- fused ops (what the default pass pipeline produces) --------------------------------------------------

@@ -14,14 +14,23 @@ from .lower_elementwise import fexp, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
-REDUCERS = {"sum", "max", "min"}
+REDUCERS = {"sum", "max", "min", "prod"}
+
+
+def te_reducer(kind: str):
+    """The TE reduction for a kind; product has no TE builtin, so it is a commutative reducer (identity 1)."""
+    from tvm import te
+    from tvm import tirx as T
+    if kind == "prod":
+        return te.comm_reducer(lambda a, b: a * b, lambda dt: T.const(1, dt), name="prod")
+    return {"sum": te.sum, "max": te.max, "min": te.min}[kind]
 
 
 def row_reduce(x, rows: int, length: int, kind: str, lanes: int, name: str, fn=None):
     """[rows] = reduce over the last axis of fn(r, l) (default x[r, l]); vector partials when possible."""
     from tvm import te
     fn = fn or (lambda r, l: x[r, l])
-    red = {"sum": te.sum, "max": te.max, "min": te.min}[kind]
+    red = te_reducer(kind)
     if length % lanes == 0 and length >= 2 * lanes:
         k = te.reduce_axis((0, length // lanes), name=f"{name}_k")
         part = te.compute((rows, lanes), lambda r, v: red(fn(r, k * lanes + v), axis=k), name=f"{name}_part")
@@ -230,9 +239,9 @@ def _reduce_index(x_rank: int, axes, keepdims: bool, out_idx, raxes):
     return tuple(idx)
 
 
-def generic_reduce_call(node: Node, ctx: LoweringContext, x, y, axes, op: str) -> Call:
+def generic_reduce_call(node: Node, ctx: LoweringContext, x, y, axes, op: str, kind: str | None = None) -> Call:
     """Reductions over any axes: one plain TE reduction (parallel over the output), correct first."""
-    kind = REDUCE_KIND[op]
+    kind = kind or REDUCE_KIND[op]
     keep = bool(node.attrs.get("keepdims", 1)) or op.startswith("Global")
     square = op in ("ReduceSumSquare", "ReduceL2")
     n_red = math.prod(x.shape[a] for a in axes)
@@ -244,7 +253,7 @@ def generic_reduce_call(node: Node, ctx: LoweringContext, x, y, axes, op: str) -
         from tvm import tirx as T
         X = te.placeholder(x.shape, "float32", name="X")
         rax = [te.reduce_axis((0, x.shape[a]), name=f"r{i}") for i, a in enumerate(axes)]
-        red = {"sum": te.sum, "max": te.max, "min": te.min}[kind]
+        red = te_reducer(kind)
 
         def f(*o):
             v = X[_reduce_index(x.rank, axes, keep, o, rax)]

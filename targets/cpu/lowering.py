@@ -124,6 +124,7 @@ def _load_all() -> None:
     from . import lower_elementwise, lower_fused, lower_gemm, lower_nn, lower_reduce, lower_shape  # noqa: F401
     from . import lower_quant  # noqa: F401  (int8: VNNI GEMM, Quantize/DequantizeLinear)
     from . import lower_blocked  # noqa: F401  (NCHWc convolutions, after passes.blocked_layout)
+    from . import lower_extra_ops  # noqa: F401  (ConvTranspose, InstanceNormalization, LRN, ReduceProd, Shape & co.)
 
 
 def operand(v: Value, shape: Sequence[int] | None = None) -> Operand:
