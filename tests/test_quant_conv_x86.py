@@ -104,3 +104,29 @@ def test_qconv_int8_activations_are_refused(tmp_path):
     g.nodes[-1].inputs[2].dtype = DType.int8
     with pytest.raises(UnsupportedOnTargetError, match="int8 activations"):
         compile_and_run(g, {"x": np.zeros((1, 8, 8, 8), np.int8)}, tmp_path)
+
+
+@pytest.mark.slow
+def test_int8_efficientnet_bundle_matches_the_interpreter(model_cache, tmp_path):
+    """The whole int8 EfficientNet-Lite0 (49 QuantizedConv: VNNI pointwise, direct depthwise/stem; the VNNI
+    classifier with N = 1000) as an x86 bundle, against the reference interpreter on the same quantized graph.
+    Requantized activations may move by one step where float rounding differs (FMA, 1/y_scale), so the logits
+    are compared by cosine and class, not bit for bit."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("PIL")
+    import runtime_stub
+    from compiler.quantization import quantize_graph
+    from passes import PassManager
+    from targets.bundle import compile_to_bundle
+    from test_model_x86 import efficientnet_lite0_onnx
+    from test_quant_models import calibration_images, photo_test_set
+    g = compiler.load_onnx(efficientnet_lite0_onnx(model_cache))
+    PassManager(None).run(g)
+    quantize_graph(g, calibration=calibration_images())
+    assert g.op_histogram()["QuantizedConv"] == 49
+    model = runtime_stub.load(compile_to_bundle(g, tmp_path / "effnet-int8", target="x86-avx512", quiet=True))
+    for feeds in photo_test_set()[::12]:
+        want = compiler.interpret(g, feeds)["y"].reshape(-1)
+        got = model.run(feeds)["y"].reshape(-1)
+        assert got.argmax() == want.argmax()
+        assert float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)) > 0.999
