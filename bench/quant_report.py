@@ -202,8 +202,8 @@ def render(results: dict) -> str:
               "decompositions the target needs (`compiler.quantization.cli_options.decompositions_for`).",
               "- Left for the target: K % 4 != 0 remainders of `QuantizedMatMul`; int8 (signed) activations; "
               "per-axis `DequantizeLinear`; one [E, 3·H·D] GEMM for the three projections of self-attention; a "
-              "channel-blocked uint8 layout between the convs of a block (the pointwise pack and the depthwise "
-              "phase-split copies are a fifth of int8 EfficientNet's time). (ARM `sdot` is in "
+              "channel-blocked uint8 layout between the convs of a block (the depthwise phase-split copies are "
+              "about 15% of int8 EfficientNet-Lite0's kernel time on one thread). (ARM `sdot` is in "
               "targets/arm64/lower_quant.py, by the ARM target; it has no `QuantizedConv` kernel.)", "",
               "In the speed tables below, \"aotc int8\" runs `QuantizedAttention` with the fused Attention "
               "lowering's float core; \"attention core as primitive ops\" is the same int8 model with that core "
