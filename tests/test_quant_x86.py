@@ -177,3 +177,29 @@ def test_quantized_attention_kernel(tmp_path):
         want = compiler.interpret(g, feeds)["out:0"]
         got = compile_and_run(g, feeds, tmp_path)["out:0"]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self-attention-fused-qkv", "cross-attention"])
+def test_quantized_attention_projection_paths(tmp_path, cross):
+    """Self-attention (one x, one scale and zero point) runs one GEMM against [Wq|Wk|Wv] with a zero bias for a
+    missing one; cross-attention three GEMMs. Both against the reference kernel."""
+    b, sq, skv, e, h, d = 2, 8, (12 if cross else 8), 32, 2, 16
+    g = compiler.Graph(f"qattn_{cross}")
+    xq = g.add_input("xq", (b, sq, e), DType.uint8)
+    xkv = g.add_input("xkv", (b, skv, e), DType.uint8) if cross else xq
+    s, z = g.add_const("s", np.array(0.05, np.float32)), g.add_const("z", np.array(120, np.uint8))
+    ins = [xq, s, z, xkv, s, z]
+    for i in range(3):
+        ins += [g.add_const(f"w{i}", R.integers(-127, 128, (e, h * d)).astype(np.int8)),
+                g.add_const(f"ws{i}", R.uniform(0.001, 0.01, h * d).astype(np.float32)),
+                None if i == 1 else g.add_const(f"b{i}", R.standard_normal(h * d).astype(np.float32))]
+    ins += [g.add_input("mask", (b, 1, 1, skv), DType.float32), None]
+    g.outputs = list(g.add_node("QuantizedAttention", ins, {"num_heads": h, "head_dim": d, "scale": d ** -0.5},
+                                name="qattn").outputs)
+    feeds = {"xq": R.integers(0, 256, (b, sq, e)).astype(np.uint8),
+             "mask": np.where(R.random((b, 1, 1, skv)) < 0.3, -1e4, 0).astype(np.float32)}
+    if cross:
+        feeds["xkv"] = R.integers(0, 256, (b, skv, e)).astype(np.uint8)
+    want = compiler.interpret(g, feeds)["qattn:0"]
+    got = compile_and_run(g, feeds, tmp_path)["qattn:0"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

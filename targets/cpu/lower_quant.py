@@ -207,21 +207,42 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
 
 @lowers("QuantizedAttention")
 def lower_quantized_attention(node: Node, ctx: LoweringContext):
-    """Three VNNI projections (float out with the bias) into temporaries, then the Attention lowering's
-    float core (scores, softmax, context)."""
-    from .lower_fused import attention_core_steps
+    """The int8 projections (float out with the bias) into temporaries, then the Attention lowering's float
+    core (scores, softmax, context). Self-attention (one x, one scale and zero point) runs one GEMM against
+    [Wq|Wk|Wv] and the core reads q, k and v as column ranges of its result: x is read once and two launches
+    per layer go away."""
+    from .lower_fused import Columns, attention_core_steps
     ins = node.inputs
     out = node.outputs[0]
     h, d = node.attrs["num_heads"], node.attrs["head_dim"]
+    hd = h * d
     bsz, sq = ins[0].shape[0], ins[0].shape[1]
     skv = ins[3].shape[1]
     plain = {"activation": "none"}
     steps = []
+    self_attention = ins[3] is ins[0] and all(
+        a is b or (a.const is not None and b.const is not None and np.array_equal(a.const, b.const))
+        for a, b in ((ins[4], ins[1]), (ins[5], ins[2])))
+    if self_attention and all(ins[i].const is not None for i in (6, 7, 9, 10, 12, 13)):
+        wsl = [(ins[i], ins[i + 1], ins[i + 2]) for i in (6, 9, 12)]
+        tag = "|".join(w.name for w, _, _ in wsl)
+        w = ctx.derived_const(f"{tag}.qkv", lambda: np.concatenate([w_.const for w_, _, _ in wsl], axis=1))
+        ws = ctx.derived_const(f"{tag}.qkv_scale", lambda: np.concatenate(
+            [np.broadcast_to(s_.const.reshape(-1).astype(np.float32), (hd,)) for _, s_, _ in wsl]))
+        bias = None
+        if any(b_ is not None for _, _, b_ in wsl):
+            # a missing bias is zeros: y + 0.0 is y
+            bias = ctx.derived_const(f"{tag}.qkv_bias", lambda: np.concatenate(
+                [b_.const.astype(np.float32) if b_ is not None else np.zeros(hd, np.float32) for _, _, b_ in wsl]))
+        qkv = ctx.temp(f"{out.name}.qkv", (bsz * sq, 3 * hd), DType.float32)
+        steps.extend(int8_gemm_steps(node, ctx, ins[0], ins[1], ins[2], w, ws, bias, None, None, None, qkv, plain))
+        q, k, v = (Columns(qkv, i * hd, hd) for i in range(3))
+        return steps + attention_core_steps(node, ctx, q, k, v, ins[15], ins[16])
 
     def project(x_slots, w_slots, seq, tag):
-        t = ctx.temp(f"{out.name}.{tag}", (bsz * seq, h * d), DType.float32)
-        w, ws, b = (ins[i] for i in w_slots)
-        steps.extend(int8_gemm_steps(node, ctx, *(ins[i] for i in x_slots), w, ws, b, None, None, None, t, plain))
+        t = ctx.temp(f"{out.name}.{tag}", (bsz * seq, hd), DType.float32)
+        w_, ws_, b_ = (ins[i] for i in w_slots)
+        steps.extend(int8_gemm_steps(node, ctx, *(ins[i] for i in x_slots), w_, ws_, b_, None, None, None, t, plain))
         return t
     q = project((0, 1, 2), (6, 7, 8), sq, "q")
     k = project((3, 4, 5), (9, 10, 11), skv, "k")
