@@ -118,6 +118,11 @@ def measure(fns: dict, rounds: int, runs: int) -> dict[str, list[float]]:
             fn()
     for _ in range(rounds):
         for k, fn in fns.items():
+            # Let the previous engine's thread pool go idle first: onnxruntime's workers keep spinning for a
+            # while after a run and, on a 2-core machine, take the core the next engine's second thread needs
+            # (measured: aotc EfficientNet-Lite0 9.2 ms right after onnxruntime runs vs 5.4 ms alone).
+            time.sleep(0.25)
+            fn()
             for _ in range(runs):
                 t = time.perf_counter()
                 fn()

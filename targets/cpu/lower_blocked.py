@@ -200,12 +200,17 @@ def pointwise_tile(p: int, mb: int) -> tuple[int, int]:
     tile's NB weight vectors and MR broadcasts feed MR x NB FMAs (7 x 4 spills: 28 accumulators + 4
     weights + a broadcast exceed the 32 registers; measured 2x slower). 7 and 14 divide the usual CNN maps
     (7, 14, 28, 56, 112). The number of output blocks is padded up to a multiple of NB when that costs at
-    most a quarter of the work (the padding block's results are never stored). Among these tiles single-core
-    times on EfficientNet-Lite0's convolutions differ by less than the machine's noise."""
+    most a quarter of the work (the padding block's results are never stored); the tile with the least
+    padding wins (672 -> 112 channels on 14x14: 7 blocks as 4 x 2 rather than 3 x 3, 244 -> ~175 us with two
+    threads). Otherwise these tiles' single-core times on EfficientNet-Lite0 differ by less than the noise."""
+    fits = []
     for mr, nb in ((8, 3), (7, 3), (14, 2), (8, 2), (7, 2)):
         padded = -(-mb // nb) * nb
         if p % mr == 0 and (padded - mb) * 4 <= padded:
-            return mr, nb
+            fits.append((padded - mb, mr, nb))
+    if fits:  # the least padding, then the order above
+        _, mr, nb = min(fits, key=lambda f: f[0])
+        return mr, nb
     return _pick(p, (8, 6, 4, 3, 2)), 1
 
 
