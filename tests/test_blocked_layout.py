@@ -153,6 +153,7 @@ KERNELS = [  # the three BlockedConv kernels at sizes whose tiles do not divide 
     ("pointwise_odd_blocks", (1, 40, 7, 9), (56, 40, 1, 1), {}),
     ("pointwise_big_map", (1, 16, 40, 40), (48, 16, 1, 1), {}),
     ("pointwise_padded_block_group", (1, 24, 7, 7), (80, 24, 1, 1), {}),  # 5 blocks in tiles of 3
+    ("pointwise_long_reduction", (1, 280, 7, 7), (40, 280, 1, 1), {}),  # input channels in blocks of 6x16
     ("depthwise_3x3_s1", (1, 40, 13, 13), (40, 1, 3, 3), {"group": 40, "pads": [1, 1, 1, 1]}),
     ("depthwise_5x5_s2_dilated", (1, 32, 17, 17), (32, 1, 5, 5),
      {"group": 32, "strides": [2, 2], "pads": [2, 2, 2, 2], "dilations": [1, 2]}),
