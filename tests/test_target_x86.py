@@ -183,6 +183,14 @@ def test_gemm_const(attrs, bias_shape, out_dir):
     check_op("Gemm", [("a", f32(5, 64))], out_dir, attrs, consts=consts, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m,n", [(1, 1000), (5, 40), (3, 72)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matmul_const_width_not_whole_vectors(m, n, bias, out_dir):
+    """Widths that are not a multiple of 16 run on zero-padded weight panels; only real columns are stored."""
+    consts = [("w", f32(64, n) * 0.2)] + ([("c", f32(n))] if bias else [])
+    check_op("Gemm", [("a", f32(m, 64))], out_dir, {}, consts=consts, rtol=1e-5, atol=1e-5)
+
+
 def test_gemm_dynamic_b(out_dir):
     check_op("Gemm", [("a", f32(8, 16)), ("b", f32(32, 16))], out_dir, {"transB": 1}, rtol=1e-5, atol=1e-5)
 

@@ -48,12 +48,20 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
     lanes = ctx.lanes
     m = math.prod(a_shape) // k
     nr = pick_nr(n, lanes)
+    # A width that is not a whole number of vectors (a 1000-class classifier) would get half or quarter
+    # vectors: pad the packed weight with zero columns to whole vectors instead; the padding columns are
+    # computed in registers and never stored.
+    npad = n
+    if n % lanes and n > 2 * lanes:
+        nr, npad = lanes, -(-n // lanes) * lanes
     mr = pick_mr(m, nr, lanes)
     epi = epi if epi is not None and not epi.trivial else None
-    bp = ctx.derived_const(f"{b_data_key}.packed{nr}", lambda: pack_b(b_make(), nr))
+    if npad != n and epi is None:
+        epi = Epilogue()  # an identity epilogue: the block that stores only the real columns
+    bp = ctx.derived_const(f"{b_data_key}.packed{nr}x{npad}", lambda: pack_b(_pad_columns(b_make(), npad), nr))
     ops = [operand(a, (m, k)), operand(bp)] + (epi.operands(n, (m, n)) if epi else [])
     ops.append(operand(out, (m, n)))
-    key = f"packed_gemm|{epi.key() if epi else ''}|{sig(*ops)}"
+    key = f"packed_gemm|{npad}|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -64,16 +72,21 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
         if epi is not None:
             ep_t = epi.placeholders(n, (m, n))
             args += ep_t
-            acc = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="acc")
+            acc = te.compute((m, npad), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk),
+                             name="acc")
             C = te.compute((m, n), lambda i, j: epi.apply(acc[i, j], ep_t, (j,), (i, j)), name="C")
             block, ep = "acc", "C"
         else:
             C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="C")
             block, ep = "C", None
-        return prim_func(args + [C], lambda sch: schedule_contraction(sch, block, m, n, k, lanes, mr, nr, kc=KC,
+        return prim_func(args + [C], lambda sch: schedule_contraction(sch, block, m, npad, k, lanes, mr, nr, kc=KC,
                                                                       epilogue=ep))
 
     return Call(key, build, ops, node, flops=2 * m * n * k)
+
+
+def _pad_columns(b: np.ndarray, npad: int) -> np.ndarray:
+    return b if b.shape[1] == npad else np.concatenate([b, np.zeros((b.shape[0], npad - b.shape[1]), b.dtype)], 1)
 
 
 def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bool = False,
