@@ -25,7 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# numpy's BLAS threads spin after any numpy call and would take CPU from whichever engine runs next.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +38,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "examples"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CACHE = ROOT / ".cache"
+
+from timing import measure  # noqa: E402
 SEQ = 128
 
 
@@ -145,20 +151,6 @@ def ort_models(path: Path, batch: int, calibration: list[dict] | None = None, ta
         quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return {"onnxruntime quantize_dynamic": dyn, "onnxruntime static QDQ": qdq}
-
-
-def measure(fns: dict, rounds: int, runs: int) -> dict[str, list[float]]:
-    times = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            for _ in range(runs):
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
-    return times
 
 
 def ort_sessions(paths: dict[str, Path], threads: int) -> dict:

@@ -29,9 +29,12 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CACHE = ROOT / ".cache"
+
+from timing import measure  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -109,25 +112,6 @@ def bundle_for(name: str, path: Path, shapes, passes: bool = True) -> Path:
         compile_to_bundle(path, out, "x86-avx512", input_shapes=shapes, quiet=True, transform=transform)
         print(f"  compiled {name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return out
-
-
-def measure(fns: dict, rounds: int, runs: int) -> dict[str, list[float]]:
-    times = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            # Let the previous engine's thread pool go idle first: onnxruntime's workers keep spinning for a
-            # while after a run and, on a 2-core machine, take the core the next engine's second thread needs
-            # (measured: aotc EfficientNet-Lite0 9.2 ms right after onnxruntime runs vs 5.4 ms alone).
-            time.sleep(0.25)
-            fn()
-            for _ in range(runs):
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
-    return times
 
 
 def main(argv=None) -> int:

@@ -362,6 +362,58 @@ def test_quantize_dequantize(out_dir):
     compare(g, {"x": xv}, out_dir)
 
 
+def test_conv_transpose_norms_and_prod(out_dir):
+    """The lowerings added for every op's x86 coverage run on NEON too."""
+    ct = g_ct = compiler.Graph("conv_transpose")
+    x = g_ct.add_input("x", (1, 4, 5, 5), DType.float32)
+    w = g_ct.add_const("w", f32(4, 3, 3, 3) * 0.3)
+    ct = g_ct.add_node("ConvTranspose", [x, w, g_ct.add_const("b", f32(3))],
+                       {"strides": [2, 2], "pads": [1, 1, 0, 0], "output_padding": [1, 1]}).outputs[0]
+    g_ct.outputs = [ct]
+    compare(g_ct, {"x": f32(1, 4, 5, 5)}, out_dir, rtol=1e-4, atol=1e-4)
+    nodes = [("InstanceNormalization", ["x", "s", "b"], {"epsilon": 1e-3}),
+             ("LRN", ["x"], {"size": 3, "alpha": 1e-3, "beta": 0.75, "bias": 1.0}),
+             ("ReduceProd", ["x"], {"axes": [3], "keepdims": 0})]
+    compare(*multi("norms_prod", {"x": f32(2, 6, 5, 8) + 1.5, "s": f32(6), "b": f32(6)}, nodes), out_dir)
+
+
+def test_shape_size_range_constant_of_shape(out_dir):
+    g = compiler.Graph("shape_ops_const")
+    x = g.add_input("x", (2, 3, 5), DType.float32)
+    outs = [g.add_node("Shape", [x]).outputs[0], g.add_node("Size", [x]).outputs[0],
+            g.add_node("ConstantOfShape", [], {"shape": [3, 20], "value": np.array([2.5], np.float32)}).outputs[0],
+            g.add_node("Range", [g.add_const(n, np.array(v, np.float32)) for n, v in
+                                 (("start", 0.5), ("limit", 9.0), ("delta", 0.25))]).outputs[0]]
+    g.outputs = outs
+    compare(g, {"x": f32(2, 3, 5)}, out_dir, rtol=0, atol=0)
+
+
+def test_blocked_layout_convs_on_neon(out_dir):
+    """BlockedConv and the layout conversions with 4-channel blocks (NEON's vector), on the inverted-residual
+    block of the x86 tests; arm64-neon itself compiles convolutions in NCHW (conv_block 0)."""
+    from passes.blocked_layout import nchwc_layout
+    from test_blocked_layout import mbconv_graph
+    g = mbconv_graph(c=12, e=20, m=12, hw=6)
+    nchwc_layout(g, block=4)
+    assert {"BlockedConv", "ToBlockedLayout", "FromBlockedLayout"} <= set(g.op_histogram())
+    compare(g, {"x": f32(1, 3, 12, 12)}, out_dir, rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_conv_has_no_neon_kernel_yet(tmp_path):
+    """"QuantizedConv" is x86-only (VNNI): an int8 CNN for arm64-neon fails naming the nodes, nothing written."""
+    from targets.cpu.lowering import UnsupportedOnTargetError
+    g = compiler.Graph("qconv")
+    x = g.add_input("x", (1, 4, 6, 6), DType.uint8)
+    sc = lambda v: g.add_const(f"s{v}", np.array(v, np.float32))  # noqa: E731
+    node = g.add_node("QuantizedConv", [x, sc(0.05), g.add_const("zx", np.array(3, np.uint8)),
+                                        g.add_const("w", R.integers(-20, 20, (8, 4, 1, 1)).astype(np.int8)),
+                                        g.add_const("ws", np.full(8, 0.02, np.float32))], {}, name="qconv_node")
+    g.outputs = list(node.outputs)
+    with pytest.raises(UnsupportedOnTargetError, match="qconv_node.*no arm64-neon kernel"):
+        compile_arm(g, tmp_path)
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
 def test_every_lowered_op_is_checked_here():
     """Each op the CPU lowering registers appears in this file or in test_quant_arm64.py."""
     from pathlib import Path
