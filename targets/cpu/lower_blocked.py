@@ -113,8 +113,16 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     p = oh * ow
     mr, nb_tile = pointwise_tile(p, mb) if pointwise else (0, 1)
     mbp = -(-mb // nb_tile) * nb_tile  # output blocks the kernel computes (the last group may be padding)
-    wp = ctx.derived_const(f"{w.name}.blocked{b}.{cp}.{mbp}", lambda: pack_weight(w.const.astype(np.float32), b,
-                                                                                 cp, depthwise, mbp))
+    if pointwise:
+        # In the order the tile reads them: [group of NB output blocks, input channel, NB, c], so each task
+        # streams one contiguous panel (weights arrive from memory every inference; separate per-block
+        # streams left the prefetchers behind: 1.5 MB of 1152->320 weights cost ~80 us more cold than hot).
+        wp = ctx.derived_const(f"{w.name}.pointwise{b}.{cp}.{mbp}x{nb_tile}", lambda: np.ascontiguousarray(
+            pack_weight(w.const.astype(np.float32), b, cp, depthwise, mbp)[:, :, 0, 0, :]
+            .reshape(mbp // nb_tile, nb_tile, cp, b).transpose(0, 2, 1, 3)))
+    else:
+        wp = ctx.derived_const(f"{w.name}.blocked{b}.{cp}.{mbp}", lambda: pack_weight(
+            w.const.astype(np.float32), b, cp, depthwise, mbp))
     bv = ctx.derived_const(f"{bias.name if bias is not None else 'zero' + str(w.shape[0])}.blocked{b}",
                            lambda: pack_bias(None if bias is None else bias.const.astype(np.float32), w.shape[0], b))
     epi = Epilogue.from_attrs(at, None, res)
@@ -147,7 +155,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
             rco = te.reduce_axis((0, x.shape[1]), "rco")
             rci = te.reduce_axis((0, b), "rci")
             acc = te.compute((nb, mbp, p, b), lambda n, mo, q, mi: te.sum(
-                X[n, rco, q, rci] * W[mo, rco * b + rci, 0, 0, mi], axis=[rco, rci]), name="acc")
+                X[n, rco, q, rci] * W[mo // nb_tile, rco * b + rci, mo % nb_tile, mi], axis=[rco, rci]), name="acc")
             red = 2
         elif depthwise:
             rh = te.reduce_axis((0, kh), "rh")
