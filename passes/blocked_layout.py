@@ -15,29 +15,13 @@ from __future__ import annotations
 
 from compiler.dtypes import DType
 from compiler.ir import Graph, Node, Value
+from compiler.ops.nn import Pad
 
 from .pass_manager import register_pass
 
 # An NCHW input with at most this many channels is read directly (an image's 3 channels would be 13/16
 # padding in the blocked layout).
 DIRECT_INPUT_CHANNELS = 4
-
-
-def zero_spatial_pad(x: Value):
-    """(input, pads_begin, pads_end) when x is made by a zero, non-negative Pad of the two spatial axes of
-    a 4-D tensor, else None: a convolution can read through such a Pad."""
-    from compiler.ops.nn import Pad
-    p = x.producer
-    if p is None or p.op_type != "Pad" or p.attrs["mode"] != "constant":
-        return None
-    v = p.attrs["value"]
-    if v is not None and v.size and float(v.reshape(-1)[0]) != 0.0:
-        return None
-    src = p.inputs[0]
-    widths = Pad.widths(src.shape, p.attrs)
-    if src.rank != 4 or any(widths[i] != (0, 0) for i in (0, 1)) or any(b < 0 or e < 0 for b, e in widths):
-        return None
-    return src, [widths[2][0], widths[3][0]], [widths[2][1], widths[3][1]]
 
 
 def convertible(node: Node) -> bool:
@@ -70,7 +54,7 @@ def nchwc_layout(graph: Graph, block: int = 16) -> int:
             continue
         attrs = dict(node.attrs)
         x = node.inputs[0]
-        folded = zero_spatial_pad(x) if attrs["auto_pad"] == "NOTSET" and x.name not in twin else None
+        folded = Pad.zero_spatial_source(x) if attrs["auto_pad"] == "NOTSET" and x.name not in twin else None
         if folded is not None:
             x, pb, pe = folded
             old = attrs["pads"] or [0, 0, 0, 0]

@@ -463,6 +463,23 @@ class Pad(OpDef):
             widths[a] = (pads[i], pads[i + len(axes)])
         return widths
 
+    @staticmethod
+    def zero_spatial_source(x):
+        """(input, pads_begin, pads_end) when the value x is made by a zero, non-negative Pad of only the two
+        spatial axes of a 4-D tensor (as TF-style exporters put before strided convolutions), else None: a
+        convolution can read through such a Pad."""
+        p = x.producer
+        if p is None or p.op_type != "Pad" or p.attrs["mode"] != "constant":
+            return None
+        v = p.attrs["value"]
+        if v is not None and v.size and float(v.reshape(-1)[0]) != 0.0:
+            return None
+        src = p.inputs[0]
+        widths = Pad.widths(src.shape, p.attrs)
+        if src.rank != 4 or any(widths[i] != (0, 0) for i in (0, 1)) or any(b < 0 or e < 0 for b, e in widths):
+            return None
+        return src, [widths[2][0], widths[3][0]], [widths[2][1], widths[3][1]]
+
     def infer(self, inputs, attrs):
         x = inputs[0]
         if attrs["mode"] not in PAD_MODES:

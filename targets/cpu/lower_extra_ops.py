@@ -18,8 +18,8 @@ from compiler.dtypes import DType
 from compiler.ir import Node, Value
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
-from .lower_reduce import (_placeholders, _reduce_index, _row_view, generic_reduce_call, row_call, row_reduce,
-                           schedule_rows)
+from .lower_reduce import (_placeholders, _reduce_index, _row_view, generic_reduce_call, row_call, row_moments,
+                           row_reduce, schedule_rows)
 from .lowering import Alias, Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import pick_vec, prim_func
 
@@ -168,15 +168,11 @@ def lower_instance_norm(node: Node, ctx: LoweringContext):
         from tvm import tirx as T
         xt, sc, bi = _placeholders(ops)
         f32 = "float32"
-        inv_n = T.const(1.0 / length, f32)
-        s, s_st = row_reduce(xt, rows, length, "sum", lanes, "s")
-        mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")
-        q, q_st = row_reduce(xt, rows, length, "sum", lanes, "q",
-                             fn=lambda r, l: (xt[r, l] - mean[r]) * (xt[r, l] - mean[r]))
+        mean, var, moment_stages = row_moments(xt, rows, length, lanes)
         # scale * rstd once per row: the element loop is one subtract and one multiply-add.
-        k = te.compute((rows,), lambda r: sc[r % c] / T.sqrt(q[r] * inv_n + T.const(eps, f32)), name="k")
+        k = te.compute((rows,), lambda r: sc[r % c] / T.sqrt(var(r) + T.const(eps, f32)), name="k")
         out = te.compute((rows, length), lambda r, l: (xt[r, l] - mean[r]) * k[r] + bi[r % c], name="out")
-        stages = s_st + ["mean"] + q_st + ["k"]
+        stages = moment_stages + ["k"]
         return prim_func([xt, sc, bi, out], lambda sch: schedule_rows(sch, "out", stages, rows, length, lanes))
     return [row_call(node, ctx, x, y, rows, length, build, extra_inputs=[scale, bias], extra_key=f"c={c}")]
 

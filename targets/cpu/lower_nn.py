@@ -22,20 +22,9 @@ from .schedules import PARALLEL_MIN_ELEMENTS, _epilogue_at, pick_vec, prim_func,
 
 
 def folded_pad(x):
-    """(input, pads_begin, pads_end) when x is a zero Pad of spatial axes only (as TF-style exporters put
-    before strided convolutions): the convolution reads through it and the Pad's kernel becomes dead."""
-    p = x.producer
-    if p is None or p.op_type != "Pad" or p.attrs["mode"] != "constant":
-        return None
-    v = p.attrs["value"]
-    if v is not None and v.size and float(v.reshape(-1)[0]) != 0.0:
-        return None
+    """A zero spatial Pad in front of a convolution is read through (its own kernel becomes dead)."""
     from compiler.ops.nn import Pad
-    src = p.inputs[0]
-    widths = Pad.widths(src.shape, p.attrs)
-    if src.rank != 4 or any(widths[i] != (0, 0) for i in (0, 1)) or any(b < 0 or e < 0 for b, e in widths):
-        return None
-    return src, [widths[2][0], widths[3][0]], [widths[2][1], widths[3][1]]
+    return Pad.zero_spatial_source(x)
 
 
 def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, strides, extra_rows: int = 0):

@@ -104,6 +104,20 @@ def lower_softmax(node: Node, ctx: LoweringContext):
     return [row_call(node, ctx, x, y, rows, length, build)]
 
 
+def row_moments(xt, rows: int, length: int, lanes: int):
+    """(mean, var, stages) of each row of xt [rows, length]: `mean` a tensor, `var(r)` an expression (the mean
+    of squared deviations: two passes, as the reference kernels do, so a large mean does not cancel the
+    variance), `stages` the blocks schedule_rows computes under the row loop."""
+    from tvm import te
+    from tvm import tirx as T
+    inv_n = T.const(1.0 / length, "float32")
+    s, s_st = row_reduce(xt, rows, length, "sum", lanes, "s")
+    mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")
+    q, q_st = row_reduce(xt, rows, length, "sum", lanes, "q",
+                         fn=lambda r, l: (xt[r, l] - mean[r]) * (xt[r, l] - mean[r]))
+    return mean, (lambda r: q[r] * inv_n), s_st + ["mean"] + q_st
+
+
 def softmax_builder(rows: int, length: int, lanes: int, log: bool = False, nan_to_zero: bool = False):
     """Softmax of each row of a [rows, length] tensor (exp computed once, kept in a stack row buffer)."""
     def build(ops):
@@ -156,19 +170,14 @@ def lower_layernorm(node: Node, ctx: LoweringContext):
         sc = phs[1]
         bi = phs[2] if len(phs) > 2 else None
         f32 = "float32"
-        inv_n = T.const(1.0 / length, f32)
-        s, s_st = row_reduce(xt, rows, length, "sum", lanes, "s")
-        mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")
-        q, q_st = row_reduce(xt, rows, length, "sum", lanes, "q",
-                             fn=lambda r, l: (xt[r, l] - mean[r]) * (xt[r, l] - mean[r]))
-        rstd = te.compute((rows,), lambda r: T.const(1.0, f32) / T.sqrt(q[r] * inv_n + T.const(eps, f32)),
-                          name="rstd")
+        mean, var, moment_stages = row_moments(xt, rows, length, lanes)
+        rstd = te.compute((rows,), lambda r: T.const(1.0, f32) / T.sqrt(var(r) + T.const(eps, f32)), name="rstd")
 
         def f(r, l):
             v = (xt[r, l] - mean[r]) * rstd[r] * sc[_flat(sc, l)]
             return v + bi[_flat(bi, l)] if bi is not None else v
         out = te.compute((rows, length), f, name="out")
-        stages = s_st + ["mean"] + q_st + ["rstd"]
+        stages = moment_stages + ["rstd"]
         return prim_func(phs + [out], lambda sch: schedule_rows(sch, "out", stages, rows, length, lanes))
     return [row_call(node, ctx, x, y, rows, length, build, extra_inputs=params,
                      extra_key=",".join(f"{list(v.shape)}" for v in params))]
