@@ -20,6 +20,7 @@ import numpy as np
 
 from compiler.dtypes import DType
 from compiler.ir import Node
+from targets.cpu.dot_intrin import register_broadcast_dot
 from targets.cpu.lower_elementwise import injective_call, tvm_dtype
 from targets.cpu.lower_quant import _activation, _quantize_expr, _scalar
 from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, operand, sig
@@ -148,45 +149,9 @@ def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias
     return steps
 
 
-_LOCAL_SDOT = "aotc_dot_4x4_i8_sdot_local_acc"
-
-
 def _register_local_sdot_intrin() -> str:
     """TVM's dot_4x4_i8i8s32_sdot with the accumulator in a local (register) tile."""
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-    try:
-        TensorIntrin.get(_LOCAL_SDOT)
-        return _LOCAL_SDOT
-    except Exception:  # noqa: BLE001  (not registered yet)
-        pass
-
-    @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "int8", offset_factor=1),
-             C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-            T.writes(C[0:4])
-            for i in T.serial(0, 4):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "int8", offset_factor=1),
-             C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-            T.writes(C[0:4])
-            a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
-            a_i8x16 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([0], dtype="int32x4"), a_i8x16, B.vload([0, 0], dtype="int8x16"), dtype="int32x4")
-
-    TensorIntrin.register(_LOCAL_SDOT, desc, impl)
-    return _LOCAL_SDOT
+    return register_broadcast_dot("aotc_dot_4x4_i8_sdot_local_acc", 4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8")
 
 
 def schedule_sdot_gemm(sch, m: int, n: int, k: int) -> None:

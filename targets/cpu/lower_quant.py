@@ -19,6 +19,7 @@ from compiler.dtypes import DType
 from compiler.ir import Node
 
 from .lower_elementwise import injective_call, tvm_dtype, unary_expr
+from .dot_intrin import register_broadcast_dot
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
@@ -250,46 +251,9 @@ def lower_quantized_attention(node: Node, ctx: LoweringContext):
     return steps + attention_core_steps(node, ctx, q, k, v, ins[15], ins[16])
 
 
-_LOCAL_VNNI = "aotc_dot_16x4_vnni_local_acc"
-
-
 def _register_local_vnni_intrin() -> str:
     """TVM's dot_16x4_vnni with the accumulator in a local (register) tile instead of global memory."""
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-    try:
-        TensorIntrin.get(_LOCAL_VNNI)
-        return _LOCAL_VNNI
-    except Exception:  # noqa: BLE001  (not registered yet)
-        pass
-
-    @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            # This LLVM declares vpdpbusd on <64 x i8> operands (TVM's own intrinsic passes <16 x i32>).
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_i8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"), a_i8x64, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
-
-    TensorIntrin.register(_LOCAL_VNNI, desc, impl)
-    return _LOCAL_VNNI
+    return register_broadcast_dot("aotc_dot_16x4_vnni_local_acc", 16, "uint8", "llvm.x86.avx512.vpdpbusd.512")
 
 
 # (rows, 16-column panels) of the register tile, best first: up to 24 zmm accumulators (the rest of the 32
