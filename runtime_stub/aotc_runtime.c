@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 static __thread char last_error[2048];
@@ -207,22 +206,7 @@ static const jval* jget(const jval* o, const char* key) {
   return NULL;
 }
 
-/* Arenas and weights are large and walked by every kernel: back them with transparent huge pages where
- * the kernel allows it (THP is often "madvise"-only), which cut the time of the 112x112-map convolutions
- * of EfficientNet-Lite0 that stream several MB by TLB misses. Alignment to 2 MiB lets whole huge pages form. */
-static int alloc_big(void** out, size_t n) {
-  const size_t huge = (size_t)2 << 20;
-  if (n < huge) return posix_memalign(out, 64, n ? n : 64);
-  size_t rounded = (n + huge - 1) / huge * huge;
-  if (posix_memalign(out, huge, rounded) != 0) return -1;
-#ifdef MADV_HUGEPAGE
-  madvise(*out, rounded, MADV_HUGEPAGE);
-#endif
-  return 0;
-}
-
 /* ---- files --------------------------------------------------------------------------------------- */
-/* align > 64 asks for a large, huge-page-backed buffer (weights). */
 static uint8_t* read_file(const char* path, size_t* size, size_t align) {
   FILE* f = fopen(path, "rb");
   if (!f) { set_error("cannot open %s: %s", path, strerror(errno)); return NULL; }
@@ -231,7 +215,7 @@ static uint8_t* read_file(const char* path, size_t* size, size_t align) {
   fseek(f, 0, SEEK_SET);
   if (n < 0) { fclose(f); set_error("cannot read %s", path); return NULL; }
   void* buf = NULL;
-  if ((align > 64 ? alloc_big(&buf, (size_t)n + 1) : posix_memalign(&buf, align, (size_t)n + 1)) != 0) { fclose(f); set_error("out of memory reading %s", path); return NULL; }
+  if (posix_memalign(&buf, align, (size_t)n + 1) != 0) { fclose(f); set_error("out of memory reading %s", path); return NULL; }
   if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); set_error("cannot read %s", path); return NULL; }
   fclose(f);
   ((uint8_t*)buf)[n] = 0;
@@ -387,7 +371,7 @@ aotc_model* aotc_load(const char* dir) {
     }
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int is_w = !strcmp(name, "weights.bin");
-    uint8_t* data = read_file(path, &size, is_w ? 4096 : 64);
+    uint8_t* data = read_file(path, &size, 64);
     if (!data) {
       char why[1024];
       snprintf(why, sizeof why, "%s", last_error);
@@ -555,7 +539,7 @@ int aotc_run(aotc_model* m, const aotc_tensor* inputs, int num_inputs, aotc_tens
     pthread_mutex_unlock(&m->mu);
     if (!a) {
       a = calloc(1, sizeof *a);
-      if (!a || alloc_big(&a->mem, m->arena_bytes) != 0) {
+      if (!a || posix_memalign(&a->mem, 64, m->arena_bytes ? m->arena_bytes : 64) != 0) {
         free(a);
         a = NULL;
         set_error("out of memory allocating a %zu-byte arena", m->arena_bytes);
