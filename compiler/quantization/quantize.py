@@ -6,7 +6,6 @@ sensitive to. The result is a report, JSON-able, for the bundle manifest.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -91,8 +90,7 @@ def mean_output_error(graph: Graph, feeds: Sequence[dict], references: Sequence[
 
 def copy_graph(graph: Graph) -> Graph:
     """A deep copy that shares the (read-only) constant arrays."""
-    memo = {id(v.const): v.const for v in graph.initializers.values()}
-    return copy.deepcopy(graph, memo)
+    return graph.copy()
 
 
 def constant_bytes(graph: Graph) -> int:
