@@ -16,7 +16,7 @@ from compiler.ir import Node
 from compiler.ops.nn import Conv, window_geometry
 
 from .epilogue import Epilogue
-from .lower_elementwise import dtype_of, injective_call
+from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, _epilogue_at, pick_vec, prim_func, schedule_contraction
 
@@ -27,9 +27,11 @@ def folded_pad(x):
     return Pad.zero_spatial_source(x)
 
 
-def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, strides, extra_rows: int = 0):
-    """A temporary Xs[n, c, ph, pw, h2, w2] = Xpad[n, c, sh*h2 + ph, sw*w2 + pw] (zero padding): a strided
-    convolution then reads unit-stride rows (plain vector loads instead of gathers)."""
+def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, strides, extra_rows: int = 0,
+                     fill=0.0):
+    """A temporary Xs[n, c, ph, pw, h2, w2] = Xpad[n, c, sh*h2 + ph, sw*w2 + pw] (padding = `fill`, in x's
+    dtype: 0.0, or the zero point of a uint8 activation): a strided convolution then reads unit-stride rows
+    (plain vector loads instead of gathers)."""
     from tvm import tirx as T
     sh, sw = strides
     hp, wp = (d + b + e for d, b, e in zip(x.shape[2:], pads_begin, pads_end))
@@ -46,9 +48,9 @@ def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, 
         cond = T.And(T.And(hi >= T.const(0, dt), hi < T.const(h, dt)), T.And(wi >= T.const(0, dt), wi < T.const(w, dt)))
         src = (nn, cc, T.min(T.max(hi, T.const(0, dt)), T.const(h - 1, dt)),
                T.min(T.max(wi, T.const(0, dt)), T.const(w - 1, dt)))
-        return T.Select(cond, t[0][src], T.const(0.0, "float32"))
+        return T.Select(cond, t[0][src], T.const(fill, tvm_dtype(x.dtype)))
     call = injective_call(node, ctx, [x], tmp, None, raw=f)
-    call.key = f"conv_phases|{pads_begin}|{pads_end}|{strides}|{extra_rows}|{sig(*call.operands)}"
+    call.key = f"conv_phases|{fill}|{pads_begin}|{pads_end}|{strides}|{extra_rows}|{sig(*call.operands)}"
     return call, tmp
 
 

@@ -38,6 +38,7 @@ from compiler.ops.nn import Conv
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .lower_quant import VNNI_K, VNNI_N, _activation, _quantize_expr, _scalar, pick_tile
+from .lower_nn import phase_split_call
 from .schedules import PARALLEL_MIN_ELEMENTS, pick_vec, prim_func
 
 FLOAT_EXACT_K = (1 << 24) // (255 * 128)  # 514: the longest reduction whose float32 partial sums stay exact
@@ -270,7 +271,6 @@ def schedule_pointwise_vnni(sch, work: int, mr: int, panels: int) -> None:
 
 # -- everything else: direct convolution over flattened rows of a phase-split copy ---------------------------
 def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe):
-    from tvm import tirx as T
     nb, c, h, wd = x.shape
     m = w.shape[0]
     g = node.attrs["group"]
@@ -289,22 +289,10 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
     max_off = ((kh - 1) * dh // sh) * w2 + (kw - 1) * dw // sw
     extra_rows = max(0, -(-(ppad + max_off - h2 * w2) // w2))
     flat = (h2 + extra_rows) * w2
-    # the phase-split copy, still uint8: Xs[n, c, ph, pw, i, j] = x[n, c, sh·i + ph - pb0, sw·j + pw - pb1],
-    # x_zp (the real 0) outside. Bytes rather than float(x - x_zp): the copy and the convolution's reads move a
-    # quarter of the data; the zero point leaves the loop as - x_zp·Σw[m], a constant, like the GEMMs'.
-    xs_val = ctx.temp(node.outputs[0].name + ".phases", (nb, c, sh, sw, h2 + extra_rows, w2), DType.uint8)
-
-    def split(t, o):
-        nn, cc, ph, pw, i, j = o
-        dt = dtype_of(i)
-        hi = i * T.const(sh, dt) + ph - T.const(pb[0], dt)
-        wi = j * T.const(sw, dt) + pw - T.const(pb[1], dt)
-        inside = T.And(T.And(hi >= T.const(0, dt), hi < T.const(h, dt)), T.And(wi >= T.const(0, dt), wi < T.const(wd, dt)))
-        src = (nn, cc, T.min(T.max(hi, T.const(0, dt)), T.const(h - 1, dt)),
-               T.min(T.max(wi, T.const(0, dt)), T.const(wd - 1, dt)))
-        return T.Select(inside, t[0][src], T.const(xzp, "uint8"))
-    split_call = injective_call(node, ctx, [x], xs_val, None, raw=split)
-    split_call.key = f"qconv_phases_u8|{xzp}|{pb}|{pe}|{strides}|{extra_rows}|{sig(*split_call.operands)}"
+    # the phase-split copy, still uint8 (x_zp, the real 0, outside). Bytes rather than float(x - x_zp): the copy
+    # and the convolution's reads move a quarter of the data; the zero point leaves the loop as - x_zp·Σw[m], a
+    # constant, like the GEMMs'.
+    split_call, xs_val = phase_split_call(node, ctx, x, pb, pe, strides, extra_rows, fill=xzp)
     # int8 weights, converted where they are broadcast (once per channel and tap per tile): a float32 copy
     # would add 0.6 MB to int8 EfficientNet-Lite0's 4.8 MB
     wq = ctx.derived_const(f"{w.name}.direct", lambda: w.const.reshape(m, k_len))
