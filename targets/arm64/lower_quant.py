@@ -21,9 +21,9 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.ir import Node
 from targets.cpu.dot_intrin import register_broadcast_dot
-from targets.cpu.lower_elementwise import injective_call, tvm_dtype
-from targets.cpu.lower_quant import _activation, _quantize_expr, _scalar
-from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, operand, sig
+from targets.cpu.lower_elementwise import injective_call
+from targets.cpu.lower_quant import _activation, _quantize_expr, _scalar, int8_gemm_operands
+from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, sig
 from targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 SDOT_N, SDOT_K = 4, 4  # one sdot: 4 int32 lanes, 4 byte products each
@@ -92,21 +92,8 @@ def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias
         b_index = lambda B, j, kk: B[j // nr, kk, j % nr]  # noqa: E731
     colsum = ctx.derived_const(f"{key}.zp_colsum_s8",
                                lambda: ((xzp - shift) * w.const.astype(np.int64).sum(0)).astype(np.int32))
-    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
-        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
-    ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
-    if bias is not None:
-        ops.append(operand(bias, (n,)))
-    if res is not None:
-        ops.append(operand(res, (m, n)))
-    ops.append(operand(out, (m, n)))
-    requant = None
-    if ys is not None:
-        requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
-                   tvm_dtype(out.dtype))
-    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
-    epi["activation"] = epi["activation"] or "none"
-    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    ops, requant, epi = int8_gemm_operands(node, ctx, a, bp, colsum, key, xscale, ws, bias, res, ys, yz, out,
+                                           attrs, m, k, n)
     call_key = f"qmatmul_arm|sdot={dotprod}|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
 
     def build():

@@ -130,6 +130,29 @@ def int8_gemm_steps(node: Node, ctx: LoweringContext, *args) -> list:
     return [vnni_gemm_call(node, ctx, *args)]
 
 
+def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str, xscale: float, ws, bias, res,
+                       ys, yz, out, attrs, m: int, k: int, n: int):
+    """What every target's int8 GEMM kernel takes: the operands [A [M, K], packed B, zero-point column sums,
+    combined scale x_scale·w_scale[n], bias?, residual?, out [M, N]], the requantization (y_scale, y_zp, out
+    dtype) or None, and the float epilogue's attributes."""
+    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
+        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
+    ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
+    if bias is not None:
+        ops.append(operand(bias, (n,)))
+    if res is not None:
+        ops.append(operand(res, (m, n)))
+    ops.append(operand(out, (m, n)))
+    requant = None
+    if ys is not None:
+        requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
+                   tvm_dtype(out.dtype))
+    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
+    epi["activation"] = epi["activation"] or "none"
+    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    return ops, requant, epi
+
+
 def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res, ys, yz, out, attrs) -> Call:
     """out[M, N] = epilogue(Σ_k (x - x_zp)·w) with x u8 [.., K] seen as [M, K], w s8 [K, N] constant."""
     if not ctx.target.name.startswith("x86-avx512"):  # that target's ISA set includes VNNI (target.py)
@@ -151,21 +174,8 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     key = f"{w.name}|{xscale!r}|{xzp}"
     bp = ctx.derived_const(f"{w.name}.vnni", lambda: pack_vnni(np.pad(w.const, ((0, 0), (0, npad - n)))))
     colsum = ctx.derived_const(f"{key}.zp_colsum", lambda: (xzp * w.const.astype(np.int64).sum(0)).astype(np.int32))
-    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
-        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
-    ops = [operand(x, (m, k)), operand(bp), operand(colsum), operand(scale)]
-    if bias is not None:
-        ops.append(operand(bias, (n,)))
-    if res is not None:
-        ops.append(operand(res, (m, n)))
-    ops.append(operand(out, (m, n)))
-    requant = None
-    if ys is not None:
-        requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
-                   tvm_dtype(out.dtype))
-    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
-    epi["activation"] = epi["activation"] or "none"
-    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    ops, requant, epi = int8_gemm_operands(node, ctx, x, bp, colsum, key, xscale, ws, bias, res, ys, yz, out,
+                                           attrs, m, k, n)
     call_key = f"qmatmul_vnni|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
     mr, panels = pick_tile(m, npad)
 
