@@ -156,14 +156,12 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
             rci = te.reduce_axis((0, b), "rci")
             acc = te.compute((nb, mbp, p, b), lambda n, mo, q, mi: te.sum(
                 X[n, rco, q, rci] * W[mo // nb_tile, rco * b + rci, mo % nb_tile, mi], axis=[rco, rci]), name="acc")
-            red = 2
         elif depthwise:
             rh = te.reduce_axis((0, kh), "rh")
             rw = te.reduce_axis((0, kw), "rw")
             acc = te.compute(y_shape, lambda n, co, i, j, ci: te.sum(
                 read(n, co, ci, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1]) * W[co, rh, rw, ci],
                 axis=[rh, rw]), name="acc")
-            red = 2
         else:
             rh = te.reduce_axis((0, kh), "rh")
             rw = te.reduce_axis((0, kw), "rw")
@@ -173,27 +171,27 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
                 acc = te.compute(y_shape, lambda n, mo, i, j, mi: te.sum(
                     read(n, rco, rci, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1])
                     * W[mo, rco * b + rci, rh, rw, mi], axis=[rco, rci, rh, rw]), name="acc")
-                red = 4
             else:
                 rc = te.reduce_axis((0, cp), "rc")
                 acc = te.compute(y_shape, lambda n, mo, i, j, mi: te.sum(
                     read(n, rc, None, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1])
                     * W[mo, rc, rh, rw, mi], axis=[rc, rh, rw]), name="acc")
-                red = 3
         Y = te.compute(y_shape, lambda *o: epi.apply(acc[o] + BT[o[1], o[-1]], ep_t, None, o), name="Y")
         args = [X, W, BT] + ep_t + [Y]
         # Long reductions make a small output worth splitting (1152 -> 192 channels on a 7x7 map).
         big = math.prod(y_shape) >= PARALLEL_MIN_ELEMENTS or flops >= PARALLEL_MIN_FLOPS
         if pointwise:
             return prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb_tile, big))
-        return prim_func(args, lambda sch: _schedule_spatial(sch, y_shape, red, depthwise, big))
+        return prim_func(args, lambda sch: _schedule_spatial(sch, y_shape, depthwise, big))
 
     return [Call(key, build, ops, node, flops=flops)]
 
 
-def _finish(sch, blk, at_loop, big, outer, red_first):
-    """Epilogue on the tile while it is in registers, the outer loop in parallel, vector inits."""
-    sch.set_scope(blk, 0, "local")
+def _finish(sch, blk, at_loop, big, outer, red_first, registers: bool = True):
+    """Epilogue on the tile while it is in registers (or, `registers=False`, in a buffer that outlives the
+    tile), the outer loop in parallel, vector inits."""
+    if registers:
+        sch.set_scope(blk, 0, "local")
     ep = sch.get_sblock("Y")
     sch.reverse_compute_at(ep, at_loop)
     sch.vectorize(sch.get_loops(ep)[-1])
@@ -260,16 +258,10 @@ def _schedule_pointwise_kblocked(sch, blk, n, moo, moi, qo, qi, mi, reds, kb: in
     sch.unroll(qi)
     sch.unroll(moi)
     sch.vectorize(mi)
-    ep = sch.get_sblock("Y")
-    sch.reverse_compute_at(ep, outer)
-    sch.vectorize(sch.get_loops(ep)[-1])
-    if big:
-        sch.parallel(outer)
-    init = sch.decompose_reduction(blk, rko)
-    sch.vectorize(sch.get_loops(init)[-1])
+    _finish(sch, blk, outer, big, outer, rko, registers=False)
 
 
-def _schedule_spatial(sch, y_shape, red: int, depthwise: bool, big: bool) -> None:
+def _schedule_spatial(sch, y_shape, depthwise: bool, big: bool) -> None:
     """Tile: TW output columns (x NB output blocks for a full convolution) of one output row."""
     _, mb, _, ow, _ = y_shape
     nb = 1 if depthwise or mb % 2 else 2
