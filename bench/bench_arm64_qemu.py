@@ -53,7 +53,7 @@ def case(name: str):
         return (*fused(path), arm64_target(), feeds, ort_run(str(path), feeds))
     if name == "minilm-int8":
         import compiler
-        from compiler.quantization import quantize_graph
+        from passes.quantization import quantize_graph
         from models import export_minilm
         from passes import PassManager
         from test_quant_models import BATCH, CALIBRATION_SENTENCES, SEQ, TEST_SENTENCES, _batches
@@ -61,7 +61,7 @@ def case(name: str):
                                input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
         PassManager(None).run(g)
         quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
-        from compiler.quantization.cli_options import decompositions_for
+        from aotc.quantization_options import decompositions_for
         from targets.cpu.lowering import lowered_ops
         PassManager(decompositions_for(lowered_ops()) or ["eliminate_dead_code"]).run(g)
         feeds = _batches(TEST_SENTENCES[:BATCH])[0]

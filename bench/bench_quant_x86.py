@@ -62,7 +62,7 @@ def _sources_hash(path: Path) -> "hashlib._Hash":
 def fp32_bundle(path: Path, batch: int) -> Path:
     """aotc's best fp32: the default (fusing) pipeline, then whatever the target has no kernel for decomposed."""
     import compiler
-    from compiler.quantization.cli_options import decompositions_for
+    from aotc.quantization_options import decompositions_for
     from passes import DEFAULT_PIPELINE, PassManager
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import lowered_ops
@@ -81,7 +81,7 @@ def int8_bundle(path: Path, batch: int, decompose_attention: bool = False) -> tu
     """The same pipeline with quantize_int8 after fusion, then the decompositions the target needs (and, with
     `decompose_attention`, QuantizedAttention into int8 GEMMs and primitive float ops)."""
     import compiler
-    from compiler.quantization.cli_options import decompositions_for
+    from aotc.quantization_options import decompositions_for
     from passes import PassContext, PassManager, insert_pass, DEFAULT_PIPELINE
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import lowered_ops
@@ -105,7 +105,7 @@ def efficientnet_bundles(path: Path) -> tuple[Path, Path, dict]:
     """aotc fp32 (default pipeline) and int8 (quantize_int8 after fusion, calibrated on the photo crops of
     calibration_images) bundles of EfficientNet-Lite0 b1."""
     import compiler
-    from compiler.quantization.cli_options import decompositions_for
+    from aotc.quantization_options import decompositions_for
     from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import lowered_ops

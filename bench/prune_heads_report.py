@@ -140,7 +140,7 @@ def x86_bundles(cache: Path, removed: dict[int, list[int]], seq: int, tmp: Path,
     Returns ({label: runtime model}, {label: max |bundle - interpreter| on `feeds`}, {int8 label: max |int8 -
     float| in the interpreter, the scale int8 itself moves the output by})."""
     import runtime_stub
-    from compiler.quantization.cli_options import decompositions_for
+    from aotc.quantization_options import decompositions_for
     from passes import PassContext, PassManager
     from targets.bundle import compile_to_bundle
     from targets.cpu.lowering import lowered_ops

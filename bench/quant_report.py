@@ -60,7 +60,7 @@ def mb(b: int) -> str:
 
 
 def render(results: dict) -> str:
-    from compiler.quantization import SCHEME
+    from passes.quantization import SCHEME
     m0 = results["minilm"][0]
     e0 = results["efficientnet"][0]
     lines = ["# INT8 post-training quantization", "",
@@ -77,12 +77,12 @@ def render(results: dict) -> str:
              "`cal.npz` holds one array per model input (samples stacked on a new first axis, or concatenated along "
              "the batch axis; see `compiler/calibration.py`); it is read with `allow_pickle=False` and checked against "
              "the model's inputs (names, shapes, dtypes) with one error naming every mismatch. From Python: "
-             "`compiler.quantization.quantize_graph(graph, calibration=feeds_or_generator, method=...)`, or the "
+             "`passes.quantization.quantize_graph(graph, calibration=feeds_or_generator, method=...)`, or the "
              "`quantize_int8` pass with `passes.PassContext(calibration=...)`. The pass runs after fusion and head "
              "pruning; its report (scheme, method, quantized and float nodes with reasons, SmoothQuant and "
              "sensitivity details, output error on the calibration set, constant bytes) is returned as data "
              "(`context.reports['quantize_int8']`, `PassManager.applied()`) for the bundle manifest. "
-             "`compiler.quantization.cli_options` has the flag definitions, validation and summary line for "
+             "`aotc.quantization_options` has the flag definitions, validation and summary line for "
              "`aotc compile` to reuse.", "",
              "## Scheme", ""]
     lines += [f"- **{k}**: {v}" for k, v in SCHEME.items()]
@@ -202,7 +202,7 @@ def render(results: dict) -> str:
               "ms in one order and 98.2 vs 92.0 in the other; 7.3 vs 8.5 ms per layer in a kernel profile). "
               "For targets without it, `decompose_quantized_attention` rewrites the op into three "
               "`QuantizedMatMul` and primitive float ops; `aotc compile --quantize int8` adds only the "
-              "decompositions the target needs (`compiler.quantization.cli_options.decompositions_for`).",
+              "decompositions the target needs (`aotc.quantization_options.decompositions_for`).",
               "- Left for the target: K % 4 != 0 remainders of `QuantizedMatMul`; int8 (signed) activations; "
               "per-axis `DequantizeLinear`; a "
               "channel-blocked uint8 layout between the convs of a block (the depthwise phase-split copies are "

@@ -110,8 +110,13 @@ def decompose_fused_ops(graph: Graph, ops: str = "") -> int:
         from .pass_manager import PipelineError
         raise PipelineError(f"decompose_fused_ops cannot decompose {', '.join(unknown)}; it knows "
                             f"{', '.join(DECOMPOSABLE)}.")
+    return decompose_nodes(graph, [n for n in graph.nodes if n.op_type in wanted])
+
+
+def decompose_nodes(graph: Graph, nodes) -> int:
+    """Replace each of `nodes` (fused ops of DECOMPOSABLE types) by the primitive ops it stands for."""
     count = 0
-    for node in [n for n in graph.nodes if n.op_type in wanted]:
+    for node in nodes:
         with graph.inserting_before(node):
             new = _DECOMPOSE[node.op_type](graph, node)
         for old, val in zip(node.outputs, new):

@@ -58,8 +58,12 @@ def _quantized_attention(g: Graph, n: Node) -> Value:
 def decompose_quantized_attention(graph: Graph) -> int:
     """Rewrite QuantizedAttention into three QuantizedMatMul projections (int8 GEMMs, float out with the bias)
     and the float attention core in primitive ops, for targets without a fused attention kernel."""
+    return decompose_quantized_attention_nodes(graph, [n for n in graph.nodes if n.op_type == "QuantizedAttention"])
+
+
+def decompose_quantized_attention_nodes(graph: Graph, nodes) -> int:
     count = 0
-    for node in [n for n in graph.nodes if n.op_type == "QuantizedAttention"]:
+    for node in nodes:
         with graph.inserting_before(node):
             new = _quantized_attention(graph, node)
         graph.replace_all_uses(node.outputs[0], new)

@@ -1,6 +1,6 @@
 """QuantizeLinear/DequantizeLinear patterns into aotc's int8 ops.
 
-After quantization inserts explicit Q/DQ (compiler/quantization/qdq.py), every
+After quantization inserts explicit Q/DQ (passes/quantization/qdq.py), every
 float MatMul/Conv/Attention that reads DequantizeLinear'd activations and
 int8 weights becomes one QuantizedMatMul / QuantizedConv / QuantizedAttention
 (int32 accumulation, float epilogue); a Gather from a dequantized table reads

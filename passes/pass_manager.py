@@ -34,9 +34,12 @@ class PassContext:
     which checks it against the graph's inputs once and caches the result.
     `reports`: {pass name: JSON-able dict} a pass leaves for the caller (printed by the CLI, written to
     the bundle manifest by `PassManager.applied()`).
+    `supports`: the target's `supports(node) -> None | reason` when compiling for one (target passes such as
+    fit_to_target read it); None otherwise.
     """
     calibration: Any = None
     reports: dict[str, Any] = field(default_factory=dict)
+    supports: Callable[[Any], str | None] | None = None
     _feeds: Any = field(default=None, repr=False, init=False)
 
     def has_calibration(self) -> bool:

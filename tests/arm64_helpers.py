@@ -30,9 +30,9 @@ needs_arm64 = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 def compile_arm(graph: compiler.Graph, out_dir: Path, target="arm64-neon", tag: str = "") -> Path:
-    from targets.bundle import compile_to_bundle
+    import aotc
     digest = hashlib.sha256((str(graph) + tag).encode()).hexdigest()[:10]
-    return compile_to_bundle(graph, out_dir / f"{graph.name}-{digest}", target=target, quiet=True)
+    return aotc.compile(graph, out_dir / f"{graph.name}-{digest}", target=target, passes="none").path
 
 
 def run_arm(bundle: Path, feeds: dict, cpu: str | None = None, threads: int = 1) -> dict:

@@ -42,8 +42,8 @@ def small_model() -> compiler.Graph:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    from targets.bundle import compile_to_bundle
-    return compile_to_bundle(small_model(), tmp_path_factory.mktemp("b") / "small", "x86-avx512", quiet=True)
+    import aotc
+    return aotc.compile(small_model(), tmp_path_factory.mktemp("b") / "small", target="x86-avx512", passes="none").path
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def test_bundle_matches_reference_and_manifest(bundle, feeds, reference):
     assert man["format_version"] == 1 and man["target"]["name"] == "x86-avx512"
     assert man["inputs"] == [{"name": "x", "dtype": "float32", "shape": [64, 256]}]
     assert [o["name"] for o in man["outputs"]] == list(reference)
-    assert man["passes"] == [] and man["arena_bytes"] > 0
+    assert [p["name"] for p in man["passes"]] == ["fit_to_target", "nchwc_layout"]  # the target passes
+    assert man["arena_bytes"] > 0
     assert man["weight_bytes"] == (bundle / "weights.bin").stat().st_size and man["weight_bytes"] % 64 == 0
     import hashlib
     files = sorted(p.name for p in bundle.iterdir() if p.name != "manifest.json")
@@ -79,19 +80,19 @@ def test_bundle_matches_reference_and_manifest(bundle, feeds, reference):
 
 
 def test_compiling_twice_is_byte_identical(bundle, tmp_path):
-    from targets.bundle import compile_to_bundle
-    again = compile_to_bundle(small_model(), tmp_path / "again", "x86-avx512", quiet=True)
+    import aotc
+    again = aotc.compile(small_model(), tmp_path / "again", target="x86-avx512", passes="none").path
     for p in sorted(bundle.iterdir()):
         assert (again / p.name).read_bytes() == p.read_bytes(), f"{p.name} differs between two compiles"
     assert sorted(x.name for x in again.iterdir()) == sorted(x.name for x in bundle.iterdir())
 
 
 def test_recompiling_into_an_existing_bundle_replaces_it(tmp_path):
-    from targets.bundle import compile_to_bundle
+    import aotc
     g = small_model()
-    out = compile_to_bundle(g, tmp_path / "b", "x86-avx512", quiet=True)
+    out = aotc.compile(g, tmp_path / "b", target="x86-avx512", passes="none").path
     (out / "stale.txt").write_text("old")
-    compile_to_bundle(g, out, "x86-avx512", quiet=True)
+    aotc.compile(g, out, target="x86-avx512", passes="none").path
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging leftovers
 
@@ -145,11 +146,11 @@ def test_foreign_model_so(bundle, tmp_path):
     """A model.so from another model: caught by its checksum, and (checksum patched) by its model id."""
     import hashlib
     import runtime_stub
-    from targets.bundle import compile_to_bundle
+    import aotc
     g = compiler.Graph("other")
     x = g.add_input("x", (64, 256), compiler.DType.float32)
     g.outputs = list(g.add_node("Relu", [x]).outputs)
-    other = compile_to_bundle(g, tmp_path / "other", "x86-avx512", quiet=True)
+    other = aotc.compile(g, tmp_path / "other", target="x86-avx512", passes="none").path
     b = copy_bundle(bundle, tmp_path)
     shutil.copy(other / "model.so", b / "model.so")
     with pytest.raises(runtime_stub.RuntimeStubError, match="corrupted: model.so"):
@@ -236,7 +237,7 @@ def test_cli_compile_and_run(tmp_path):
     from compiler.onnx_export import save_onnx
     model = tmp_path / "small.onnx"
     save_onnx(small_model(), str(model))
-    aotc = [sys.executable, "-c", "from compiler.cli import main; main()"]
+    aotc = [sys.executable, "-c", "from aotc.cli import main; main()"]
     out = tmp_path / "bundle"
     proc = subprocess.run(aotc + ["compile", str(model), "--target", "x86-avx512", "-o", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -263,8 +264,8 @@ def test_cli_compile_and_run(tmp_path):
 def test_avx2_target_matches_reference(tmp_path, feeds, reference):
     """The 8-lane target (the host fallback on CPUs without AVX-512) takes other tile paths."""
     import runtime_stub
-    from targets.bundle import compile_to_bundle
-    b = compile_to_bundle(small_model(), tmp_path / "avx2", "x86-avx2", quiet=True)
+    import aotc
+    b = aotc.compile(small_model(), tmp_path / "avx2", target="x86-avx2", passes="none").path
     got = runtime_stub.load(b).run(feeds)
     for name, want in reference.items():
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)

@@ -12,7 +12,7 @@ from oracle import single_op_model
 
 
 def aotc(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "aotc.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_user_error(res, *needles):

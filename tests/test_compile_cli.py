@@ -32,7 +32,7 @@ MODEL = textwrap.dedent('''
 
 
 def aotc(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "aotc.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_compile_python_model_with_pass_flags(tmp_path):

@@ -77,7 +77,7 @@ def test_aotc_trace_example_end_to_end(tmp_path):
     """The documented example: traced and optimized by the CLI, the written model matches eager
     PyTorch on inputs taking every path (early exit, 0-2 loop iterations, loud or not)."""
     out = tmp_path / "cf.onnx"
-    res = subprocess.run([sys.executable, "-m", "compiler.cli", "trace", f"{EXAMPLE}:make_model",
+    res = subprocess.run([sys.executable, "-m", "aotc.cli", "trace", f"{EXAMPLE}:make_model",
                           "--example-input", "x=2x16", "-o", str(out), "--optimize", "--verify"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

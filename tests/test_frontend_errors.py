@@ -168,7 +168,7 @@ def test_condition_with_many_elements():
 
 
 def aotc(*args):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "aotc.cli", *args], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("factory,marker", [("make_unbounded_module", "unbounded_while"),

@@ -46,7 +46,7 @@ def test_minilm_through_the_cli(tmp_path):
     factory.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
                        "from models import load_minilm\n\ndef make():\n    return load_minilm('eager')\n")
     out = tmp_path / "minilm.onnx"
-    res = subprocess.run([sys.executable, "-m", "compiler.cli", "trace", f"{factory}:make", "--example-input",
+    res = subprocess.run([sys.executable, "-m", "aotc.cli", "trace", f"{factory}:make", "--example-input",
                           "input_ids=1x128:int64", "--example-input", "attention_mask=1x128:int64", "-o", str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -15,7 +15,7 @@ EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "control_flo
 
 def test_control_flow_example_compiled_for_x86_matches_eager(tmp_path):
     pytest.importorskip("tvm")
-    from targets.bundle import compile_to_bundle
+    import aotc
 
     import runtime_stub
     sys.path.insert(0, str(EXAMPLE_DIR))
@@ -27,7 +27,7 @@ def test_control_flow_example_compiled_for_x86_matches_eager(tmp_path):
     m = example.make_model()
     graph = compiler.trace(m, (torch.randn(2, example.FEATURES),))
     try:
-        bundle = runtime_stub.load(str(compile_to_bundle(graph, tmp_path / "bundle", "host", quiet=True)))
+        bundle = runtime_stub.load(str(aotc.compile(graph, tmp_path / "bundle", target="host", passes="none").path))
     except UnsupportedOnTargetError as e:  # a kernel the target lacks is not the frontend's failure
         pytest.xfail(f"the x86 target cannot compile the traced graph yet: {e}")
     paths = set()
@@ -43,14 +43,14 @@ def test_control_flow_example_compiled_for_x86_matches_eager(tmp_path):
 
 def test_minilm_traced_compiled_for_x86_matches_eager(tmp_path):
     pytest.importorskip("tvm")
-    from targets.bundle import compile_to_bundle
+    import aotc
 
     import runtime_stub
     from models import load_minilm, minilm_feeds
     m = load_minilm("eager")
     example = minilm_feeds(seed=0)
     graph = compiler.trace(m, {k: torch.from_numpy(v) for k, v in example.items()})
-    bundle = runtime_stub.load(str(compile_to_bundle(graph, tmp_path / "bundle", "host", quiet=True)))
+    bundle = runtime_stub.load(str(aotc.compile(graph, tmp_path / "bundle", target="host", passes="none").path))
     feeds = minilm_feeds(seed=3)
     with torch.no_grad():
         want = m(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))).numpy()

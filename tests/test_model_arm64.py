@@ -15,14 +15,8 @@ pytestmark = [pytest.mark.slow, needs_arm64]
 
 
 def compile_fused(model_path, out):
-    from passes import DEFAULT_PIPELINE, PassManager
-    from targets.bundle import compile_to_bundle
-    pm = PassManager(list(DEFAULT_PIPELINE))
-
-    def transform(graph):
-        pm.run(graph)
-        return pm.applied()
-    return compile_to_bundle(model_path, out, "arm64-neon", quiet=True, transform=transform)
+    import aotc
+    return aotc.compile(model_path, out, target="arm64-neon").path
 
 
 def test_minilm_bundle_under_qemu_matches_onnxruntime(model_cache, tmp_path):
@@ -56,23 +50,20 @@ def test_int8_minilm_bundle_under_qemu_matches_the_x86_int8_bundle(model_cache, 
     LayerNorms), one batch under qemu, against
     the x86-avx512 (VNNI) bundle of the same quantized graph and the reference interpreter."""
     import compiler
-    from compiler.quantization import quantize_graph
-    from compiler.quantization.quantize import output_error
+    from passes.quantization import quantize_graph
+    from passes.quantization.quantize import output_error
     from passes import PassManager
     from targets.arm64.qemu import run_bundle
-    from targets.arm64.target import arm64_target
-    from targets.bundle import compile_to_bundle
+    import aotc
     from test_quant_models import BATCH, CALIBRATION_SENTENCES, SEQ, TEST_SENTENCES, _batches
     from x86_helpers import has_avx512
     g = compiler.load_onnx(export_minilm(model_cache, "legacy", "eager", dynamic=True),
                            input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
     PassManager(None).run(g)
     quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
-    from compiler.quantization.cli_options import decompositions_for
-    from targets.cpu.lowering import lowered_ops
-    PassManager(decompositions_for(lowered_ops()) or ["eliminate_dead_code"]).run(g)
     assert g.op_histogram()["QuantizedMatMul"] + 3 * g.op_histogram().get("QuantizedAttention", 0) == 36
-    bundle = compile_to_bundle(g, tmp_path / "minilm-int8-arm", target=arm64_target(features=["dotprod"]), quiet=True)
+    bundle = aotc.compile(g, tmp_path / "minilm-int8-arm", target="arm64-neon", passes="none",
+                          target_options={"cpu_features": ["dotprod"]}).path
     feeds = _batches(TEST_SENTENCES[:BATCH])[0]
     got, stats = run_bundle(bundle, feeds, threads=1)
     want = compiler.interpret(g, feeds)
@@ -82,8 +73,8 @@ def test_int8_minilm_bundle_under_qemu_matches_the_x86_int8_bundle(model_cache, 
     assert err < 1e-3
     if has_avx512() and "avx512_vnni" in open("/proc/cpuinfo").read():
         import runtime_stub
-        x86 = runtime_stub.load(compile_to_bundle(g, tmp_path / "minilm-int8-x86", target="x86-avx512",
-                                                  quiet=True)).run(feeds)
+        x86 = runtime_stub.load(aotc.compile(g, tmp_path / "minilm-int8-x86", target="x86-avx512",
+                                             passes="none").path).run(feeds)
         name = g.outputs[0].name
         diff = float(np.abs(got[name] - x86[name]).max())
         print(f"  vs the x86-avx512 int8 bundle: 1 - cos {output_error(got, x86):.2g}, max abs diff {diff:.3g}")

@@ -25,16 +25,9 @@ def x86_bundles(tmp_path_factory):
     def get(key: str, model_path: Path, passes: bool = False) -> Path:
         key = f"{key}-passes" if passes else key
         if key not in cache:
-            from targets.bundle import compile_to_bundle
-            transform = None
-            if passes:
-                from passes import DEFAULT_PIPELINE, PassManager
-                pm = PassManager(list(DEFAULT_PIPELINE))
-
-                def transform(graph):
-                    pm.run(graph)
-                    return pm.applied()
-            cache[key] = compile_to_bundle(model_path, root / key, "x86-avx512", quiet=True, transform=transform)
+            import aotc
+            cache[key] = aotc.compile(model_path, root / key, target="x86-avx512",
+                                      passes="default" if passes else "none").path
         return cache[key]
     return get
 
@@ -91,9 +84,9 @@ def test_efficientnet_lite0_bundle_matches_onnxruntime(passes, model_cache, x86_
 
 
 def test_minilm_bundle_is_reproducible(model_cache, x86_bundles, tmp_path):
-    from targets.bundle import compile_to_bundle
+    import aotc
     path = export_minilm(model_cache, "legacy", "eager")
     first = x86_bundles("minilm-legacy-eager", path)
-    second = compile_to_bundle(path, tmp_path / "again", "x86-avx512", quiet=True)
+    second = aotc.compile(path, tmp_path / "again", target="x86-avx512", passes="none").path
     for p in sorted(first.iterdir()):
         assert (second / p.name).read_bytes() == p.read_bytes(), f"{p.name} differs between two compiles"

@@ -362,7 +362,7 @@ def test_cli_print_ir_after_and_pass_times(tmp_path):
     from compiler.onnx_export import to_onnx
     path = tmp_path / "ln.onnx"
     onnx.save(to_onnx(layernorm_graph()), path)
-    res = subprocess.run([sys.executable, "-m", "compiler.cli", "optimize", str(path), "-o", str(tmp_path / "o.onnx"),
+    res = subprocess.run([sys.executable, "-m", "aotc.cli", "optimize", str(path), "-o", str(tmp_path / "o.onnx"),
                           "--print-ir-after", "all", "--print-pass-times", "--verify"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "// ----- IR after fuse_layernorm" in res.stderr and "LayerNormalization(" in res.stderr

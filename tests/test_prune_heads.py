@@ -368,7 +368,7 @@ def test_load_calibration_refuses_pickles_and_non_archives(tmp_path):
 
 # -- the CLI's bad input --------------------------------------------------------------------------------
 def aotc(*args):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "aotc.cli", *args], capture_output=True, text=True)
 
 
 def assert_user_error(res, *needles):
@@ -380,7 +380,7 @@ def assert_user_error(res, *needles):
 
 
 def test_pruning_step_helper_for_cli_commands():
-    from compiler.pruning_cli import PRUNE_HEADS_AFTER, pruning_step
+    from aotc.pruning_options import PRUNE_HEADS_AFTER, pruning_step
     assert pruning_step(None, None) is None
     assert pruning_step(0.25, None, 2, "drift", "cal.npz") == (
         ("prune_heads", {"min_per_layer": 2, "fraction": 0.25, "importance": "drift"}), PRUNE_HEADS_AFTER)

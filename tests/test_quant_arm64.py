@@ -22,7 +22,7 @@ R = np.random.default_rng(7)
 
 def arm(dotprod: bool):
     from targets.arm64.target import arm64_target
-    return arm64_target(features=["dotprod"] if dotprod else [])
+    return arm64_target(cpu_features=["dotprod"] if dotprod else [])
 
 
 def cpu_for(dotprod: bool) -> str:
@@ -64,7 +64,7 @@ def test_sdot_float_epilogue_and_requantized_output(tmp_path):
 def test_quantized_attention(tmp_path, dotprod):
     """QuantizedAttention: three int8 projections (Q from one activation, K and V sharing another), then the
     Attention lowering's float core."""
-    from compiler.quantization import quantize_graph
+    from passes.quantization import quantize_graph
     from test_quant_pipeline import attention_feeds, attention_graph
     g = attention_graph(b=2, s=8, e=32, h=2, d=16)
     quantize_graph(g, calibration=attention_feeds(3, b=2, s=8, e=32))
@@ -77,7 +77,7 @@ def test_quantized_attention(tmp_path, dotprod):
 
 
 def quantized_mlp():
-    from compiler.quantization import quantize_graph
+    from passes.quantization import quantize_graph
     g = compiler.Graph("qmlp_arm")
     x = g.add_input("x", (32, 64), DType.float32)
     h = g.add_node("FusedMatMul", [x, g.add_const("w1", R.standard_normal((64, 128)).astype(np.float32)),
@@ -119,7 +119,7 @@ def test_cli_compile_quantize_int8_for_arm(tmp_path):
                             name="fc2").outputs[0]]
     save_onnx(g, tmp_path / "mlp.onnx")
     np.savez(tmp_path / "cal.npz", x=R.standard_normal((64, 64)).astype(np.float32))
-    p = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(tmp_path / "mlp.onnx"), "-o",
+    p = subprocess.run([sys.executable, "-m", "aotc.cli", "compile", str(tmp_path / "mlp.onnx"), "-o",
                         str(tmp_path / "bundle"), "--target", "arm64-neon", "--cpu-features", "+dotprod",
                         "--quantize", "int8", "--calibration", str(tmp_path / "cal.npz"), "-q"],
                        capture_output=True, text=True)

@@ -5,7 +5,7 @@ import pytest
 
 import compiler
 from compiler.ir import Graph
-from compiler.quantization.calibrate import (TensorStats, calibrate, entropy_range, entropy_threshold, histogram,
+from passes.quantization.calibrate import (TensorStats, calibrate, entropy_range, entropy_threshold, histogram,
                                              kl_divergence, percentile_range, QuantizationError)
 
 

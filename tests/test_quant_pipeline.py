@@ -12,8 +12,8 @@ import pytest
 import compiler
 from compiler.dtypes import DType
 from compiler.ir import Graph
-from compiler.quantization import QuantizationError, quantize_graph
-from compiler.quantization.quantize import copy_graph, output_error
+from passes.quantization import QuantizationError, quantize_graph
+from passes.quantization.quantize import copy_graph, output_error
 
 R = np.random.default_rng(7)
 
@@ -64,8 +64,8 @@ def test_mlp_becomes_int8_ops_and_stays_close():
 def test_fused_graph_matches_its_explicit_qdq_form():
     """Before fusion the graph is float code on fake-quantized values; the int8 kernels compute the same up to
     float32 rounding (the int32 accumulation is exact, the Q/DQ form sums rounded float products)."""
-    from compiler.quantization.calibrate import calibrate
-    from compiler.quantization.qdq import activation_values, find_sites, insert_qdq
+    from passes.quantization.calibrate import calibrate
+    from passes.quantization.qdq import activation_values, find_sites, insert_qdq
     from passes.fuse_quantized import fuse_quantized_ops
     g = mlp()
     sites, _ = find_sites(g, ["FusedMatMul", "Gemm"], [])
@@ -123,8 +123,8 @@ def test_weights_shrink_about_4x():
 
 
 def test_smoothquant_keeps_the_float_function_and_helps_outliers():
-    from compiler.quantization.qdq import find_sites
-    from compiler.quantization.smoothquant import smooth_sites
+    from passes.quantization.qdq import find_sites
+    from passes.quantization.smoothquant import smooth_sites
     g = mlp(outlier_channel=True)
     before = [compiler.interpret(g, f) for f in feeds(3, seed=2)]
     sites, _ = find_sites(g, ["FusedMatMul", "Gemm"], [])
@@ -233,7 +233,7 @@ def test_quantize_int8_pass_in_a_pipeline():
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "aotc.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def _save_mlp_onnx(path):

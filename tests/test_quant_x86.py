@@ -86,7 +86,7 @@ def test_quantize_dequantize_kernels(tmp_path):
 
 def test_quantized_mlp_end_to_end(tmp_path):
     """quantize_graph's output (Q -> int8 matmul with requantized relu -> int8 matmul) compiles and runs."""
-    from compiler.quantization import quantize_graph
+    from passes.quantization import quantize_graph
     g = compiler.Graph("qmlp")
     x = g.add_input("x", (32, 64), DType.float32)
     h = g.add_node("FusedMatMul", [x, g.add_const("w1", R.standard_normal((64, 128)).astype(np.float32)),
@@ -109,21 +109,18 @@ def test_int8_minilm_bundle_matches_the_interpreter(model_cache, tmp_path):
     """The whole int8 MiniLM-L6 (VNNI GEMMs, float attention core and LayerNorms) as a bundle, against the
     reference interpreter on the same quantized graph."""
     import runtime_stub
-    from compiler.quantization import quantize_graph
-    from compiler.quantization.quantize import output_error
+    from passes.quantization import quantize_graph
+    from passes.quantization.quantize import output_error
     from models import export_minilm, minilm_feeds
     from passes import PassManager
-    from targets.bundle import compile_to_bundle
+    import aotc
     from test_quant_models import _batches, CALIBRATION_SENTENCES, TEST_SENTENCES, BATCH, SEQ
     g = compiler.load_onnx(export_minilm(model_cache, "legacy", "eager", dynamic=True),
                            input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
     PassManager(None).run(g)
     quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
-    from compiler.quantization.cli_options import decompositions_for
-    from targets.cpu.lowering import lowered_ops
-    PassManager(decompositions_for(lowered_ops()) or ["eliminate_dead_code"]).run(g)
     assert g.op_histogram()["QuantizedMatMul"] + 3 * g.op_histogram().get("QuantizedAttention", 0) == 36
-    model = runtime_stub.load(compile_to_bundle(g, tmp_path / "minilm-int8", target="x86-avx512", quiet=True))
+    model = runtime_stub.load(aotc.compile(g, tmp_path / "minilm-int8", target="x86-avx512", passes="none").path)
     for feeds in _batches(TEST_SENTENCES[:16]):
         want = compiler.interpret(g, feeds)
         got = model.run(feeds)
@@ -148,7 +145,7 @@ def test_cli_compile_quantize_int8(tmp_path):
                             name="fc2").outputs[0]]
     save_onnx(g, tmp_path / "mlp.onnx")
     np.savez(tmp_path / "cal.npz", x=R.standard_normal((64, 64)).astype(np.float32))
-    p = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(tmp_path / "mlp.onnx"), "-o",
+    p = subprocess.run([sys.executable, "-m", "aotc.cli", "compile", str(tmp_path / "mlp.onnx"), "-o",
                         str(tmp_path / "bundle"), "--target", "x86-avx512", "--quantize", "int8", "--calibration",
                         str(tmp_path / "cal.npz"), "-q"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -156,7 +153,7 @@ def test_cli_compile_quantize_int8(tmp_path):
     q = next(s for s in manifest["passes"] if s["name"] == "quantize_int8")
     assert {n["node"] for n in q["report"]["quantized"]} == {"fc1", "fc2"}
     assert q["report"]["scheme"]["activations"].startswith("uint8")
-    p = subprocess.run([sys.executable, "-m", "compiler.cli", "inspect", str(tmp_path / "bundle")],
+    p = subprocess.run([sys.executable, "-m", "aotc.cli", "inspect", str(tmp_path / "bundle")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "int8 nodes: 2 (QuantizedMatMul 2)" in p.stdout and "calibration: minmax on 4 sample(s)" in p.stdout  # 64 rows, batches of 16
@@ -168,7 +165,7 @@ def test_cli_compile_quantize_int8(tmp_path):
 
 def test_quantized_attention_kernel(tmp_path):
     """QuantizedAttention on x86: three VNNI projections, then the Attention lowering's float core."""
-    from compiler.quantization import quantize_graph
+    from passes.quantization import quantize_graph
     from test_quant_pipeline import attention_feeds, attention_graph
     g = attention_graph(b=2, s=8, e=32, h=2, d=16)
     quantize_graph(g, calibration=attention_feeds(3, b=2, s=8, e=32))

@@ -222,10 +222,10 @@ def small_model() -> tuple[compiler.Graph, dict]:
 
 
 def test_bundle_manifest_contents_and_determinism(tmp_path):
-    from targets.bundle import compile_to_bundle
+    import aotc
     g, feeds = small_model()
-    one = compile_to_bundle(g, tmp_path / "one", target="arm64-neon", quiet=True)
-    two = compile_to_bundle(g, tmp_path / "two", target="arm64-neon", quiet=True)
+    one = aotc.compile(g, tmp_path / "one", target="arm64-neon", passes="none").path
+    two = aotc.compile(g, tmp_path / "two", target="arm64-neon", passes="none").path
     names = sorted(p.name for p in one.iterdir())
     assert names == sorted(p.name for p in two.iterdir())
     for n in names:
@@ -248,7 +248,7 @@ def test_bundle_manifest_contents_and_determinism(tmp_path):
 def test_dotprod_target_and_features(tmp_path):
     from targets.arm64.target import arm64_target
     g, feeds = small_model()
-    tgt = arm64_target(features=["+dotprod"], mcpu="cortex-a76")
+    tgt = arm64_target(cpu_features=["+dotprod"], mcpu="cortex-a76")
     b = compile_arm(g, tmp_path, target=tgt)
     man = json.loads((b / "manifest.json").read_text())["target"]
     assert man["cpu_features"] == ["neon", "dotprod"] and man["mcpu"] == "cortex-a76"
@@ -275,7 +275,7 @@ def test_cli_compile_and_run(tmp_path):
     g, feeds = small_model()
     save_onnx(g, tmp_path / "small.onnx")
     np.savez(tmp_path / "in.npz", **feeds)
-    aotc = [sys.executable, "-m", "compiler.cli"]
+    aotc = [sys.executable, "-m", "aotc.cli"]
     subprocess.run(aotc + ["compile", str(tmp_path / "small.onnx"), "--target", "arm64-neon", "--cpu-features",
                            "+dotprod", "-o", str(tmp_path / "b"), "-q"], check=True, capture_output=True)
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -417,7 +417,7 @@ def test_quantized_conv_has_no_neon_kernel_yet(tmp_path):
 def test_every_lowered_op_is_checked_here():
     """Each op the CPU lowering registers appears in this file or in test_quant_arm64.py."""
     from pathlib import Path
-    from targets.cpu.lowering import lowered_ops
+    from targets.cpu.rules import lowered_ops
     here = Path(__file__).read_text() + (Path(__file__).parent / "test_quant_arm64.py").read_text()
     missing = [op for op in lowered_ops() if f'"{op}"' not in here]
     assert not missing, f"ops without an arm64 test: {missing}"

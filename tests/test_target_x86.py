@@ -240,7 +240,7 @@ def test_pool(op, attrs, out_dir):
 def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
     """Every registered op has a lowering now, so this uses nodes the lowerings refuse (float16 LRN and
     InstanceNormalization raise NoLoweringError): each is named, with the lowering's reason."""
-    from targets.bundle import compile_to_bundle
+    import aotc
     from targets.cpu.lowering import UnsupportedOnTargetError
     g = compiler.Graph("needs_missing_ops")
     x = g.add_input("x", (1, 4, 5, 5), compiler.DType.float16)
@@ -252,7 +252,7 @@ def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
     g.outputs = [b]
     out = tmp_path / "bundle"
     with pytest.raises(UnsupportedOnTargetError) as e:
-        compile_to_bundle(g, out, "x86-avx512", quiet=True)
+        aotc.compile(g, out, target="x86-avx512", passes="none").path
     msg = str(e.value)
     for part in ("LRN ×2", "'lrn_a'", "'lrn_b'", "InstanceNormalization ×1", "'instnorm'",
                  "float16 LRN has no CPU kernel yet"):
@@ -262,7 +262,7 @@ def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
 
 
 def test_all_minilm_and_efficientnet_ops_have_lowerings():
-    from targets.cpu.lowering import lowered_ops
+    from targets.cpu.rules import lowered_ops
     have = set(lowered_ops())
     need = {"MatMul", "Add", "Mul", "Div", "Reshape", "Transpose", "LayerNormalization", "Softmax", "Erf", "Gelu",
             "Gather", "GatherND", "Where", "Cast", "And", "IsNaN", "Expand", "Flatten", "Conv", "BatchNormalization",
@@ -274,7 +274,7 @@ def test_all_minilm_and_efficientnet_ops_have_lowerings():
 def test_every_registered_op_has_an_x86_lowering():
     """A new op registered in compiler.ops without an x86 lowering fails here, not in a user's compile."""
     from compiler.ops import registered_ops
-    from targets.cpu.lowering import lowered_ops
+    from targets.cpu.rules import lowered_ops
     have = set(lowered_ops())
     missing = [op for op in registered_ops() if op not in have]
     assert not missing, f"registered ops without an x86 lowering: {missing}"

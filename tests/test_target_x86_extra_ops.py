@@ -64,11 +64,11 @@ def test_conv_transpose(name, x_shape, w_shape, attrs, bias, out_dir):
 
 
 def test_conv_transpose_dynamic_weight_is_refused(tmp_path):
-    from targets.bundle import compile_to_bundle
+    import aotc
     from targets.cpu.lowering import UnsupportedOnTargetError
     g = build_graph("ConvTranspose", [("x", f32(1, 2, 4, 4)), ("w", f32(2, 3, 3, 3))])
     with pytest.raises(UnsupportedOnTargetError, match="non-constant ConvTranspose weight"):
-        compile_to_bundle(g, tmp_path / "b", "x86-avx512", quiet=True)
+        aotc.compile(g, tmp_path / "b", target="x86-avx512", passes="none").path
 
 
 # -- InstanceNormalization ---------------------------------------------------------------------------
@@ -179,13 +179,13 @@ def test_range(start, limit, delta, dtype, out_dir):
 
 def test_range_kernel_path_keeps_weights_small(tmp_path):
     """A long Range is computed by a kernel: weights.bin does not hold its 400 KB."""
-    from targets.bundle import compile_to_bundle
+    import aotc
     from targets.cpu.lower_extra_ops import RANGE_CONST_MAX_ELEMENTS
     g = compiler.Graph("long_range")
     ins = [g.add_const(n, np.array(v, np.float32)) for n, v in (("s", 0.0), ("l", 100000.0), ("d", 1.0))]
     g.outputs = list(g.add_node("Range", ins).outputs)
     assert g.outputs[0].size > RANGE_CONST_MAX_ELEMENTS
-    bundle = compile_to_bundle(g, tmp_path / "b", "x86-avx512", quiet=True)
+    bundle = aotc.compile(g, tmp_path / "b", target="x86-avx512", passes="none").path
     assert (bundle / "weights.bin").stat().st_size < 4096
 
 

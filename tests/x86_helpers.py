@@ -38,9 +38,9 @@ def build_graph(op_type: str, inputs, attrs=None, consts=(), num_outputs=None) -
 
 def compile_and_run(graph: compiler.Graph, feeds: dict, out_dir: Path, target: str = "x86-avx512") -> dict:
     import runtime_stub
-    from targets.bundle import compile_to_bundle
+    import aotc
     digest = hashlib.sha256((str(graph) + repr(target)).encode()).hexdigest()[:10]
-    bundle = compile_to_bundle(graph, out_dir / f"{graph.name}-{digest}", target=target, quiet=True)
+    bundle = aotc.compile(graph, out_dir / f"{graph.name}-{digest}", target=target, passes="none").path
     return runtime_stub.load(bundle).run(feeds)
 
 

@@ -137,10 +137,10 @@ def compile_and_run(model: EarlyExitClassifier, bundle_dir: str) -> None:
 
     import compiler
     import runtime_stub
-    from targets.bundle import compile_to_bundle
+    import aotc
 
     graph = compiler.trace(model, (torch.randn(2, FEATURES),))
-    bundle = runtime_stub.load(str(compile_to_bundle(graph, bundle_dir, "host", quiet=True)))
+    bundle = runtime_stub.load(str(aotc.compile(graph, bundle_dir, target="host").path))
     worst = 0.0
     for i, scale in enumerate([0.05, 0.3, 1.0, 3.0, 10.0, 30.0] * 4):
         x = torch.randn(2, FEATURES, generator=torch.Generator().manual_seed(i)) * scale

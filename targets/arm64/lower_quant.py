@@ -11,7 +11,8 @@ uint8 activations are first shifted to int8 (x - 128, one cheap injective
 kernel), and the shift joins the zero point in the compile-time column sums:
 Σ (x - zx)·w = Σ (x - 128)·w - (zx - 128)·Σ_k w[k, n]. The float epilogue
 (scales, bias, activation, residual, requantization) is the x86 kernel's
-(targets/cpu/lower_quant.py), run on each MR x 4·P register tile."""
+(targets/cpu/int8_common.py), run on each MR x 4·P register tile. Registered as arm64's "int8_gemm"
+rule, which overrides the generic (VNNI) one for QuantizedMatMul and QuantizedAttention."""
 from __future__ import annotations
 
 import math
@@ -22,8 +23,8 @@ from compiler.dtypes import DType
 from compiler.ir import Node
 from targets.cpu.dot_intrin import register_broadcast_dot
 from targets.cpu.lower_elementwise import injective_call
-from targets.cpu.lower_quant import _activation, _quantize_expr, _scalar, int8_gemm_operands
-from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, sig
+from targets.cpu.int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const
+from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 SDOT_N, SDOT_K = 4, 4  # one sdot: 4 int32 lanes, 4 byte products each
@@ -52,6 +53,7 @@ def pick_mr(m: int, panels: int) -> int:
     return 1
 
 
+@lowers("int8_gemm", platform="arm64")
 def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res, ys, yz, out, attrs) -> list:
     """out[M, N] = epilogue(Σ_k (x - x_zp)·w) with x u8/s8 [.., K] seen as [M, K], w s8 [K, N] constant
     (the arguments of targets/cpu/lower_quant.vnni_gemm_call)."""
@@ -67,15 +69,15 @@ def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias
                               "N % 4 == 0)")
     if res is not None and math.prod(res.shape) != math.prod(out.shape):
         raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
-    dotprod = bool(getattr(ctx.target, "has_dotprod", False))
+    dotprod = ctx.target.capabilities.int8_dot == "sdot"
     shift = 128 if x.dtype == DType.uint8 else 0
-    xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
+    xscale, xzp = float(np.float32(scalar_const(xs, "x_scale", node))), int(scalar_const(xz, "x_zero_point", node))
     m = math.prod(x.shape) // k
     steps = []
     a = x
     if shift:  # uint8 -> int8 by x - 128 (signed bytes for sdot/smull); once per activation, which the
         # Q, K and V projections share
-        shifted = ctx.__dict__.setdefault("_arm64_int8_activations", {})
+        shifted = ctx.scratch("arm64_int8_activations")
         if x.name not in shifted:
             shifted[x.name] = ctx.temp(x.name, x.shape, DType.int8)
             steps.append(injective_call(node, ctx, [x], shifted[x.name], lambda ld, i: T.Cast(
@@ -121,11 +123,11 @@ def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias
                 y = y + Bias[j]
             if Res is not None and epi["residual_before_activation"]:
                 y = y + Res[i, j]
-            y = _activation(y, epi)
+            y = activation_expr(y, epi)
             if Res is not None and not epi["residual_before_activation"]:
                 y = y + Res[i, j]
             if requant is not None:
-                y = _quantize_expr(y, requant[0], requant[1], requant[2])
+                y = quantize_expr(y, requant[0], requant[1], requant[2])
             return y
         C = te.compute((m, n), epilogue, name="C")
         if dotprod:

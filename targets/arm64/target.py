@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compiler.errors import AotcError
-from targets.cpu.target import CpuTarget, UnknownTargetError
+from targets.base import LoadedBundle, UnknownTargetError
+from targets.cpu.target import CpuTarget
 
 HERE = Path(__file__).resolve().parent
 RUNTIME_DIR = HERE.parent.parent / "runtime_stub"
@@ -35,10 +36,6 @@ class Arm64Target(CpuTarget):
     mcpu: str | None = None
     features: tuple[str, ...] = ()           # besides neon, e.g. ("dotprod",)
     sysroot: str | None = None
-
-    @property
-    def has_dotprod(self) -> bool:
-        return "dotprod" in self.features
 
     def manifest(self) -> dict:
         m = super().manifest()
@@ -63,16 +60,10 @@ def normalize_features(features) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, features=(), cc: str | None = None,
+def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, cpu_features=(), cross_cc: str | None = None,
                  sysroot: str | None = None) -> Arm64Target:
-    """`arm64-neon` (features e.g. ("dotprod",) or "+dotprod"); `arm64-neon-dotprod` is shorthand for +dotprod."""
-    feats = list(features or ())
-    if name == "arm64-neon-dotprod":
-        feats.append("dotprod")
-    elif name not in ("arm64-neon", "arm64"):
-        raise UnknownTargetError(f"Unknown target {name!r}; the ARM target is arm64-neon (add CPU features with "
-                                 "--cpu-features, e.g. +dotprod).")
-    feats = normalize_features(feats)
+    """The arm64-neon target (the registration's factory): `cpu_features` e.g. ("dotprod",) or "+dotprod"."""
+    feats = normalize_features(cpu_features)
     llvm = {"kind": "llvm", "mtriple": TRIPLE, "mattr": ["+neon"] + [f"+{f}" for f in feats]}
     if mcpu:
         llvm["mcpu"] = mcpu
@@ -81,13 +72,17 @@ def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, features=(),
     if sysroot:
         cflags.append(f"--sysroot={sysroot}")
     desc = "aarch64 with NEON" + "".join(f" +{f}" for f in feats) + (f" (tuned for {mcpu})" if mcpu else "")
-    return Arm64Target(name="arm64-neon", llvm=llvm, lanes=4, cc=cc or os.environ.get("AOTC_ARM64_CC", CROSS_CC),
-                       cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE, mcpu=mcpu,
-                       features=feats, sysroot=sysroot)
+    return Arm64Target(name="arm64-neon", llvm=llvm, lanes=4, cc=cross_cc or os.environ.get("AOTC_ARM64_CC", CROSS_CC),
+                       cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE,
+                       int8_dot="sdot" if "dotprod" in feats else None, platform="arm64",
+                       rule_modules=("targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot)
 
 
-def host_arm64_target() -> Arm64Target:
+def host_arm64() -> dict | None:
     """--target host on an aarch64 machine: arm64-neon with dotprod when /proc/cpuinfo lists asimddp."""
+    import platform
+    if platform.machine() not in ("aarch64", "arm64"):
+        return None
     feats = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -95,7 +90,24 @@ def host_arm64_target() -> Arm64Target:
                 feats.update(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return arm64_target(features=["dotprod"] if "asimddp" in feats else [])
+    return {"cpu_features": ("dotprod",) if "asimddp" in feats else ()}
+
+
+class QemuBundle(LoadedBundle):
+    """How arm64-neon bundles run here: the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM
+    machine (one runner process per run)."""
+
+    def __init__(self, bundle, manifest=None):
+        from .qemu import runner_command
+        runner_command(Path(bundle))  # fails now, naming the package, where qemu is missing
+        self.bundle, self.threads = Path(bundle), 0  # 0: the runner uses every core
+
+    def run(self, feeds) -> dict:
+        from .qemu import run_bundle
+        return run_bundle(self.bundle, feeds, threads=self.threads)[0]
+
+    def set_num_threads(self, n: int) -> None:
+        self.threads = n
 
 
 def require_cc(cc: str) -> str:

@@ -14,9 +14,9 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import jinja2
@@ -25,8 +25,9 @@ from compiler.dtypes import DType
 from compiler.errors import AotcError
 from compiler.ir import Graph
 
-from .lowering import Call, lower_graph
+from .lowering import Call
 from .memory_plan import MemoryPlan, plan_memory
+from .rules import lower_graph
 from .target import CpuTarget
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -52,11 +53,6 @@ class CompiledModel:
     model_id: str
 
 
-def _progress(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
-
-
 def _cstr(s: str) -> str:
     return json.dumps(s, ensure_ascii=True)
 
@@ -70,18 +66,12 @@ def kernel_name(i: int, op_type: str) -> str:
 
 
 def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
-                  quiet: bool = False) -> CompiledModel:
+                  progress: Callable[[str], None] = lambda msg: None) -> CompiledModel:
     import tvm
 
     if shutil.which(target.cc) is None:
         raise ToolchainError(f"The {target.name} target links with {target.cc!r}, which is not on PATH; install it "
                              f"with `apt-get install {target.cc_package}` (Debian/Ubuntu).")
-    if target.conv_block:
-        # Target layout pass (TVM's AlterOpLayout): convolution chains on NCHWc blocks of one vector.
-        # On a copy: the caller's graph (e.g. the one a test interprets as the reference) stays as given.
-        from passes.blocked_layout import nchwc_layout
-        graph = graph.copy()
-        nchwc_layout(graph, block=target.conv_block)
     steps, ctx = lower_graph(graph, target)
     calls = [s for s in steps if isinstance(s, Call)]
     plan = plan_memory(graph, steps)
@@ -95,13 +85,13 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
             builders[c.key] = c
         c.kernel = kernels[c.key]
     names = list(kernels.values())
-    _progress(f"aotc: {len(graph.nodes)} nodes -> {len(calls)} kernel calls, {len(names)} distinct kernels "
-              f"(arena {plan.arena_bytes} B, weights {plan.weight_bytes} B)", quiet)
+    progress(f"aotc: {len(graph.nodes)} nodes -> {len(calls)} kernel calls, {len(names)} distinct kernels "
+              f"(arena {plan.arena_bytes} B, weights {plan.weight_bytes} B)")
 
     funcs = {}
     for i, (key, name) in enumerate(kernels.items()):
         call = builders[key]
-        _progress(f"aotc: [{i + 1}/{len(names)}] scheduling {name} ({call.node.op_type} {call.node.name})", quiet)
+        progress(f"aotc: [{i + 1}/{len(names)}] scheduling {name} ({call.node.op_type} {call.node.name})")
         try:
             funcs[name] = call.build().with_attr("global_symbol", name)
         except Exception as e:  # a schedule rule that does not fit: a compiler bug, name the node
@@ -113,7 +103,7 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
     objects = []
     for start in range(0, len(names), KERNELS_PER_OBJECT):
         chunk = names[start:start + KERNELS_PER_OBJECT]
-        _progress(f"aotc: compiling kernels {start + 1}-{start + len(chunk)} of {len(names)} with LLVM", quiet)
+        progress(f"aotc: compiling kernels {start + 1}-{start + len(chunk)} of {len(names)} with LLVM")
         ex = tvm.compile(tvm.IRModule({n: funcs[n] for n in chunk}), target=tgt)
         obj = f"kernels{start // KERNELS_PER_OBJECT:03d}.o"
         ex.mod.write_to_file(str(workdir / obj))
@@ -154,7 +144,7 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
            "driver.c", *objects, "-lm", "-lpthread", "-Wl,--build-id=none", "-Wl,--hash-style=gnu",
            *([] if os.environ.get("AOTC_KEEP_SYMBOLS") else ["-Wl,-s"]),
            "-ffile-prefix-map=" + str(workdir) + "=."]
-    _progress(f"aotc: linking model.so ({target.cc})", quiet)
+    progress(f"aotc: linking model.so ({target.cc})")
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ToolchainError(f"Linking model.so failed ({' '.join(cmd)}): {proc.stderr.strip()[:2000]}")

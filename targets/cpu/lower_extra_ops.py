@@ -18,7 +18,7 @@ from compiler.dtypes import DType
 from compiler.ir import Node, Value
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
-from .lower_reduce import (_placeholders, _reduce_index, _row_view, generic_reduce_call, row_call, row_moments,
+from .lower_reduce import (placeholders, reduce_index, row_view, generic_reduce_call, row_call, row_moments,
                            row_reduce, schedule_rows)
 from .lowering import Alias, Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import pick_vec, prim_func
@@ -134,13 +134,13 @@ def lower_reduce_prod(node: Node, ctx: LoweringContext):
         return [injective_call(node, ctx, [x], y, lambda ld, i: ld[0](i))]
     if tuple(axes) != tuple(range(x.rank - len(axes), x.rank)):
         return [generic_reduce_call(node, ctx, x, y, axes, node.op_type, kind="prod")]
-    rows, length = _row_view(x, x.rank - len(axes))
+    rows, length = row_view(x, x.rank - len(axes))
     length = max(length, 1)
     lanes = ctx.lanes
 
     def build(ops):
         from tvm import te
-        (xt,) = _placeholders(ops)
+        (xt,) = placeholders(ops)
         tot, st = row_reduce(xt, rows, length, "prod", lanes, "tot")
         out = te.compute((rows,), lambda r: tot[r], name="out")
         return prim_func([xt, out], lambda sch: schedule_rows(sch, "out", st, rows, length, lanes))
@@ -158,7 +158,7 @@ def lower_instance_norm(node: Node, ctx: LoweringContext):
     if x.dtype != DType.float32:
         raise NoLoweringError(f"{x.dtype} InstanceNormalization has no CPU kernel yet")
     c = x.shape[1]
-    rows, length = _row_view(x, 2)
+    rows, length = row_view(x, 2)
     if length == 0 or rows == 0:
         return []
     lanes, eps = ctx.lanes, node.attrs["epsilon"]
@@ -166,7 +166,7 @@ def lower_instance_norm(node: Node, ctx: LoweringContext):
     def build(ops):
         from tvm import te
         from tvm import tirx as T
-        xt, sc, bi = _placeholders(ops)
+        xt, sc, bi = placeholders(ops)
         f32 = "float32"
         mean, var, moment_stages = row_moments(xt, rows, length, lanes)
         # scale * rstd once per row: the element loop is one subtract and one multiply-add.

@@ -15,7 +15,7 @@ from compiler.ir import Node
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call
 from .lower_gemm import packed_gemm_call, pick_mr, pick_nr
-from .lower_reduce import _placeholders, row_reduce, schedule_rows, softmax_builder
+from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import prim_func, schedule_contraction, schedule_injective
 
@@ -41,7 +41,7 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
     def build():
         from tvm import te
         from tvm import tirx as T
-        phs = _placeholders(ops[:-1])
+        phs = placeholders(ops[:-1])
         at, bt, sc = phs[0], phs[1], phs[2]
         bi = phs[3] if beta is not None else None
         f32 = "float32"

@@ -18,7 +18,7 @@ from compiler.ops.nn import Conv, window_geometry
 from .epilogue import Epilogue
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
-from .schedules import PARALLEL_MIN_ELEMENTS, _epilogue_at, pick_vec, prim_func, schedule_contraction
+from .schedules import PARALLEL_MIN_ELEMENTS, epilogue_at, pick_vec, prim_func, schedule_contraction
 
 
 def folded_pad(x):
@@ -73,7 +73,7 @@ def schedule_direct_conv(sch, block: str, out_shape, lanes: int, tile_channels: 
         sch.vectorize(wi)
     outer = sch.fuse(ln, mo, ho)
     if epilogue is not None:
-        _epilogue_at(sch, blk, epilogue, wo, vec > 1)
+        epilogue_at(sch, blk, epilogue, wo, vec > 1)
     if n * m * oh * ow >= PARALLEL_MIN_ELEMENTS:
         sch.parallel(outer)
     if red:

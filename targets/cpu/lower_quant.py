@@ -20,59 +20,12 @@ from compiler.ir import Node
 
 from .lower_elementwise import injective_call, tvm_dtype, unary_expr
 from .dot_intrin import register_broadcast_dot
+from .int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const
+from .lower_fused import Columns, attention_core_steps
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
-
-# epilogue activation -> (unary op, attributes) in lower_elementwise's terms
-_ACT_AS_UNARY = {"relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
-                 "hardswish": ("HardSwish", {}), "gelu": ("Gelu", {"approximate": "none"}),
-                 "gelu_tanh": ("Gelu", {"approximate": "tanh"})}
-
-
-def _scalar(v, what: str, node: Node):
-    if v is None or v.const is None or v.const.size != 1:
-        raise NoLoweringError(f"{what} must be a constant scalar for the CPU int8 kernels")
-    return v.const.reshape(()).item()
-
-
-def _activation(y, attrs):
-    from tvm import tirx as T
-    kind = attrs["activation"]
-    if kind == "none":
-        return y
-    if kind == "clip":
-        if attrs["act_alpha"] is not None:
-            y = T.max(y, T.const(attrs["act_alpha"], "float32"))
-        if attrs["act_beta"] is not None:
-            y = T.min(y, T.const(attrs["act_beta"], "float32"))
-        return y
-    if kind == "leakyrelu":
-        return unary_expr("LeakyRelu", y, "float32", {"alpha": attrs["act_alpha"]})
-    if kind == "hardsigmoid":
-        return unary_expr("HardSigmoid", y, "float32", {"alpha": attrs["act_alpha"], "beta": attrs["act_beta"]})
-    if kind == "silu":
-        return y * unary_expr("Sigmoid", y, "float32", {})
-    op, a = _ACT_AS_UNARY[kind]
-    return unary_expr(op, y, "float32", a)
-
-
-def _quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = False):
-    """saturate(round_half_even(y / scale) + zp), as QuantizeLinear. With `reciprocal`, y * float32(1 / scale):
-    vdivps on zmm issues once per 10-16 cycles and bounded the requantizing epilogues of short-K GEMMs (a
-    16 -> 96 channel conv writes 1.2 M outputs for 38 M multiply-adds); the product differs from the quotient
-    by at most an ulp, which moves the result by one step only where y / scale lies that close to a .5 tie."""
-    from tvm import tirx as T
-    lo, hi = (0, 255) if qdtype == "uint8" else (-128, 127)
-    if reciprocal:
-        q = y * T.const(float(np.float32(1.0) / np.float32(scale)), "float32")
-    else:
-        q = y / T.const(scale, "float32")
-    q = T.nearbyint(q) + T.const(float(zp), "float32")
-    q = T.max(T.min(q, T.const(float(hi), "float32")), T.const(float(lo), "float32"))
-    return T.Cast(qdtype, q)
-
 
 @lowers("QuantizeLinear")
 def lower_quantize_linear(node: Node, ctx: LoweringContext):
@@ -81,10 +34,10 @@ def lower_quantize_linear(node: Node, ctx: LoweringContext):
     out = node.outputs[0]
     if x.dtype != DType.float32:
         raise NoLoweringError(f"QuantizeLinear of {x.dtype} has no CPU kernel yet")
-    scale = float(np.float32(_scalar(s, "the scale", node)))
-    z = int(_scalar(zp, "the zero point", node)) if zp is not None else 0
+    scale = float(np.float32(scalar_const(s, "the scale", node)))
+    z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
     qdt = tvm_dtype(out.dtype)
-    return [injective_call(node, ctx, [x], out, lambda ld, i: _quantize_expr(ld[0](i), scale, z, qdt),
+    return [injective_call(node, ctx, [x], out, lambda ld, i: quantize_expr(ld[0](i), scale, z, qdt),
                            extra_key=f"s={scale!r},z={z}")]
 
 
@@ -96,8 +49,8 @@ def lower_dequantize_linear(node: Node, ctx: LoweringContext):
     out = node.outputs[0]
     if s.size != 1:
         raise NoLoweringError("per-axis DequantizeLinear has no CPU kernel yet (fused int8 ops do not need it)")
-    scale = float(np.float32(_scalar(s, "the scale", node)))
-    z = int(_scalar(zp, "the zero point", node)) if zp is not None else 0
+    scale = float(np.float32(scalar_const(s, "the scale", node)))
+    z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
     src = tvm_dtype(q.dtype)
 
     def f(ld, i):
@@ -123,40 +76,21 @@ def lower_quantized_matmul(node: Node, ctx: LoweringContext):
 
 
 def int8_gemm_steps(node: Node, ctx: LoweringContext, *args) -> list:
-    """The target's int8 GEMM (vnni_gemm_call's arguments): VNNI on x86-avx512, sdot / plain NEON on arm64."""
-    if ctx.target.name.startswith("arm64"):
-        from targets.arm64.lower_quant import arm_int8_gemm_steps
-        return arm_int8_gemm_steps(node, ctx, *args)
+    """The target's int8 GEMM (vnni_gemm_call's arguments): its "int8_gemm" rule (VNNI here, sdot / plain
+    NEON on arm64, see targets/arm64/lower_quant.py)."""
+    return ctx.rule("int8_gemm")(node, ctx, *args)
+
+
+@lowers("int8_gemm")
+def vnni_gemm_steps(node: Node, ctx: LoweringContext, *args) -> list:
     return [vnni_gemm_call(node, ctx, *args)]
-
-
-def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str, xscale: float, ws, bias, res,
-                       ys, yz, out, attrs, m: int, k: int, n: int):
-    """What every target's int8 GEMM kernel takes: the operands [A [M, K], packed B, zero-point column sums,
-    combined scale x_scale·w_scale[n], bias?, residual?, out [M, N]], the requantization (y_scale, y_zp, out
-    dtype) or None, and the float epilogue's attributes."""
-    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
-        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
-    ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
-    if bias is not None:
-        ops.append(operand(bias, (n,)))
-    if res is not None:
-        ops.append(operand(res, (m, n)))
-    ops.append(operand(out, (m, n)))
-    requant = None
-    if ys is not None:
-        requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
-                   tvm_dtype(out.dtype))
-    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
-    epi["activation"] = epi["activation"] or "none"
-    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
-    return ops, requant, epi
 
 
 def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res, ys, yz, out, attrs) -> Call:
     """out[M, N] = epilogue(Σ_k (x - x_zp)·w) with x u8 [.., K] seen as [M, K], w s8 [K, N] constant."""
-    if not ctx.target.name.startswith("x86-avx512"):  # that target's ISA set includes VNNI (target.py)
-        raise NoLoweringError(f"{node.op_type} needs AVX-512 VNNI, which the {ctx.target.name} target lacks")
+    if ctx.target.capabilities.int8_dot != "vpdpbusd":
+        raise NoLoweringError(f"{node.op_type} needs AVX-512 VNNI (vpdpbusd), which the {ctx.target.name} target "
+                              "lacks")
     if x.dtype != DType.uint8:
         raise NoLoweringError(f"{node.op_type} with int8 activations has no VNNI kernel (vpdpbusd takes u8 x s8)")
     if w.const is None or ws.const is None or (bias is not None and bias.const is None):
@@ -170,7 +104,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     m = math.prod(x.shape) // k
     if res is not None and math.prod(res.shape) != m * n:
         raise NoLoweringError("a broadcast residual has no CPU int8 kernel yet")
-    xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
+    xscale, xzp = float(np.float32(scalar_const(xs, "x_scale", node))), int(scalar_const(xz, "x_zero_point", node))
     key = f"{w.name}|{xscale!r}|{xzp}"
     bp = ctx.derived_const(f"{w.name}.vnni", lambda: pack_vnni(np.pad(w.const, ((0, 0), (0, npad - n)))))
     colsum = ctx.derived_const(f"{key}.zp_colsum", lambda: (xzp * w.const.astype(np.int64).sum(0)).astype(np.int32))
@@ -204,11 +138,11 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
                 y = y + Bias[j]
             if Res is not None and epi["residual_before_activation"]:
                 y = y + Res[i, j]
-            y = _activation(y, epi)
+            y = activation_expr(y, epi)
             if Res is not None and not epi["residual_before_activation"]:
                 y = y + Res[i, j]
             if requant is not None:
-                y = _quantize_expr(y, requant[0], requant[1], requant[2], reciprocal=True)
+                y = quantize_expr(y, requant[0], requant[1], requant[2], reciprocal=True)
             return y
         C = te.compute((m, n), epilogue, name="C")
         return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, npad, k, mr, panels))
@@ -222,7 +156,6 @@ def lower_quantized_attention(node: Node, ctx: LoweringContext):
     core (scores, softmax, context). Self-attention (one x, one scale and zero point) runs one GEMM against
     [Wq|Wk|Wv] and the core reads q, k and v as column ranges of its result: x is read once and two launches
     per layer go away."""
-    from .lower_fused import Columns, attention_core_steps
     ins = node.inputs
     out = node.outputs[0]
     h, d = node.attrs["num_heads"], node.attrs["head_dim"]
@@ -305,4 +238,3 @@ def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int, panels: int) -> Non
     sch.unroll(mi)
 
 
-from . import lower_quant_conv  # noqa: E402,F401  (QuantizedConv; imports this module's helpers)

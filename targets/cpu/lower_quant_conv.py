@@ -37,7 +37,8 @@ from compiler.ops.nn import Conv
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
-from .lower_quant import VNNI_K, VNNI_N, _activation, _quantize_expr, _scalar, pick_tile
+from .int8_common import activation_expr, quantize_expr, scalar_const
+from .lower_quant import VNNI_K, VNNI_N, pick_tile
 from .lower_nn import phase_split_call
 from .schedules import PARALLEL_MIN_ELEMENTS, pick_vec, prim_func
 
@@ -59,7 +60,7 @@ class _QEpilogue:
         ys, yz = _opt(node, 7), _opt(node, 8)
         self.requant = None
         if ys is not None:
-            self.requant = (float(np.float32(_scalar(ys, "y_scale", node))), int(_scalar(yz, "y_zero_point", node)),
+            self.requant = (float(np.float32(scalar_const(ys, "y_scale", node))), int(scalar_const(yz, "y_zero_point", node)),
                             tvm_dtype(node.outputs[0].dtype))
 
     def key(self) -> str:
@@ -71,11 +72,11 @@ class _QEpilogue:
             y = y + bias
         if res is not None and self.attrs["residual_before_activation"]:
             y = y + res
-        y = _activation(y, self.attrs)
+        y = activation_expr(y, self.attrs)
         if res is not None and not self.attrs["residual_before_activation"]:
             y = y + res
         if self.requant is not None:
-            y = _quantize_expr(y, *self.requant, reciprocal=True)
+            y = quantize_expr(y, *self.requant, reciprocal=True)
         return y
 
 
@@ -83,8 +84,9 @@ class _QEpilogue:
 def lower_quantized_conv(node: Node, ctx: LoweringContext):
     x, xs, xz, w, ws = node.inputs[:5]
     bias, res = _opt(node, 5), _opt(node, 6)
-    if not ctx.target.name.startswith("x86-avx512"):
-        raise NoLoweringError(f"QuantizedConv has no {ctx.target.name} kernel yet")
+    if ctx.target.capabilities.int8_dot != "vpdpbusd":
+        raise NoLoweringError(f"QuantizedConv needs AVX-512 VNNI (vpdpbusd); the {ctx.target.name} target has no "
+                              "int8 convolution kernel yet")
     if x.rank != 4:
         raise NoLoweringError("only 2-D QuantizedConv has a CPU kernel")
     if x.dtype != DType.uint8:
@@ -93,7 +95,7 @@ def lower_quantized_conv(node: Node, ctx: LoweringContext):
         raise NoLoweringError("QuantizedConv needs constant weights, scales and bias on the CPU")
     cattrs = {k: node.attrs[k] for k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
     kernel, out, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, cattrs)
-    xscale, xzp = float(np.float32(_scalar(xs, "x_scale", node))), int(_scalar(xz, "x_zero_point", node))
+    xscale, xzp = float(np.float32(scalar_const(xs, "x_scale", node))), int(scalar_const(xz, "x_zero_point", node))
     m = w.shape[0]
     key = f"{w.name}|{xscale!r}|{xzp}"
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(

@@ -81,12 +81,12 @@ def row_call(node: Node, ctx: LoweringContext, x_value, out_value, rows: int, le
     return Call(key, lambda: build_fn(ops), ops, node, flops=node.op.flops(node.inputs, node.outputs, node.attrs))
 
 
-def _placeholders(ops):
+def placeholders(ops):
     from tvm import te
     return [te.placeholder(o.shape, tvm_dtype(o.dtype), name=f"in{i}") for i, o in enumerate(ops[:-1])]
 
 
-def _row_view(x, axis: int):
+def row_view(x, axis: int):
     rows = math.prod(x.shape[:axis])
     return rows, x.size // max(rows, 1)
 
@@ -99,7 +99,7 @@ def lower_softmax(node: Node, ctx: LoweringContext):
     axis = node.attrs["axis"] % x.rank
     if axis != x.rank - 1:
         return [generic_softmax_call(node, ctx, x, y, axis, node.op_type == "LogSoftmax")]
-    rows, length = _row_view(x, axis)
+    rows, length = row_view(x, axis)
     build = softmax_builder(rows, length, ctx.lanes, log=node.op_type == "LogSoftmax")
     return [row_call(node, ctx, x, y, rows, length, build)]
 
@@ -123,7 +123,7 @@ def softmax_builder(rows: int, length: int, lanes: int, log: bool = False, nan_t
     def build(ops):
         from tvm import te
         from tvm import tirx as T
-        (xt,) = _placeholders(ops)
+        (xt,) = placeholders(ops)
         mx, mx_stages = row_reduce(xt, rows, length, "max", lanes, "mx")
         e = te.compute((rows, length), lambda r, l: fexp(xt[r, l] - mx[r]), name="e")
         s, s_stages = row_reduce(e, rows, length, "sum", lanes, "s")
@@ -147,7 +147,7 @@ def lower_layernorm(node: Node, ctx: LoweringContext):
     if x.dtype != DType.float32:
         raise NoLoweringError(f"{x.dtype} has no CPU kernel yet")
     axis = node.attrs["axis"] % x.rank
-    rows, length = _row_view(x, axis)
+    rows, length = row_view(x, axis)
     lanes, eps = ctx.lanes, node.attrs["epsilon"]
     # scale/bias broadcast over the normalized axes; materialize them as [length] constants when needed.
     params = []
@@ -165,7 +165,7 @@ def lower_layernorm(node: Node, ctx: LoweringContext):
     def build(ops):
         from tvm import te
         from tvm import tirx as T
-        phs = _placeholders(ops)
+        phs = placeholders(ops)
         xt = phs[0]
         sc = phs[1]
         bi = phs[2] if len(phs) > 2 else None
@@ -219,7 +219,7 @@ def lower_reduce(node: Node, ctx: LoweringContext):
     def build(ops):
         from tvm import te
         from tvm import tirx as T
-        (xt,) = _placeholders(ops)
+        (xt,) = placeholders(ops)
         fn = (lambda r, l: xt[r, l] * xt[r, l]) if square else None
         tot, st = row_reduce(xt, rows, length, kind, lanes, "tot", fn=fn)
         if op in ("ReduceMean", "GlobalAveragePool"):
@@ -234,7 +234,7 @@ def lower_reduce(node: Node, ctx: LoweringContext):
     return [row_call(node, ctx, x, y, rows, length, build)]
 
 
-def _reduce_index(x_rank: int, axes, keepdims: bool, out_idx, raxes):
+def reduce_index(x_rank: int, axes, keepdims: bool, out_idx, raxes):
     """The input index for an output index and the reduction variables."""
     idx, o, r = [], 0, 0
     for a in range(x_rank):
@@ -265,7 +265,7 @@ def generic_reduce_call(node: Node, ctx: LoweringContext, x, y, axes, op: str, k
         red = te_reducer(kind)
 
         def f(*o):
-            v = X[_reduce_index(x.rank, axes, keep, o, rax)]
+            v = X[reduce_index(x.rank, axes, keep, o, rax)]
             return red(v * v if square else v, axis=rax)
         acc = te.compute(y.shape, f, name="acc")
         if op in ("ReduceMean", "GlobalAveragePool"):
@@ -305,10 +305,10 @@ def lower_argreduce(node: Node, ctx: LoweringContext):
         r1 = te.reduce_axis((0, n), name="r1")
         r2 = te.reduce_axis((0, n), name="r2")
         ext = te.compute(y.shape, lambda *o: (te.max if is_max else te.min)(
-            X[_reduce_index(x.rank, (axis,), keep, o, [r1])], axis=[r1]), name="ext")
+            X[reduce_index(x.rank, (axis,), keep, o, [r1])], axis=[r1]), name="ext")
 
         def pick(*o):
-            hit = X[_reduce_index(x.rank, (axis,), keep, o, [r2])] == ext[o]
+            hit = X[reduce_index(x.rank, (axis,), keep, o, [r2])] == ext[o]
             i = T.Cast("int64", r2)
             if last:
                 return te.max(T.Select(hit, i, T.const(-1, "int64")), axis=[r2])

@@ -1,13 +1,20 @@
 """How IR nodes become kernel calls: the lowering registry and the `Call`
 records the memory planner and the driver work from.
 
-Each op type registers one lowering (`@lowers("MatMul")`). A lowering looks
+Each op type registers one lowering (`@lowers("MatMul")`); a platform may
+override it (`@lowers("int8_gemm", platform="arm64")`), JAX-style: the
+platform's rule wins, the generic one is the fallback. Rule names are op
+types, plus a few shared building blocks that several op lowerings call
+through `ctx.rule(...)` (e.g. "int8_gemm"). A lowering looks
 at one node and returns a list of steps: `Call`s of a TVM PrimFunc over
 operands (graph values, temporaries it creates, or constants it derives such
 as pre-packed weights), or an `Alias` (the output is the input's bytes seen
 with another shape, e.g. Reshape). A Call's `key` names everything its
 PrimFunc depends on, so identical nodes (the six layers of a transformer)
 share one kernel and the PrimFunc is built once per key.
+
+This module is the registry only; rules.py imports every rule module and
+lowers whole graphs (so no rule module imports a module that imports it).
 """
 from __future__ import annotations
 
@@ -20,7 +27,10 @@ from compiler.dtypes import DType
 from compiler.errors import AotcError
 from compiler.ir import Graph, Node, Value
 
-from .target import CpuTarget
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .target import CpuTarget
 
 
 class NoLoweringError(Exception):
@@ -79,11 +89,24 @@ class Alias:
 class LoweringContext:
     """What a lowering may use: the target, and factories for temporaries and derived constants."""
 
-    def __init__(self, graph: Graph, target: CpuTarget):
+    def __init__(self, graph: Graph, target: "CpuTarget"):
         self.graph = graph
         self.target = target
         self._derived: dict[str, Value] = {}
         self._temps = 0
+        self._scratch: dict[str, dict] = {}
+
+    def rule(self, name: str) -> "Lowering":
+        """The target's rule `name` (its platform's override, else the generic one)."""
+        fn = rule_for(name, self.target.platform)
+        if fn is None:
+            raise NoLoweringError(f"the {self.target.name} target has no {name} rule")
+        return fn
+
+    def scratch(self, name: str) -> dict:
+        """A dict that lives as long as this lowering, for state rules share across nodes (e.g. one converted
+        copy of an activation that several GEMMs read)."""
+        return self._scratch.setdefault(name, {})
 
     @property
     def lanes(self) -> int:
@@ -101,54 +124,33 @@ class LoweringContext:
         return self._derived[key]
 
 
-Lowering = Callable[[Node, LoweringContext], list]
-_LOWERINGS: dict[str, Lowering] = {}
+Lowering = Callable[..., list]  # (node, ctx, ...) -> steps
+_RULES: dict[tuple[str, str | None], Lowering] = {}
 
 
-def lowers(*op_types: str):
+def lowers(*names: str, platform: str | None = None):
+    """Register the decorated function as the lowering rule for op types / rule `names`; `platform` (e.g.
+    "arm64") makes it an override that only targets of that platform use."""
     def deco(fn: Lowering) -> Lowering:
-        for op in op_types:
-            if op in _LOWERINGS:
-                raise RuntimeError(f"two CPU lowerings for {op}")
-            _LOWERINGS[op] = fn
+        for name in names:
+            if (name, platform) in _RULES:
+                raise RuntimeError(f"two CPU lowerings for {name} (platform {platform})")
+            _RULES[(name, platform)] = fn
         return fn
     return deco
 
 
-def lowered_ops() -> list[str]:
-    _load_all()
-    return sorted(_LOWERINGS)
+def rule_for(name: str, platform: str | None) -> Lowering | None:
+    return _RULES.get((name, platform)) or _RULES.get((name, None))
 
 
-def _load_all() -> None:
-    from . import lower_elementwise, lower_fused, lower_gemm, lower_nn, lower_reduce, lower_shape  # noqa: F401
-    from . import lower_quant  # noqa: F401  (int8: VNNI GEMM, Quantize/DequantizeLinear)
-    from . import lower_blocked  # noqa: F401  (NCHWc convolutions, after passes.blocked_layout)
-    from . import lower_extra_ops  # noqa: F401  (ConvTranspose, InstanceNormalization, LRN, ReduceProd, Shape & co.)
+def registered_rules(platform: str | None = None) -> list[str]:
+    """Rule names with a generic or `platform` lowering (of the rule modules imported so far)."""
+    return sorted({n for n, p in _RULES if p is None or p == platform})
 
 
 def operand(v: Value, shape: Sequence[int] | None = None) -> Operand:
     return Operand(v, tuple(v.shape if shape is None else shape))
-
-
-def lower_graph(graph: Graph, target: CpuTarget) -> tuple[list, LoweringContext]:
-    """Every node's steps, in graph order; one error naming every node that has no lowering."""
-    _load_all()
-    ctx = LoweringContext(graph, target)
-    steps: list = []
-    problems: dict[str, list[tuple[str, str]]] = {}
-    for node in graph.nodes:
-        fn = _LOWERINGS.get(node.op_type)
-        if fn is None:
-            problems.setdefault(node.op_type, []).append((node.name, ""))
-            continue
-        try:
-            steps.extend(fn(node, ctx))
-        except NoLoweringError as e:
-            problems.setdefault(node.op_type, []).append((node.name, str(e)))
-    if problems:
-        raise UnsupportedOnTargetError(target.name, problems)
-    return drop_dead_steps(graph, steps), ctx
 
 
 def drop_dead_steps(graph: Graph, steps: list) -> list:

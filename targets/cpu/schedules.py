@@ -133,7 +133,7 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
         if ko is None:
             outer = sch.fuse(outer, mo)
     if epilogue is not None:
-        _epilogue_at(sch, blk, epilogue, outer, vectorize)
+        epilogue_at(sch, blk, epilogue, outer, vectorize)
     if parallel and (m * n >= PARALLEL_MIN_ELEMENTS // 4 or 2 * m * n * k >= PARALLEL_MIN_FLOPS):
         sch.parallel(outer)
     init = sch.decompose_reduction(blk, init_at)
@@ -142,7 +142,7 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
         sch.vectorize(il[-1])
 
 
-def _epilogue_at(sch, blk, epilogue: str, loop, vectorize: bool) -> None:
+def epilogue_at(sch, blk, epilogue: str, loop, vectorize: bool) -> None:
     """Compute the epilogue block right after the tile's reduction, reading a local accumulator tile."""
     sch.set_scope(blk, 0, "local")
     ep = sch.get_sblock(epilogue)

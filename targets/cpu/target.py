@@ -1,19 +1,23 @@
-"""CPU target descriptions: what LLVM is asked for, how wide a float32 vector
-is, and how the driver is compiled and linked. Shared by x86 (and later ARM)."""
+"""The CPU targets' description: what LLVM is asked for, how wide a float32
+vector is, which int8 dot instruction the kernels may use, and how the
+driver is compiled and linked. x86-avx512 and x86-avx2 are instances of
+`CpuTarget`; arm64-neon subclasses it (targets/arm64/target.py).
+
+The CPU family shares its lowering rules (targets/cpu/rules.py); a
+`platform` names the overrides a target adds (`rule_modules` imports them),
+and lowerings read `capabilities` instead of testing target names."""
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from compiler.errors import AotcError
+from compiler.ir import Graph, Node
 
-
-class UnknownTargetError(AotcError):
-    """The --target name is not one aotc knows."""
+from ..base import BuildContext, Capabilities, Target, TargetBuild
 
 
 @dataclass(frozen=True)
-class CpuTarget:
+class CpuTarget(Target):
     name: str                    # as written in the manifest
     llvm: dict                   # the TVM target dict (kind llvm, mcpu, mattr, ...)
     lanes: int                   # float32 lanes of one vector register
@@ -22,6 +26,15 @@ class CpuTarget:
     description: str = ""
     cc_package: str = "gcc"      # the Debian package that provides `cc` (named when it is missing)
     conv_block: int = 0          # channels per block of the NCHWc conv layout (0: convolutions stay NCHW)
+    int8_dot: str | None = None  # the int8 dot-product instruction the int8 kernels use
+    platform: str = "x86"        # whose lowering overrides apply (lowering.lowers(..., platform=))
+    rule_modules: tuple[str, ...] = ()  # modules that register this platform's overrides
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(level="kernels", vector_lanes_f32=self.lanes, int8_dot=self.int8_dot,
+                            dtypes=("float32", "int8", "uint8", "int32", "int64", "bool"),
+                            conv_block=self.conv_block)
 
     def tvm_target(self):
         import tvm
@@ -34,9 +47,32 @@ class CpuTarget:
             m["conv_layout"] = f"NCHW{self.conv_block}c"
         return m
 
-    def bundle_extras(self, workdir) -> dict[str, bytes]:
+    def pipeline(self) -> list[tuple[str, dict]]:
+        # What the kernels cannot run becomes what they can (int8 without an int8 kernel -> float), then the
+        # layout pass (TVM's AlterOpLayout): convolution chains on NCHWc blocks of one vector.
+        steps = [("fit_to_target", {})]
+        if self.conv_block:
+            steps.append(("nchwc_layout", {"block": self.conv_block}))
+        return steps
+
+    def supports(self, node: Node) -> str | None:
+        from .rules import check_node
+        return check_node(node, Graph("scratch"), self)
+
+    def bundle_extras(self, workdir: Path) -> dict[str, bytes]:
         """Files besides model.so / weights.bin / driver.c this target puts in a bundle (e.g. a runner)."""
         return {}
+
+    def compile(self, graph: Graph, ctx: BuildContext) -> TargetBuild:
+        from .codegen import compile_graph
+        cm = compile_graph(graph, self, ctx.workdir / "build", ctx.model_id, ctx.aotc_version, progress=ctx.progress)
+        files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode()}
+        files.update(self.bundle_extras(ctx.workdir / "build"))
+        manifest = {"arena_bytes": cm.plan.arena_bytes, "weight_bytes": cm.plan.weight_bytes,
+                    "kernels": len(cm.kernels), "kernel_calls": cm.calls, "flops": cm.flops}
+        summary = (f"{len(cm.kernels)} kernels ({cm.calls} calls) for {self.name}, arena {cm.plan.arena_bytes} B, "
+                   f"weights {cm.plan.weight_bytes} B")
+        return TargetBuild(files, manifest, summary)
 
 
 X86_AVX512 = CpuTarget(
@@ -46,6 +82,7 @@ X86_AVX512 = CpuTarget(
     llvm={"kind": "llvm", "mcpu": "znver4"},
     lanes=16,
     conv_block=16,
+    int8_dot="vpdpbusd",
     cflags=("-O2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"),
     description="x86-64 with AVX-512 (zmm FMA)",
 )
@@ -59,10 +96,14 @@ X86_AVX2 = CpuTarget(
     description="x86-64 with AVX2 + FMA",
 )
 
-TARGETS = {t.name: t for t in (X86_AVX512, X86_AVX2)}
+X86_TARGETS = {t.name: t for t in (X86_AVX512, X86_AVX2)}
 
 
-def _cpu_flags() -> set[str]:
+def make_x86_target(name: str) -> CpuTarget:
+    return X86_TARGETS[name]
+
+
+def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -73,31 +114,15 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def host_target() -> CpuTarget:
-    """The best CPU target this machine runs."""
-    if platform.machine() in ("aarch64", "arm64"):
-        from targets.arm64.target import host_arm64_target
-        return host_arm64_target()
-    if platform.machine() not in ("x86_64", "AMD64"):
-        raise UnknownTargetError(f"--target host: aotc has no CPU target for {platform.machine()} yet "
-                                 f"(known: {', '.join(TARGETS)}).")
-    flags = _cpu_flags()
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        return X86_AVX512
-    if {"avx2", "fma"} <= flags:
-        return X86_AVX2
-    raise UnknownTargetError("--target host: this CPU has neither AVX-512 nor AVX2+FMA, which aotc's x86 "
-                             "kernels need.")
+def _is_x86() -> bool:
+    import platform
+    return platform.machine() in ("x86_64", "AMD64")
 
 
-def get_target(name: str) -> CpuTarget:
-    if name == "host":
-        return host_target()
-    if name.startswith("arm64"):
-        from targets.arm64.target import arm64_target
-        return arm64_target(name)
-    try:
-        return TARGETS[name]
-    except KeyError:
-        raise UnknownTargetError(f"Unknown target {name!r}; aotc's CPU targets are: host, "
-                                 f"{', '.join(TARGETS)}, arm64-neon.") from None
+def host_avx512() -> dict | None:
+    ok = _is_x86() and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"} <= cpu_flags()
+    return {} if ok else None
+
+
+def host_avx2() -> dict | None:
+    return {} if _is_x86() and {"avx2", "fma"} <= cpu_flags() else None

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..interpreter import interpret
-from ..ir import Graph
+from compiler.interpreter import interpret
+from compiler.ir import Graph
 from .calibrate import METHODS, QuantizationError, calibrate
 from .qdq import DEFAULT_QUANTIZE_OPS, QUANTIZABLE_OPS, Site, activation_values, find_sites, insert_qdq
 
@@ -100,7 +100,7 @@ def constant_bytes(graph: Graph) -> int:
 # -- building ---------------------------------------------------------------------
 def _apply(graph: Graph, site_names: set[str], sites: Sequence[Site], ranges, requantize: bool) -> Graph:
     """Quantize the named sites of `graph` in place (Q/DQ, then int8 ops)."""
-    from passes.fuse_quantized import fuse_quantized_ops
+    from ..fuse_quantized import fuse_quantized_ops
     chosen = [s for s in sites if s.name in site_names]
     insert_qdq(graph, chosen, ranges)
     fuse_quantized_ops(graph, requantize=requantize)
@@ -149,7 +149,7 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
     `calibration`: a passes.PassContext, or calibration data in any form compiler/calibration.py accepts (a list of
     feed dicts, a dict of arrays as an .npz holds), or a Python iterable/generator of feed dicts (the first
     `samples` are taken). `options` are QuantConfig fields (when `config` is None)."""
-    from passes.pass_manager import PassContext
+    from ..pass_manager import PassContext
     config = config or QuantConfig(**options)
     config.check()
     if calibration is None or (isinstance(calibration, PassContext) and not calibration.has_calibration()):

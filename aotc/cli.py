@@ -8,10 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from .errors import AotcError
-from .onnx_import import parse_shape
-from . import pruning_cli as P
-from .quantization import cli_options as Q
+from compiler.errors import AotcError
+from compiler.onnx_import import parse_shape
+
+from . import pruning_options as P
+from . import quantization_options as Q
 
 app = typer.Typer(
     name="aotc",
@@ -43,7 +44,7 @@ def parse_input_shapes(items: Optional[List[str]]) -> dict[str, tuple[int, ...]]
 
 def _version(value: bool):
     if value:
-        from . import __version__
+        from compiler import __version__
         typer.echo(f"aotc {__version__}")
         raise typer.Exit()
 
@@ -69,11 +70,11 @@ def inspect(
     """
     from pathlib import Path
     if Path(model).is_dir():  # a compiled bundle: its manifest (incl. the int8 quantization report)
-        from .bundle_summary import format_bundle, read_manifest
+        from compiler.bundle_summary import format_bundle, read_manifest
         manifest = read_manifest(model)
         typer.echo(json.dumps(manifest, indent=2) if as_json else format_bundle(manifest))
         return
-    from .model_summary import format_report, summarize_onnx
+    from compiler.model_summary import format_report, summarize_onnx
     report, error = summarize_onnx(model, parse_input_shapes(input_shape))
     if as_json:
         report["error"] = str(error) if error else None
@@ -112,22 +113,6 @@ OPT_PRUNE_HEADS_SPEC = typer.Option(None, "--prune-heads-spec", metavar="LAYER:H
 OPT_PRUNE_HEADS_MIN_PER_LAYER = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP)
 OPT_PRUNE_HEADS_IMPORTANCE = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP)
 OPT_PRUNE_HEADS_SAMPLES = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP)
-
-
-def make_pass_manager(passes: Optional[str], disable_pass: Optional[List[str]], print_ir_after: Optional[List[str]],
-                      print_pass_times: bool, verify: bool, extra_steps=(), calibration: Optional[str] = None):
-    """`extra_steps`: ((name, options), after_prefixes) opt-in passes the flags asked for, each inserted with
-    passes.insert_pass; `calibration`: an .npz path whose contents data-driven passes read from the PassContext."""
-    from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass, parse_pipeline
-    pipeline = parse_pipeline(passes) if passes else list(DEFAULT_PIPELINE)
-    for step, after in extra_steps:
-        pipeline = insert_pass(pipeline, step, after)
-    context = None
-    if calibration:
-        from .calibration import load_calibration
-        context = PassContext(calibration=load_calibration(calibration))
-    return PassManager(pipeline, disabled=disable_pass or (), verify_each=verify,
-                       print_ir_after=print_ir_after or (), print_pass_times=print_pass_times, context=context)
 
 
 @app.command("passes")
@@ -175,30 +160,33 @@ def optimize(
     Fused ops (FusedMatMul, Attention, ...) are written in the ai.aotc domain: the file is for reading
     (e.g. in Netron) and for `aotc` itself; onnxruntime cannot run those nodes.
     """
-    from .onnx_export import save_onnx
-    from .onnx_import import load_onnx
-    qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
-                                calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
-    extra = [(qstep, Q.QUANTIZE_AFTER)] if qstep else []
-    pstep = P.pruning_step(prune_heads, prune_heads_spec, prune_heads_min_per_layer, prune_heads_importance,
-                           calibration, prune_heads_samples)
-    extra += [pstep] if pstep else []
-    pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify, extra, calibration)
+    from compiler.onnx_export import save_onnx
+    from compiler.onnx_import import load_onnx
+    from .api import CompileOptions, build_pass_manager, run_pipeline
+    opts = CompileOptions(passes=passes, disable_pass=disable_pass or (), print_ir_after=print_ir_after or (),
+                          print_pass_times=print_pass_times, verify=verify, **_quantize_and_prune_options(locals()))
+    pm = build_pass_manager(opts)
     graph = load_onnx(model, parse_input_shapes(input_shape))
-    if calibration:
-        pm.context.calibration_feeds(graph)  # a mismatch with the model's inputs fails here, before any pass runs
     before = len(graph.nodes)
-    pm.run(graph)
-    if pstep:
-        typer.echo(P.pruning_summary(pm), err=True)
+    run_pipeline(graph, pm, log=lambda msg: typer.echo(msg, err=True))
     save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
-    if "quantize_int8" in pm.context.reports:
-        typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
     if report:
         with open(report, "w") as f:
             json.dump(pm.applied(), f, indent=2, default=str)
     typer.echo(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}", err=True)
+
+
+QUANTIZE_AND_PRUNE = ("quantize", "calibration", "calibration_method", "calibration_percentile", "calibration_samples",
+                      "quantize_ops", "exclude_nodes", "smoothquant", "max_drop", "prune_heads", "prune_heads_spec",
+                      "prune_heads_min_per_layer", "prune_heads_importance", "prune_heads_samples")
+
+
+def _quantize_and_prune_options(args: dict) -> dict:
+    """The quantization and pruning flags of a command, as CompileOptions fields (same names)."""
+    opts = {k: args[k] for k in QUANTIZE_AND_PRUNE}
+    opts["exclude_nodes"] = tuple(opts["exclude_nodes"] or ())
+    return opts
 
 
 # -- the PyTorch frontend ----------------------------------------------------------------------
@@ -216,12 +204,13 @@ def trace_cmd(
 ):
     """Trace a PyTorch model with aotc's frontend (Python control flow on tensors becomes torch.where) and
     write the IR as ONNX."""
-    from .frontend import load_python_model, parse_example_inputs
-    from .onnx_export import save_onnx
+    from compiler.frontend import load_python_model, parse_example_inputs
+    from compiler.onnx_export import save_onnx
     graph = load_python_model(model, parse_example_inputs(example_input))
     before = len(graph.nodes)
     if optimize:
-        make_pass_manager(None, None, None, False, verify).run(graph)
+        from .api import CompileOptions, build_pass_manager
+        build_pass_manager(CompileOptions(verify=verify)).run(graph)
     save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     typer.echo(f"traced {before} nodes" + (f" -> {len(graph.nodes)} optimized" if optimize else "")
@@ -229,28 +218,17 @@ def trace_cmd(
 
 
 # -- compile and run bundles (targets/, runtime_stub/) -------------------------------------------
-class BundleRunError(AotcError):
-    """A bundle could not be loaded or run (the runtime's message says why)."""
 
-
-@app.command("compile")
 def compile_cmd(
     model: str = typer.Argument(..., help="An ONNX model file, or FILE.py:factory (a function returning a "
                                 "torch.nn.Module, traced with --example-input)."),
-    target: str = typer.Option("host", "--target", "-t", help="x86-avx512, x86-avx2, arm64-neon (cross-compiled "
-                               "for aarch64), or host (this machine's best)."),
+    target: str = typer.Option("host", "--target", "-t", help="The target (`aotc targets` lists them), or host "
+                               "(this machine's best)."),
     output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one)."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
-    mcpu: Optional[str] = typer.Option(None, "--mcpu", help="arm64-neon: the CPU to tune for (LLVM and gcc "
-                                       "-mcpu, e.g. cortex-a76)."),
-    cpu_features: Optional[List[str]] = typer.Option(None, "--cpu-features", help="arm64-neon: extra CPU "
-                                                     "features, e.g. +dotprod (repeatable or comma-separated)."),
-    cross_cc: Optional[str] = typer.Option(None, "--cross-cc", help="arm64-neon: the cross compiler (default "
-                                           "aarch64-linux-gnu-gcc)."),
-    sysroot: Optional[str] = typer.Option(None, "--sysroot", help="arm64-neon: the cross compiler's --sysroot."),
     passes: str = typer.Option("default", "--passes", help="Passes to run before lowering: 'default' (the default "
                                "pipeline: folding, fusions into FusedMatMul/FusedConv/Attention/...), 'none', or a "
-                               "comma-separated list. The manifest records them."),
+                               "comma-separated list. The target's own passes follow; the manifest records all."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     example_input: Optional[List[str]] = typer.Option(None, "--example-input", "-e", help=EXAMPLE_INPUT_HELP),
     disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
@@ -271,61 +249,62 @@ def compile_cmd(
     prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
     prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
     prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
+    **target_options,
 ):
-    """Compile a model into a deployable bundle (manifest.json, weights.bin, model.so, generated sources).
+    """Compile a model into a deployable bundle (manifest.json, the target's files, generated sources).
 
-    Progress (one line per kernel) goes to stderr; a failed compile leaves no output behind.
+    Progress goes to stderr; a failed compile leaves no output behind. The target's options (below) apply
+    to the target that declares them.
     """
-    from passes import DEFAULT_PIPELINE
-    from targets.bundle import compile_to_bundle
-    transform = None
-    passes = {"default": ",".join(DEFAULT_PIPELINE), "none": ""}.get(passes, passes)
-    qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
-                                calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
-    pstep = P.pruning_step(prune_heads, prune_heads_spec, prune_heads_min_per_layer, prune_heads_importance,
-                           calibration, prune_heads_samples)
-    if qstep or pstep:
-        # pruning and quantization work on the fused graph: the default pipeline unless --passes says
-        # otherwise; then whatever fused or int8 ops this target has no kernel for are decomposed
-        from passes import DEFAULT_PIPELINE
-        from targets.cpu.lowering import lowered_ops
-        steps = ([pstep] if pstep else []) + ([(qstep, Q.QUANTIZE_AFTER)] if qstep else []) \
-            + [(s, ()) for s in Q.decompositions_for(lowered_ops())]
-        pm = make_pass_manager(passes or ",".join(DEFAULT_PIPELINE), disable_pass, print_ir_after, print_pass_times,
-                               verify, steps, calibration)
+    from compiler.frontend import parse_example_inputs
+    from .api import compile as compile_model
+    args = locals()
+    compile_model(model, output, target, target_options=target_options, quiet=quiet,
+                  log=None if quiet else (lambda msg: typer.echo(msg, err=True)),
+                  input_shapes=parse_input_shapes(input_shape),
+                  example_inputs=parse_example_inputs(example_input) if example_input else None,
+                  passes=passes, disable_pass=tuple(disable_pass or ()), print_ir_after=tuple(print_ir_after or ()),
+                  print_pass_times=print_pass_times, verify=verify, **_quantize_and_prune_options(args))
 
-        def transform(graph):
-            if calibration:
-                pm.context.calibration_feeds(graph)  # a mismatch with the model's inputs fails before any pass
-            pm.run(graph)
-            if not quiet and pstep:
-                typer.echo(P.pruning_summary(pm), err=True)
-            if not quiet and qstep:
-                typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
-            return pm.applied()
-    elif passes:
-        pm = make_pass_manager(passes, disable_pass, print_ir_after, print_pass_times, verify)
 
-        def transform(graph):
-            pm.run(graph)
-            return pm.applied()
-    from .frontend import is_python_model_spec
-    if is_python_model_spec(model):
-        from .frontend import load_python_model, parse_example_inputs
-        model = load_python_model(model, parse_example_inputs(example_input or []))
-    elif example_input:
-        raise AotcError("--example-input is for a Python model (FILE.py:factory); an ONNX model's shapes are fixed "
-                        "with --input-shape.")
-    if target.startswith("arm64"):
-        from targets.arm64.target import arm64_target
-        target = arm64_target(target, mcpu=mcpu, features=cpu_features, cc=cross_cc, sysroot=sysroot)
-    elif mcpu or cpu_features or cross_cc or sysroot:
-        raise AotcError("--mcpu, --cpu-features, --cross-cc and --sysroot apply to --target arm64-neon only.")
-    path = compile_to_bundle(model, output, target, parse_input_shapes(input_shape), quiet=quiet,
-                             transform=transform)
-    man = json.loads((path / "manifest.json").read_text())
-    typer.echo(f"wrote {path}: {man['kernels']} kernels ({man['kernel_calls']} calls) for {man['target']['name']}, "
-               f"arena {man['arena_bytes']} B, weights {man['weight_bytes']} B", err=True)
+def _add_target_options(fn):
+    """Give `fn` (which takes **target_options) one CLI flag per registered target option, shown in a "Target
+    options" panel; typer reads the parameters from __signature__."""
+    import inspect
+    from targets.base import all_target_options, option_owners
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    for opt in all_target_options():
+        kind = List[opt.type] if opt.multiple else Optional[opt.type]
+        owners = ", ".join(option_owners(opt.name))
+        help_ = opt.help + ("" if opt.help.startswith(owners) else f" (targets: {owners})")
+        info = typer.Option(None, opt.flag, help=help_, rich_help_panel="Target options",
+                            **({"click_type": __import__("click").Choice(opt.choices)} if opt.choices else {}))
+        params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
+app.command("compile")(_add_target_options(compile_cmd))
+
+
+@app.command("targets")
+def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON, for scripts.")):
+    """List the targets aotc compiles for, with their aliases and options."""
+    from targets.base import describe_targets
+    items = describe_targets()
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    for t in items:
+        native = "  (native here: --target host)" if t["native_on_this_machine"] else ""
+        typer.echo(f"{t['name']}{native}")
+        typer.echo(f"    {t['description']}")
+        if t["aliases"]:
+            typer.echo(f"    aliases: {', '.join(t['aliases'])}")
+        for o in t["options"]:
+            choices = f" {{{'|'.join(o['choices'])}}}" if o["choices"] else ""
+            typer.echo(f"    {o['flag']}{choices}  {o['help']}")
 
 
 @app.command("run")
@@ -336,30 +315,17 @@ def run_cmd(
                                           "(default: print a summary)."),
     threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
 ):
-    """Run a compiled bundle on inputs from an .npz file (with the thin runtime only)."""
+    """Run a compiled bundle on inputs from an .npz file, the way its target runs here (in process with the
+    thin runtime; arm64-neon under qemu-aarch64 on other machines)."""
     import numpy as np
-    import runtime_stub
+    from .api import load
     try:
         with np.load(inputs) as data:
             feeds = {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
+        from targets.base import BundleRunError
         raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
-    from pathlib import Path
-    try:
-        target = json.loads((Path(bundle) / "manifest.json").read_text()).get("target", {}).get("name")
-    except (OSError, ValueError, AttributeError):
-        target = None
-    if target == "arm64-neon":  # the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM machine
-        from targets.arm64.qemu import run_bundle
-        result = run_bundle(bundle, feeds, threads=threads)[0]
-    else:
-        try:
-            m = runtime_stub.load(bundle)
-            if threads:
-                m.set_num_threads(threads)
-            result = m.run(feeds)
-        except runtime_stub.RuntimeStubError as e:
-            raise BundleRunError(f"{e}.") from None
+    result = load(bundle).run(feeds, threads=threads)
     if outputs:
         np.savez(outputs, **result)
         typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)

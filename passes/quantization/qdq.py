@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..dtypes import DType
-from ..ir import Graph, Node, Value
+from compiler.dtypes import DType
+from compiler.ir import Graph, Node, Value
 from .params import activation_qparams, quantize_weight
 
 # op type -> kind of int8 kernel it becomes

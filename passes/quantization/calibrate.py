@@ -24,9 +24,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import AotcError
-from ..interpreter import interpret
-from ..ir import Graph
+from compiler.errors import AotcError
+from compiler.interpreter import interpret
+from compiler.ir import Graph
 
 METHODS = ("minmax", "percentile", "entropy")
 

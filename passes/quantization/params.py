@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.quant import dequantize, quantize
+from compiler.ops.quant import dequantize, quantize
 
 
 def activation_qparams(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:

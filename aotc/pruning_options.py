@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import AotcError
+from compiler.errors import AotcError
 
 PRUNE_HEADS_AFTER = ("fuse_",)  # prune_heads runs on fused Attention ops, before quantization
 

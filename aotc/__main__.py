@@ -1,0 +1,4 @@
+"""`python -m aotc ...` is the `aotc` command."""
+from .cli import main
+
+main()

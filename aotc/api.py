@@ -1,0 +1,238 @@
+"""aotc's Python API: one compile path, which the command line calls too.
+
+    import aotc
+    bundle = aotc.compile("model.onnx", "out/model", target="x86-avx512",
+                          input_shapes={"input_ids": (1, 128)}, quantize="int8", calibration="calib.npz")
+    outputs = aotc.load("out/model").run({"input_ids": ids})
+
+load (ONNX file, FILE.py:factory, torch module or an aotc Graph) → the pass
+pipeline (generic passes, head pruning, INT8 quantization, then the
+target's own passes, all recorded in the manifest) → target.compile → the
+bundle writer. `aotc compile` builds the same `CompileOptions` from its
+flags, so the CLI and this API write byte-identical bundles.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import compiler
+from compiler.errors import AotcError
+from compiler.ir import Graph
+
+from .pruning_options import pruning_step
+from .quantization_options import QUANTIZE_AFTER, quantization_step
+
+
+@dataclass
+class CompileOptions:
+    """Everything besides the model, the output and the target that decides what `compile` builds."""
+    input_shapes: Mapping[str, Sequence[int]] | None = None   # fix dynamic input dims (ONNX models)
+    example_inputs: Mapping[str, Any] | None = None           # inputs to trace a Python model with
+    passes: str | Sequence | None = None   # None or "default": the default pipeline; "none"; or a pipeline
+    disable_pass: Sequence[str] = ()
+    print_ir_after: Sequence[str] = ()
+    print_pass_times: bool = False
+    verify: bool = False
+    quantize: str | None = None            # "int8"
+    calibration: str | os.PathLike | Mapping | None = None  # .npz path (or its arrays) for quantize/prune_heads
+    calibration_method: str = "minmax"
+    calibration_percentile: float = 99.99
+    calibration_samples: int | None = None
+    quantize_ops: str | None = None
+    exclude_nodes: Sequence[str] = ()
+    smoothquant: float | None = None
+    max_drop: float | None = None
+    prune_heads: float | None = None
+    prune_heads_spec: str | None = None
+    prune_heads_min_per_layer: int = 1
+    prune_heads_importance: str = "drift"
+    prune_heads_samples: int | None = None
+
+
+class Bundle:
+    """A compiled bundle on disk: its manifest, and `run` on this machine (the target's registered loader:
+    in process, under qemu, or a clear error saying what this machine lacks)."""
+
+    def __init__(self, path: str | os.PathLike):
+        from compiler.bundle_summary import read_manifest
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self._session = None
+
+    @property
+    def target(self) -> str:
+        return self.manifest.get("target", {}).get("name", "?")
+
+    def session(self):
+        """The loaded bundle (loaded once): an object with run(feeds) and set_num_threads(n)."""
+        if self._session is None:
+            from targets.base import loader_for
+            self._session = loader_for(self.manifest)(self.path, self.manifest)
+        return self._session
+
+    def run(self, feeds: Mapping[str, Any], threads: int = 0) -> dict:
+        s = self.session()
+        if threads:
+            s.set_num_threads(threads)
+        return s.run(feeds)
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, target={self.target!r})"
+
+
+def load(path: str | os.PathLike) -> Bundle:
+    """Open a bundle written by `compile` / `aotc compile`."""
+    return Bundle(path)
+
+
+def load_model(model, options: CompileOptions) -> tuple[Graph, dict]:
+    """The model as an IR graph of static shapes (the caller's Graph is copied, never changed), and the
+    manifest's description of where it came from."""
+    from compiler.frontend import is_python_model_spec
+    if isinstance(model, Graph):
+        if options.example_inputs:
+            raise AotcError("example_inputs are for a Python model; an aotc Graph already has its shapes.")
+        from targets.bundle import graph_digest
+        return model.copy(), {"name": model.name, "kind": "aotc-ir", "sha256": graph_digest(model)}
+    if not isinstance(model, (str, os.PathLike)):  # a torch.nn.Module or a Python function
+        if not options.example_inputs:
+            raise AotcError("Compiling a Python model needs example inputs (example_inputs={name: array}).")
+        graph = compiler.trace(model, options.example_inputs)
+        from targets.bundle import graph_digest
+        return graph, {"name": graph.name, "kind": "python", "sha256": graph_digest(graph)}
+    spec = os.fspath(model)
+    if is_python_model_spec(spec):
+        from compiler.frontend import load_python_model
+        graph = load_python_model(spec, dict(options.example_inputs or {}))
+        file = Path(spec.rsplit(":", 1)[0])
+        return graph, {"name": spec, "kind": "python", "sha256": _file_sha256(file)}
+    if options.example_inputs:
+        raise AotcError("--example-input is for a Python model (FILE.py:factory); an ONNX model's shapes are fixed "
+                        "with --input-shape.")
+    path = Path(spec)
+    graph = compiler.load_onnx(path, input_shapes=options.input_shapes)
+    return graph, {"name": path.name, "kind": "onnx", "sha256": _file_sha256(path)}
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str], None] | None = None):
+    """The PassManager `options` ask for: the generic pipeline (default, none or given), head pruning and INT8
+    quantization at their places after fusion, then `target`'s own passes."""
+    from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass, parse_pipeline
+    qstep = quantization_step(options.quantize, _calibration_name(options.calibration), options.calibration_method,
+                              options.calibration_percentile, options.calibration_samples, options.quantize_ops,
+                              list(options.exclude_nodes or ()) or None, options.smoothquant, options.max_drop)
+    pstep = pruning_step(options.prune_heads, options.prune_heads_spec, options.prune_heads_min_per_layer,
+                         options.prune_heads_importance, _calibration_name(options.calibration),
+                         options.prune_heads_samples)
+    passes = options.passes
+    if passes is None or passes == "default":
+        pipeline = list(DEFAULT_PIPELINE)
+    elif passes == "none":
+        # pruning and quantization work on the fused graph: they bring the default pipeline with them
+        pipeline = list(DEFAULT_PIPELINE) if (qstep or pstep) else []
+    elif isinstance(passes, str):
+        pipeline = parse_pipeline(passes)
+    else:
+        pipeline = [(s, {}) if isinstance(s, str) else (s[0], dict(s[1])) for s in passes]
+    if pstep:
+        pipeline = insert_pass(pipeline, *pstep)
+    if qstep:
+        pipeline = insert_pass(pipeline, qstep, QUANTIZE_AFTER)
+    if target is not None:
+        pipeline += target.pipeline()
+    context = PassContext(calibration=_calibration_data(options.calibration),
+                          supports=target.supports if target is not None else None)
+    return PassManager(pipeline, disabled=options.disable_pass or (), verify_each=options.verify,
+                       print_ir_after=options.print_ir_after or (), print_pass_times=options.print_pass_times,
+                       context=context)
+
+
+def _calibration_name(calibration) -> str | None:
+    if calibration is None:
+        return None
+    return os.fspath(calibration) if isinstance(calibration, (str, os.PathLike)) else "<arrays>"
+
+
+def _calibration_data(calibration):
+    if calibration is None or not isinstance(calibration, (str, os.PathLike)):
+        return calibration
+    from compiler.calibration import load_calibration
+    return load_calibration(calibration)
+
+
+def run_pipeline(graph: Graph, pm, log: Callable[[str], None] | None = None, target_name: str = "") -> list:
+    """Run `pm` on `graph`, telling `log` what pruning, quantization and the target's fallbacks did; returns
+    what ran, as the manifest records it."""
+    from passes.fit_to_target import format_fallbacks
+    from .pruning_options import pruning_summary
+    from .quantization_options import format_summary
+    if pm.context.has_calibration():
+        pm.context.calibration_feeds(graph)  # a mismatch with the model's inputs fails here, before any pass runs
+    pm.run(graph)
+    if log is not None:
+        reports = pm.context.reports
+        if "prune_heads" in reports:
+            log(pruning_summary(pm))
+        if "quantize_int8" in reports:
+            log(format_summary(reports["quantize_int8"]))
+        if "fit_to_target" in reports:
+            log(format_fallbacks(reports["fit_to_target"], target_name))
+    return json.loads(json.dumps(pm.applied(), sort_keys=True, default=str))
+
+
+def compile(model, output: str | os.PathLike, target="host", *, target_options: Mapping[str, Any] | None = None,
+            quiet: bool = True, log: Callable[[str], None] | None = None, **options: Any) -> Bundle:
+    """Compile `model` (an ONNX file, FILE.py:factory, a torch.nn.Module or function with example_inputs, or an
+    aotc Graph) for `target` into the bundle directory `output`; the keywords are CompileOptions' fields.
+    Progress and reports go to `log` (default: stderr unless `quiet`). Returns the Bundle."""
+    from targets.base import BuildContext, get_target
+    from targets.bundle import FORMAT_VERSION, check_output_path, graph_digest, io_description, write_bundle
+    try:
+        opts = CompileOptions(**options)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(CompileOptions))
+        bad = ", ".join(sorted(set(options) - {f.name for f in dataclasses.fields(CompileOptions)}))
+        raise TypeError(f"aotc.compile() got unknown option(s) {bad}; its options are {known}.") from None
+    if log is None and not quiet:
+        log = _stderr
+    tgt = get_target(target, **dict(target_options or {}))
+    out = Path(output)
+    check_output_path(out)
+    pm = build_pass_manager(opts, tgt)
+    graph, source = load_model(model, opts)
+    passes = run_pipeline(graph, pm, log, tgt.name)
+    id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
+                         "source": source, "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
+    model_id = hashlib.sha256(id_src.encode()).hexdigest()[:32]
+    work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
+    try:
+        build = tgt.compile(graph, BuildContext(work, model_id, compiler.__version__, log or (lambda msg: None)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    manifest = {"aotc_version": compiler.__version__, "model_id": model_id, "target": tgt.manifest(),
+                "source_model": source, "inputs": io_description(graph.inputs),
+                "outputs": io_description(graph.outputs), "passes": passes, **build.manifest}
+    write_bundle(out, build.files, manifest)
+    if log is not None and build.summary:
+        log(f"wrote {out}: {build.summary}")
+    return Bundle(out)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+__all__ = ["Bundle", "CompileOptions", "compile", "load", "build_pass_manager", "load_model", "run_pipeline"]

@@ -1,0 +1,121 @@
+"""Rewrite what the target cannot run into what it can, keeping the numbers.
+
+A target pass: the pass manager runs it after the generic pipeline with the
+target's `supports(node)` in the PassContext. For every node the target
+refuses:
+
+- `QuantizedAttention` → three QuantizedMatMul projections and the float
+  attention core (decompose_quantized); projections the target still refuses
+  are handled as below;
+- `QuantizedMatMul` / `QuantizedConv` → float: DequantizeLinear of the
+  activation, the weight dequantized at compile time, FusedMatMul/FusedConv
+  with the same epilogue, and QuantizeLinear where the int8 op requantized
+  its output. The float op computes Σ (x - zx)·sx · w·sw, the int8 op the
+  same sum exactly in int32 then scaled: they agree to float rounding;
+- fused float ops (`Attention`, `FusedMatMul`, `SkipLayerNormalization`) →
+  the primitive ops they stand for (decompose_fused).
+
+What it changed, and why, is the pass's report (the CLI prints it in one
+line; the manifest keeps it). A node none of these rules covers is left for
+the target, which names it in its error.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import Graph, Node, Value
+
+from .decompose_fused import DECOMPOSABLE, decompose_nodes
+from .decompose_quantized import decompose_quantized_attention_nodes
+from .pass_manager import PassContext, register_pass
+
+FLOAT_FALLBACK = {"QuantizedMatMul": "FusedMatMul", "QuantizedConv": "FusedConv"}
+
+
+def _opt(node: Node, i: int) -> Value | None:
+    return node.inputs[i] if len(node.inputs) > i else None
+
+
+def _float_weight(graph: Graph, node: Node) -> Value:
+    """The int8 weight times its per-channel scale, as a float32 constant (MatMul [K, N]: channels on axis 1;
+    Conv [M, C, ...]: axis 0)."""
+    w, ws = node.inputs[3], node.inputs[4]
+    axis = 1 if node.op_type == "QuantizedMatMul" else 0
+    shape = [1] * w.rank
+    shape[axis] = -1
+    scale = np.broadcast_to(ws.const.reshape(-1).astype(np.float32), (w.shape[axis],)).reshape(shape)
+    return graph.add_const(f"{w.name}.dequantized", (w.const.astype(np.float32) * scale).astype(np.float32))
+
+
+def _to_float(graph: Graph, node: Node) -> Value:
+    x, xs, xz = node.inputs[:3]
+    bias, res, ys, yz = (_opt(node, i) for i in (5, 6, 7, 8))
+    base = node.name
+    xf = graph.add_node("DequantizeLinear", [x, xs, xz], {}, name=f"{base}/dequantize_x").outputs[0]
+    inputs = [xf, _float_weight(graph, node), bias, res]
+    while inputs[-1] is None:
+        inputs.pop()
+    y = graph.add_node(FLOAT_FALLBACK[node.op_type], inputs, dict(node.attrs), name=f"{base}/float").outputs[0]
+    if ys is not None:
+        y = graph.add_node("QuantizeLinear", [y, ys, yz], {}, name=f"{base}/requantize").outputs[0]
+    return y
+
+
+def _replace(graph: Graph, node: Node, make) -> None:
+    with graph.inserting_before(node):
+        new = make(graph, node)
+    graph.replace_all_uses(node.outputs[0], new)
+    graph.nodes.remove(node)
+
+
+@register_pass("fit_to_target")
+def fit_to_target(graph: Graph, context: PassContext) -> int:
+    """Target pass: nodes the target cannot run become nodes it can — int8 ops without an int8 kernel run in
+    float (DequantizeLinear -> float op -> QuantizeLinear), fused ops without a kernel are decomposed. Reports
+    every node it changed and why. A no-op without a target in the PassContext."""
+    supports = context.supports
+    if supports is None:
+        return 0
+    changed: list[dict] = []
+
+    def refused(kinds) -> list[tuple[Node, str]]:
+        out = []
+        for n in list(graph.nodes):
+            if n.op_type in kinds:
+                why = supports(n)
+                if why:
+                    out.append((n, why))
+        return out
+
+    attention = refused(("QuantizedAttention",))
+    if attention:
+        changed += [{"node": n.name, "op": n.op_type, "now": "QuantizedMatMul + float core", "why": why}
+                    for n, why in attention]
+        decompose_quantized_attention_nodes(graph, [n for n, _ in attention])
+    for node, why in refused(tuple(FLOAT_FALLBACK)):
+        if any(v is not None and v.const is None for v in node.inputs[3:5]):
+            continue  # weights computed at run time: nothing to dequantize at compile time; the target names it
+        _replace(graph, node, _to_float)
+        changed.append({"node": node.name, "op": node.op_type, "now": f"float {FLOAT_FALLBACK[node.op_type]}",
+                        "why": why})
+    fused = refused(DECOMPOSABLE)
+    if fused:
+        changed += [{"node": n.name, "op": n.op_type, "now": "primitive ops", "why": why} for n, why in fused]
+        decompose_nodes(graph, [n for n, _ in fused])
+    if changed:
+        graph.remove_unused()
+        context.reports["fit_to_target"] = {"changed": changed}
+    return len(changed)
+
+
+def format_fallbacks(report: dict, target: str) -> str:
+    """One line for the CLI: which nodes run another way on `target`, and why."""
+    items = report.get("changed", [])
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for c in items:
+        by_reason.setdefault((c["op"], c["why"]), []).append(c["node"])
+    parts = []
+    for (op, why), nodes in sorted(by_reason.items()):
+        names = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
+        parts.append(f"{len(nodes)} {op} ({names}): {why}")
+    return f"{target}: {len(items)} node(s) run another way than planned — " + "; ".join(parts)

@@ -1,0 +1,81 @@
+"""Pieces every CPU int8 kernel shares (x86 VNNI GEMMs and convolutions, arm64 sdot GEMMs): constant
+scalar operands, the float epilogue's activation, requantization, and the int8 GEMM's operand list."""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import Node
+
+from .lower_elementwise import tvm_dtype, unary_expr
+from .lowering import LoweringContext, NoLoweringError, operand
+
+# epilogue activation -> (unary op, attributes) in lower_elementwise's terms
+ACT_AS_UNARY = {"relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
+                 "hardswish": ("HardSwish", {}), "gelu": ("Gelu", {"approximate": "none"}),
+                 "gelu_tanh": ("Gelu", {"approximate": "tanh"})}
+
+
+def scalar_const(v, what: str, node: Node):
+    if v is None or v.const is None or v.const.size != 1:
+        raise NoLoweringError(f"{what} must be a constant scalar for the CPU int8 kernels")
+    return v.const.reshape(()).item()
+
+
+def activation_expr(y, attrs):
+    from tvm import tirx as T
+    kind = attrs["activation"]
+    if kind == "none":
+        return y
+    if kind == "clip":
+        if attrs["act_alpha"] is not None:
+            y = T.max(y, T.const(attrs["act_alpha"], "float32"))
+        if attrs["act_beta"] is not None:
+            y = T.min(y, T.const(attrs["act_beta"], "float32"))
+        return y
+    if kind == "leakyrelu":
+        return unary_expr("LeakyRelu", y, "float32", {"alpha": attrs["act_alpha"]})
+    if kind == "hardsigmoid":
+        return unary_expr("HardSigmoid", y, "float32", {"alpha": attrs["act_alpha"], "beta": attrs["act_beta"]})
+    if kind == "silu":
+        return y * unary_expr("Sigmoid", y, "float32", {})
+    op, a = ACT_AS_UNARY[kind]
+    return unary_expr(op, y, "float32", a)
+
+
+def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = False):
+    """saturate(round_half_even(y / scale) + zp), as QuantizeLinear. With `reciprocal`, y * float32(1 / scale):
+    vdivps on zmm issues once per 10-16 cycles and bounded the requantizing epilogues of short-K GEMMs (a
+    16 -> 96 channel conv writes 1.2 M outputs for 38 M multiply-adds); the product differs from the quotient
+    by at most an ulp, which moves the result by one step only where y / scale lies that close to a .5 tie."""
+    from tvm import tirx as T
+    lo, hi = (0, 255) if qdtype == "uint8" else (-128, 127)
+    if reciprocal:
+        q = y * T.const(float(np.float32(1.0) / np.float32(scale)), "float32")
+    else:
+        q = y / T.const(scale, "float32")
+    q = T.nearbyint(q) + T.const(float(zp), "float32")
+    q = T.max(T.min(q, T.const(float(hi), "float32")), T.const(float(lo), "float32"))
+    return T.Cast(qdtype, q)
+
+
+def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str, xscale: float, ws, bias, res,
+                       ys, yz, out, attrs, m: int, k: int, n: int):
+    """What every target's int8 GEMM kernel takes: the operands [A [M, K], packed B, zero-point column sums,
+    combined scale x_scale·w_scale[n], bias?, residual?, out [M, N]], the requantization (y_scale, y_zp, out
+    dtype) or None, and the float epilogue's attributes."""
+    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
+        ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
+    ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
+    if bias is not None:
+        ops.append(operand(bias, (n,)))
+    if res is not None:
+        ops.append(operand(res, (m, n)))
+    ops.append(operand(out, (m, n)))
+    requant = None
+    if ys is not None:
+        requant = (float(np.float32(scalar_const(ys, "y_scale", node))), int(scalar_const(yz, "y_zero_point", node)),
+                   tvm_dtype(out.dtype))
+    epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
+    epi["activation"] = epi["activation"] or "none"
+    epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    return ops, requant, epi
