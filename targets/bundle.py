@@ -62,7 +62,8 @@ def write_bundle(out: str | os.PathLike, files: Mapping[str, bytes], manifest: M
     out = Path(out)
     check_output_path(out)
     for name in files:
-        if name in ("", ".", "..", "manifest.json") or "/" in name or "\\" in name:
+        parts = name.split("/")
+        if name == "manifest.json" or "\\" in name or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"a target asked for the bundle file name {name!r}")  # a bug in a target, not user error
     full = {"format_version": FORMAT_VERSION, "abi_version": ABI_VERSION, **manifest,
             "files": {name: sha256_bytes(data) for name, data in sorted(files.items())}}
@@ -73,11 +74,14 @@ def write_bundle(out: str | os.PathLike, files: Mapping[str, bytes], manifest: M
         raise BundleWriteError(f"Cannot write the bundle {str(out)!r}: {e.strerror or e}. Choose an -o in a "
                                "folder you can write to.") from None
     try:
-        for name, data in files.items():
+        for name, data in files.items():  # names may hold folders ("model.mlpackage/Manifest.json")
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
             if data[:4] == b"\x7fELF":
                 (staging / name).chmod(0o755)
         (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        for d in sorted(p for p in staging.rglob("*") if p.is_dir()):
+            d.chmod(0o755)
         staging.chmod(0o755)
         _move_into_place(staging, out)
     except BaseException:
