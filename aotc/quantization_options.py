@@ -51,18 +51,6 @@ def quantization_step(quantize: str | None, calibration: str | None = None, meth
     return "quantize_int8", opts
 
 
-def decompositions_for(lowered: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    """The decomposition passes a target needs after quantization: QuantizedAttention into int8 GEMMs and a
-    float core, and fused float ops the target has no kernel for into primitives."""
-    steps: list[tuple[str, dict[str, Any]]] = []
-    if "QuantizedAttention" not in lowered:
-        steps.append(("decompose_quantized_attention", {}))
-    fused = [op for op in ("Attention", "FusedMatMul", "SkipLayerNormalization") if op not in lowered]
-    if fused:
-        steps.append(("decompose_fused_ops", {"ops": ",".join(fused)}))
-    return steps
-
-
 def format_summary(report: dict) -> str:
     q = report["quantized"]
     by_op: dict[str, int] = {}

@@ -27,30 +27,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CACHE = ROOT / ".cache" / "test-models"
 
 
-def fused(path):
-    from passes import DEFAULT_PIPELINE, PassManager
-    pm = PassManager(list(DEFAULT_PIPELINE))
-
-    def transform(graph):
-        pm.run(graph)
-        return pm.applied()
-    return path, transform
-
-
 def case(name: str):
-    """(model path or graph, transform, target, feeds, reference outputs)."""
+    """(model path or graph, the generic passes to run, target, feeds, reference outputs)."""
     from oracle import ort_run
     from targets.arm64.target import arm64_target
     if name == "minilm":
         from models import export_minilm, minilm_feeds
         path = export_minilm(CACHE, "legacy", "eager")
         feeds = minilm_feeds(seed=0)
-        return (*fused(path), arm64_target(), feeds, ort_run(str(path), feeds))
+        return path, "default", arm64_target(), feeds, ort_run(str(path), feeds)
     if name == "efficientnet":
         from test_model_x86 import efficientnet_lite0_onnx
         path = efficientnet_lite0_onnx(CACHE)
         feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-        return (*fused(path), arm64_target(), feeds, ort_run(str(path), feeds))
+        return path, "default", arm64_target(), feeds, ort_run(str(path), feeds)
     if name == "minilm-int8":
         import compiler
         from passes.quantization import quantize_graph
@@ -61,11 +51,8 @@ def case(name: str):
                                input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
         PassManager(None).run(g)
         quantize_graph(g, calibration=_batches(CALIBRATION_SENTENCES))
-        from aotc.quantization_options import decompositions_for
-        from targets.cpu.lowering import lowered_ops
-        PassManager(decompositions_for(lowered_ops()) or ["eliminate_dead_code"]).run(g)
         feeds = _batches(TEST_SENTENCES[:BATCH])[0]
-        return g, None, arm64_target(features=["dotprod"]), feeds, compiler.interpret(g, feeds)
+        return g, "none", arm64_target(cpu_features=["dotprod"]), feeds, compiler.interpret(g, feeds)
     raise SystemExit(f"unknown model {name!r}")
 
 
@@ -77,13 +64,13 @@ def main() -> None:
     args = ap.parse_args()
     import tempfile
     from targets.arm64.qemu import run_bundle
-    from targets.bundle import compile_to_bundle
+    import aotc
     rows = []
     with tempfile.TemporaryDirectory(prefix="aotc-bench-arm64-") as tmp:
         for name in args.models.split(","):
-            model, transform, target, feeds, want = case(name)
+            model, passes, target, feeds, want = case(name)
             t0 = time.perf_counter()
-            bundle = compile_to_bundle(model, Path(tmp) / name, target, quiet=True, transform=transform)
+            bundle = aotc.compile(model, Path(tmp) / name, target=target, passes=passes).path
             compile_s = time.perf_counter() - t0
             got, stats = run_bundle(bundle, feeds, threads=args.threads)
             err = max(float(np.abs(got[k].astype(np.float64) - want[k]).max()) for k in want)

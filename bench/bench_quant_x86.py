@@ -59,44 +59,38 @@ def _sources_hash(path: Path) -> "hashlib._Hash":
     return h
 
 
+def quantization_report(manifest: dict) -> dict:
+    """The quantize_int8 pass's report, as the bundle's manifest records it."""
+    return next(p["report"] for p in manifest["passes"] if p["name"] == "quantize_int8")
+
+
 def fp32_bundle(path: Path, batch: int) -> Path:
-    """aotc's best fp32: the default (fusing) pipeline, then whatever the target has no kernel for decomposed."""
-    import compiler
-    from aotc.quantization_options import decompositions_for
-    from passes import DEFAULT_PIPELINE, PassManager
-    from targets.bundle import compile_to_bundle
-    from targets.cpu.lowering import lowered_ops
+    """aotc's best fp32: the default (fusing) pipeline and the target's passes."""
+    import aotc
     out = CACHE / "bench-bundles" / f"minilm-fp32-fused-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
     if not (out / "manifest.json").exists():
         t = time.perf_counter()
-        graph = compiler.load_onnx(path, input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
-        pm = PassManager(list(DEFAULT_PIPELINE) + [s for s in decompositions_for(lowered_ops())
-                                                    if s[0] == "decompose_fused_ops"])
-        compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
+        aotc.compile(path, out, target="x86-avx512",
+                     input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
         print(f"  compiled fp32 b{batch} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return out
 
 
 def int8_bundle(path: Path, batch: int, decompose_attention: bool = False) -> tuple[Path, dict]:
-    """The same pipeline with quantize_int8 after fusion, then the decompositions the target needs (and, with
-    `decompose_attention`, QuantizedAttention into int8 GEMMs and primitive float ops)."""
-    import compiler
-    from aotc.quantization_options import decompositions_for
-    from passes import PassContext, PassManager, insert_pass, DEFAULT_PIPELINE
-    from targets.bundle import compile_to_bundle
-    from targets.cpu.lowering import lowered_ops
+    """The same pipeline with quantize_int8 after fusion (and, with `decompose_attention`, QuantizedAttention
+    into int8 GEMMs and primitive float ops)."""
+    import aotc
+    from passes import DEFAULT_PIPELINE
     tag = "-attn-decomposed" if decompose_attention else ""
     out = CACHE / "bench-bundles" / f"minilm-int8{tag}-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
     report_file = out.with_suffix(".quant.json")
     if not (out / "manifest.json").exists():
         t = time.perf_counter()
-        graph = compiler.load_onnx(path, input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
-        pipeline = insert_pass(DEFAULT_PIPELINE, ("quantize_int8", {}), ("fuse_", "prune_"))
-        pipeline += decompositions_for([op for op in lowered_ops()
-                                        if not (decompose_attention and op == "QuantizedAttention")])
-        pm = PassManager(pipeline, context=PassContext(calibration=calibration_feeds(batch)))
-        compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
-        report_file.write_text(json.dumps(pm.context.reports["quantize_int8"], default=str))
+        passes = list(DEFAULT_PIPELINE) + (["decompose_quantized_attention"] if decompose_attention else [])
+        bundle = aotc.compile(path, out, target="x86-avx512", passes=passes, quantize="int8",
+                              calibration=calibration_feeds(batch),
+                              input_shapes={"input_ids": (batch, SEQ), "attention_mask": (batch, SEQ)})
+        report_file.write_text(json.dumps(quantization_report(bundle.manifest), default=str))
         print(f"  compiled int8 b{batch} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return out, json.loads(report_file.read_text())
 
@@ -104,11 +98,7 @@ def int8_bundle(path: Path, batch: int, decompose_attention: bool = False) -> tu
 def efficientnet_bundles(path: Path) -> tuple[Path, Path, dict]:
     """aotc fp32 (default pipeline) and int8 (quantize_int8 after fusion, calibrated on the photo crops of
     calibration_images) bundles of EfficientNet-Lite0 b1."""
-    import compiler
-    from aotc.quantization_options import decompositions_for
-    from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass
-    from targets.bundle import compile_to_bundle
-    from targets.cpu.lowering import lowered_ops
+    import aotc
     from test_quant_models import calibration_images
     h = _sources_hash(path).hexdigest()[:12]
     fp32 = CACHE / "bench-bundles" / f"efficientnet-lite0-fp32-b1-{h}"
@@ -118,15 +108,10 @@ def efficientnet_bundles(path: Path) -> tuple[Path, Path, dict]:
         if (out / "manifest.json").exists():
             continue
         t = time.perf_counter()
-        graph = compiler.load_onnx(path)
-        pipeline = list(DEFAULT_PIPELINE)
+        bundle = aotc.compile(path, out, target="x86-avx512", **({"quantize": "int8", "calibration": calibration_images()}
+                                                                 if quantize else {}))
         if quantize:
-            pipeline = insert_pass(pipeline, ("quantize_int8", {}), ("fuse_", "prune_"))
-        pm = PassManager(pipeline + decompositions_for(lowered_ops()),
-                         context=PassContext(calibration=calibration_images()) if quantize else None)
-        compile_to_bundle(graph, out, "x86-avx512", quiet=True, transform=lambda g: (pm.run(g), pm.applied())[1])
-        if quantize:
-            report_file.write_text(json.dumps(pm.context.reports["quantize_int8"], default=str))
+            report_file.write_text(json.dumps(quantization_report(bundle.manifest), default=str))
         print(f"  compiled EfficientNet-Lite0 {'int8' if quantize else 'fp32'} in {time.perf_counter() - t:.1f} s",
               file=sys.stderr)
     return fp32, int8, json.loads(report_file.read_text())

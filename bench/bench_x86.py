@@ -92,7 +92,7 @@ CASES = {"minilm-b1": lambda: minilm_case(1), "minilm-b8": lambda: minilm_case(8
 def bundle_for(name: str, path: Path, shapes, passes: bool = True) -> Path:
     """Compile with the default pass pipeline (cached by the model file's content and the compiler's sources)."""
     import hashlib
-    from targets.bundle import compile_to_bundle
+    import aotc
     h = hashlib.sha256(path.read_bytes() + str(passes).encode())
     for src in sorted(list((ROOT / "targets").rglob("*")) + list((ROOT / "passes").rglob("*.py"))):
         if src.is_file() and src.suffix in (".py", ".j2"):
@@ -101,15 +101,7 @@ def bundle_for(name: str, path: Path, shapes, passes: bool = True) -> Path:
     out = CACHE / "bench-bundles" / f"{name}-{h.hexdigest()[:12]}"
     if not (out / "manifest.json").exists():
         t = time.perf_counter()
-        transform = None
-        if passes:
-            from passes import DEFAULT_PIPELINE, PassManager
-            pm = PassManager(list(DEFAULT_PIPELINE))
-
-            def transform(graph):
-                pm.run(graph)
-                return pm.applied()
-        compile_to_bundle(path, out, "x86-avx512", input_shapes=shapes, quiet=True, transform=transform)
+        aotc.compile(path, out, target="x86-avx512", input_shapes=shapes, passes="default" if passes else "none")
         print(f"  compiled {name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return out
 

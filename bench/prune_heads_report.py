@@ -136,14 +136,12 @@ def interleaved_best(fns: dict, rounds: int) -> dict[str, float]:
 def x86_bundles(cache: Path, removed: dict[int, list[int]], seq: int, tmp: Path, feeds: dict) -> tuple[dict, dict]:
     """x86-avx512 bundles of MiniLM (batch 1 × `seq`): float and int8, each unpruned and with `removed` heads
     pruned, built as `aotc compile` builds them (default pipeline, then prune_heads, then quantize_int8
-    calibrated on the calibration sentences, then decompositions for ops the target has no kernel for).
+    calibrated on the calibration sentences, then the target's passes).
     Returns ({label: runtime model}, {label: max |bundle - interpreter| on `feeds`}, {int8 label: max |int8 -
     float| in the interpreter, the scale int8 itself moves the output by})."""
     import runtime_stub
-    from aotc.quantization_options import decompositions_for
+    import aotc
     from passes import PassContext, PassManager
-    from targets.bundle import compile_to_bundle
-    from targets.cpu.lowering import lowered_ops
     cal = tokenize(CALIBRATION_SENTENCES, seq)
     bundles, errors, reference, cosines = {}, {}, {}, {}
     for precision in ("float", "int8"):
@@ -151,10 +149,10 @@ def x86_bundles(cache: Path, removed: dict[int, list[int]], seq: int, tmp: Path,
             label = precision + (" pruned" if pruned else "")
             g = fused_minilm(cache, 1, seq)
             steps = ([("prune_heads", {"spec": removed})] if pruned else []) \
-                + ([("quantize_int8", {})] if precision == "int8" else []) + decompositions_for(lowered_ops())
+                + ([("quantize_int8", {})] if precision == "int8" else []) + [("eliminate_dead_code", {})]
             PassManager(steps, verify_each=True, context=PassContext(calibration=cal)).run(g)
-            model = runtime_stub.load(compile_to_bundle(g, tmp / label.replace(" ", "-"), target="x86-avx512",
-                                                        quiet=True))
+            model = runtime_stub.load(aotc.compile(g, tmp / label.replace(" ", "-"), target="x86-avx512",
+                                                   passes="none").path)
             model.set_num_threads(1)
             want = reference[label] = compiler.interpret(g, feeds)["last_hidden_state"]
             got = model.run(feeds)["last_hidden_state"]

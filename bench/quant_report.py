@@ -202,7 +202,7 @@ def render(results: dict) -> str:
               "ms in one order and 98.2 vs 92.0 in the other; 7.3 vs 8.5 ms per layer in a kernel profile). "
               "For targets without it, `decompose_quantized_attention` rewrites the op into three "
               "`QuantizedMatMul` and primitive float ops; `aotc compile --quantize int8` adds only the "
-              "decompositions the target needs (`aotc.quantization_options.decompositions_for`).",
+              "target's own passes (`fit_to_target`: what the target has no int8 kernel for runs in float).",
               "- Left for the target: K % 4 != 0 remainders of `QuantizedMatMul`; int8 (signed) activations; "
               "per-axis `DequantizeLinear`; a "
               "channel-blocked uint8 layout between the convs of a block (the depthwise phase-split copies are "

@@ -109,13 +109,13 @@ def fit_to_target(graph: Graph, context: PassContext) -> int:
 
 
 def format_fallbacks(report: dict, target: str) -> str:
-    """One line for the CLI: which nodes run another way on `target`, and why."""
+    """One line for the CLI: which nodes now run another way on `target`, and why."""
     items = report.get("changed", [])
-    by_reason: dict[tuple[str, str], list[str]] = {}
+    groups: dict[tuple[str, str, str], list[str]] = {}
     for c in items:
-        by_reason.setdefault((c["op"], c["why"]), []).append(c["node"])
+        groups.setdefault((c["op"], c["now"], c["why"]), []).append(c["node"])
     parts = []
-    for (op, why), nodes in sorted(by_reason.items()):
+    for (op, now, why), nodes in sorted(groups.items()):
         names = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
-        parts.append(f"{len(nodes)} {op} ({names}): {why}")
-    return f"{target}: {len(items)} node(s) run another way than planned — " + "; ".join(parts)
+        parts.append(f"{len(nodes)} {op} -> {now} ({names}): {why}")
+    return f"{target}: {len(items)} node(s) rewritten into ops the target can run; " + "; ".join(parts)

@@ -26,7 +26,7 @@ import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from compiler.errors import AotcError
 from compiler.ir import Graph, Node

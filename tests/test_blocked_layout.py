@@ -56,7 +56,9 @@ def test_blocked_conv_reference_matches_fused_conv(name, x_shape, w_shape, attrs
     want = run_op("FusedConv", [x, w, b], fattrs)
     xin = to_blocked(x, 16) if blocked_in else x
     got = run_op("BlockedConv", [xin, w, b], {**fattrs, "block": 16})
-    np.testing.assert_allclose(from_blocked(got, w_shape[0]), want, rtol=1e-6, atol=1e-6)
+    # Two float32 kernels that sum the 180-term products in different orders (BLAS-dependent): agreement to a
+    # few ulps of the largest output, not of each (near-zero) value.
+    np.testing.assert_allclose(from_blocked(got, w_shape[0]), want, rtol=1e-6, atol=2e-6 * float(np.abs(want).max()))
     # Padding output channels hold act(0): zero weights and bias there.
     m = w_shape[0]
     if m % 16:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 import compiler
-from targets.cpu.lowering import Alias, Call, lower_graph
+from targets.cpu.lowering import Alias, Call
+from targets.cpu.rules import lower_graph
 from targets.cpu.memory_plan import ALIGN, plan_memory
 from targets.cpu.target import X86_AVX512
 

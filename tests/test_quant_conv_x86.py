@@ -95,15 +95,24 @@ def test_qconv_requantized_output(tmp_path, case):
     assert len(np.unique(want)) > 20  # the requantized range is actually exercised, not saturated
 
 
-def test_qconv_int8_activations_are_refused(tmp_path):
-    from targets.cpu.lowering import UnsupportedOnTargetError
+def test_qconv_int8_activations_run_in_float(tmp_path):
+    """vpdpbusd takes u8 x s8: a QuantizedConv on int8 activations has no VNNI kernel, so fit_to_target runs
+    it in float (DequantizeLinear -> FusedConv), says which node and why, and the result matches the reference."""
+    import aotc
+    import runtime_stub
     g, _ = qconv_graph((1, 8, 8, 8), (8, 8, 1, 1))
     g.nodes[-1].inputs[2].const = np.array(0, np.int8)
-    x = g.inputs[0]
-    x.dtype = DType.int8
+    g.inputs[0].dtype = DType.int8
     g.nodes[-1].inputs[2].dtype = DType.int8
-    with pytest.raises(UnsupportedOnTargetError, match="int8 activations"):
-        compile_and_run(g, {"x": np.zeros((1, 8, 8, 8), np.int8)}, tmp_path)
+    feeds = {"x": np.random.default_rng(1).integers(-128, 128, (1, 8, 8, 8)).astype(np.int8)}
+    want = compiler.interpret(g, feeds)
+    bundle = aotc.compile(g, tmp_path / "b", target="x86-avx512", passes="none")
+    report = next(p["report"] for p in bundle.manifest["passes"] if p["name"] == "fit_to_target")
+    assert [(c["node"], c["op"]) for c in report["changed"]] == [(g.nodes[-1].name, "QuantizedConv")]
+    assert "int8 activations" in report["changed"][0]["why"]
+    got = runtime_stub.load(bundle.path).run(feeds)
+    for name, w in want.items():
+        np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-4 * float(np.abs(w).max()))
 
 
 @pytest.mark.slow

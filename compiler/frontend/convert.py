@@ -19,12 +19,11 @@ import weakref
 
 from .errors import AotcError
 from .rewrite import RT, FunctionRewriter
-from .usercode import is_user_function
+from .usercode import CONVERTED_CODE, is_user_function
 
 _TEMPLATES: dict[types.CodeType, types.CodeType | None] = {}
 _SOURCES: dict[types.CodeType, str] = {}  # the rewritten source, for converted_source()
 _EFFECTS: dict[types.CodeType, tuple] = {}  # converted code -> (qualname, [Effect]) for side-effecting functions
-_CONVERTED_CODE: set[types.CodeType] = set()
 _BY_FUNCTION: "weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType]" = weakref.WeakKeyDictionary()
 _CO_GENERATOR_LIKE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _FUTURE_FLAGS = 0
@@ -135,7 +134,7 @@ def _enclosing_class(qualname: str) -> str | None:
 def _mark_converted(code: types.CodeType) -> None:
     """The rewritten code and every function nested in it (the user's inner helpers were
     rewritten along with it) must not be converted again."""
-    _CONVERTED_CODE.add(code)
+    CONVERTED_CODE.add(code)
     for c in code.co_consts:
         if isinstance(c, types.CodeType):
             _mark_converted(c)
@@ -143,7 +142,7 @@ def _mark_converted(code: types.CodeType) -> None:
 
 def convert_function(fn: types.FunctionType) -> types.FunctionType:
     """The converted twin of `fn` (or `fn` itself when it cannot be converted)."""
-    if fn.__code__ in _CONVERTED_CODE:
+    if fn.__code__ in CONVERTED_CODE:
         return fn
     done = _BY_FUNCTION.get(fn)
     if done is not None:
@@ -212,12 +211,12 @@ def call(f):
 def _call(f):
     t = type(f)
     if t is types.FunctionType:
-        if f.__code__ in _CONVERTED_CODE or not is_user_function(f, _options().convert_modules):
+        if f.__code__ in CONVERTED_CODE or not is_user_function(f, _options().convert_modules):
             return f
         return convert_function(f)
     if t is types.MethodType:
         func = f.__func__
-        if type(func) is types.FunctionType and func.__code__ not in _CONVERTED_CODE \
+        if type(func) is types.FunctionType and func.__code__ not in CONVERTED_CODE \
                 and is_user_function(func, _options().convert_modules):
             conv = convert_function(func)
             return f if conv is func else types.MethodType(conv, f.__self__)

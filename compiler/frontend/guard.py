@@ -179,10 +179,10 @@ class TraceGuard(TorchFunctionMode):
 
 
 def _unconverted_note() -> str:
-    from .convert import _CONVERTED_CODE
+    from .usercode import CONVERTED_CODE
     from .errors import user_frame
     user, _ = user_frame()
-    if user is None or user.f_code in _CONVERTED_CODE:
+    if user is None or user.f_code in CONVERTED_CODE:
         return ""
     return (f" aotc did not convert `{user.f_code.co_name}`, so its control flow runs as written: aotc converts "
             "the functions your converted code calls, but not decorated functions, lambdas, or code called "

@@ -10,7 +10,12 @@ import types
 from pathlib import Path
 
 _FRONTEND_DIR = str(Path(__file__).resolve().parent)
-_AOTC_DIRS = [str(Path(__file__).resolve().parents[2] / d) for d in ("compiler", "passes", "targets", "runtime_stub")]
+_AOTC_DIRS = [str(Path(__file__).resolve().parents[2] / d) for d in ("aotc", "compiler", "passes", "targets",
+                                                                     "runtime_stub")]
+
+# The code objects aotc's conversion produced (convert.py adds them; guard.py asks, to say whether a frame's
+# control flow was converted). Kept here, below both, so neither imports the other for it.
+CONVERTED_CODE: set[types.CodeType] = set()
 
 
 @functools.lru_cache(maxsize=None)

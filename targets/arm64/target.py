@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.errors import AotcError
-from targets.base import LoadedBundle, UnknownTargetError
+from targets.base import UnknownTargetError
 from targets.cpu.target import CpuTarget
 
 HERE = Path(__file__).resolve().parent
@@ -91,23 +91,6 @@ def host_arm64() -> dict | None:
     except OSError:
         pass
     return {"cpu_features": ("dotprod",) if "asimddp" in feats else ()}
-
-
-class QemuBundle(LoadedBundle):
-    """How arm64-neon bundles run here: the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM
-    machine (one runner process per run)."""
-
-    def __init__(self, bundle, manifest=None):
-        from .qemu import runner_command
-        runner_command(Path(bundle))  # fails now, naming the package, where qemu is missing
-        self.bundle, self.threads = Path(bundle), 0  # 0: the runner uses every core
-
-    def run(self, feeds) -> dict:
-        from .qemu import run_bundle
-        return run_bundle(self.bundle, feeds, threads=self.threads)[0]
-
-    def set_num_threads(self, n: int) -> None:
-        self.threads = n
 
 
 def require_cc(cc: str) -> str:

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from pathlib import Path
 
 import jinja2
@@ -28,7 +28,9 @@ from compiler.ir import Graph
 from .lowering import Call
 from .memory_plan import MemoryPlan, plan_memory
 from .rules import lower_graph
-from .target import CpuTarget
+
+if TYPE_CHECKING:
+    from .target import CpuTarget
 
 TEMPLATES = Path(__file__).parent / "templates"
 KERNELS_PER_OBJECT = 12

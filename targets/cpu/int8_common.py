@@ -79,3 +79,17 @@ def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str
     epi["activation"] = epi["activation"] or "none"
     epi["residual_before_activation"] = epi["residual_before_activation"] or 0
     return ops, requant, epi
+
+
+def tiles_per_block(tiles: int, tile_bytes: int) -> int:
+    """Register tiles that share one accumulator buffer. TVM 0.27 takes every intermediate buffer of these
+    kernels (the accumulator tile too, whatever its scope or size) from TVMBackendAllocWorkspace at its
+    allocation point, i.e. once per register tile. When the driver served that with posix_memalign/free, it cost
+    more than the tile's vpdpbusd for short K (16 -> 96 channels at 112x112: 1.8 ms in a bundle against
+    0.6 ms under TVM's pooled workspace) and halved the MiniLM GEMMs; the driver's per-thread workspace stack
+    (1 MB) makes each call cheap now, and a block of about 16 KB per allocation still makes them rare and
+    stays L1-resident for the epilogue that reads it."""
+    for t in range(max(1, min(tiles, 16384 // tile_bytes)), 0, -1):
+        if tiles % t == 0:
+            return t
+    return 1

@@ -18,11 +18,11 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.ir import Node
 
-from .lower_elementwise import injective_call, tvm_dtype, unary_expr
+from .lower_elementwise import injective_call, tvm_dtype
 from .dot_intrin import register_broadcast_dot
-from .int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const
+from .int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const, tiles_per_block
 from .lower_fused import Columns, attention_core_steps
-from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
@@ -219,7 +219,7 @@ def schedule_vnni_gemm(sch, m: int, n: int, k: int, mr: int, panels: int) -> Non
     VNNI_DOT_16x4_INTRIN = _register_local_vnni_intrin()
     blk = sch.get_sblock("acc")
     lm, ln, lk = sch.get_loops(blk)
-    per_block = lower_quant_conv.tiles_per_block(m // mr, mr * panels * VNNI_N * 4)
+    per_block = tiles_per_block(m // mr, mr * panels * VNNI_N * 4)
     mb, mt, mi = sch.split(lm, [None, per_block, mr])
     no, nj, ni = sch.split(ln, [None, panels, VNNI_N])
     ko, ki = sch.split(lk, [None, VNNI_K])

@@ -37,7 +37,7 @@ from compiler.ops.nn import Conv
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
-from .int8_common import activation_expr, quantize_expr, scalar_const
+from .int8_common import activation_expr, quantize_expr, scalar_const, tiles_per_block
 from .lower_quant import VNNI_K, VNNI_N, pick_tile
 from .lower_nn import phase_split_call
 from .schedules import PARALLEL_MIN_ELEMENTS, pick_vec, prim_func
@@ -229,20 +229,6 @@ def _register_vector_u8_intrin() -> str:
 
     TensorIntrin.register(_VEC_U8_VNNI, desc, impl)
     return _VEC_U8_VNNI
-
-
-def tiles_per_block(tiles: int, tile_bytes: int) -> int:
-    """Register tiles that share one accumulator buffer. TVM 0.27 takes every intermediate buffer of these
-    kernels (the accumulator tile too, whatever its scope or size) from TVMBackendAllocWorkspace at its
-    allocation point, i.e. once per register tile. When the driver served that with posix_memalign/free, it cost
-    more than the tile's vpdpbusd for short K (16 -> 96 channels at 112x112: 1.8 ms in a bundle against
-    0.6 ms under TVM's pooled workspace) and halved the MiniLM GEMMs; the driver's per-thread workspace stack
-    (1 MB) makes each call cheap now, and a block of about 16 KB per allocation still makes them rare and
-    stays L1-resident for the epilogue that reads it."""
-    for t in range(max(1, min(tiles, 16384 // tile_bytes)), 0, -1):
-        if tiles % t == 0:
-            return t
-    return 1
 
 
 def schedule_pointwise_vnni(sch, work: int, mr: int, panels: int) -> None:

@@ -6,6 +6,8 @@ this module imports all of the shared ones, and a target's own overrides
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import importlib
 
 from compiler.ir import Graph, Node
@@ -16,7 +18,9 @@ from . import lower_extra_ops  # noqa: F401  (ConvTranspose, InstanceNormalizati
 from . import lower_quant, lower_quant_conv  # noqa: F401  (int8: GEMM, attention, convolutions, Q/DQ)
 from .lowering import (LoweringContext, NoLoweringError, UnsupportedOnTargetError, drop_dead_steps,
                        registered_rules, rule_for)
-from .target import CpuTarget
+
+if TYPE_CHECKING:
+    from .target import CpuTarget
 
 
 def load_rules(target: CpuTarget) -> None:
