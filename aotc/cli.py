@@ -314,9 +314,11 @@ def run_cmd(
     outputs: Optional[str] = typer.Option(None, "--outputs", "-o", help="Write the outputs to this .npz file "
                                           "(default: print a summary)."),
     threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
+    reference: bool = typer.Option(False, "--reference", help="Run the target's reference instead of the bundle "
+                                   "(ascend: its model.onnx in onnxruntime on this CPU, not the NPU)."),
 ):
     """Run a compiled bundle on inputs from an .npz file, the way its target runs here (in process with the
-    thin runtime; arm64-neon under qemu-aarch64 on other machines)."""
+    thin runtime; arm64-neon under qemu-aarch64 on other machines; ascend on a machine with CANN)."""
     import numpy as np
     from .api import load
     try:
@@ -325,7 +327,13 @@ def run_cmd(
     except (OSError, ValueError) as e:
         from targets.base import BundleRunError
         raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
-    result = load(bundle).run(feeds, threads=threads)
+    if reference:
+        from targets.base import reference_runner_for
+        b = load(bundle)
+        result = reference_runner_for(b.manifest)(b.path, feeds)
+        typer.echo(f"reference run ({b.target}): not the target's own execution", err=True)
+    else:
+        result = load(bundle).run(feeds, threads=threads)
     if outputs:
         np.savez(outputs, **result)
         typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)
