@@ -13,6 +13,9 @@ from pathlib import Path
 import onnx
 
 from compiler.errors import AotcError
+from compiler.ir import Graph
+from compiler.onnx_import import AOTC_DOMAIN
+from compiler.ops import get_op
 
 TABLE = Path(__file__).with_name("atc_onnx_ops.json")
 OPSETS = range(11, 19)  # opsets aotc exports for ATC: Clip/Pad/Resize take inputs from 11; nothing is registered above 18
@@ -69,22 +72,30 @@ def default_opset(model: onnx.ModelProto) -> int:
     return versions[0]
 
 
-def check_model(model: onnx.ModelProto) -> None:
-    """Raise one AtcUnsupportedError naming every node ATC cannot parse (name, op type, why), and every graph
-    input or output without a static shape."""
-    opset = default_opset(model)
+def check_nodes(nodes, opset: int, more_problems=()) -> None:
+    """Raise one AtcUnsupportedError naming every node ATC cannot parse at `opset` (name, op type, why).
+    nodes: (name, op type, domain) triples."""
     by_reason: dict[tuple[str, str], list[str]] = {}
-    for node in model.graph.node:
-        why = why_unsupported(node.op_type, node.domain, opset)
+    for name, op_type, domain in nodes:
+        why = why_unsupported(op_type, domain, opset)
         if why:
-            by_reason.setdefault((node.op_type, why), []).append(node.name)
+            by_reason.setdefault((op_type, why), []).append(name)
     problems = [f"{op} ×{len(names)} ({', '.join(repr(n) for n in names)}): {why}"
-                for (op, why), names in sorted(by_reason.items())]
-    for v in [*model.graph.input, *model.graph.output]:
-        dims = v.type.tensor_type.shape.dim
-        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
-            problems.append(f"{v.name!r} has no static shape (fix it with --input-shape)")
+                for (op, why), names in sorted(by_reason.items())] + list(more_problems)
     if problems:
         raise AtcUnsupportedError(f"ATC cannot take this model at ONNX opset {opset}: " + "; ".join(problems)
                                   + ". Nothing was written. The table of what ATC registers is "
                                   "targets/ascend/atc_onnx_ops.json.")
+
+
+def check_graph(graph: Graph, opset: int) -> None:
+    """The IR graph's nodes, before export (an op that ONNX lacks at `opset` cannot even be exported)."""
+    check_nodes([(n.name, n.op_type, "" if get_op(n.op_type).onnx_op else AOTC_DOMAIN) for n in graph.nodes], opset)
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """The exported model's nodes (what ATC will read), and every graph input or output without a static shape."""
+    unknown = [f"{v.name!r} has no static shape (fix it with --input-shape)"
+               for v in [*model.graph.input, *model.graph.output]
+               if not all(d.HasField("dim_value") and d.dim_value > 0 for d in v.type.tensor_type.shape.dim)]
+    check_nodes([(n.name, n.op_type, n.domain) for n in model.graph.node], default_opset(model), unknown)

@@ -14,7 +14,10 @@ def atc_onnx_model(graph: Graph, opset: int) -> onnx.ModelProto:
     import onnx_graphsurgeon as gs
     exported = to_onnx(graph, opset)
     cleaned = gs.import_onnx(exported)
-    cleaned.fold_constants().cleanup().toposort()
+    # fold_shapes=False: graphsurgeon 0.6.1 folds Shape(x) of a static x to x's whole shape, ignoring
+    # Shape-15's start/end (a wrong constant; tests/test_target_ascend.py has the case). Shapes of static
+    # inputs are constant-folded by aotc's own fold_constants pass instead.
+    cleaned.fold_constants(fold_shapes=False).cleanup().toposort()
     model = gs.export_onnx(cleaned)
     # graphsurgeon writes its own producer and the newest IR version its onnx knows; keep aotc's, which
     # matches the opset (ATC parses with the protobuf schema of ONNX 1.12, IR version 8).

@@ -17,7 +17,7 @@ from targets.base import BuildContext, Capabilities, Target, TargetBuild, Unknow
 from targets.bundle import io_description
 
 from .atc_command import PRECISION_MODE, atc_argv, build_script, run_atc_if_present
-from .atc_support import OPSETS, atc_table, check_model, why_unsupported
+from .atc_support import OPSETS, atc_table, check_graph, check_model, why_unsupported
 from .driver import driver_files
 from .onnx_model import atc_onnx_model, model_bytes
 
@@ -48,8 +48,9 @@ class AscendTarget(Target):
         return why_unsupported(node.op_type, "", self.onnx_opset)
 
     def compile(self, graph: Graph, ctx: BuildContext) -> TargetBuild:
+        check_graph(graph, self.onnx_opset)  # one error naming every node ATC lacks, before anything is written
         model = atc_onnx_model(graph, self.onnx_opset)
-        check_model(model)  # one error naming every node ATC lacks, before any file is written
+        check_model(model)  # and what ATC will read, after export and onnx-graphsurgeon
         onnx_bytes = model_bytes(model)
         inputs, outputs = io_description(graph.inputs), io_description(graph.outputs)
         argv = atc_argv(inputs, self.soc_version, self.precision)
@@ -62,7 +63,7 @@ class AscendTarget(Target):
         manifest = {"ascend": {
             "atc_command": argv, "model_om": om is not None,
             "onnx": {"file": "model.onnx", "opset": self.onnx_opset, "nodes": len(model.graph.node), "op_types": ops,
-                     "cleanup": "onnx-graphsurgeon fold_constants().cleanup().toposort()"},
+                     "cleanup": "onnx-graphsurgeon fold_constants(fold_shapes=False).cleanup().toposort()"},
             "op_table": {"file": "targets/ascend/atc_onnx_ops.json",
                          "sources": [{"repository": s["repository"], "commit": s["commit"]}
                                      for s in atc_table()["sources"]]},
