@@ -278,8 +278,9 @@ def _add_target_options(fn):
         kind = List[opt.type] if opt.multiple else Optional[opt.type]
         owners = ", ".join(option_owners(opt.name))
         help_ = opt.help + ("" if opt.help.startswith(owners) else f" (targets: {owners})")
-        info = typer.Option(None, opt.flag, help=help_, rich_help_panel="Target options",
-                            **({"click_type": __import__("click").Choice(opt.choices)} if opt.choices else {}))
+        # Choices are shown here and checked by TargetOption.convert (typer 0.29's Option has no click_type).
+        help_ += f" One of: {', '.join(opt.choices)}." if opt.choices else ""
+        info = typer.Option(None, opt.flag, help=help_, rich_help_panel="Target options")
         params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
     fn.__signature__ = sig.replace(parameters=params)
     return fn
@@ -314,9 +315,11 @@ def run_cmd(
     outputs: Optional[str] = typer.Option(None, "--outputs", "-o", help="Write the outputs to this .npz file "
                                           "(default: print a summary)."),
     threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
+    reference: bool = typer.Option(False, "--reference", help="Run the target's reference instead of the bundle "
+                                   "(ascend: its model.onnx in onnxruntime on this CPU, not the NPU)."),
 ):
     """Run a compiled bundle on inputs from an .npz file, the way its target runs here (in process with the
-    thin runtime; arm64-neon under qemu-aarch64 on other machines)."""
+    thin runtime; arm64-neon under qemu-aarch64 on other machines; ascend on a machine with CANN)."""
     import numpy as np
     from .api import load
     try:
@@ -325,7 +328,13 @@ def run_cmd(
     except (OSError, ValueError) as e:
         from targets.base import BundleRunError
         raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
-    result = load(bundle).run(feeds, threads=threads)
+    if reference:
+        from targets.base import reference_runner_for
+        b = load(bundle)
+        result = reference_runner_for(b.manifest)(b.path, feeds)
+        typer.echo(f"reference run ({b.target}): not the target's own execution", err=True)
+    else:
+        result = load(bundle).run(feeds, threads=threads)
     if outputs:
         np.savez(outputs, **result)
         typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)

@@ -39,8 +39,13 @@ def _attr_is_input(op_type: str, attr: str, opset: int) -> bool:
     return True
 
 
+def min_opset(graph: Graph) -> int:
+    """The lowest opset that has every op of `graph`."""
+    return max([0] + [MIN_OPSET_FOR_OP.get(n.op_type, 0) for n in graph.nodes])
+
+
 def export_opset(graph: Graph) -> int:
-    return max([DEFAULT_OPSET] + [MIN_OPSET_FOR_OP.get(n.op_type, 0) for n in graph.nodes])
+    return max(DEFAULT_OPSET, min_opset(graph))
 
 
 class _Exporter:
@@ -140,9 +145,9 @@ class _Exporter:
 
 
 def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
-    """Build an ONNX ModelProto for `graph` (opset 17, or the lowest that has every op used)."""
-    need = export_opset(graph)
-    return _Exporter(graph, max(opset or need, need)).run()
+    """Build an ONNX ModelProto for `graph` at `opset` (raised to the lowest opset that has every op used);
+    without one, at opset 17 or that lowest opset."""
+    return _Exporter(graph, max(opset, min_opset(graph)) if opset else export_opset(graph)).run()
 
 
 def save_onnx(graph: Graph, path: str | os.PathLike, opset: int | None = None) -> None:

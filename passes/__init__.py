@@ -6,7 +6,7 @@ from .pass_manager import (DEFAULT_PIPELINE, PASSES, PassContext, PassManager, i
                            parse_pipeline, register_pass, run_pipeline)
 from . import canonicalize, cleanup, fold_constants  # noqa: F401,E402  (registration)
 from . import fold_batchnorm, fuse_attention, fuse_epilogue, fuse_norms  # noqa: F401,E402
-from . import decompose_fused, prune_heads  # noqa: F401,E402
+from . import decompose_for_opset, decompose_fused, prune_heads  # noqa: F401,E402
 from . import fuse_quantized  # noqa: F401,E402
 from . import quantize_int8  # noqa: F401,E402
 from . import decompose_quantized  # noqa: F401,E402

@@ -5,6 +5,7 @@ reference interpreter.
 `Attention` → Q/K/V MatMul (+ bias Add), head split (Reshape, Transpose),
 QKᵀ MatMul, scale Mul, mask Where/Add, Softmax, NaN guard, ·V, head merge;
 `FusedMatMul` → MatMul, bias Add, activation op(s), residual Add;
+`FusedConv` → Conv (with its bias), activation op(s), residual Add;
 `SkipLayerNormalization` → Add, LayerNormalization.
 
 Not in the default pipeline. A graph pruned after fusion (prune_heads) keeps
@@ -20,7 +21,7 @@ from compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
 
-DECOMPOSABLE = ("Attention", "FusedMatMul", "SkipLayerNormalization")
+DECOMPOSABLE = ("Attention", "FusedMatMul", "FusedConv", "SkipLayerNormalization")
 
 
 def _op(g: Graph, op: str, inputs, attrs=None, name="") -> Value:
@@ -74,6 +75,16 @@ def _activation(g: Graph, y: Value, attrs: dict, base: str) -> Value:
     return _op(g, op, [y], a, name=f"{base}/{kind}")
 
 
+def _epilogue(g: Graph, n: Node, y: Value, res: Value | None) -> Value:
+    """The activation and residual Add of a fused op's epilogue, in the order its attributes say."""
+    if res is not None and n.attrs["residual_before_activation"]:
+        y = _op(g, "Add", [y, res], name=f"{n.name}/residual")
+    y = _activation(g, y, n.attrs, n.name)
+    if res is not None and not n.attrs["residual_before_activation"]:
+        y = _op(g, "Add", [y, res], name=f"{n.name}/residual")
+    return y
+
+
 def _fused_matmul(g: Graph, n: Node) -> list[Value]:
     a, w = n.inputs[0], n.inputs[1]
     bias = n.inputs[2] if len(n.inputs) > 2 else None
@@ -81,12 +92,15 @@ def _fused_matmul(g: Graph, n: Node) -> list[Value]:
     y = _op(g, "MatMul", [a, w], name=f"{n.name}/matmul")
     if bias is not None:
         y = _op(g, "Add", [y, bias], name=f"{n.name}/bias")
-    if res is not None and n.attrs["residual_before_activation"]:
-        y = _op(g, "Add", [y, res], name=f"{n.name}/residual")
-    y = _activation(g, y, n.attrs, n.name)
-    if res is not None and not n.attrs["residual_before_activation"]:
-        y = _op(g, "Add", [y, res], name=f"{n.name}/residual")
-    return [y]
+    return [_epilogue(g, n, y, res)]
+
+
+def _fused_conv(g: Graph, n: Node) -> list[Value]:
+    from compiler.ops import get_op
+    conv_inputs = [v for v in n.inputs[:3] if v is not None]
+    res = n.inputs[3] if len(n.inputs) > 3 else None
+    y = _op(g, "Conv", conv_inputs, get_op("FusedConv").conv_attrs(n.attrs), name=f"{n.name}/conv")
+    return [_epilogue(g, n, y, res)]
 
 
 def _skip_layernorm(g: Graph, n: Node) -> list[Value]:
@@ -96,12 +110,13 @@ def _skip_layernorm(g: Graph, n: Node) -> list[Value]:
     return [y, s]
 
 
-_DECOMPOSE = {"Attention": _attention, "FusedMatMul": _fused_matmul, "SkipLayerNormalization": _skip_layernorm}
+_DECOMPOSE = {"Attention": _attention, "FusedMatMul": _fused_matmul, "FusedConv": _fused_conv,
+              "SkipLayerNormalization": _skip_layernorm}
 
 
 @register_pass("decompose_fused_ops", ops="")
 def decompose_fused_ops(graph: Graph, ops: str = "") -> int:
-    """Rewrite fused ops (Attention, FusedMatMul, SkipLayerNormalization; or only the comma-separated `ops`)
+    """Rewrite fused ops (Attention, FusedMatMul, FusedConv, SkipLayerNormalization; or only the comma-separated `ops`)
     back into the primitive ops they stand for, for targets without kernels for them. Not in the default
     pipeline; e.g. after prune_heads for a target that lowers only primitive ops."""
     wanted = [o.strip() for o in ops.split(",") if o.strip()] or list(DECOMPOSABLE)

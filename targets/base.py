@@ -155,6 +155,9 @@ class TargetSpec:
     host:    "module:function" -> options for this machine when it runs the target natively, else None
              (`--target host` takes the first match in `host_rank` order).
     aliases: other names, each with the options it implies (`arm64-neon-dotprod` = arm64-neon +dotprod).
+    reference: "module:function", called as function(bundle_dir, feeds) -> outputs: a reference run of what the
+             bundle hands a vendor compiler (e.g. its ONNX model in onnxruntime) for `aotc run --reference`;
+             None where the target has none.
     """
     name: str
     description: str
@@ -164,6 +167,7 @@ class TargetSpec:
     aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     host: str | None = None
     host_rank: int = 100
+    reference: str | None = None
 
     def option(self, name: str) -> TargetOption | None:
         return next((o for o in self.options if o.name == name), None)
@@ -266,6 +270,16 @@ def loader_for(manifest: Mapping[str, Any]) -> Callable[..., LoadedBundle]:
         raise UnknownTargetError("The bundle's manifest names no target; it was not written by aotc compile.")
     spec, _ = find_spec(name)
     return resolve(spec.loader)
+
+
+def reference_runner_for(manifest: Mapping[str, Any]) -> Callable[..., dict]:
+    """The bundle's target's reference run (`aotc run --reference`); an error for a target without one."""
+    spec, _ = find_spec(manifest["target"]["name"]) if isinstance(manifest.get("target"), Mapping) else (None, None)
+    if spec is None or spec.reference is None:
+        have = ", ".join(s.name for s in target_specs() if s.reference) or "none"
+        raise UnknownTargetError(f"--reference: target {spec.name if spec else '?'} has no reference run (targets "
+                                 f"with one: {have}); run the bundle without --reference.")
+    return resolve(spec.reference)
 
 
 def describe_targets() -> list[dict]:
