@@ -16,7 +16,7 @@ from compiler.errors import AotcError
 from compiler.ir import Graph
 
 FORMAT_VERSION = 1
-ABI_VERSION = 1
+ABI_VERSION = 2  # the model.so entry points (runtime_stub/aotc_runtime.h AOTC_ABI_VERSION)
 
 
 class BundleWriteError(AotcError):

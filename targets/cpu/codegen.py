@@ -9,7 +9,6 @@ and target give the same model.so byte for byte."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -58,11 +57,14 @@ def _progress(msg: str, quiet: bool) -> None:
 
 
 def _cstr(s: str) -> str:
-    return json.dumps(s, ensure_ascii=True)
-
-
-def _comment(s: str) -> str:
-    return s.replace("*/", "* /")
+    """A C string literal holding `s`'s UTF-8 bytes: printable ASCII as is, every other byte as an octal
+    escape (JSON's \\uXXXX escapes are not C: \\u0001 does not compile, and names reach the runtime byte for
+    byte, where they must equal the manifest's)."""
+    out = []
+    for b in s.encode("utf-8", "surrogatepass"):
+        ch = chr(b)
+        out.append(ch if 0x20 <= b < 0x7F and ch not in '"\\?' else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def kernel_name(i: int, op_type: str) -> str:
@@ -138,7 +140,11 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
 
     def io(v):
         where, off = plan.place[v.name]
-        return {"name": _comment(v.name), "where": 0 if where == "arena" else 1, "offset": off, "nbytes": v.nbytes}
+        if v.shape not in shape_ids:
+            shape_ids[v.shape] = len(shapes)
+            shapes.append(v.shape)
+        return {"name": v.name, "where": 0 if where == "arena" else 1, "offset": off, "nbytes": v.nbytes,
+                "dtype": v.dtype.value, "ndim": len(v.shape), "shape_id": shape_ids[v.shape]}
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
