@@ -3,20 +3,17 @@ outputs, kernels, sizes, the passes applied, and the INT8 quantization report wh
 (scheme, calibration method, which nodes are int8 and which stayed float, and why)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import AotcError
 
 
 def read_manifest(bundle: str | Path) -> dict:
-    path = Path(bundle) / "manifest.json"
+    from runtime_stub.manifest import ManifestError, read_manifest as read_checked
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AotcError(f"{bundle} is a directory but not an aotc bundle: it has no manifest.json.") from None
-    except (OSError, ValueError) as e:
-        raise AotcError(f"{path} cannot be read as a bundle manifest ({e}).") from None
+        return read_checked(bundle)
+    except ManifestError as e:
+        raise AotcError(f"{e}.") from None
 
 
 def _io(items) -> str:

@@ -177,6 +177,10 @@ def optimize(
     """
     from .onnx_export import save_onnx
     from .onnx_import import load_onnx
+    from .user_files import check_output_file, write_file_atomically
+    check_output_file(output)
+    if report:
+        check_output_file(report, "--report")
     qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
                                 calibration_samples, quantize_ops, exclude_nodes, smoothquant, max_drop)
     extra = [(qstep, Q.QUANTIZE_AFTER)] if qstep else []
@@ -196,8 +200,8 @@ def optimize(
     if "quantize_int8" in pm.context.reports:
         typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
     if report:
-        with open(report, "w") as f:
-            json.dump(pm.applied(), f, indent=2, default=str)
+        text = json.dumps(pm.applied(), indent=2, default=str)
+        write_file_atomically(report, lambda f: f.write(text.encode()), "--report")
     typer.echo(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}", err=True)
 
 
@@ -218,6 +222,8 @@ def trace_cmd(
     write the IR as ONNX."""
     from .frontend import load_python_model, parse_example_inputs
     from .onnx_export import save_onnx
+    from .user_files import check_output_file
+    check_output_file(output)
     graph = load_python_model(model, parse_example_inputs(example_input))
     before = len(graph.nodes)
     if optimize:
@@ -271,6 +277,10 @@ def compile_cmd(
     prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
     prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
     prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
+    sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY.pem", help="Sign the manifest with this "
+                                       "Ed25519 private key (PEM); `aotc run --public-key` then checks it."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a model whose arena + weights "
+                                             "exceed this (e.g. 8G; default 16G)."),
 ):
     """Compile a model into a deployable bundle (manifest.json, weights.bin, model.so, generated sources).
 
@@ -278,6 +288,12 @@ def compile_cmd(
     """
     from passes import DEFAULT_PIPELINE
     from targets.bundle import compile_to_bundle
+    from targets.memory_limit import parse_memory_size
+    from targets.signing import load_signing_key
+    from .user_files import check_output_dir
+    check_output_dir(output)
+    signing_key = load_signing_key(sign) if sign else None
+    max_memory_bytes = parse_memory_size(max_memory) if max_memory else None
     transform = None
     passes = {"default": ",".join(DEFAULT_PIPELINE), "none": ""}.get(passes, passes)
     qstep = Q.quantization_step(quantize, calibration, calibration_method, calibration_percentile,
@@ -322,7 +338,7 @@ def compile_cmd(
     elif mcpu or cpu_features or cross_cc or sysroot:
         raise AotcError("--mcpu, --cpu-features, --cross-cc and --sysroot apply to --target arm64-neon only.")
     path = compile_to_bundle(model, output, target, parse_input_shapes(input_shape), quiet=quiet,
-                             transform=transform)
+                             transform=transform, signing_key=signing_key, max_memory=max_memory_bytes)
     man = json.loads((path / "manifest.json").read_text())
     typer.echo(f"wrote {path}: {man['kernels']} kernels ({man['kernel_calls']} calls) for {man['target']['name']}, "
                f"arena {man['arena_bytes']} B, weights {man['weight_bytes']} B", err=True)
@@ -335,38 +351,40 @@ def run_cmd(
     outputs: Optional[str] = typer.Option(None, "--outputs", "-o", help="Write the outputs to this .npz file "
                                           "(default: print a summary)."),
     threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
+    public_key: Optional[str] = typer.Option(None, "--public-key", metavar="KEY.pem", help="Refuse the bundle "
+                                             "unless its manifest is signed by this Ed25519 key (aotc compile --sign)."),
 ):
     """Run a compiled bundle on inputs from an .npz file (with the thin runtime only)."""
     import numpy as np
     import runtime_stub
-    try:
-        with np.load(inputs) as data:
-            feeds = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
-    from pathlib import Path
-    try:
-        target = json.loads((Path(bundle) / "manifest.json").read_text()).get("target", {}).get("name")
-    except (OSError, ValueError, AttributeError):
-        target = None
-    if target == "arm64-neon":  # the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM machine
-        from targets.arm64.qemu import run_bundle
-        result = run_bundle(bundle, feeds, threads=threads)[0]
-    else:
-        try:
-            m = runtime_stub.load(bundle)
-            if threads:
-                m.set_num_threads(threads)
-            result = m.run(feeds)
-        except runtime_stub.RuntimeStubError as e:
-            raise BundleRunError(f"{e}.") from None
+    from .user_files import check_output_file, read_npz, write_npz
     if outputs:
-        np.savez(outputs, **result)
+        check_output_file(outputs)
+    feeds = read_npz(inputs)
+    try:
+        result = _run_bundle(bundle, feeds, threads, public_key)
+    except runtime_stub.RuntimeStubError as e:
+        raise BundleRunError(f"{e}.") from None
+    if outputs:
+        write_npz(outputs, result)
         typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)
     else:
         for name, arr in result.items():
             flat = arr.reshape(-1)
             typer.echo(f"{name}: {arr.dtype}{list(arr.shape)} first values {np.array2string(flat[:6], precision=5)}")
+
+
+def _run_bundle(bundle: str, feeds: dict, threads: int, public_key: Optional[str]) -> dict:
+    import runtime_stub
+    from runtime_stub.manifest import bundle_target
+    if bundle_target(bundle, public_key) == "arm64-neon":
+        # the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM machine
+        from targets.arm64.qemu import run_bundle
+        return run_bundle(bundle, feeds, threads=threads)[0]
+    m = runtime_stub.load(bundle, public_key=public_key)
+    if threads:
+        m.set_num_threads(threads)
+    return m.run(feeds)
 
 
 def main() -> None:

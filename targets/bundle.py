@@ -40,11 +40,13 @@ def graph_digest(graph: Graph) -> str:
 
 def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, target="host",
                       input_shapes: Mapping[str, Sequence[int]] | None = None, quiet: bool = False,
-                      transform: Callable[[Graph], list] | None = None) -> Path:
+                      transform: Callable[[Graph], list] | None = None, signing_key=None,
+                      max_memory: int | None = None) -> Path:
     """Compile an ONNX model file (or an IR graph) for a CPU target into the bundle directory `out`.
 
     `transform` (e.g. a pass pipeline) rewrites the graph first and returns what it applied, which the
-    manifest records under "passes"."""
+    manifest records under "passes". `signing_key` (targets.signing.load_signing_key) signs the manifest;
+    `max_memory` (bytes, default targets.memory_limit.DEFAULT_MAX_MEMORY) bounds arena + weights."""
     import compiler
     from targets.cpu.codegen import compile_graph
     from targets.cpu.target import get_target
@@ -72,7 +74,8 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     build = Path(tempfile.mkdtemp(prefix="aotc-build-"))
     try:
-        cm = compile_graph(graph, tgt, build / "build", model_id, compiler.__version__, quiet=quiet)
+        cm = compile_graph(graph, tgt, build / "build", model_id, compiler.__version__, quiet=quiet,
+                           max_memory=max_memory)
         files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode()}
         files.update(tgt.bundle_extras(build / "build"))  # e.g. arm64-neon's runner and runtime library
         manifest = {
@@ -98,6 +101,9 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
             if data[:4] == b"\x7fELF":
                 (staging / name).chmod(0o755)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if signing_key is not None:
+            from .signing import sign_bundle
+            sign_bundle(staging, signing_key)
         staging.chmod(0o755)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

@@ -24,6 +24,8 @@ from compiler.dtypes import DType
 from compiler.errors import AotcError
 from compiler.ir import Graph
 
+from targets.memory_limit import check_memory_limit
+
 from .lowering import Call, lower_graph
 from .memory_plan import MemoryPlan, plan_memory
 from .target import CpuTarget
@@ -72,7 +74,7 @@ def kernel_name(i: int, op_type: str) -> str:
 
 
 def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
-                  quiet: bool = False) -> CompiledModel:
+                  quiet: bool = False, max_memory: int | None = None) -> CompiledModel:
     import tvm
 
     if shutil.which(target.cc) is None:
@@ -87,6 +89,7 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
     steps, ctx = lower_graph(graph, target)
     calls = [s for s in steps if isinstance(s, Call)]
     plan = plan_memory(graph, steps)
+    check_memory_limit(plan, max_memory)  # before any kernel is built
 
     # One kernel per distinct key, named in order of first use.
     kernels: dict[str, str] = {}
