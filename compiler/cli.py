@@ -177,7 +177,7 @@ def optimize(
     """
     from .onnx_export import save_onnx
     from .onnx_import import load_onnx
-    from .user_files import check_output_file, write_file_atomically
+    from .user_files import check_output_file, write_file_atomically, writing
     check_output_file(output)
     if report:
         check_output_file(report, "--report")
@@ -195,7 +195,8 @@ def optimize(
     pm.run(graph)
     if pstep:
         typer.echo(P.pruning_summary(pm), err=True)
-    save_onnx(graph, output)
+    with writing(output):
+        save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     if "quantize_int8" in pm.context.reports:
         typer.echo(Q.format_summary(pm.context.reports["quantize_int8"]), err=True)
@@ -222,13 +223,14 @@ def trace_cmd(
     write the IR as ONNX."""
     from .frontend import load_python_model, parse_example_inputs
     from .onnx_export import save_onnx
-    from .user_files import check_output_file
+    from .user_files import check_output_file, writing
     check_output_file(output)
     graph = load_python_model(model, parse_example_inputs(example_input))
     before = len(graph.nodes)
     if optimize:
         make_pass_manager(None, None, None, False, verify).run(graph)
-    save_onnx(graph, output)
+    with writing(output):
+        save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     typer.echo(f"traced {before} nodes" + (f" -> {len(graph.nodes)} optimized" if optimize else "")
                + f" ({hist}); wrote {output}", err=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import AotcError
@@ -55,23 +56,35 @@ def check_output_dir(path: str, flag: str = "-o") -> None:
     _writable_folder(p.parent if str(p.parent) else Path("."), flag, path)
 
 
+@contextmanager
+def writing(path: str, flag: str = "-o"):
+    """Turns an OSError of writing `path` (a full disk, a folder that is not really writable) into a user error."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputPathError(f"Cannot write {flag} {str(path)!r}: {e.strerror or e}.") from None
+
+
+def make_staging_dir(out: Path) -> Path:
+    """A new empty folder beside the bundle directory `out`, to assemble the bundle in before renaming it."""
+    check_output_dir(str(out))
+    with writing(str(out)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+
+
 def write_file_atomically(path: str, write, flag: str = "-o") -> None:
     """Calls write(fileobj) on a temporary file beside `path`, then renames it into place."""
     check_output_file(path, flag)
-    folder = Path(path).parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".partial", dir=folder)
-    except OSError as e:
-        raise OutputPathError(f"Cannot write {path!r}: {e.strerror or e}.") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputPathError(f"Cannot write {path!r}: {e.strerror or e}.") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with writing(path, flag):
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".partial", dir=Path(path).parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def read_npz(path: str, flag: str = "-i") -> dict:

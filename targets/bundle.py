@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from compiler.errors import AotcError
+from compiler.user_files import make_staging_dir
 from compiler.ir import Graph
 
 FORMAT_VERSION = 1
@@ -70,8 +71,7 @@ def compile_to_bundle(model: str | os.PathLike | Graph, out: str | os.PathLike, 
                          "source": source, "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
     model_id = sha256_bytes(id_src.encode())[:32]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    staging = make_staging_dir(out)  # a path the user cannot write is their error, named
     build = Path(tempfile.mkdtemp(prefix="aotc-build-"))
     try:
         cm = compile_graph(graph, tgt, build / "build", model_id, compiler.__version__, quiet=quiet,
