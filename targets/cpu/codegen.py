@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -159,7 +160,8 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
         max_args=max([len(c.operands) for c in calls] + [1]))
     (workdir / "driver.c").write_text(driver)
 
-    cmd = [target.cc, *target.cflags, "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-o", "model.so",
+    # AOTC_DRIVER_CFLAGS: extra flags for the driver, e.g. -fsanitize=thread for `make sanitize` (test builds only).
+    cmd = [target.cc, *target.cflags, *shlex.split(os.environ.get("AOTC_DRIVER_CFLAGS", "")), "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-o", "model.so",
            "driver.c", *objects, "-lm", "-lpthread", "-Wl,--build-id=none", "-Wl,--hash-style=gnu",
            *([] if os.environ.get("AOTC_KEEP_SYMBOLS") else ["-Wl,-s"]),
            "-ffile-prefix-map=" + str(workdir) + "=."]
