@@ -14,32 +14,11 @@ import pytest
 
 import compiler
 from tamper_cases import tamper_cases
-from x86_helpers import copy_bundle, needs_avx512, rewrite_manifest
+from test_bundle_x86 import bundle, feeds, small_model  # noqa: F401 (fixtures: the same small MLP bundle)
+from x86_helpers import copy_bundle, needs_avx512
 
 pytestmark = needs_avx512
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def tiny_model() -> compiler.Graph:
-    r = np.random.default_rng(1)
-    g = compiler.Graph("tiny")
-    x = g.add_input("x", (4, 8), compiler.DType.float32)
-    w = g.add_const("w", r.standard_normal((8, 3)).astype(np.float32))
-    h = g.add_node("MatMul", [x, w], output_names=["h"]).outputs[0]
-    y = g.add_node("Relu", [h], output_names=["y"]).outputs[0]
-    g.outputs = [y, h]
-    return g
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from targets.bundle import compile_to_bundle
-    return compile_to_bundle(tiny_model(), tmp_path_factory.mktemp("b") / "tiny", "x86-avx512", quiet=True)
-
-
-@pytest.fixture(scope="module")
-def feeds():
-    return {"x": np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)}
 
 
 def refusal(path: Path, **kw) -> str:
@@ -78,6 +57,7 @@ def test_every_tampered_manifest_field_is_refused(bundle, tmp_path):
     (lambda m: m.update(arena_bytes=1), "was built for a"),
     (lambda m: m["inputs"][0].update(shape=[1, 4]), "another input 0"),
     (lambda m: m["outputs"][0].update(shape=[64, 64]), "another output 0"),
+    (lambda m: m["outputs"][1].update(shape=[64, 127]), "another output 1"),
     (lambda m: m["outputs"][0].update(dtype="int64"), "another output 0"),
     (lambda m: m.update(outputs=[]), "'outputs' has 0 entries"),
     (lambda m: m.update(format_version=1.9), "no format_version"),
@@ -196,7 +176,7 @@ def keys(tmp_path_factory):
 def signed(keys, tmp_path_factory) -> Path:
     from targets.bundle import compile_to_bundle
     from targets.signing import load_signing_key
-    return compile_to_bundle(tiny_model(), tmp_path_factory.mktemp("s") / "signed", "x86-avx512", quiet=True,
+    return compile_to_bundle(small_model(), tmp_path_factory.mktemp("s") / "signed", "x86-avx512", quiet=True,
                              signing_key=load_signing_key(str(keys / "good.pem")))
 
 
@@ -204,11 +184,11 @@ def test_signed_bundle_loads_with_its_key_and_is_deterministic(signed, keys, fee
     import runtime_stub
     from targets.bundle import compile_to_bundle
     from targets.signing import load_signing_key
-    want = compiler.interpret(tiny_model(), feeds)
+    want = compiler.interpret(small_model(), feeds)
     for key in (keys / "good.pub", str(keys / "good.pub"), (keys / "good.pub").read_bytes()):
         got = runtime_stub.load(signed, public_key=key).run(feeds)
         np.testing.assert_allclose(got["y"], want["y"], rtol=1e-5, atol=1e-5)
-    again = compile_to_bundle(tiny_model(), tmp_path / "again", "x86-avx512", quiet=True,
+    again = compile_to_bundle(small_model(), tmp_path / "again", "x86-avx512", quiet=True,
                               signing_key=load_signing_key(str(keys / "good.pem")))
     assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in signed.iterdir())
     for p in signed.iterdir():
@@ -235,12 +215,12 @@ def aotc(*args):
 
 def test_cli_sign_and_public_key(keys, tmp_path):
     from compiler.onnx_export import save_onnx
-    model = tmp_path / "tiny.onnx"
-    save_onnx(tiny_model(), str(model))
+    model = tmp_path / "small.onnx"
+    save_onnx(small_model(), str(model))
     out = tmp_path / "b"
     res = aotc("compile", str(model), "-t", "x86-avx512", "-q", "--sign", str(keys / "good.pem"), "-o", str(out))
     assert res.returncode == 0, res.stderr
-    x = np.ones((4, 8), np.float32)
+    x = np.ones((64, 256), np.float32)
     np.savez(tmp_path / "in.npz", x=x)
     ok = aotc("run", str(out), "-i", str(tmp_path / "in.npz"), "--public-key", str(keys / "good.pub"))
     assert ok.returncode == 0, ok.stderr
@@ -276,7 +256,7 @@ def test_inputs_are_checked_before_outputs_are_allocated(bundle, monkeypatch):
     m = runtime_stub.load(bundle)
     monkeypatch.setattr(np, "empty", lambda *a, **k: pytest.fail("an output was allocated before the check"))
     with pytest.raises(runtime_stub.RuntimeStubError, match="has shape"):
-        m.run({"x": np.zeros((4, 9), np.float32)})
+        m.run({"x": np.zeros((64, 9), np.float32)})
 
 
 # -- 6. inspect of a malformed bundle --------------------------------------------------------------------
