@@ -6,12 +6,13 @@ BIN    := $(VENV)/bin
 # pytest workers: both cores by default (CI has 2).
 JOBS   ?= 2
 
-.PHONY: demo test test-fast clean help arm64-toolchain
+.PHONY: demo test test-fast sanitize clean help arm64-toolchain
 
 help:
 	@echo "make demo       install aotc in .venv, compile MiniLM-L6 for this CPU and run it beside onnxruntime"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  the suite without whole-model tests"
+	@echo "make sanitize   the runtime under ASan/UBSan/LSan (manifest-tamper matrix) and TSan (thread pool)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,10 @@ test: $(VENV)/.deps-test arm64-toolchain
 
 test-fast: $(VENV)/.deps-test arm64-toolchain
 	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow"
+
+# docs/reliability.md records its last result.
+sanitize: $(VENV)/.deps-test
+	$(BIN)/python tests/sanitize/run_sanitizers.py --mutations 1000 --thread-runs 200
 
 clean:
 	rm -rf $(VENV) .cache examples/out .pytest_cache

@@ -56,16 +56,30 @@ class CompileOptions:
     prune_heads_min_per_layer: int = 1
     prune_heads_importance: str = "drift"
     prune_heads_samples: int | None = None
+    sign: str | os.PathLike | None = None      # an Ed25519 private key (PEM) to sign the manifest with
+    max_memory: int | str | None = None        # refuse a bundle needing more run-time memory ("16G"; bytes)
 
 
 class Bundle:
     """A compiled bundle on disk: its manifest, and `run` on this machine (the target's registered loader:
     in process, under qemu, or a clear error saying what this machine lacks)."""
 
-    def __init__(self, path: str | os.PathLike):
-        from compiler.bundle_summary import read_manifest
+    def __init__(self, path: str | os.PathLike, public_key=None):
+        from aotc.bundle_summary import read_manifest
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
+        self.public_key = public_key
+        if public_key is not None:
+            # The signature, then every listed file's hash, before any of the bundle's code can run (a runner
+            # executable, or a library's constructors).
+            from runtime_stub import RuntimeStubError
+            from runtime_stub.signature import check_listed_files
+            self.manifest = read_manifest(self.path, public_key)
+            try:
+                check_listed_files(self.path, self.manifest)
+            except RuntimeStubError as e:
+                raise AotcError(f"{e}.") from None
+        else:
+            self.manifest = read_manifest(self.path)
         self._session = None
 
     @property
@@ -76,7 +90,7 @@ class Bundle:
         """The loaded bundle (loaded once): an object with run(feeds) and set_num_threads(n)."""
         if self._session is None:
             from targets.base import loader_for
-            self._session = loader_for(self.manifest)(self.path, self.manifest)
+            self._session = loader_for(self.manifest)(self.path, self.manifest, public_key=self.public_key)
         return self._session
 
     def run(self, feeds: Mapping[str, Any], threads: int = 0) -> dict:
@@ -89,9 +103,10 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, target={self.target!r})"
 
 
-def load(path: str | os.PathLike) -> Bundle:
-    """Open a bundle written by `compile` / `aotc compile`."""
-    return Bundle(path)
+def load(path: str | os.PathLike, public_key=None) -> Bundle:
+    """Open a bundle written by `compile` / `aotc compile`. With `public_key` (an Ed25519 public key: PEM file,
+    PEM bytes or 32 raw bytes), an unsigned bundle or one whose signature or files do not match is refused."""
+    return Bundle(path, public_key)
 
 
 def load_model(model, options: CompileOptions) -> tuple[Graph, dict]:
@@ -199,7 +214,7 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     aotc Graph) for `target` into the bundle directory `output`; the keywords are CompileOptions' fields.
     Progress and reports go to `log` (default: stderr unless `quiet`). Returns the Bundle."""
     from targets.base import BuildContext, get_target
-    from targets.bundle import FORMAT_VERSION, check_output_path, graph_digest, io_description, write_bundle
+    from targets.bundle import FORMAT_VERSION, BundleWriter, graph_digest, io_description
     try:
         opts = CompileOptions(**options)
     except TypeError:
@@ -210,22 +225,31 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
         log = _stderr
     tgt = get_target(target, **dict(target_options or {}))
     out = Path(output)
-    check_output_path(out)
+    signing_key = None
+    if opts.sign is not None:
+        from targets.signing import load_signing_key
+        signing_key = load_signing_key(os.fspath(opts.sign))
+    max_memory = opts.max_memory
+    if isinstance(max_memory, str):
+        from targets.memory_limit import parse_memory_size
+        max_memory = parse_memory_size(max_memory)
     pm = build_pass_manager(opts, tgt)
-    graph, source = load_model(model, opts)
-    passes = run_pipeline(graph, pm, log, tgt.name)
-    id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
-                         "source": source, "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
-    model_id = hashlib.sha256(id_src.encode()).hexdigest()[:32]
-    work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
-    try:
-        build = tgt.compile(graph, BuildContext(work, model_id, compiler.__version__, log or (lambda msg: None)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    manifest = {"aotc_version": compiler.__version__, "model_id": model_id, "target": tgt.manifest(),
-                "source_model": source, "inputs": io_description(graph.inputs),
-                "outputs": io_description(graph.outputs), "passes": passes, **build.manifest}
-    write_bundle(out, build.files, manifest)
+    with BundleWriter(out) as writer:  # an -o that cannot be written fails here, before any work
+        graph, source = load_model(model, opts)
+        passes = run_pipeline(graph, pm, log, tgt.name)
+        id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
+                             "source": source, "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
+        model_id = hashlib.sha256(id_src.encode()).hexdigest()[:32]
+        work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
+        try:
+            build = tgt.compile(graph, BuildContext(work, model_id, compiler.__version__, log or (lambda msg: None),
+                                                    max_memory=max_memory))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        manifest = {"aotc_version": compiler.__version__, "model_id": model_id, "target": tgt.manifest(),
+                    "source_model": source, "inputs": io_description(graph.inputs),
+                    "outputs": io_description(graph.outputs), "passes": passes, **build.manifest}
+        writer.write(build.files, manifest, signing_key=signing_key)
     if log is not None and build.summary:
         log(f"wrote {out}: {build.summary}")
     return Bundle(out)

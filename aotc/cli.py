@@ -70,7 +70,7 @@ def inspect(
     """
     from pathlib import Path
     if Path(model).is_dir():  # a compiled bundle: its manifest (incl. the int8 quantization report)
-        from compiler.bundle_summary import format_bundle, read_manifest
+        from aotc.bundle_summary import format_bundle, read_manifest
         manifest = read_manifest(model)
         typer.echo(json.dumps(manifest, indent=2) if as_json else format_bundle(manifest))
         return
@@ -162,18 +162,23 @@ def optimize(
     """
     from compiler.onnx_export import save_onnx
     from compiler.onnx_import import load_onnx
+    from compiler.user_files import check_output_file, write_file_atomically, writing
     from .api import CompileOptions, build_pass_manager, run_pipeline
+    check_output_file(output)
+    if report:
+        check_output_file(report, "--report")
     opts = CompileOptions(passes=passes, disable_pass=disable_pass or (), print_ir_after=print_ir_after or (),
                           print_pass_times=print_pass_times, verify=verify, **_quantize_and_prune_options(locals()))
     pm = build_pass_manager(opts)
     graph = load_onnx(model, parse_input_shapes(input_shape))
     before = len(graph.nodes)
     run_pipeline(graph, pm, log=lambda msg: typer.echo(msg, err=True))
-    save_onnx(graph, output)
+    with writing(output):
+        save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     if report:
-        with open(report, "w") as f:
-            json.dump(pm.applied(), f, indent=2, default=str)
+        text = json.dumps(pm.applied(), indent=2, default=str)
+        write_file_atomically(report, lambda f: f.write(text.encode()), "--report")
     typer.echo(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}", err=True)
 
 
@@ -206,12 +211,15 @@ def trace_cmd(
     write the IR as ONNX."""
     from compiler.frontend import load_python_model, parse_example_inputs
     from compiler.onnx_export import save_onnx
+    from compiler.user_files import check_output_file, writing
+    check_output_file(output)
     graph = load_python_model(model, parse_example_inputs(example_input))
     before = len(graph.nodes)
     if optimize:
         from .api import CompileOptions, build_pass_manager
         build_pass_manager(CompileOptions(verify=verify)).run(graph)
-    save_onnx(graph, output)
+    with writing(output):
+        save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     typer.echo(f"traced {before} nodes" + (f" -> {len(graph.nodes)} optimized" if optimize else "")
                + f" ({hist}); wrote {output}", err=True)
@@ -249,6 +257,10 @@ def compile_cmd(
     prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
     prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
     prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
+    sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY.pem", help="Sign the manifest with this "
+                                       "Ed25519 private key (PEM); `aotc run --public-key` then checks it."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a model whose run-time memory "
+                                             "(arena + weights) exceeds this (e.g. 8G; default 16G)."),
     **target_options,
 ):
     """Compile a model into a deployable bundle (manifest.json, the target's files, generated sources).
@@ -264,7 +276,8 @@ def compile_cmd(
                   input_shapes=parse_input_shapes(input_shape),
                   example_inputs=parse_example_inputs(example_input) if example_input else None,
                   passes=passes, disable_pass=tuple(disable_pass or ()), print_ir_after=tuple(print_ir_after or ()),
-                  print_pass_times=print_pass_times, verify=verify, **_quantize_and_prune_options(args))
+                  print_pass_times=print_pass_times, verify=verify, sign=sign, max_memory=max_memory,
+                  **_quantize_and_prune_options(args))
 
 
 def _add_target_options(fn):
@@ -317,26 +330,26 @@ def run_cmd(
     threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
     reference: bool = typer.Option(False, "--reference", help="Run the target's reference instead of the bundle "
                                    "(ascend: its model.onnx in onnxruntime on this CPU, not the NPU)."),
+    public_key: Optional[str] = typer.Option(None, "--public-key", metavar="KEY.pem", help="Refuse the bundle "
+                                             "unless its manifest is signed by this Ed25519 key (aotc compile --sign)."),
 ):
     """Run a compiled bundle on inputs from an .npz file, the way its target runs here (in process with the
     thin runtime; arm64-neon under qemu-aarch64 on other machines; ascend on a machine with CANN)."""
     import numpy as np
+    from compiler.user_files import check_output_file, read_npz, write_npz
     from .api import load
-    try:
-        with np.load(inputs) as data:
-            feeds = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        from targets.base import BundleRunError
-        raise BundleRunError(f"Cannot read inputs from {inputs!r}: {e}.") from None
+    if outputs:
+        check_output_file(outputs)
+    feeds = read_npz(inputs)
+    b = load(bundle, public_key=public_key)
     if reference:
         from targets.base import reference_runner_for
-        b = load(bundle)
         result = reference_runner_for(b.manifest)(b.path, feeds)
         typer.echo(f"reference run ({b.target}): not the target's own execution", err=True)
     else:
-        result = load(bundle).run(feeds, threads=threads)
+        result = b.run(feeds, threads=threads)
     if outputs:
-        np.savez(outputs, **result)
+        write_npz(outputs, result)
         typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)
     else:
         for name, arr in result.items():

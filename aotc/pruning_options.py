@@ -2,7 +2,7 @@
 help texts, validation, the pipeline step they turn into, and the report printed after.
 
     step = pruning_step(prune_heads, prune_heads_spec, min_per_layer, importance, calibration)
-    extra = [step] if step else []          # ((name, options), after_prefixes) for make_pass_manager
+    extra = [step] if step else []          # ((name, options), after_prefixes) for passes.insert_pass
     ...
     typer.echo(pruning_summary(pm), err=True)   # after pm.run(graph); "" when no pruning ran
 

@@ -5,8 +5,10 @@
     outputs = model.run({"input_ids": ids, "attention_mask": mask})
 
 A Python wrapper (ctypes) over the C library in aotc_runtime.c, which checks
-the bundle (format version, every checksum) before loading its code and
-validates every input. The library is built with the system C compiler on
+the bundle (every manifest field, every checksum, and that model.so was
+built for exactly what the manifest says) before running any of its code
+and validates every input. With `public_key`, the manifest's Ed25519
+signature is checked first (runtime_stub/signature.py). The library is built with the system C compiler on
 first use and cached (set AOTC_RUNTIME_LIB to use a prebuilt one).
 """
 from __future__ import annotations
@@ -22,14 +24,12 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import RuntimeStubError
+
 __all__ = ["load", "Model", "RuntimeStubError", "library_path"]
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("aotc_runtime.c", "aotc_runtime.h")
-
-
-class RuntimeStubError(RuntimeError):
-    """A bundle could not be loaded or run; the message says why."""
 
 
 class _Tensor(ctypes.Structure):
@@ -77,6 +77,10 @@ def _library():
             lib = ctypes.CDLL(str(library_path()))
             lib.aotc_load.restype = ctypes.c_void_p
             lib.aotc_load.argtypes = [ctypes.c_char_p]
+            lib.aotc_load_with_manifest.restype = ctypes.c_void_p
+            lib.aotc_load_with_manifest.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+            lib.aotc_check_inputs.restype = ctypes.c_int
+            lib.aotc_check_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int]
             lib.aotc_run.restype = ctypes.c_int
             lib.aotc_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.POINTER(_Tensor),
                                      ctypes.c_int]
@@ -106,10 +110,15 @@ def _dtype(name: str) -> np.dtype:
 class Model:
     """A loaded bundle. `run` is safe to call from several threads at once."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, public_key=None):
         self._lib = lib = _library()
         self.path = Path(path)
-        handle = lib.aotc_load(str(self.path).encode())
+        if public_key is None:
+            handle = lib.aotc_load(os.fsencode(self.path))
+        else:
+            from .signature import verified_manifest
+            manifest = verified_manifest(self.path, public_key)  # the bytes verified are the bytes loaded
+            handle = lib.aotc_load_with_manifest(os.fsencode(self.path), manifest, len(manifest))
         if not handle:
             raise RuntimeStubError(_error(lib))
         self._handle = handle
@@ -121,7 +130,8 @@ class Model:
         for i in range(n):
             name, dt = ctypes.c_char_p(), ctypes.c_char_p()
             ndim, shape = ctypes.c_int32(), ctypes.POINTER(ctypes.c_int64)()
-            fn(self._handle, i, ctypes.byref(name), ctypes.byref(dt), ctypes.byref(ndim), ctypes.byref(shape))
+            if fn(self._handle, i, ctypes.byref(name), ctypes.byref(dt), ctypes.byref(ndim), ctypes.byref(shape)):
+                raise RuntimeStubError(_error(self._lib))
             out[name.value.decode()] = (_dtype(dt.value.decode()), tuple(shape[k] for k in range(ndim.value)))
         return out
 
@@ -129,13 +139,21 @@ class Model:
         self._lib.aotc_set_num_threads(self._handle, int(n))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise RuntimeStubError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}")
         keep = []
         ins = (_Tensor * max(len(feeds), 1))()
         for i, (name, arr) in enumerate(feeds.items()):
-            arr = np.ascontiguousarray(arr)
+            # np.asarray, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,).
+            arr = np.asarray(arr)
+            if not arr.flags.c_contiguous:
+                arr = np.ascontiguousarray(arr)
             shape = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
             keep += [arr, shape]
             ins[i] = _Tensor(str(name).encode(), str(arr.dtype).encode(), arr.ndim, shape, arr.ctypes.data)
+        # Inputs are checked before any output buffer is allocated.
+        if self._lib.aotc_check_inputs(self._handle, ins, len(feeds)) != 0:
+            raise RuntimeStubError(_error(self._lib))
         results = {}
         outs = (_Tensor * max(len(self.outputs), 1))()
         for i, (name, (dt, shp)) in enumerate(self.outputs.items()):
@@ -160,6 +178,9 @@ class Model:
             pass
 
 
-def load(path: str | os.PathLike) -> Model:
-    """Load the bundle directory `path` (checks format version and checksums first)."""
-    return Model(path)
+def load(path: str | os.PathLike, public_key=None) -> Model:
+    """Load the bundle directory `path`: checks every manifest field and checksum before loading its code.
+
+    `public_key` (an Ed25519 public key: PEM file path, PEM bytes or 32 raw bytes) makes an unsigned bundle,
+    or one whose signature does not verify with that key, an error before anything else is read."""
+    return Model(path, public_key)

@@ -5,11 +5,14 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 static __thread char last_error[2048];
@@ -73,7 +76,11 @@ static void sha256_hex(const uint8_t* data, size_t n, char out[65]) {
   for (int k = 0; k < 8; ++k) snprintf(out + 8 * k, 9, "%08x", c.h[k]);
 }
 
-/* ---- a small JSON reader (enough for manifest.json) ------------------------------------------- */
+/* ---- a strict JSON reader (enough for manifest.json) -------------------------------------------
+ * manifest.json is untrusted input: the reader refuses anything Python's json module would refuse
+ * (bad escapes, control characters, trailing data, non-JSON numbers such as NaN or 0x10), plus
+ * duplicate keys and "\u0000" (a C string could not hold it), so that the runtime and Python tools
+ * never read two different meanings from the same bytes. Every error path frees what it allocated. */
 typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
 typedef struct jval {
   jtype t;
@@ -86,6 +93,9 @@ typedef struct jval {
 
 typedef struct { const char* p; const char* end; int err; } jparser;
 
+#define JSON_MAX_DEPTH 64
+#define JSON_MAX_ITEMS (1 << 20)
+
 static void jfree(jval* v) {
   if (!v) return;
   free(v->str);
@@ -95,57 +105,127 @@ static void jfree(jval* v) {
   }
   free(v->items);
   free(v->keys);
+  memset(v, 0, sizeof *v);
 }
 
 static void jskip(jparser* ps) {
   while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t')) ps->p++;
 }
 
-static int jparse(jparser* ps, jval* v, int depth);
+static int jhex4(jparser* ps, unsigned* cp) {
+  if (ps->end - ps->p < 4) return -1;
+  unsigned v = 0;
+  for (int k = 0; k < 4; ++k) {
+    char h = *ps->p++;
+    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + (unsigned)d;
+  }
+  *cp = v;
+  return 0;
+}
+
+/* A growing byte buffer; on allocation failure it frees itself and reports -1. */
+typedef struct { char* s; size_t n, cap; } jbuf;
+
+static int jbuf_put(jbuf* b, const char* c, size_t k) {
+  if (b->n + k + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 16;
+    while (b->n + k + 1 > cap) cap *= 2;
+    char* s = realloc(b->s, cap);
+    if (!s) { free(b->s); b->s = NULL; return -1; }
+    b->s = s;
+    b->cap = cap;
+  }
+  memcpy(b->s + b->n, c, k);
+  b->n += k;
+  return 0;
+}
+
+static int jutf8(jbuf* b, unsigned cp) {
+  char u[4];
+  size_t k;
+  if (cp < 0x80) { u[0] = (char)cp; k = 1; }
+  else if (cp < 0x800) { u[0] = (char)(0xc0 | cp >> 6); u[1] = (char)(0x80 | (cp & 63)); k = 2; }
+  else if (cp < 0x10000) { u[0] = (char)(0xe0 | cp >> 12); u[1] = (char)(0x80 | (cp >> 6 & 63)); u[2] = (char)(0x80 | (cp & 63)); k = 3; }
+  else { u[0] = (char)(0xf0 | cp >> 18); u[1] = (char)(0x80 | (cp >> 12 & 63)); u[2] = (char)(0x80 | (cp >> 6 & 63)); u[3] = (char)(0x80 | (cp & 63)); k = 4; }
+  return jbuf_put(b, u, k);
+}
 
 static char* jstring(jparser* ps) {
   if (ps->p >= ps->end || *ps->p != '"') { ps->err = 1; return NULL; }
   ps->p++;
-  size_t cap = 16, n = 0;
-  char* s = malloc(cap);
+  jbuf b = {NULL, 0, 0};
+  if (jbuf_put(&b, "", 0)) { ps->err = 1; return NULL; }
   while (ps->p < ps->end && *ps->p != '"') {
     char c = *ps->p++;
-    if (c == '\\') {
-      if (ps->p >= ps->end) break;
+    int rc;
+    if ((unsigned char)c < 0x20) goto bad;
+    if (c != '\\') { rc = jbuf_put(&b, &c, 1); }
+    else {
+      if (ps->p >= ps->end) goto bad;
       char e = *ps->p++;
-      switch (e) {
-        case 'n': c = '\n'; break;
-        case 't': c = '\t'; break;
-        case 'r': c = '\r'; break;
-        case 'b': c = '\b'; break;
-        case 'f': c = '\f'; break;
-        case 'u': {
-          unsigned cp = 0;
-          for (int k = 0; k < 4 && ps->p < ps->end; ++k) {
-            char h = *ps->p++;
-            cp = cp * 16 + (unsigned)(h >= 'a' ? h - 'a' + 10 : h >= 'A' ? h - 'A' + 10 : h - '0');
-          }
-          if (n + 4 >= cap) s = realloc(s, cap *= 2);
-          if (cp < 0x80) { s[n++] = (char)cp; }
-          else if (cp < 0x800) { s[n++] = (char)(0xc0 | cp >> 6); s[n++] = (char)(0x80 | (cp & 63)); }
-          else { s[n++] = (char)(0xe0 | cp >> 12); s[n++] = (char)(0x80 | (cp >> 6 & 63)); s[n++] = (char)(0x80 | (cp & 63)); }
-          continue;
+      const char* simple = strchr("\"\\/bfnrt", e);
+      if (e && simple) {
+        static const char map[] = "\"\\/\b\f\n\r\t";
+        rc = jbuf_put(&b, &map[simple - "\"\\/bfnrt"], 1);
+      } else if (e == 'u') {
+        unsigned cp, lo;
+        if (jhex4(ps, &cp) || cp == 0 || (cp >= 0xdc00 && cp < 0xe000)) goto bad;
+        if (cp >= 0xd800 && cp < 0xdc00) {  /* a surrogate pair: Python's json.dumps writes non-BMP this way */
+          if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u') goto bad;
+          ps->p += 2;
+          if (jhex4(ps, &lo) || lo < 0xdc00 || lo >= 0xe000) goto bad;
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
         }
-        default: c = e;
+        rc = jutf8(&b, cp);
+      } else {
+        goto bad;
       }
     }
-    if (n + 2 >= cap) s = realloc(s, cap *= 2);
-    s[n++] = c;
+    if (rc) { ps->err = 1; return NULL; }  /* jbuf_put freed the buffer */
   }
-  if (ps->p >= ps->end) { ps->err = 1; free(s); return NULL; }
+  if (ps->p >= ps->end) goto bad;
   ps->p++;
-  s[n] = 0;
-  return s;
+  b.s[b.n] = 0;
+  return b.s;
+bad:
+  free(b.s);
+  ps->err = 1;
+  return NULL;
+}
+
+/* The JSON number grammar (strtod alone would take "nan", "inf", "0x1p3", " 1"). */
+static int jnumber(jparser* ps, double* out) {
+  const char* p = ps->p;
+  if (p < ps->end && *p == '-') p++;
+  if (p >= ps->end || *p < '0' || *p > '9') return -1;
+  if (*p == '0') p++;
+  else while (p < ps->end && *p >= '0' && *p <= '9') p++;
+  if (p < ps->end && *p == '.') {
+    p++;
+    if (p >= ps->end || *p < '0' || *p > '9') return -1;
+    while (p < ps->end && *p >= '0' && *p <= '9') p++;
+  }
+  if (p < ps->end && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < ps->end && (*p == '+' || *p == '-')) p++;
+    if (p >= ps->end || *p < '0' || *p > '9') return -1;
+    while (p < ps->end && *p >= '0' && *p <= '9') p++;
+  }
+  char tmp[64];
+  size_t len = (size_t)(p - ps->p);
+  if (len >= sizeof tmp) return -1;  /* no manifest number needs more digits */
+  memcpy(tmp, ps->p, len);
+  tmp[len] = 0;
+  *out = strtod(tmp, NULL);
+  ps->p = p;
+  return 0;
 }
 
 static int jparse(jparser* ps, jval* v, int depth) {
   memset(v, 0, sizeof *v);
-  if (depth > 64) return ps->err = 1, -1;
+  if (depth > JSON_MAX_DEPTH) return ps->err = 1, -1;
   jskip(ps);
   if (ps->p >= ps->end) return ps->err = 1, -1;
   char c = *ps->p;
@@ -158,20 +238,34 @@ static int jparse(jparser* ps, jval* v, int depth) {
     if (ps->p < ps->end && *ps->p == (obj ? '}' : ']')) { ps->p++; return 0; }
     for (;;) {
       if (v->n == cap) {
+        if (cap >= JSON_MAX_ITEMS) return ps->err = 1, -1;
         cap = cap ? cap * 2 : 8;
-        v->items = realloc(v->items, sizeof(jval) * (size_t)cap);
-        if (obj) v->keys = realloc(v->keys, sizeof(char*) * (size_t)cap);
+        jval* items = realloc(v->items, sizeof(jval) * (size_t)cap);
+        if (!items) return ps->err = 1, -1;
+        v->items = items;
+        if (obj) {
+          char** keys = realloc(v->keys, sizeof(char*) * (size_t)cap);
+          if (!keys) return ps->err = 1, -1;
+          v->keys = keys;
+        }
       }
+      char* k = NULL;
       if (obj) {
         jskip(ps);
-        char* k = jstring(ps);
+        k = jstring(ps);
         if (!k) return -1;
-        v->keys[v->n] = k;
+        for (int i = 0; i < v->n; ++i)
+          if (!strcmp(v->keys[i], k)) { free(k); return ps->err = 1, -1; }  /* duplicate key */
         jskip(ps);
         if (ps->p >= ps->end || *ps->p != ':') { free(k); return ps->err = 1, -1; }
         ps->p++;
       }
-      if (jparse(ps, &v->items[v->n], depth + 1) != 0) { if (obj) free(v->keys[v->n]); return -1; }
+      if (jparse(ps, &v->items[v->n], depth + 1) != 0) {
+        jfree(&v->items[v->n]);  /* the failed item frees what it had parsed */
+        free(k);
+        return -1;
+      }
+      if (obj) v->keys[v->n] = k;
       v->n++;
       jskip(ps);
       if (ps->p < ps->end && *ps->p == ',') { ps->p++; continue; }
@@ -184,18 +278,21 @@ static int jparse(jparser* ps, jval* v, int depth) {
     v->str = jstring(ps);
     return v->str ? 0 : -1;
   }
-  if (!strncmp(ps->p, "true", 4) || !strncmp(ps->p, "false", 5)) {
-    v->t = J_BOOL;
-    v->num = *ps->p == 't';
-    ps->p += *ps->p == 't' ? 4 : 5;
-    return 0;
-  }
-  if (!strncmp(ps->p, "null", 4)) { v->t = J_NULL; ps->p += 4; return 0; }
-  char* endp;
+  size_t left = (size_t)(ps->end - ps->p);
+  if (left >= 4 && !strncmp(ps->p, "true", 4)) { v->t = J_BOOL; v->num = 1; ps->p += 4; return 0; }
+  if (left >= 5 && !strncmp(ps->p, "false", 5)) { v->t = J_BOOL; ps->p += 5; return 0; }
+  if (left >= 4 && !strncmp(ps->p, "null", 4)) { v->t = J_NULL; ps->p += 4; return 0; }
   v->t = J_NUM;
-  v->num = strtod(ps->p, &endp);
-  if (endp == ps->p) return ps->err = 1, -1;
-  ps->p = endp;
+  if (jnumber(ps, &v->num) != 0) return ps->err = 1, -1;
+  return 0;
+}
+
+/* Parses a whole document: one value and nothing after it but whitespace. */
+static int jparse_document(const char* text, size_t len, jval* out) {
+  jparser ps = {text, text + len, 0};
+  if (jparse(&ps, out, 0) != 0) { jfree(out); return -1; }
+  jskip(&ps);
+  if (ps.p != ps.end) { jfree(out); return -1; }
   return 0;
 }
 
@@ -206,21 +303,68 @@ static const jval* jget(const jval* o, const char* key) {
   return NULL;
 }
 
+/* A non-negative integer no larger than `max` (JSON has only doubles; 2^53 is exact). */
+static int juint(const jval* v, uint64_t max, uint64_t* out) {
+  if (!v || v->t != J_NUM || !(v->num >= 0) || v->num > (double)max || v->num != (double)(uint64_t)v->num) return -1;
+  *out = (uint64_t)v->num;
+  return 0;
+}
+
 /* ---- files --------------------------------------------------------------------------------------- */
-static uint8_t* read_file(const char* path, size_t* size, size_t align) {
-  FILE* f = fopen(path, "rb");
-  if (!f) { set_error("cannot open %s: %s", path, strerror(errno)); return NULL; }
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  if (n < 0) { fclose(f); set_error("cannot read %s", path); return NULL; }
+/* No bundle file comes near this; a larger size is a tampered manifest or the wrong file, and must not
+ * become an allocation. */
+#define AOTC_MAX_FILE_BYTES ((uint64_t)1 << 40)
+#define AOTC_MAX_MANIFEST_BYTES ((uint64_t)64 << 20)
+
+/* Reads a whole regular file (64-byte aligned, NUL-terminated). With keep_fd, the open descriptor is
+ * returned in *keep_fd, so that the caller can load the very file it has hashed. */
+static uint8_t* read_file(const char* path, size_t* size, uint64_t max_bytes, int* keep_fd) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { set_error("cannot open %s: %s", path, strerror(errno)); return NULL; }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    set_error("%s is not a regular file", path);
+    close(fd);
+    return NULL;
+  }
+  if ((uint64_t)st.st_size > max_bytes) {
+    set_error("%s has %lld bytes, more than any bundle file may have (%llu)", path, (long long)st.st_size,
+              (unsigned long long)max_bytes);
+    close(fd);
+    return NULL;
+  }
+  size_t n = (size_t)st.st_size;
   void* buf = NULL;
-  if (posix_memalign(&buf, align, (size_t)n + 1) != 0) { fclose(f); set_error("out of memory reading %s", path); return NULL; }
-  if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); free(buf); set_error("cannot read %s", path); return NULL; }
-  fclose(f);
+  if (posix_memalign(&buf, 64, n + 1) != 0) { close(fd); set_error("out of memory reading %s (%zu bytes)", path, n); return NULL; }
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, (uint8_t*)buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  if (got != n) { close(fd); free(buf); set_error("cannot read %s: it changed while being read", path); return NULL; }
   ((uint8_t*)buf)[n] = 0;
-  *size = (size_t)n;
+  *size = n;
+  if (keep_fd) *keep_fd = fd;
+  else close(fd);
   return buf;
+}
+
+/* A file name the manifest may list: a plain name inside the bundle directory. */
+static int safe_file_name(const char* name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 255 || !strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, "manifest.json")) return 0;
+  for (const unsigned char* c = (const unsigned char*)name; *c; ++c)
+    if (*c < 0x20 || *c == 0x7f || *c == '/' || *c == '\\') return 0;
+  return 1;
+}
+
+static int is_sha256_hex(const char* s) {
+  size_t n = 0;
+  for (; s[n]; ++n)
+    if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f'))) return 0;
+  return n == 64;
 }
 
 /* A model.so built for another CPU (an arm64-neon bundle on x86) fails dlopen with a misleading "no such
@@ -249,10 +393,19 @@ static const char* other_machine_note(const char* path) {
 }
 
 /* ---- the model ----------------------------------------------------------------------------------- */
-typedef struct { char* name; char* dtype; int32_t ndim; int64_t shape[16]; size_t nbytes; } io_spec;
+#define AOTC_MAX_RANK 16
+#define AOTC_MAX_IO 256
+/* Bounds on what a manifest may claim, so that no size computed from it can overflow: the library's own
+ * figures must then match exactly. */
+#define AOTC_MAX_DIM ((uint64_t)1 << 40)
+#define AOTC_MAX_TENSOR_BYTES ((uint64_t)1 << 46)
+#define AOTC_MAX_ARENA_BYTES ((uint64_t)1 << 46)
+
+typedef struct { char* name; char* dtype; int32_t ndim; int64_t shape[AOTC_MAX_RANK]; size_t nbytes; } io_spec;
 
 typedef int (*run_fn)(void*, const void*, const void* const*, void* const*, const char**);
 typedef void (*set_threads_fn)(int);
+typedef int (*io_info_fn)(int, int, const char**, const char**, int32_t*, const int64_t**);
 
 typedef struct arena_node { struct arena_node* next; void* mem; } arena_node;
 
@@ -277,27 +430,57 @@ static size_t dtype_size(const char* d) {
   return 0;
 }
 
-static int read_io(const jval* arr, io_spec** out, int* count, const char* what) {
-  if (!arr || arr->t != J_ARR) { set_error("manifest.json has no '%s' list", what); return -1; }
-  *count = arr->n;
+/* Reads and validates the manifest's "inputs" or "outputs" list. */
+static int read_io(const char* dir, const jval* arr, io_spec** out, int* count, const char* what, int min_count,
+                   int unique_names) {
+  if (!arr || arr->t != J_ARR) { set_error("%s/manifest.json: '%s' is missing or not a list", dir, what); return -1; }
+  if (arr->n < min_count || arr->n > AOTC_MAX_IO) {
+    set_error("%s/manifest.json: '%s' has %d entries (allowed: %d to %d)", dir, what, arr->n, min_count, AOTC_MAX_IO);
+    return -1;
+  }
   *out = calloc((size_t)arr->n + 1, sizeof(io_spec));
+  if (!*out) { set_error("out of memory"); return -1; }
   for (int i = 0; i < arr->n; ++i) {
-    const jval *name = jget(&arr->items[i], "name"), *dt = jget(&arr->items[i], "dtype"),
-               *shape = jget(&arr->items[i], "shape");
-    if (!name || name->t != J_STR || !dt || dt->t != J_STR || !shape || shape->t != J_ARR || shape->n > 16 ||
-        !dtype_size(dt->str)) {
-      set_error("manifest.json: %s %d is malformed", what, i);
+    const jval* item = &arr->items[i];
+    const jval *name = jget(item, "name"), *dt = jget(item, "dtype"), *shape = jget(item, "shape");
+    if (item->t != J_OBJ || !name || name->t != J_STR || !name->str[0]) {
+      set_error("%s/manifest.json: %s[%d] has no name", dir, what, i);
+      return -1;
+    }
+    if (!dt || dt->t != J_STR || !dtype_size(dt->str)) {
+      set_error("%s/manifest.json: %s '%s' has no known dtype", dir, what, name->str);
+      return -1;
+    }
+    if (!shape || shape->t != J_ARR || shape->n > AOTC_MAX_RANK) {
+      set_error("%s/manifest.json: %s '%s' has no shape of rank 0 to %d", dir, what, name->str, AOTC_MAX_RANK);
       return -1;
     }
     io_spec* s = &(*out)[i];
+    *count = i + 1;  /* from here on free_io frees this entry */
     s->name = strdup(name->str);
     s->dtype = strdup(dt->str);
+    if (!s->name || !s->dtype) { set_error("out of memory"); return -1; }
     s->ndim = shape->n;
-    s->nbytes = dtype_size(dt->str);
+    uint64_t bytes = dtype_size(dt->str);
     for (int k = 0; k < shape->n; ++k) {
-      s->shape[k] = (int64_t)shape->items[k].num;
-      s->nbytes *= (size_t)s->shape[k];
+      uint64_t d;
+      if (juint(&shape->items[k], AOTC_MAX_DIM, &d) != 0) {
+        set_error("%s/manifest.json: %s '%s' has a shape entry that is not an integer from 0 to 2^40", dir, what, name->str);
+        return -1;
+      }
+      s->shape[k] = (int64_t)d;
+      bytes = d && bytes > AOTC_MAX_TENSOR_BYTES / d ? AOTC_MAX_TENSOR_BYTES + 1 : bytes * d;
     }
+    if (bytes > AOTC_MAX_TENSOR_BYTES) {
+      set_error("%s/manifest.json: %s '%s' would need more than 2^46 bytes", dir, what, name->str);
+      return -1;
+    }
+    s->nbytes = (size_t)bytes;
+    for (int k = 0; k < i; ++k)
+      if (unique_names && !strcmp((*out)[k].name, s->name)) {
+        set_error("%s/manifest.json: %s '%s' is listed twice", dir, what, s->name);
+        return -1;
+      }
   }
   return 0;
 }
@@ -324,113 +507,219 @@ void aotc_free(aotc_model* m) {
   free(m);
 }
 
+/* The manifest's top-level fields, validated. */
+typedef struct { uint64_t arena_bytes, weight_bytes, abi; const char* model_id; const jval* files; } manifest_fields;
+
+static int check_manifest(const char* dir, const jval* man, manifest_fields* f) {
+  const jval* fv = jget(man, "format_version");
+  uint64_t version;
+  if (juint(fv, 1u << 30, &version) != 0) {
+    set_error("%s/manifest.json has no format_version (a whole number)", dir);
+    return -1;
+  }
+  if (version != AOTC_FORMAT_VERSION) {
+    set_error("bundle %s has format version %llu, but this runtime reads format version %d; recompile the model "
+              "with a matching aotc, or use a runtime that knows that format", dir, (unsigned long long)version,
+              AOTC_FORMAT_VERSION);
+    return -1;
+  }
+  if (juint(jget(man, "abi_version"), 1u << 30, &f->abi) != 0 || f->abi != AOTC_ABI_VERSION) {
+    set_error("bundle %s was built for another model ABI (abi_version %s, this runtime calls version %d); recompile "
+              "it with a matching aotc", dir, jget(man, "abi_version") ? "given" : "missing", AOTC_ABI_VERSION);
+    return -1;
+  }
+  const jval* id = jget(man, "model_id");
+  size_t id_len = id && id->t == J_STR ? strlen(id->str) : 0;
+  for (size_t i = 0; i < id_len && id_len <= 64; ++i)
+    if (!((id->str[i] >= '0' && id->str[i] <= '9') || (id->str[i] >= 'a' && id->str[i] <= 'f'))) id_len = 0;
+  if (id_len == 0 || id_len > 64) { set_error("%s/manifest.json: model_id is missing or not a hex string", dir); return -1; }
+  f->model_id = id->str;
+  if (juint(jget(man, "arena_bytes"), AOTC_MAX_ARENA_BYTES, &f->arena_bytes) != 0 ||
+      juint(jget(man, "weight_bytes"), AOTC_MAX_FILE_BYTES, &f->weight_bytes) != 0) {
+    set_error("%s/manifest.json: arena_bytes and weight_bytes must be whole numbers from 0 to 2^46", dir);
+    return -1;
+  }
+  f->files = jget(man, "files");
+  if (!f->files || f->files->t != J_OBJ) { set_error("%s/manifest.json has no 'files' object", dir); return -1; }
+  int have_so = 0, have_w = 0;
+  for (int i = 0; i < f->files->n; ++i) {
+    const char* name = f->files->keys[i];
+    if (!safe_file_name(name) || f->files->items[i].t != J_STR || !is_sha256_hex(f->files->items[i].str)) {
+      set_error("%s/manifest.json lists a bad file entry '%.64s' (a plain file name and its SHA-256 in hex)", dir, name);
+      return -1;
+    }
+    have_so |= !strcmp(name, "model.so");
+    have_w |= !strcmp(name, "weights.bin");
+  }
+  if (!have_so || !have_w) { set_error("%s/manifest.json does not list %s", dir, have_so ? "weights.bin" : "model.so"); return -1; }
+  return 0;
+}
+
+/* Every listed file's SHA-256, before any code from the bundle is loaded. Keeps weights.bin's contents and
+ * model.so's open descriptor (the library loaded is the file hashed, even if the path is replaced). */
+static int check_files(const char* dir, const manifest_fields* f, aotc_model* m, int* so_fd) {
+  char path[4096];
+  for (int i = 0; i < f->files->n; ++i) {
+    const char* name = f->files->keys[i];
+    int is_w = !strcmp(name, "weights.bin"), is_so = !strcmp(name, "model.so");
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    size_t size;
+    int fd = -1;
+    uint8_t* data = read_file(path, &size, is_w ? f->weight_bytes : AOTC_MAX_FILE_BYTES, is_so ? &fd : NULL);
+    if (!data) {
+      char why[1024];
+      snprintf(why, sizeof why, "%s", last_error);
+      if (is_w && strstr(why, "more than"))
+        set_error("%s/weights.bin is larger than the manifest's weight_bytes (%llu)", dir, (unsigned long long)f->weight_bytes);
+      else
+        set_error("bundle %s is incomplete: %s", dir, why);
+      return -1;
+    }
+    char hex[65];
+    sha256_hex(data, size, hex);
+    if (strcmp(hex, f->files->items[i].str) != 0) {
+      free(data);
+      if (fd >= 0) close(fd);
+      set_error("bundle %s is corrupted: %s has SHA-256 %.16s..., the manifest says %.16s...", dir, name, hex,
+                f->files->items[i].str);
+      return -1;
+    }
+    if (is_w && size != f->weight_bytes) {
+      free(data);
+      set_error("%s/weights.bin has %zu bytes, the manifest says %llu", dir, size, (unsigned long long)f->weight_bytes);
+      return -1;
+    }
+    if (is_w) m->weights = data;
+    else free(data);
+    if (is_so) *so_fd = fd;
+  }
+  return 0;
+}
+
+/* model.so's own description of what it was built for; every figure must equal the manifest's. */
+static int check_library(const char* path, const manifest_fields* f, aotc_model* m) {
+  int (*abi_fn)(void) = (int (*)(void))dlsym(m->so, "aotc_model_abi_version");
+  const char* (*id_fn)(void) = (const char* (*)(void))dlsym(m->so, "aotc_model_id");
+  uint64_t (*arena_fn)(void) = (uint64_t (*)(void))dlsym(m->so, "aotc_model_arena_bytes");
+  uint64_t (*weights_fn)(void) = (uint64_t (*)(void))dlsym(m->so, "aotc_model_weight_bytes");
+  int (*nin_fn)(void) = (int (*)(void))dlsym(m->so, "aotc_model_num_inputs");
+  int (*nout_fn)(void) = (int (*)(void))dlsym(m->so, "aotc_model_num_outputs");
+  io_info_fn io_fn = (io_info_fn)dlsym(m->so, "aotc_model_io_info");
+  m->run = (run_fn)dlsym(m->so, "aotc_model_run");
+  m->set_threads = (set_threads_fn)dlsym(m->so, "aotc_model_set_num_threads");
+  if (!abi_fn || !id_fn || !arena_fn || !weights_fn || !nin_fn || !nout_fn || !io_fn || !m->run || !m->set_threads) {
+    set_error("%s is not an aotc model library of ABI version %d (missing aotc_model_* entry points)", path, AOTC_ABI_VERSION);
+    return -1;
+  }
+  if ((uint64_t)abi_fn() != f->abi) { set_error("%s has ABI version %d, the manifest says %llu", path, abi_fn(), (unsigned long long)f->abi); return -1; }
+  const char* id = id_fn();
+  if (!id || strcmp(id, f->model_id) != 0) {
+    set_error("%s belongs to another model (id %.64s, the manifest says %s)", path, id ? id : "(none)", f->model_id);
+    return -1;
+  }
+  if (arena_fn() != f->arena_bytes || weights_fn() != f->weight_bytes) {
+    set_error("%s was built for a %llu-byte arena and %llu bytes of weights, the manifest says %llu and %llu", path,
+              (unsigned long long)arena_fn(), (unsigned long long)weights_fn(), (unsigned long long)f->arena_bytes,
+              (unsigned long long)f->weight_bytes);
+    return -1;
+  }
+  if (nin_fn() != m->num_inputs || nout_fn() != m->num_outputs) {
+    set_error("%s has %d inputs and %d outputs, the manifest lists %d and %d", path, nin_fn(), nout_fn(), m->num_inputs,
+              m->num_outputs);
+    return -1;
+  }
+  for (int out = 0; out < 2; ++out) {
+    const io_spec* specs = out ? m->outputs : m->inputs;
+    for (int i = 0; i < (out ? m->num_outputs : m->num_inputs); ++i) {
+      const char *name = NULL, *dtype = NULL;
+      int32_t ndim = -1;
+      const int64_t* shape = NULL;
+      int same = io_fn(out, i, &name, &dtype, &ndim, &shape) == 0 && name && dtype && !strcmp(name, specs[i].name) &&
+                 !strcmp(dtype, specs[i].dtype) && ndim == specs[i].ndim && (ndim == 0 || shape);
+      for (int k = 0; same && k < ndim; ++k) same = shape[k] == specs[i].shape[k];
+      if (!same) {
+        set_error("%s was built for another %s %d than the manifest's '%s' %s (name, dtype or shape differ)", path,
+                  out ? "output" : "input", i, specs[i].name, specs[i].dtype);
+        return -1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Loads model.so by its path once the path still names the file that was hashed (fd): a file renamed over it
+ * since then is refused. (dlopen of /proc/self/fd/N would close that gap but glibc takes a library already
+ * loaded under the same name for the one asked for, and fd numbers are reused. A process that can rewrite the
+ * bundle's files in place while it loads is outside the trust model: docs/reliability.md.) */
+static void* open_library(const char* path, int fd) {
+  struct stat hashed, now;
+  if (fd < 0 || fstat(fd, &hashed) != 0 || stat(path, &now) != 0 || hashed.st_dev != now.st_dev ||
+      hashed.st_ino != now.st_ino) {
+    set_error("%s was replaced while the bundle was being checked", path);
+    return NULL;
+  }
+  void* so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!so) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", dlerror());
+    set_error("cannot load %s: %s%s", path, why, other_machine_note(path));
+  }
+  return so;
+}
+
+aotc_model* aotc_load_with_manifest(const char* dir, const char* text, size_t len) {
+  char path[4096];
+  last_error[0] = 0;
+  if (!dir || !text) { set_error("aotc_load_with_manifest: no bundle directory or manifest"); return NULL; }
+  jval man;
+  if (jparse_document(text, len, &man) != 0 || man.t != J_OBJ) {
+    jfree(&man);
+    set_error("%s/manifest.json is not valid JSON (or not an object; duplicate keys and NaN are refused)", dir);
+    return NULL;
+  }
+  aotc_model* m = calloc(1, sizeof *m);
+  if (!m) { jfree(&man); set_error("out of memory"); return NULL; }
+  pthread_mutex_init(&m->mu, NULL);
+  int so_fd = -1;
+  manifest_fields f;
+  /* The order matters: every field validated, then every checksum, and only then is model.so opened. */
+  if (check_manifest(dir, &man, &f) || read_io(dir, jget(&man, "inputs"), &m->inputs, &m->num_inputs, "inputs", 0, 1) ||
+      read_io(dir, jget(&man, "outputs"), &m->outputs, &m->num_outputs, "outputs", 1, 0) ||
+      check_files(dir, &f, m, &so_fd))
+    goto fail;
+  m->arena_bytes = (size_t)f.arena_bytes;
+  snprintf(path, sizeof path, "%s/model.so", dir);
+  m->so = open_library(path, so_fd);
+  if (!m->so) goto fail;
+  if (check_library(path, &f, m)) goto fail;
+  if (so_fd >= 0) close(so_fd);
+  jfree(&man);
+  return m;
+fail:
+  if (so_fd >= 0) close(so_fd);
+  jfree(&man);
+  /* A library that disagrees with its manifest has not run a model yet (its pool starts on the first run). */
+  if (m->so) dlclose(m->so);
+  aotc_free(m);
+  return NULL;
+}
+
 aotc_model* aotc_load(const char* dir) {
   char path[4096];
   size_t size;
   last_error[0] = 0;
+  if (!dir) { set_error("aotc_load: no bundle directory"); return NULL; }
   snprintf(path, sizeof path, "%s/manifest.json", dir);
-  uint8_t* text = read_file(path, &size, 64);
+  uint8_t* text = read_file(path, &size, AOTC_MAX_MANIFEST_BYTES, NULL);
   if (!text) {
     char why[1024];
     snprintf(why, sizeof why, "%s", last_error);
     set_error("%s is not an aotc bundle: no readable manifest.json (%s)", dir, why);
     return NULL;
   }
-  jval man;
-  jparser ps = {(const char*)text, (const char*)text + size, 0};
-  int bad = jparse(&ps, &man, 0) != 0 || man.t != J_OBJ;
+  aotc_model* m = aotc_load_with_manifest(dir, (const char*)text, size);
   free(text);
-  if (bad) { jfree(&man); set_error("%s/manifest.json is not valid JSON", dir); return NULL; }
-
-  aotc_model* m = calloc(1, sizeof *m);
-  pthread_mutex_init(&m->mu, NULL);
-  const jval* fv = jget(&man, "format_version");
-  const jval* files = jget(&man, "files");
-  const jval* arena = jget(&man, "arena_bytes");
-  const jval* wbytes = jget(&man, "weight_bytes");
-  const jval* model_id = jget(&man, "model_id");
-  const jval* abi = jget(&man, "abi_version");
-  char want_hex[65];
-  if (!fv || fv->t != J_NUM) { set_error("%s/manifest.json has no format_version", dir); goto fail; }
-  if ((int)fv->num != AOTC_FORMAT_VERSION) {
-    set_error("bundle %s has format version %d, but this runtime reads format version %d; recompile the model "
-              "with a matching aotc, or use a runtime that knows that format", dir, (int)fv->num, AOTC_FORMAT_VERSION);
-    goto fail;
-  }
-  if (!files || files->t != J_OBJ || !arena || !wbytes || !model_id || model_id->t != J_STR || !abi) {
-    set_error("%s/manifest.json lacks files, arena_bytes, weight_bytes, model_id or abi_version", dir);
-    goto fail;
-  }
-  /* Every checksum first, before any code from the bundle is loaded. */
-  int have_so = 0, have_w = 0;
-  for (int i = 0; i < files->n; ++i) {
-    const char* name = files->keys[i];
-    if (strchr(name, '/') || !strcmp(name, "..") || files->items[i].t != J_STR) {
-      set_error("%s/manifest.json lists a bad file entry '%s'", dir, name);
-      goto fail;
-    }
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int is_w = !strcmp(name, "weights.bin");
-    uint8_t* data = read_file(path, &size, 64);
-    if (!data) {
-      char why[1024];
-      snprintf(why, sizeof why, "%s", last_error);
-      set_error("bundle %s is incomplete: %s", dir, why);
-      goto fail;
-    }
-    char hex[65];
-    sha256_hex(data, size, hex);
-    if (strcmp(hex, files->items[i].str) != 0) {
-      free(data);
-      set_error("bundle %s is corrupted: %s has SHA-256 %.16s..., the manifest says %.16s...", dir, name, hex,
-                files->items[i].str);
-      goto fail;
-    }
-    if (is_w) {
-      if (size != (size_t)wbytes->num) { free(data); set_error("%s/weights.bin has %zu bytes, the manifest says %.0f", dir, size, wbytes->num); goto fail; }
-      m->weights = data;
-      have_w = 1;
-    } else {
-      free(data);
-    }
-    have_so |= !strcmp(name, "model.so");
-  }
-  if (!have_so || !have_w) { set_error("%s/manifest.json does not list %s", dir, have_so ? "weights.bin" : "model.so"); goto fail; }
-  (void)want_hex;
-  if (read_io(jget(&man, "inputs"), &m->inputs, &m->num_inputs, "inputs") ||
-      read_io(jget(&man, "outputs"), &m->outputs, &m->num_outputs, "outputs"))
-    goto fail;
-  m->arena_bytes = (size_t)arena->num;
-
-  snprintf(path, sizeof path, "%s/model.so", dir);
-  m->so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (!m->so) {
-    char why[1024];
-    snprintf(why, sizeof why, "%s", dlerror());
-    set_error("cannot load %s: %s%s", path, why, other_machine_note(path));
-    goto fail;
-  }
-  int (*abi_fn)(void) = (int (*)(void))dlsym(m->so, "aotc_model_abi_version");
-  const char* (*id_fn)(void) = (const char* (*)(void))dlsym(m->so, "aotc_model_id");
-  m->run = (run_fn)dlsym(m->so, "aotc_model_run");
-  m->set_threads = (set_threads_fn)dlsym(m->so, "aotc_model_set_num_threads");
-  if (!abi_fn || !id_fn || !m->run || !m->set_threads) {
-    set_error("%s is not an aotc model library (missing aotc_model_* entry points)", path);
-    goto fail;
-  }
-  if (abi_fn() != (int)abi->num) { set_error("%s has ABI version %d, the manifest says %d", path, abi_fn(), (int)abi->num); goto fail; }
-  if (strcmp(id_fn(), model_id->str) != 0) {
-    set_error("%s belongs to another model (id %s, the manifest says %s)", path, id_fn(), model_id->str);
-    goto fail;
-  }
-  jfree(&man);
   return m;
-fail:
-  jfree(&man);
-  /* Nothing of a rejected library has run (its pool starts on the first run): unload it. */
-  if (m->so) dlclose(m->so);
-  aotc_free(m);
-  return NULL;
 }
 
 int aotc_set_num_threads(aotc_model* m, int n) {
@@ -486,12 +775,9 @@ static int check_tensor(const io_spec* s, const aotc_tensor* t, const char* what
   return 0;
 }
 
-int aotc_run(aotc_model* m, const aotc_tensor* inputs, int num_inputs, aotc_tensor* outputs, int num_outputs) {
-  if (!m) { set_error("aotc_run: no model"); return -1; }
-  const void* in_ptr[256];
-  void* out_ptr[256];
-  void* scratch[256];
-  if (m->num_inputs > 256 || m->num_outputs > 256) { set_error("too many inputs/outputs"); return -1; }
+/* Finds each model input among `inputs` (in_ptr[k]: the k-th model input's data) and checks it. */
+static int match_inputs(const aotc_model* m, const aotc_tensor* inputs, int num_inputs, const void** in_ptr) {
+  if (num_inputs < 0 || (num_inputs > 0 && !inputs)) { set_error("aotc_run: bad input list"); return -1; }
   for (int i = 0; i < num_inputs; ++i) {
     int found = 0;
     for (int k = 0; k < m->num_inputs; ++k) found |= inputs[i].name && !strcmp(inputs[i].name, m->inputs[k].name);
@@ -514,8 +800,23 @@ int aotc_run(aotc_model* m, const aotc_tensor* inputs, int num_inputs, aotc_tens
       }
     if (!t) { set_error("missing input '%s'", m->inputs[k].name); return -1; }
     if (check_tensor(&m->inputs[k], t, "input")) return -1;
-    in_ptr[k] = t->data;
+    if (in_ptr) in_ptr[k] = t->data;
   }
+  return 0;
+}
+
+int aotc_check_inputs(const aotc_model* m, const aotc_tensor* inputs, int num_inputs) {
+  if (!m) { set_error("aotc_check_inputs: no model"); return -1; }
+  return match_inputs(m, inputs, num_inputs, NULL);
+}
+
+int aotc_run(aotc_model* m, const aotc_tensor* inputs, int num_inputs, aotc_tensor* outputs, int num_outputs) {
+  if (!m) { set_error("aotc_run: no model"); return -1; }
+  const void* in_ptr[AOTC_MAX_IO];
+  void* out_ptr[AOTC_MAX_IO];
+  void* scratch[AOTC_MAX_IO];
+  if (match_inputs(m, inputs, num_inputs, in_ptr)) return -1;
+  if (num_outputs < 0 || (num_outputs > 0 && !outputs)) { set_error("aotc_run: bad output list"); return -1; }
   for (int k = 0; k < m->num_outputs; ++k) out_ptr[k] = NULL;
   for (int i = 0; i < num_outputs; ++i) {
     int k = 0;

@@ -1,8 +1,9 @@
 /* aotc's thin runtime: load a compiled bundle directory and run it.
  *
- * aotc_load checks the manifest's format version and the SHA-256 of every file it lists
- * before any of the bundle's code is loaded; aotc_run validates input names, dtypes and
- * shapes. A loaded model may be run from several threads at once: each run takes its own
+ * The bundle is untrusted input. aotc_load validates every manifest field (types, ranges)
+ * and the SHA-256 of every file it lists before any of the bundle's code is loaded; once
+ * model.so is loaded, every size, shape and dtype the library was built for must agree with
+ * the manifest, or the bundle is refused. aotc_run validates input names, dtypes and shapes. A loaded model may be run from several threads at once: each run takes its own
  * arena (scratch memory) from a pool owned by the handle.
  *
  * Errors: functions return NULL / nonzero and aotc_last_error() (per thread) says why.
@@ -18,6 +19,8 @@ extern "C" {
 #endif
 
 #define AOTC_FORMAT_VERSION 1
+/* The model.so entry points this runtime calls (aotc_model_*; see targets/cpu/templates/driver.c.j2). */
+#define AOTC_ABI_VERSION 2
 
 typedef struct aotc_model aotc_model;
 
@@ -34,10 +37,17 @@ typedef struct {
 /* Loads the bundle in directory `bundle_dir`; NULL on error. */
 aotc_model* aotc_load(const char* bundle_dir);
 
+/* Like aotc_load, but with the manifest's text given instead of read from bundle_dir/manifest.json:
+ * a caller that has verified a signature over those bytes loads exactly what it verified. */
+aotc_model* aotc_load_with_manifest(const char* bundle_dir, const char* manifest_json, size_t manifest_len);
+
 /* Runs the model. `inputs` must name every model input once; `outputs` name the outputs
  * wanted (any subset), each with a buffer of the output's exact dtype and shape. */
 int aotc_run(aotc_model* model, const aotc_tensor* inputs, int num_inputs, aotc_tensor* outputs,
              int num_outputs);
+
+/* The checks aotc_run makes of its inputs (names, dtypes, shapes), without running: 0 or nonzero. */
+int aotc_check_inputs(const aotc_model* model, const aotc_tensor* inputs, int num_inputs);
 
 /* Threads each run may use (default: all cores available to the process, or AOTC_NUM_THREADS). */
 int aotc_set_num_threads(aotc_model* model, int num_threads);

@@ -97,6 +97,7 @@ class BuildContext:
     model_id: str
     aotc_version: str
     progress: Callable[[str], None] = lambda msg: None
+    max_memory: int | None = None  # bytes of run-time memory a bundle may need (None: the target's default)
 
 
 @dataclass
@@ -149,7 +150,8 @@ class TargetSpec:
     """A target's registration.
 
     factory: "module:function", called as function(name, **options) -> Target.
-    loader:  "module:function", called as function(bundle_dir, manifest) -> LoadedBundle: how `aotc run` and
+    loader:  "module:function", called as function(bundle_dir, manifest, public_key=None) -> LoadedBundle (the
+             signature and file hashes are already checked when a key is given): how `aotc run` and
              `aotc.load(...).run` execute the target's bundles here; it raises CannotRunHereError, saying what is
              missing, on a machine that cannot run them.
     host:    "module:function" -> options for this machine when it runs the target natively, else None
@@ -314,11 +316,11 @@ class BundleRunError(AotcError):
 class InProcessBundle(LoadedBundle):
     """The default loader's result: the thin runtime (runtime_stub), in this process."""
 
-    def __init__(self, bundle_dir, manifest=None):
+    def __init__(self, bundle_dir, manifest=None, public_key=None):
         import runtime_stub
         self._errors = runtime_stub.RuntimeStubError
         try:
-            self.model = runtime_stub.load(bundle_dir)
+            self.model = runtime_stub.load(bundle_dir, public_key=public_key)  # the C loader reads verified bytes
         except runtime_stub.RuntimeStubError as e:
             raise BundleRunError(f"{e}.") from None
 

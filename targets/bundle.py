@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compiler.errors import AotcError
+from compiler.user_files import check_output_dir, make_staging_dir
 from compiler.ir import Graph
 
 # The bundle format and the C ABI between the runtime and model.so, defined here and nowhere else.
 FORMAT_VERSION = 1
-ABI_VERSION = 1
+ABI_VERSION = 2  # the model.so entry points (runtime_stub/aotc_runtime.h AOTC_ABI_VERSION)
 
 
 class BundleWriteError(AotcError):
@@ -49,45 +50,73 @@ def graph_digest(graph: Graph) -> str:
 
 def check_output_path(out: Path) -> None:
     """Refuse, before any work, an -o that exists and is not a bundle (or an empty folder)."""
-    if out.exists() and not (out.is_dir() and ((out / "manifest.json").exists() or not any(out.iterdir()))):
+    check_output_dir(str(out))  # a file there, a parent that is a file, a folder that cannot be written
+    if out.exists() and not ((out / "manifest.json").exists() or not any(out.iterdir())):
         raise BundleWriteError(f"Output path {str(out)!r} exists and is not an aotc bundle; choose another -o.")
-    parent = out.parent if str(out.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise BundleWriteError(f"Cannot write the bundle {str(out)!r}: {str(parent)!r} is a file, not a folder.")
 
 
-def write_bundle(out: str | os.PathLike, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> Path:
-    """Write `files` and `manifest` (plus the format/ABI versions and every file's SHA-256) as the bundle `out`,
-    replacing a bundle already there in one atomic step."""
-    out = Path(out)
-    check_output_path(out)
-    for name in files:
-        parts = name.split("/")
-        if name == "manifest.json" or "\\" in name or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"a target asked for the bundle file name {name!r}")  # a bug in a target, not user error
-    full = {"format_version": FORMAT_VERSION, "abi_version": ABI_VERSION, **manifest,
-            "files": {name: sha256_bytes(data) for name, data in sorted(files.items())}}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    except OSError as e:
-        raise BundleWriteError(f"Cannot write the bundle {str(out)!r}: {e.strerror or e}. Choose an -o in a "
-                               "folder you can write to.") from None
-    try:
+class BundleWriter:
+    """Assembles a bundle in a staging folder beside `out`, made when the writer is (so an -o that cannot be
+    written fails before any compile work), and removed again if anything fails before `write`:
+
+        with BundleWriter(out) as writer:
+            ...                                   # the compile
+            writer.write(files, manifest)
+    """
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+        check_output_path(self.out)
+        # Folders above `out` that this writer creates, removed again (if still empty) when the compile fails.
+        self.created = [d for d in self.out.absolute().parents if not d.exists()]
+        self.written = False
+        self.staging = make_staging_dir(self.out)  # a path the user cannot write is their error, named
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)  # after write() it is gone already
+        if not self.written:
+            for d in self.created:  # deepest first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+    def write(self, files: Mapping[str, bytes], manifest: Mapping[str, Any], signing_key=None) -> Path:
+        """Write `files` and `manifest` (plus the format/ABI versions and every file's SHA-256) as the bundle,
+        replacing a bundle already there in one atomic step. `signing_key` (targets.signing.load_signing_key)
+        adds manifest.sig, an Ed25519 signature over the manifest's bytes."""
+        staging = self.staging
+        for name in files:
+            parts = name.split("/")
+            if name == "manifest.json" or "\\" in name or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"a target asked for the bundle file name {name!r}")  # a target's bug
+        full = {"format_version": FORMAT_VERSION, "abi_version": ABI_VERSION, **manifest,
+                "files": {name: sha256_bytes(data) for name, data in sorted(files.items())}}
         for name, data in files.items():  # names may hold folders ("model.mlpackage/Manifest.json")
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
             if data[:4] == b"\x7fELF":
                 (staging / name).chmod(0o755)
         (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        if signing_key is not None:
+            from .signing import sign_bundle
+            sign_bundle(staging, signing_key)
         for d in sorted(p for p in staging.rglob("*") if p.is_dir()):
             d.chmod(0o755)
         staging.chmod(0o755)
-        _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+        _move_into_place(staging, self.out)
+        self.written = True
+        return self.out
+
+
+def write_bundle(out: str | os.PathLike, files: Mapping[str, bytes], manifest: Mapping[str, Any],
+                 signing_key=None) -> Path:
+    """BundleWriter(out).write(...) in one call."""
+    with BundleWriter(out) as writer:
+        return writer.write(files, manifest, signing_key)
 
 
 _RENAME_EXCHANGE = 2

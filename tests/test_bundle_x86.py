@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import compiler
-from x86_helpers import needs_avx512
+from x86_helpers import copy_bundle, needs_avx512, rewrite_manifest
 
 pytestmark = needs_avx512
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,18 +110,6 @@ def test_bad_inputs_are_refused(bundle, bad, message):
     with pytest.raises(runtime_stub.RuntimeStubError, match=None) as e:
         m.run(bad)
     assert message in str(e.value)
-
-
-def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(bundle, dst)
-    return dst
-
-
-def rewrite_manifest(path: Path, **changes) -> None:
-    man = json.loads((path / "manifest.json").read_text())
-    man.update(changes)
-    (path / "manifest.json").write_text(json.dumps(man))
 
 
 def test_corrupted_weights_are_refused_before_loading_code(bundle, tmp_path):

@@ -62,3 +62,17 @@ def check_op(op_type: str, inputs, out_dir: Path, attrs=None, consts=(), rtol=1e
     for name, ref in want.items():
         assert_close(got[name], ref, f"{op_type} output {name}", rtol, atol)
     return got
+
+
+def copy_bundle(bundle: Path, tmp_path: Path, name: str = "copy") -> Path:
+    import shutil
+    dst = tmp_path / name
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def rewrite_manifest(path: Path, **changes) -> None:
+    import json
+    man = json.loads((path / "manifest.json").read_text())
+    man.update(changes)
+    (path / "manifest.json").write_text(json.dumps(man))

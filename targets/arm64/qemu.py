@@ -84,7 +84,7 @@ class QemuBundle(LoadedBundle):
     """How arm64-neon bundles run here: the bundle's own aotc_runner, under qemu-aarch64 unless this is an ARM
     machine (one runner process per run)."""
 
-    def __init__(self, bundle, manifest=None):
+    def __init__(self, bundle, manifest=None, public_key=None):  # a key was checked by aotc.load already
         runner_command(Path(bundle))  # fails now, naming the package, where qemu is missing
         self.bundle, self.threads = Path(bundle), 0  # 0: the runner uses every core
 

@@ -63,7 +63,7 @@ def _build_driver(bundle: Path) -> Path:
 class AscendBundle(LoadedBundle):
     """An Ascend bundle on a machine with CANN: runs through the bundle's AscendCL driver (aotc_runner)."""
 
-    def __init__(self, bundle_dir, manifest=None):
+    def __init__(self, bundle_dir, manifest=None, public_key=None):
         self.bundle = Path(bundle_dir)
         missing = missing_for_npu_run(self.bundle)
         if missing:

@@ -9,9 +9,9 @@ and target give the same model.so byte for byte."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +24,8 @@ import jinja2
 from compiler.dtypes import DType
 from compiler.errors import AotcError
 from compiler.ir import Graph
+
+from targets.memory_limit import check_memory_limit
 
 from .lowering import Call
 from .memory_plan import MemoryPlan, plan_memory
@@ -56,11 +58,14 @@ class CompiledModel:
 
 
 def _cstr(s: str) -> str:
-    return json.dumps(s, ensure_ascii=True)
-
-
-def _comment(s: str) -> str:
-    return s.replace("*/", "* /")
+    """A C string literal holding `s`'s UTF-8 bytes: printable ASCII as is, every other byte as an octal
+    escape (JSON's \\uXXXX escapes are not C: \\u0001 does not compile, and names reach the runtime byte for
+    byte, where they must equal the manifest's)."""
+    out = []
+    for b in s.encode("utf-8", "surrogatepass"):
+        ch = chr(b)
+        out.append(ch if 0x20 <= b < 0x7F and ch not in '"\\?' else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def kernel_name(i: int, op_type: str) -> str:
@@ -68,7 +73,8 @@ def kernel_name(i: int, op_type: str) -> str:
 
 
 def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
-                  progress: Callable[[str], None] = lambda msg: None) -> CompiledModel:
+                  progress: Callable[[str], None] = lambda msg: None,
+                  max_memory: int | None = None) -> CompiledModel:
     import tvm
 
     if shutil.which(target.cc) is None:
@@ -77,6 +83,7 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
     steps, ctx = lower_graph(graph, target)
     calls = [s for s in steps if isinstance(s, Call)]
     plan = plan_memory(graph, steps)
+    check_memory_limit(plan, max_memory)  # before any kernel is built
 
     # One kernel per distinct key, named in order of first use.
     kernels: dict[str, str] = {}
@@ -130,7 +137,11 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
 
     def io(v):
         where, off = plan.place[v.name]
-        return {"name": _comment(v.name), "where": 0 if where == "arena" else 1, "offset": off, "nbytes": v.nbytes}
+        if v.shape not in shape_ids:
+            shape_ids[v.shape] = len(shapes)
+            shapes.append(v.shape)
+        return {"name": v.name, "where": 0 if where == "arena" else 1, "offset": off, "nbytes": v.nbytes,
+                "dtype": v.dtype.value, "ndim": len(v.shape), "shape_id": shape_ids[v.shape]}
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
@@ -142,7 +153,9 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
         max_args=max([len(c.operands) for c in calls] + [1]))
     (workdir / "driver.c").write_text(driver)
 
-    cmd = [target.cc, *target.cflags, "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-o", "model.so",
+    # AOTC_DRIVER_CFLAGS: extra flags for the driver, e.g. -fsanitize=thread for `make sanitize` (test builds only).
+    cmd = [target.cc, *target.cflags, *shlex.split(os.environ.get("AOTC_DRIVER_CFLAGS", "")), "-std=gnu11",
+           "-fPIC", "-shared", "-fvisibility=hidden", "-o", "model.so",
            "driver.c", *objects, "-lm", "-lpthread", "-Wl,--build-id=none", "-Wl,--hash-style=gnu",
            *([] if os.environ.get("AOTC_KEEP_SYMBOLS") else ["-Wl,-s"]),
            "-ffile-prefix-map=" + str(workdir) + "=."]

@@ -9,6 +9,7 @@ from compiler.ir import Value
 
 from .lower_elementwise import ferf, fsigmoid, ftanh
 from .lowering import NoLoweringError, Operand, operand
+from .nan_math import at_least, at_most, clamp
 
 ACTIVATIONS = ("none", "relu", "clip", "sigmoid", "hardsigmoid", "hardswish", "silu", "gelu", "gelu_tanh", "tanh",
                "leakyrelu")
@@ -77,17 +78,17 @@ def activation(kind: str, x, alpha=None, beta=None):
     if kind == "none":
         return x
     if kind == "relu":
-        return T.max(x, f(0.0))
+        return at_least(x, f(0.0))
     if kind == "clip":
         if alpha is not None:
-            x = T.max(x, f(alpha))
-        return T.min(x, f(beta)) if beta is not None else x
+            x = at_least(x, f(alpha))
+        return at_most(x, f(beta)) if beta is not None else x
     if kind == "sigmoid":
         return fsigmoid(x)
     if kind == "hardsigmoid":
-        return T.max(T.min(x * f(0.2 if alpha is None else alpha) + f(0.5 if beta is None else beta), f(1.0)), f(0.0))
+        return clamp(x * f(0.2 if alpha is None else alpha) + f(0.5 if beta is None else beta), f(0.0), f(1.0))
     if kind == "hardswish":
-        return x * T.max(T.min(x / f(6.0) + f(0.5), f(1.0)), f(0.0))
+        return x * clamp(x / f(6.0) + f(0.5), f(0.0), f(1.0))
     if kind == "silu":
         return x * fsigmoid(x)
     if kind == "gelu":

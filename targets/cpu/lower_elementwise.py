@@ -10,6 +10,7 @@ from compiler.ir import Node, Value
 
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import prim_func, schedule_injective
+from .nan_math import at_least, at_most, clamp, nan_max, nan_min
 
 TVM_DTYPE = {DType.float32: "float32", DType.int32: "int32", DType.int64: "int64", DType.int8: "int8",
              DType.uint8: "uint8", DType.bool: "bool", DType.float16: "float16"}
@@ -108,7 +109,8 @@ def fexp(x):
     scale = T.reinterpret(f32, T.shift_left(ni + T.const(127, "int32"), T.const(23, "int32")))
     # Below the smallest normal result exp is 0, as in libm. Returning 2^-126 instead would feed denormals
     # downstream (masked softmax probabilities), and arithmetic on denormals is ~100x slower on x86.
-    return T.Select(x0 < T.const(-87.3365447504, f32), T.const(0.0, f32), p * scale)
+    # The clamp above turned NaN into a number: give NaN back (one blend, not a NaN-aware clamp).
+    return T.Select(x0 < T.const(-87.3365447504, f32), T.const(0.0, f32), T.Select(T.isnan(x0), x0, p * scale))
 
 
 def ferf(x):
@@ -165,7 +167,7 @@ def unary_expr(op: str, x, dt: str, attrs: dict):
     if op == "Abs":
         return T.abs(x)
     if op == "Relu":
-        return T.max(x, f(0))
+        return at_least(x, f(0))
     if dt != "float32":
         raise NoLoweringError(f"{op} of {dt} has no CPU kernel yet")
     if op == "Exp":
@@ -195,13 +197,13 @@ def unary_expr(op: str, x, dt: str, attrs: dict):
     if op == "LeakyRelu":
         return T.Select(x >= f(0), x, x * f(attrs["alpha"]))
     if op == "Elu":
-        return T.Select(x > f(0), x, f(attrs["alpha"]) * (fexp(T.min(x, f(0))) - f(1)))
+        return T.Select(x > f(0), x, f(attrs["alpha"]) * (fexp(at_most(x, f(0))) - f(1)))
     if op == "Softplus":
-        return T.max(x, f(0)) + T.log(f(1) + fexp(-T.abs(x)))
+        return at_least(x, f(0)) + T.log(f(1) + fexp(-T.abs(x)))
     if op == "HardSigmoid":
-        return T.max(T.min(x * f(attrs["alpha"]) + f(attrs["beta"]), f(1)), f(0))
+        return clamp(x * f(attrs["alpha"]) + f(attrs["beta"]), f(0), f(1))
     if op == "HardSwish":
-        return x * T.max(T.min(x / f(6.0) + f(0.5), f(1)), f(0))
+        return x * clamp(x / f(6.0) + f(0.5), f(0), f(1))
     if op == "Gelu":
         if attrs["approximate"] == "tanh":
             return f(0.5) * x * (f(1) + ftanh(f(math.sqrt(2 / math.pi)) * (x + f(0.044715) * x * x * x)))
@@ -238,9 +240,9 @@ def lower_clip(node: Node, ctx: LoweringContext):
     def f(ld, i):
         v = ld[0](i)
         if lo is not None:
-            v = T.max(v, T.const(lo, dt))
+            v = at_least(v, T.const(lo, dt))
         if hi is not None:
-            v = T.min(v, T.const(hi, dt))
+            v = at_most(v, T.const(hi, dt))
         return v
     return [injective_call(node, ctx, [x], y, f)]
 
@@ -322,7 +324,7 @@ def binary_expr(op: str, a, b, dt: str):
     if op == "Xor":
         return _xor(a, b)
     if op in ("Min", "Max", "Sum", "Mean"):
-        return {"Min": T.min, "Max": T.max}.get(op, lambda p, q: p + q)(a, b)
+        return {"Min": nan_min, "Max": nan_max}.get(op, lambda p, q: p + q)(a, b)
     raise NoLoweringError(f"no CPU kernel for {op}")
 
 

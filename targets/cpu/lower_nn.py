@@ -19,6 +19,7 @@ from .epilogue import Epilogue
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, epilogue_at, pick_vec, prim_func, schedule_contraction
+from .nan_math import reducer as nan_reducer
 
 
 def folded_pad(x):
@@ -403,9 +404,9 @@ def lower_pool(node: Node, ctx: LoweringContext):
             wi = j * strides[1] - pb[1] + rw * dils[1]
             inside = T.And(T.And(hi >= 0, hi < h), T.And(wi >= 0, wi < w))
             v = X[nn, cc, T.min(T.max(hi, 0), h - 1), T.min(T.max(wi, 0), w - 1)]
-            return T.Select(inside, v, T.const(-3.4e38 if is_max else 0.0, "float32"))
+            return T.Select(inside, v, T.const(float("-inf") if is_max else 0.0, "float32"))
         if is_max:
-            Y = te.compute(y.shape, lambda *o: te.max(tap(*o), axis=[rh, rw]), name="Y")
+            Y = te.compute(y.shape, lambda *o: nan_reducer("max")(tap(*o), axis=[rh, rw]), name="Y")
             args = [X, Y]
             return prim_func(args, lambda sch: schedule_direct_conv(sch, "Y", y.shape, lanes, 1, 1, pick_vec(ow, lanes)))
         INV = te.placeholder((oh, ow), "float32", name="inv")

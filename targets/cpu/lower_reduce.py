@@ -13,6 +13,7 @@ from compiler.ir import Node
 from .lower_elementwise import fexp, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
+from .nan_math import reducer as nan_reducer
 
 REDUCERS = {"sum", "max", "min", "prod"}
 
@@ -23,7 +24,9 @@ def te_reducer(kind: str):
     from tvm import tirx as T
     if kind == "prod":
         return te.comm_reducer(lambda a, b: a * b, lambda dt: T.const(1, dt), name="prod")
-    return {"sum": te.sum, "max": te.max, "min": te.min}[kind]
+    if kind in ("max", "min"):
+        return nan_reducer(kind)  # te.max/te.min skip NaN
+    return te.sum
 
 
 def row_reduce(x, rows: int, length: int, kind: str, lanes: int, name: str, fn=None):

@@ -65,7 +65,8 @@ class CpuTarget(Target):
 
     def compile(self, graph: Graph, ctx: BuildContext) -> TargetBuild:
         from .codegen import compile_graph
-        cm = compile_graph(graph, self, ctx.workdir / "build", ctx.model_id, ctx.aotc_version, progress=ctx.progress)
+        cm = compile_graph(graph, self, ctx.workdir / "build", ctx.model_id, ctx.aotc_version, progress=ctx.progress,
+                           max_memory=ctx.max_memory)
         files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode()}
         files.update(self.bundle_extras(ctx.workdir / "build"))
         manifest = {"arena_bytes": cm.plan.arena_bytes, "weight_bytes": cm.plan.weight_bytes,

@@ -36,18 +36,31 @@ int main(int argc, char** argv) {
   int nin = aotc_num_inputs(m);
   if (argc != 3 + nin) { fprintf(stderr, "error: the model has %d inputs\n", nin); return 2; }
   aotc_tensor* ins = calloc((size_t)nin, sizeof *ins);
+  if (!ins) { fprintf(stderr, "error: out of memory\n"); return 1; }
   for (int i = 0; i < nin; ++i) {
-    aotc_input_info(m, i, &ins[i].name, &ins[i].dtype, &ins[i].ndim, &ins[i].shape);
+    if (aotc_input_info(m, i, &ins[i].name, &ins[i].dtype, &ins[i].ndim, &ins[i].shape) != 0) {
+      fprintf(stderr, "error: %s\n", aotc_last_error());
+      return 1;
+    }
     size_t n = nbytes(ins[i].dtype, ins[i].ndim, ins[i].shape);
     ins[i].data = malloc(n ? n : 1);
     FILE* f = fopen(argv[2 + i], "rb");
-    if (!f || fread(ins[i].data, 1, n, f) != n) { fprintf(stderr, "error: cannot read %zu bytes from %s\n", n, argv[2 + i]); return 1; }
+    if (!ins[i].data || !f || fread(ins[i].data, 1, n, f) != n) {
+      fprintf(stderr, "error: cannot read %zu bytes from %s\n", n, argv[2 + i]);
+      if (f) fclose(f);
+      return 1;
+    }
     fclose(f);
   }
   aotc_tensor out;
-  aotc_output_info(m, 0, &out.name, &out.dtype, &out.ndim, &out.shape);
+  /* The runtime answers nonzero (and sets no pointers) for a model without outputs: never read them then. */
+  if (aotc_output_info(m, 0, &out.name, &out.dtype, &out.ndim, &out.shape) != 0) {
+    fprintf(stderr, "error: the model has no output to write (%s)\n", aotc_last_error());
+    return 1;
+  }
   size_t on = nbytes(out.dtype, out.ndim, out.shape);
   out.data = malloc(on ? on : 1);
+  if (!out.data) { fprintf(stderr, "error: out of memory\n"); return 1; }
   if (aotc_run(m, ins, nin, &out, 1) != 0) { fprintf(stderr, "error: %s\n", aotc_last_error()); return 1; }
   FILE* f = fopen(argv[argc - 1], "wb");
   if (!f || fwrite(out.data, 1, on, f) != on) { fprintf(stderr, "error: cannot write %s\n", argv[argc - 1]); return 1; }

@@ -3,20 +3,19 @@ outputs, kernels, sizes, the passes applied, and the INT8 quantization report wh
 (scheme, calibration method, which nodes are int8 and which stayed float, and why)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .errors import AotcError
+from compiler.errors import AotcError
 
 
-def read_manifest(bundle: str | Path) -> dict:
-    path = Path(bundle) / "manifest.json"
+def read_manifest(bundle: str | Path, public_key=None) -> dict:
+    """The bundle's manifest, strictly parsed; with `public_key`, only once its signature verifies."""
+    from runtime_stub import RuntimeStubError
+    from runtime_stub.manifest import read_manifest as read_checked
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AotcError(f"{bundle} is a directory but not an aotc bundle: it has no manifest.json.") from None
-    except (OSError, ValueError) as e:
-        raise AotcError(f"{path} cannot be read as a bundle manifest ({e}).") from None
+        return read_checked(bundle, public_key)
+    except RuntimeStubError as e:  # a malformed manifest, a missing or wrong signature
+        raise AotcError(f"{e}.") from None
 
 
 def _io(items) -> str:
