@@ -63,6 +63,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from compiler import progress
 from compiler.errors import AotcError
 from compiler.interpreter import interpret
 from compiler.ir import Graph, Node, Value
@@ -242,25 +243,32 @@ def drift_scores(graph: Graph, sites: Sequence[AttentionSite], feeds: Sequence[M
     keep = set(outs).union(*(_outside_inputs(t) for t in tails), (s.node.outputs[0].name for s in sites))
     scores = [np.zeros(s.num_heads) for s in sites]
     baselines = []
-    for feed in feeds:
-        env = {k: np.asarray(v) for k, v in feed.items() if k in keep}
-
-        def observe(node: Node, results: list[np.ndarray]) -> None:
-            env.update((o.name, r) for o, r in zip(node.outputs, results) if o.name in keep)
-
-        outputs = interpret(graph, feed, observer=observe)
-        baselines.append(outputs)
-        base = {k: outputs[k] for k in outs}
-        for site, tail, acc in zip(sites, tails, scores):
-            name = site.node.outputs[0].name
-            ctx = env[name]
-            for h in range(site.num_heads):
-                masked = ctx.copy()
-                masked[..., h * site.head_dim:(h + 1) * site.head_dim] = 0
-                got = _run_nodes(tail, env, {name: masked}, outs)
-                acc[h] += sum(_mse(got[k], base[k]) for k in outs) / len(feeds)
-        del env
+    heads = sum(s.num_heads for s in sites)
+    with progress.task("scoring attention heads (drift)", total=len(feeds) * heads) as step:
+        for feed in feeds:
+            _drift_of_feed(graph, sites, tails, outs, keep, feed, scores, baselines, len(feeds), step)
     return scores, baselines
+
+
+def _drift_of_feed(graph, sites, tails, outs, keep, feed, scores, baselines, n_feeds, step) -> None:
+    """One calibration feed's share of every head's drift score."""
+    env = {k: np.asarray(v) for k, v in feed.items() if k in keep}
+
+    def observe(node: Node, results: list[np.ndarray]) -> None:
+        env.update((o.name, r) for o, r in zip(node.outputs, results) if o.name in keep)
+
+    outputs = interpret(graph, feed, observer=observe)
+    baselines.append(outputs)
+    base = {k: outputs[k] for k in outs}
+    for site, tail, acc in zip(sites, tails, scores):
+        name = site.node.outputs[0].name
+        ctx = env[name]
+        for h in range(site.num_heads):
+            masked = ctx.copy()
+            masked[..., h * site.head_dim:(h + 1) * site.head_dim] = 0
+            got = _run_nodes(tail, env, {name: masked}, outs)
+            acc[h] += sum(_mse(got[k], base[k]) for k in outs) / n_feeds
+            step.advance()
 
 
 def contribution_scores(graph: Graph, sites: Sequence[AttentionSite], feeds: Sequence[Mapping[str, np.ndarray]]
@@ -281,8 +289,10 @@ def contribution_scores(graph: Graph, sites: Sequence[AttentionSite], feeds: Seq
             part = rows[:, h * d:(h + 1) * d] @ wo[h * d:(h + 1) * d].astype(np.float64)
             scores[i][h] += float(np.linalg.norm(part, axis=-1).mean()) / len(feeds)
 
-    for feed in feeds:
-        baselines.append(interpret(graph, feed, observer=observe))
+    with progress.task("scoring attention heads (contribution)", total=len(feeds)) as step:
+        for feed in feeds:
+            baselines.append(interpret(graph, feed, observer=observe))
+            step.advance()
     return scores, baselines
 
 

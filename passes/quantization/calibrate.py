@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from compiler import progress
 from compiler.errors import AotcError
 from compiler.interpreter import interpret
 from compiler.ir import Graph
@@ -171,16 +172,18 @@ def _observe(graph: Graph, samples: Sequence[dict], names: set[str], visit) -> l
     """Call visit(name, array) for every watched value (graph inputs included) in every sample; returns the
     graph's outputs per sample."""
     outputs = []
-    for feeds in samples:
-        for name in names:
-            if name in feeds:
-                visit(name, np.asarray(feeds[name]))
+    with progress.task("calibrating (one interpreter run per sample)", total=len(samples)) as step:
+        for feeds in samples:
+            for name in names:
+                if name in feeds:
+                    visit(name, np.asarray(feeds[name]))
 
-        def observer(node, results):
-            for v, arr in zip(node.outputs, results):
-                if v.name in names:
-                    visit(v.name, arr)
-        outputs.append(interpret(graph, feeds, observer=observer))
+            def observer(node, results):
+                for v, arr in zip(node.outputs, results):
+                    if v.name in names:
+                        visit(v.name, arr)
+            outputs.append(interpret(graph, feeds, observer=observer))
+            step.advance()
     return outputs
 
 

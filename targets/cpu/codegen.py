@@ -8,13 +8,12 @@ and the link drops the build id and strips symbol tables, so the same graph
 and target give the same model.so byte for byte."""
 from __future__ import annotations
 
-import hashlib
+import math
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import jinja2
 
 from compiler.dtypes import DType
+from compiler.progress import task
 from compiler.errors import AotcError
 from compiler.ir import Graph
 
@@ -51,6 +51,7 @@ class CompiledModel:
     model_so: bytes
     driver_c: str
     plan: MemoryPlan
+    calls_info: list  # per kernel call, in order: kernel, node, op, flops, bytes moved
     kernels: list[str]
     calls: int
     flops: int
@@ -98,30 +99,34 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
               f"(arena {plan.arena_bytes} B, weights {plan.weight_bytes} B)")
 
     funcs = {}
-    for i, (key, name) in enumerate(kernels.items()):
-        call = builders[key]
-        progress(f"aotc: [{i + 1}/{len(names)}] scheduling {name} ({call.node.op_type} {call.node.name})")
-        try:
-            funcs[name] = call.build().with_attr("global_symbol", name)
-        except Exception as e:  # a schedule rule that does not fit: a compiler bug, name the node
-            raise RuntimeError(f"building kernel {name} for node {call.node.name!r} ({call.node.op_type}, "
-                               f"operands {[o.shape for o in call.operands]}) failed: {e}") from e
+    with task("scheduling kernels", total=len(names)) as step:
+        for i, (key, name) in enumerate(kernels.items()):
+            call = builders[key]
+            progress(f"aotc: [{i + 1}/{len(names)}] scheduling {name} ({call.node.op_type} {call.node.name})")
+            try:
+                funcs[name] = call.build().with_attr("global_symbol", name)
+            except Exception as e:  # a schedule rule that does not fit: a compiler bug, name the node
+                raise RuntimeError(f"building kernel {name} for node {call.node.name!r} ({call.node.op_type}, "
+                                   f"operands {[o.shape for o in call.operands]}) failed: {e}") from e
+            step.advance()
 
     tgt = target.tvm_target()
     workdir.mkdir(parents=True, exist_ok=True)
     objects = []
-    for start in range(0, len(names), KERNELS_PER_OBJECT):
-        chunk = names[start:start + KERNELS_PER_OBJECT]
-        progress(f"aotc: compiling kernels {start + 1}-{start + len(chunk)} of {len(names)} with LLVM")
-        ex = tvm.compile(tvm.IRModule({n: funcs[n] for n in chunk}), target=tgt)
-        obj = f"kernels{start // KERNELS_PER_OBJECT:03d}.o"
-        ex.mod.write_to_file(str(workdir / obj))
-        objects.append(obj)
+    with task("compiling kernels with LLVM", total=len(names)) as step:
+        for start in range(0, len(names), KERNELS_PER_OBJECT):
+            chunk = names[start:start + KERNELS_PER_OBJECT]
+            progress(f"aotc: compiling kernels {start + 1}-{start + len(chunk)} of {len(names)} with LLVM")
+            ex = tvm.compile(tvm.IRModule({n: funcs[n] for n in chunk}), target=tgt)
+            obj = f"kernels{start // KERNELS_PER_OBJECT:03d}.o"
+            ex.mod.write_to_file(str(workdir / obj))
+            objects.append(obj)
+            step.advance(len(chunk))
 
     # The driver's tables.
     shapes: list[tuple] = []
     shape_ids: dict[tuple, int] = {}
-    args, call_specs = [], []
+    args, call_specs, profile = [], [], []
     for c in calls:
         first = len(args)
         for o in c.operands:
@@ -134,6 +139,9 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
                          "code": code, "bits": bits, "shape_id": shape_ids[o.shape]})
         call_specs.append({"kernel": c.kernel, "node": c.node.name, "first_arg": first,
                            "num_args": len(c.operands)})
+        # What `aotc profile` sets each call's measured time against (the roofline's two axes).
+        profile.append({"kernel": c.kernel, "node": c.node.name, "op": c.node.op_type, "flops": int(c.flops),
+                        "bytes": int(sum(math.prod(o.shape) * o.dtype.itemsize for o in c.operands))})
 
     def io(v):
         where, off = plan.place[v.name]
@@ -164,4 +172,4 @@ def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str,
     if proc.returncode != 0:
         raise ToolchainError(f"Linking model.so failed ({' '.join(cmd)}): {proc.stderr.strip()[:2000]}")
     so = (workdir / "model.so").read_bytes()
-    return CompiledModel(so, driver, plan, names, len(calls), sum(c.flops for c in calls), model_id)
+    return CompiledModel(so, driver, plan, profile, names, len(calls), sum(c.flops for c in calls), model_id)

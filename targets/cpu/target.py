@@ -8,6 +8,7 @@ The CPU family shares its lowering rules (targets/cpu/rules.py); a
 and lowerings read `capabilities` instead of testing target names."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,8 @@ class CpuTarget(Target):
         from .codegen import compile_graph
         cm = compile_graph(graph, self, ctx.workdir / "build", ctx.model_id, ctx.aotc_version, progress=ctx.progress,
                            max_memory=ctx.max_memory)
-        files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode()}
+        files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode(),
+                 "kernels.json": (json.dumps(cm.calls_info, indent=1) + "\n").encode()}
         files.update(self.bundle_extras(ctx.workdir / "build"))
         manifest = {"arena_bytes": cm.plan.arena_bytes, "weight_bytes": cm.plan.weight_bytes,
                     "kernels": len(cm.kernels), "kernel_calls": cm.calls, "flops": cm.flops}
