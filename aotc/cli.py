@@ -278,8 +278,9 @@ def _add_target_options(fn):
         kind = List[opt.type] if opt.multiple else Optional[opt.type]
         owners = ", ".join(option_owners(opt.name))
         help_ = opt.help + ("" if opt.help.startswith(owners) else f" (targets: {owners})")
-        info = typer.Option(None, opt.flag, help=help_, rich_help_panel="Target options",
-                            **({"click_type": __import__("click").Choice(opt.choices)} if opt.choices else {}))
+        # choices in the help text; TargetOption.convert refuses others (typer 0.29 has no click_type)
+        help_ += f" [choices: {', '.join(opt.choices)}]" if opt.choices else ""
+        info = typer.Option(None, opt.flag, help=help_, rich_help_panel="Target options")
         params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
     fn.__signature__ = sig.replace(parameters=params)
     return fn

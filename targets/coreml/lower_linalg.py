@@ -91,7 +91,9 @@ def attention_core(ctx, node, q, k, v, add_mask, keep_mask, name: str):
     h, d = a["num_heads"], a["head_dim"]
     b, sq = node.inputs[0].shape[0], node.inputs[0].shape[1]
     scale = a["scale"]
-    if ctx.deployment.fused_attention:
+    # MIL's attention adds its mask to the scores; aotc's boolean mask replaces them by mask_fill. The two agree
+    # when mask_fill is -inf; a finite fill (a fully masked row then averages the values) takes the chain.
+    if ctx.deployment.fused_attention and (keep_mask is None or np.isneginf(a["mask_fill"])):
         # MIL divides by sqrt(D): pre-scale q so the scores are q kᵀ · scale
         q = mb.mul(x=q, y=np.float32(scale * math.sqrt(d)), name=ctx.name(node, "q_scaled"))
         mask = _additive_mask(ctx, node, add_mask, keep_mask)
@@ -114,16 +116,21 @@ def attention_core(ctx, node, q, k, v, add_mask, keep_mask, name: str):
 
 
 def _additive_mask(ctx, node, add_mask, keep_mask):
-    """aotc masks scores as where(keep, s, fill) + add; as one additive mask: where(keep, add, fill + add)."""
+    """aotc masks scores as where(keep, s, -inf) + add; as one additive mask: where(keep, add, -inf)."""
     mb = ctx.mb
-    fill = np.float32(node.attrs["mask_fill"])
+    fill = np.float32(node.attrs["mask_fill"])  # -inf here (see attention_core)
     if keep_mask is None:
         return ctx.x(add_mask) if add_mask is not None else None
-    if add_mask is None:
-        return mb.select(cond=ctx.x(keep_mask), a=np.float32(0), b=fill, name=ctx.name(node, "mask"))
-    add = ctx.x(add_mask)
+    if add_mask is None:  # MIL's bool mask: False -> -inf, exactly aotc's mask_fill
+        return ctx.x(keep_mask)
+    # broadcast the additive mask to the boolean one's shape first: coremltools infers select's shape from
+    # its branches alone, so a narrower `add` would give the mask a wrong static shape
+    keep = ctx.x(keep_mask)
+    zeros = mb.mul(x=mb.cast(x=keep, dtype="fp32", name=ctx.name(node, "keep_f")), y=np.float32(0),
+                   name=ctx.name(node, "mask_zeros"))
+    add = mb.add(x=ctx.x(add_mask), y=zeros, name=ctx.name(node, "mask_add"))
     filled = mb.add(x=add, y=fill, name=ctx.name(node, "mask_filled"))
-    return mb.select(cond=ctx.x(keep_mask), a=add, b=filled, name=ctx.name(node, "mask"))
+    return mb.select(cond=keep, a=add, b=filled, name=ctx.name(node, "mask"))
 
 
 def _attention_check(node, deployment):
