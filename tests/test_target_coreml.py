@@ -130,6 +130,7 @@ def test_gather_family(out_dir):
              {"axis": 1})
     check_op("GatherElements", [("x", f32(5, 6)), ("i", R.integers(-5, 5, (3, 2)).astype(np.int64))], out_dir,
              {"axis": 0})
+    check_op("Gather", [("x", R.random((6, 3)) < 0.5)], out_dir, consts=[("i", np.array([5, 0, -2], np.int64))])
     check_op("GatherND", [("x", f32(3, 4, 5)), ("i", np.array([[1, 2], [0, -1]], np.int64))], out_dir)
     check_op("GatherND", [("x", f32(2, 4, 5)), ("i", np.array([[1], [3]], np.int64))], out_dir, {"batch_dims": 1},
              coreml_target="iOS17")

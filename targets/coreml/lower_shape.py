@@ -80,26 +80,38 @@ def positive_indices(ctx, node, idx_value, extent, suffix="idx"):
     return mb.select(cond=negative, a=shifted, b=i, name=ctx.name(node, suffix))
 
 
+def bool_as_int(fn):
+    """MIL's gathers take fp16/fp32/int32 data: bool data goes through int32 and back."""
+    def lowering(ctx, node):
+        if node.inputs[0].dtype.name != "bool":
+            return fn(ctx, node, ctx.x(node.inputs[0]), ctx.name(node))
+        x = ctx.mb.cast(x=ctx.x(node.inputs[0]), dtype="int32", name=ctx.name(node, "as_int"))
+        y = fn(ctx, node, x, ctx.name(node, "int"))
+        return ctx.mb.cast(x=y, dtype="bool", name=ctx.name(node))
+    return lowering
+
+
 @lowers("Gather")
-def gather(ctx, node):
+@bool_as_int
+def gather(ctx, node, x, name):
     data, idx = node.inputs
     axis = node.attrs["axis"] % data.rank
     i = positive_indices(ctx, node, idx, data.shape[axis])
-    return ctx.mb.gather(x=ctx.x(data), indices=i, axis=np.int32(axis), name=ctx.name(node))
+    return ctx.mb.gather(x=x, indices=i, axis=np.int32(axis), name=name)
 
 
 @lowers("GatherElements")
-def gather_elements(ctx, node):
+@bool_as_int
+def gather_elements(ctx, node, x, name):
     data, idx = node.inputs
     axis = node.attrs["axis"] % data.rank
-    x = ctx.x(data)
     if tuple(d for i, d in enumerate(idx.shape) if i != axis) != tuple(d for i, d in enumerate(data.shape) if i != axis):
         # off the gather axis indices may be shorter than data (ONNX): read the part they cover
         end = [data.shape[i] if i == axis else d for i, d in enumerate(idx.shape)]
         x = ctx.mb.slice_by_index(x=x, begin=np.zeros(data.rank, np.int32), end=np.array(end, np.int32),
                                   name=ctx.name(node, "covered"))
     i = positive_indices(ctx, node, idx, data.shape[axis])
-    return ctx.mb.gather_along_axis(x=x, indices=i, axis=np.int32(axis), name=ctx.name(node))
+    return ctx.mb.gather_along_axis(x=x, indices=i, axis=np.int32(axis), name=name)
 
 
 def _gather_nd_check(node, deployment):
@@ -109,13 +121,14 @@ def _gather_nd_check(node, deployment):
 
 
 @lowers("GatherND", check=_gather_nd_check)
-def gather_nd(ctx, node):
+@bool_as_int
+def gather_nd(ctx, node, x, name):
     data, idx = node.inputs
     b, k = node.attrs["batch_dims"], idx.shape[-1]
     extent = np.array(data.shape[b:b + k], np.int64)
     i = positive_indices(ctx, node, idx, extent)
     kwargs = {"batch_dims": np.int32(b)} if b else {}
-    return ctx.mb.gather_nd(x=ctx.x(data), indices=i, name=ctx.name(node), **kwargs)
+    return ctx.mb.gather_nd(x=x, indices=i, name=name, **kwargs)
 
 
 @lowers("Expand")

@@ -491,8 +491,10 @@ def _correlate(x, w, strides, dils, groups, pads, bias):
               + tuple(slice(None, None, d) for d in dils)]  # (N, C, *O, *K)
     cg, mg = x.shape[1] // groups, w.shape[0] // groups
     sp, kk = "opqr"[:n_sp], "klmn"[:n_sp]
-    y = np.concatenate([np.einsum(f"bc{sp}{kk},mc{kk}->bm{sp}", win[:, i * cg:(i + 1) * cg],
-                                  w[i * mg:(i + 1) * mg], optimize=True) for i in range(groups)], axis=1)
+    win = win.reshape((x.shape[0], groups, cg) + win.shape[2:])
+    wg = w.reshape((groups, mg, cg) + w.shape[2:])
+    y = np.einsum(f"bgc{sp}{kk},gmc{kk}->bgm{sp}", win, wg, optimize=True)
+    y = y.reshape((x.shape[0], groups * mg) + y.shape[3:])
     return y if bias is None else y + _channels(bias, y.ndim)
 
 
