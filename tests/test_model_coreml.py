@@ -125,7 +125,7 @@ def test_efficientnet_lite0(effnet, precision, quantize):
             assert rel_err(got, effnet["fp32"]) <= 1e-4
         elif quantize:
             assert agree >= 0.75
-            assert size < 2.5e6  # 4.6M parameters as int8
+            assert size < 5.5e6  # 4.6M parameters as int8 (fp16: 9.4 MB)
         else:
             assert agree >= 0.95
 

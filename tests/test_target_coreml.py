@@ -517,6 +517,22 @@ def test_int8_weights_are_stored_as_int8(out_dir):
     np.testing.assert_array_equal(data, g.initializers["w"].const.T)
 
 
+@pytest.mark.parametrize("deployment", ["iOS16", "iOS17"])
+def test_int8_embedding_table(deployment, out_dir):
+    """--quantize int8's embedding: Gather of int8 rows, Cast, Mul by the gathered row scales; the table is
+    stored as int8 in the package."""
+    g = compiler.Graph("int8_embedding")
+    ids = g.add_input("ids", (2, 7), DType.int64)
+    table = g.add_const("table", R.integers(-127, 128, (50, 16)).astype(np.int8))
+    scales = g.add_const("scales", (R.random((50, 1)) * 0.01).astype(np.float32))
+    rows = g.add_node("Gather", [table, ids], {"axis": 0}).outputs[0]
+    rows = g.add_node("Cast", [rows], {"to": "float32"}).outputs[0]
+    s = g.add_node("Gather", [scales, ids], {"axis": 0}).outputs[0]
+    g.outputs = [g.add_node("Mul", [rows, s]).outputs[0]]
+    bundle = check_graph(g, {"ids": R.integers(-50, 50, (2, 7))}, out_dir, coreml_target=deployment)
+    assert "constexpr_affine_dequantize" in _mil_ops(bundle)
+
+
 def test_quantize_dequantize_per_tensor(out_dir):
     g = compiler.Graph("qdq")
     x = g.add_input("x", (3, 40), DType.float32)

@@ -181,8 +181,9 @@ CASTS = {DType.float32: "fp32", DType.float16: "fp16", DType.int32: "int32", DTy
 
 
 def _cast_check(node, deployment):
-    if DType(node.attrs["to"]) not in CASTS or node.inputs[0].dtype not in CASTS:
-        return f"MIL's cast converts between {', '.join(sorted({str(d) for d in CASTS}))}"
+    src, to = node.inputs[0].dtype, DType(node.attrs["to"])
+    if to not in CASTS or src not in CASTS and src not in (DType.uint8, DType.int8):
+        return f"aotc casts in Core ML from {', '.join(sorted({str(d) for d in CASTS}))}, uint8 or int8 to the first five"
     return None
 
 
@@ -190,7 +191,8 @@ def _cast_check(node, deployment):
 def cast(ctx, node):
     mb = ctx.mb
     x, src, to = ctx.x(node.inputs[0]), node.inputs[0].dtype, DType(node.attrs["to"])
-    if CASTS[src] == CASTS[to]:
+    # an 8-bit value is a float tensor holding integers (float-coded) or, on iOS17+, a real uint8/int8 tensor
+    have = "fp32" if node.inputs[0].name in ctx.float_coded else CASTS.get(src, src.value)
+    if have == CASTS[to]:
         return mb.identity(x=x, name=ctx.name(node))
     return mb.cast(x=x, dtype=CASTS[to], name=ctx.name(node))
-

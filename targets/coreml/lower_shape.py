@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.dtypes import DType
 from compiler.ops import get_op
 from compiler.ops.shape_ops import slice_index
 
@@ -91,9 +92,29 @@ def bool_as_int(fn):
     return lowering
 
 
+def _int8_table(fn):
+    """A Gather from an int8/uint8 constant (an embedding quantized by --quantize int8): the table is stored as
+    8-bit integers (constexpr_affine_dequantize with scale 1) and the rows come out float-coded; the Cast and
+    row-scale Mul after the Gather then work in float."""
+    def lowering(ctx, node):
+        data = node.inputs[0]
+        if data.const is None or data.dtype not in (DType.uint8, DType.int8):
+            return fn(ctx, node)
+        from .lower_quant import int8_constant
+        table = int8_constant(ctx, data.const, np.ones((), np.float32), None, 0, ctx.name(node, "table"))
+        ctx.float_coded.add(node.outputs[0].name)
+        return gather_rows(ctx, node, table, ctx.name(node))
+    return lowering
+
+
 @lowers("Gather")
+@_int8_table
 @bool_as_int
 def gather(ctx, node, x, name):
+    return gather_rows(ctx, node, x, name)
+
+
+def gather_rows(ctx, node, x, name):
     data, idx = node.inputs
     axis = node.attrs["axis"] % data.rank
     i = positive_indices(ctx, node, idx, data.shape[axis])

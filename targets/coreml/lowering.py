@@ -167,9 +167,12 @@ def lower_graph(graph: Graph, deployment: Deployment):
         for node in graph.nodes:
             outs = LOWERINGS[node.op_type].fn(ctx, node)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            coded = any(v is not None and v.name in ctx.float_coded for v in node.inputs)
             for value, var in zip(node.outputs, outs):
                 if value is not None:
                     ctx.vars[value.name] = var
+                    if coded and value.dtype in QUANTIZED:  # data movement keeps a float-coded tensor float
+                        ctx.float_coded.add(value.name)
         func.set_outputs([_output_var(ctx, v) for v in graph.outputs])
     prog.add_function("main", func)
     return prog
