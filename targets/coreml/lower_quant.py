@@ -105,54 +105,42 @@ def _qop_check(node, deployment):
     return None
 
 
-def _requantized(ctx, node, y):
-    ys = node.inputs[7] if len(node.inputs) > 7 else None
-    if ys is None:
-        return y
-    return quantized(ctx, y, node.outputs[0], ys, node.inputs[8], ctx.name(node))
+def int8_op(product):
+    """QuantizedMatMul/QuantizedConv: the activation dequantized, `product(ctx, node, x_float, bias, name)` with
+    the int8 weights, then the epilogue (activation, residual) and the requantization when there is one."""
+    def lowering(ctx, node):
+        x, xs, xz = node.inputs[:3]
+        bias = node.inputs[5] if len(node.inputs) > 5 and node.inputs[5] is not None else None
+        residual = node.inputs[6] if len(node.inputs) > 6 else None
+        ys = node.inputs[7] if len(node.inputs) > 7 else None
+        fused = node.attrs["activation"] != "none" or residual is not None
+        xf = dequantized(ctx, node, x, xs, xz, ctx.name(node, "x"))
+        y = product(ctx, node, xf, None if bias is None else bias.const.astype(np.float32),
+                    ctx.name(node, "product") if fused or ys is not None else ctx.name(node))
+        if fused:
+            y = epilogue(ctx, node, y, residual, ctx.name(node, "epilogue") if ys is not None else ctx.name(node))
+        return y if ys is None else quantized(ctx, y, node.outputs[0], ys, node.inputs[8], ctx.name(node))
+    return lowering
 
 
 @lowers("QuantizedMatMul", check=_qop_check)
-def quantized_matmul(ctx, node):
+@int8_op
+def quantized_matmul(ctx, node, xf, bias, name):
     mb = ctx.mb
-    x, xs, xz, w, ws = node.inputs[:5]
-    bias = node.inputs[5] if len(node.inputs) > 5 else None
-    residual = node.inputs[6] if len(node.inputs) > 6 else None
-    requant = len(node.inputs) > 7 and node.inputs[7] is not None
-    plain = node.attrs["activation"] == "none" and residual is None and not requant
-    xf = dequantized(ctx, node, x, xs, xz, ctx.name(node, "x"))
+    x, w, ws = node.inputs[0], node.inputs[3], node.inputs[4]
     wt = np.ascontiguousarray(w.const.T)  # MIL linear's weight is [out, in]: channels on axis 0
     weight = int8_constant(ctx, wt, np.broadcast_to(ws.const.reshape(-1), (w.shape[1],)), None, 0,
                            ctx.name(node, "weight"))
-    name = ctx.name(node) if plain else ctx.name(node, "linear")
-    if x.rank <= 3:
-        kwargs = {"bias": bias.const.astype(np.float32)} if bias is not None else {}
-        y = mb.linear(x=xf, weight=weight, name=name, **kwargs)
-    else:
-        y = mb.matmul(x=xf, y=weight, transpose_y=True, name=name if bias is None else name + "_product")
-        if bias is not None:
-            y = mb.add(x=y, y=bias.const.astype(np.float32), name=name)
-    if plain:
-        return y
-    if node.attrs["activation"] != "none" or residual is not None:
-        y = epilogue(ctx, node, y, residual, ctx.name(node, "epilogue") if requant else ctx.name(node))
-    return _requantized(ctx, node, y)
+    if x.rank <= 3:  # MIL linear takes x of rank 1-3
+        return mb.linear(x=xf, weight=weight, name=name, **({"bias": bias} if bias is not None else {}))
+    y = mb.matmul(x=xf, y=weight, transpose_y=True, name=name if bias is None else name + "_matmul")
+    return y if bias is None else mb.add(x=y, y=bias, name=name)
 
 
 @lowers("QuantizedConv", check=_qop_check)
-def quantized_conv(ctx, node):
-    x, xs, xz, w, ws = node.inputs[:5]
-    bias = node.inputs[5] if len(node.inputs) > 5 else None
-    residual = node.inputs[6] if len(node.inputs) > 6 else None
-    requant = len(node.inputs) > 7 and node.inputs[7] is not None
-    plain = node.attrs["activation"] == "none" and residual is None and not requant
-    xf = dequantized(ctx, node, x, xs, xz, ctx.name(node, "x"))
+@int8_op
+def quantized_conv(ctx, node, xf, bias, name):
+    x, w, ws = node.inputs[0], node.inputs[3], node.inputs[4]
     weight = int8_constant(ctx, w.const, np.broadcast_to(ws.const.reshape(-1), (w.shape[0],)), None, 0,
                            ctx.name(node, "weight"))
-    y = conv(ctx, node.attrs, x.shape, w.shape, xf, weight, None if bias is None else bias.const.astype(np.float32),
-             ctx.name(node) if plain else ctx.name(node, "conv"))
-    if plain:
-        return y
-    if node.attrs["activation"] != "none" or residual is not None:
-        y = epilogue(ctx, node, y, residual, ctx.name(node, "epilogue") if requant else ctx.name(node))
-    return _requantized(ctx, node, y)
+    return conv(ctx, node.attrs, x.shape, w.shape, xf, weight, bias, name)
