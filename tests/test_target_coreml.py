@@ -571,7 +571,7 @@ def test_unmappable_nodes_are_all_named_and_nothing_is_written(tmp_path):
 
 def test_every_registered_op_has_a_lowering_or_is_layout_internal():
     from compiler.ops import registered_ops
-    from targets.coreml.lowering import LOWERINGS
+    from targets.coreml.rules import LOWERINGS
     cpu_only = {"BlockedConv", "ToBlockedLayout", "FromBlockedLayout"}  # the CPU targets' NCHWc layout
     fit_to_target = {"QuantizedAttention"}  # decomposed by the target pass before lowering
     missing = [op for op in registered_ops() if op not in LOWERINGS and op not in cpu_only | fit_to_target]

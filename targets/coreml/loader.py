@@ -12,7 +12,7 @@ from ..base import CannotRunHereError, LoadedBundle
 
 
 class CoreMLBundle(LoadedBundle):
-    def __init__(self, bundle_dir, manifest):
+    def __init__(self, bundle_dir, manifest, public_key=None):  # a key was checked by aotc.load already
         self.io = manifest["coreml"]
         if platform.system() != "Darwin":
             raise CannotRunHereError(

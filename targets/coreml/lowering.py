@@ -3,7 +3,7 @@
 Each lowering is `fn(ctx, node) -> MIL var | list of vars` (one per node output) plus an optional
 `check(node, deployment) -> reason | None`: what the lowering cannot express (an attribute value, an opset
 too old). `unsupported_nodes` asks every check before anything is built, so one error names every node the
-target cannot map. The lowering modules (lower_*.py) register themselves when this module is imported.
+target cannot map. The lowering modules (lower_*.py) register themselves here; rules.py imports them all.
 
 Value representation in the program:
 - int64 tensors become int32 (Core ML's integer type; indices and shapes fit);
@@ -205,7 +205,3 @@ def _output_var(ctx: LoweringContext, v: Value):
     if var.name != mil_name(v.name):
         var = mb.identity(x=var, name=mil_name(v.name))
     return var
-
-
-# The lowering modules register themselves into LOWERINGS (they import this module's names, defined above).
-from . import lower_elementwise, lower_linalg, lower_nn, lower_quant, lower_reduce, lower_shape  # noqa: E402,F401

@@ -5,8 +5,8 @@ from compiler.ir import Graph, Node
 
 from ..base import BuildContext, Capabilities, Target, TargetBuild
 from .deployment import DEFAULT_DEPLOYMENT, DEFAULT_PRECISION, DEPLOYMENTS, Deployment
-from .lowering import (IO_DTYPES, UnsupportedOnCoreMLError, format_unsupported, mil_name,
-                       unsupported_nodes, why_unsupported)
+from .lowering import IO_DTYPES, UnsupportedOnCoreMLError, format_unsupported, mil_name
+from .rules import unsupported_nodes, why_unsupported
 from .package import PACKAGE, SPEC_PATH, convert, import_coremltools, package_files
 
 
@@ -37,7 +37,7 @@ class CoreMLTarget(Target):
         if found:
             raise UnsupportedOnCoreMLError(format_unsupported(found, self.deployment))
         import_coremltools()
-        from .lowering import lower_graph
+        from .rules import lower_graph
         ctx.progress(f"coreml: lowering {len(graph.nodes)} nodes to MIL ({self.deployment.name})")
         model = convert(lower_graph(graph, self.deployment), self.deployment, self.precision)
         files = package_files(model, ctx.workdir, ctx.model_id)
