@@ -142,6 +142,9 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
+CALIBRATED_PASSES = ("quantize_int8", "prune_heads")  # the passes that read PassContext.calibration
+
+
 def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str], None] | None = None):
     """The PassManager `options` ask for: the generic pipeline (default, none or given), head pruning and INT8
     quantization at their places after fusion, then `target`'s own passes."""
@@ -166,6 +169,10 @@ def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str]
         pipeline = insert_pass(pipeline, *pstep)
     if qstep:
         pipeline = insert_pass(pipeline, qstep, QUANTIZE_AFTER)
+    if options.calibration is not None and not any(
+            (s if isinstance(s, str) else s[0]) in CALIBRATED_PASSES for s in pipeline):
+        raise AotcError(f"--calibration {_calibration_name(options.calibration)} is read only by --quantize int8 and "
+                        "--prune-heads (or their passes in --passes); add one of them, or drop --calibration.")
     if target is not None:
         pipeline += target.pipeline()
     context = PassContext(calibration=_calibration_data(options.calibration),
@@ -209,10 +216,12 @@ def run_pipeline(graph: Graph, pm, log: Callable[[str], None] | None = None, tar
 
 
 def compile(model, output: str | os.PathLike, target="host", *, target_options: Mapping[str, Any] | None = None,
-            quiet: bool = True, log: Callable[[str], None] | None = None, **options: Any) -> Bundle:
+            quiet: bool = True, verbose: bool = False, log: Callable[[str], None] | None = None,
+            **options: Any) -> Bundle:
     """Compile `model` (an ONNX file, FILE.py:factory, a torch.nn.Module or function with example_inputs, or an
     aotc Graph) for `target` into the bundle directory `output`; the keywords are CompileOptions' fields.
-    Progress and reports go to `log` (default: stderr unless `quiet`). Returns the Bundle."""
+    Reports (pruning, quantization, fallbacks, the bundle written) go to `log` (default: stderr unless
+    `quiet`); with `verbose`, every step too (each kernel). Returns the Bundle."""
     from targets.base import BuildContext, get_target
     from targets.bundle import FORMAT_VERSION, BundleWriter, graph_digest, io_description
     try:
@@ -242,7 +251,8 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
         model_id = hashlib.sha256(id_src.encode()).hexdigest()[:32]
         work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
         try:
-            build = tgt.compile(graph, BuildContext(work, model_id, compiler.__version__, log or (lambda msg: None),
+            steps = log if (log is not None and verbose) else (lambda msg: None)
+            build = tgt.compile(graph, BuildContext(work, model_id, compiler.__version__, steps,
                                                     max_memory=max_memory))
         finally:
             shutil.rmtree(work, ignore_errors=True)

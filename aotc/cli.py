@@ -1,6 +1,12 @@
-"""The `aotc` command line."""
+"""The `aotc` command line: a thin layer over the Python API (aotc/api.py).
+
+Conventions every command follows: usage mistakes (a typo'd option, a missing one, a bad value) are
+click's usage errors, exit 2; a problem with the user's model, files or options is one paragraph,
+exit 2; results go to stdout (`--json` for scripts), everything else to stderr, with the same
+`-q/--quiet` and `-v/--verbose` everywhere (aotc/console.py)."""
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import traceback
@@ -13,33 +19,83 @@ from compiler.onnx_import import parse_shape
 
 from . import pruning_options as P
 from . import quantization_options as Q
+from .console import Console
 
 app = typer.Typer(
     name="aotc",
     help="aotc — ahead-of-time compiler for neural-network models. Turns an ONNX model (or a PyTorch "
          "module) into a deployable bundle for one target.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 _state = {"debug": False}
 
-INPUT_SHAPE_HELP = ("Fix an input's shape, as NAME=DIMS (e.g. input_ids=1x128). Repeat for each input with "
-                    "dynamic dimensions.")
+# Help panels of `aotc compile --help` (and optimize).
+INPUT, PASSES, QUANT, PRUNE, TARGET, OUTPUT = ("Input", "Passes", "Quantization", "Pruning", "Target", "Output")
 
 
-def parse_input_shapes(items: Optional[List[str]]) -> dict[str, tuple[int, ...]]:
+def _choices(name: str, values) -> type[enum.Enum]:
+    """A closed set of values as an Enum, so --help and shell completion list them."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+def _target_names() -> list[str]:
+    from targets.base import target_specs
+    return ["host"] + sorted({n for s in target_specs() for n in (s.name, *s.aliases)})
+
+
+TargetName = _choices("TargetName", _target_names())
+QuantizeScheme = _choices("QuantizeScheme", ["int8"])
+CalibrationMethod = _choices("CalibrationMethod", ["minmax", "percentile", "entropy"])
+HeadImportance = _choices("HeadImportance", ["drift", "contribution", "weight", "random"])
+
+
+def _value(v):
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+def parse_name_dims(item: str) -> tuple[str, tuple[int, ...]]:
+    """NAME=DIMS for --input-shape: an input's name and its dims (input_ids=1x128), or a named dimension and
+    its size (batch=4, for every input dimension the model calls batch)."""
+    name, sep, dims = str(item).partition("=")
+    if not sep or not name:
+        raise typer.BadParameter(f"{item!r} is not NAME=DIMS; write e.g. input_ids=1x128, or batch=4 for a "
+                                 "named dimension.")
+    try:
+        return name, parse_shape(dims)
+    except AotcError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+INPUT_SHAPE_HELP = ("Fix an input's shape as NAME=DIMS (input_ids=1x128), or a named dimension of every input as "
+                    "DIM=SIZE (batch=4). Repeat as needed.")
+
+
+def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items or []:
-        name, sep, dims = item.partition("=")
-        if not sep or not name:
-            raise AotcError(f"--input-shape {item!r} is not NAME=DIMS; write e.g. --input-shape input_ids=1x128.")
+        name, dims = item if isinstance(item, tuple) else parse_name_dims(item)
         if name in shapes:
             raise AotcError(f"--input-shape gives {name!r} twice.")
-        shapes[name] = parse_shape(dims)
+        shapes[name] = dims
     return shapes
+
+
+# The output options every command that prints shares.
+OPT_QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and the command's result.",
+                         rich_help_panel=OUTPUT)
+OPT_VERBOSE = typer.Option(False, "--verbose", "-v", help="Print every step (each pass, each kernel) on stderr.",
+                           rich_help_panel=OUTPUT)
+OPT_JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout, for scripts.",
+                        rich_help_panel=OUTPUT)
+OPT_INPUT_SHAPE = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP, parser=parse_name_dims,
+                               metavar="NAME=DIMS", rich_help_panel=INPUT)
+
+
+def _emit_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def _version(value: bool):
@@ -60,8 +116,10 @@ def main_options(
 @app.command()
 def inspect(
     model: str = typer.Argument(..., help="An ONNX model file, or a bundle directory written by `aotc compile`."),
-    input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON, for scripts."),
+    input_shape: Optional[List[str]] = OPT_INPUT_SHAPE,
+    as_json: bool = OPT_JSON,
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
 ):
     """Show a model's inputs, outputs, op histogram, parameters, FLOPs and unsupported ops.
 
@@ -72,14 +130,17 @@ def inspect(
     if Path(model).is_dir():  # a compiled bundle: its manifest (incl. the int8 quantization report)
         from aotc.bundle_summary import format_bundle, read_manifest
         manifest = read_manifest(model)
-        typer.echo(json.dumps(manifest, indent=2) if as_json else format_bundle(manifest))
+        if as_json:
+            _emit_json(manifest)
+        elif not quiet:
+            typer.echo(format_bundle(manifest))
         return
     from compiler.model_summary import format_report, summarize_onnx
     report, error = summarize_onnx(model, parse_input_shapes(input_shape))
     if as_json:
         report["error"] = str(error) if error else None
-        typer.echo(json.dumps(report, indent=2))
-    else:
+        _emit_json(report)
+    elif not quiet:
         typer.echo(format_report(report))
     if error is not None:
         raise error
@@ -95,30 +156,41 @@ VERIFY_HELP = "Run the IR verifier after every pass (a broken graph names the pa
 
 
 # Options `aotc optimize` and `aotc compile` share (one definition each; typer reads them per command).
-OPT_DISABLE_PASS = typer.Option(None, "--disable-pass", help=DISABLE_HELP)
-OPT_PRINT_IR_AFTER = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP)
-OPT_PRINT_PASS_TIMES = typer.Option(False, "--print-pass-times", help=TIMES_HELP)
-OPT_VERIFY = typer.Option(False, "--verify", help=VERIFY_HELP)
-OPT_QUANTIZE = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP)
-OPT_CALIBRATION = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP)
-OPT_CALIBRATION_METHOD = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP)
-OPT_CALIBRATION_PERCENTILE = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP)
-OPT_CALIBRATION_SAMPLES = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP)
-OPT_QUANTIZE_OPS = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP)
-OPT_EXCLUDE_NODES = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP)
-OPT_SMOOTHQUANT = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP)
-OPT_MAX_DROP = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP)
-OPT_PRUNE_HEADS = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP)
-OPT_PRUNE_HEADS_SPEC = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...", help=P.PRUNE_SPEC_HELP)
-OPT_PRUNE_HEADS_MIN_PER_LAYER = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP)
-OPT_PRUNE_HEADS_IMPORTANCE = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP)
-OPT_PRUNE_HEADS_SAMPLES = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP)
+OPT_DISABLE_PASS = typer.Option(None, "--disable-pass", help=DISABLE_HELP, rich_help_panel=PASSES)
+OPT_PRINT_IR_AFTER = typer.Option(None, "--print-ir-after", help=PRINT_IR_HELP, rich_help_panel=PASSES)
+OPT_PRINT_PASS_TIMES = typer.Option(False, "--print-pass-times", help=TIMES_HELP, rich_help_panel=PASSES)
+OPT_VERIFY = typer.Option(False, "--verify", help=VERIFY_HELP, rich_help_panel=PASSES)
+OPT_QUANTIZE = typer.Option(None, "--quantize", help=Q.QUANTIZE_HELP, rich_help_panel=QUANT)
+OPT_CALIBRATION = typer.Option(None, "--calibration", help=Q.CALIBRATION_HELP, metavar="FILE.npz",
+                               rich_help_panel=QUANT)
+OPT_CALIBRATION_METHOD = typer.Option("minmax", "--calibration-method", help=Q.METHOD_HELP, rich_help_panel=QUANT)
+OPT_CALIBRATION_PERCENTILE = typer.Option(99.99, "--calibration-percentile", help=Q.PERCENTILE_HELP,
+                                          rich_help_panel=QUANT)
+OPT_CALIBRATION_SAMPLES = typer.Option(None, "--calibration-samples", help=Q.SAMPLES_HELP, rich_help_panel=QUANT)
+OPT_QUANTIZE_OPS = typer.Option(None, "--quantize-ops", help=Q.QUANTIZE_OPS_HELP, rich_help_panel=QUANT)
+OPT_EXCLUDE_NODES = typer.Option(None, "--exclude-nodes", help=Q.EXCLUDE_HELP, rich_help_panel=QUANT)
+OPT_SMOOTHQUANT = typer.Option(None, "--smoothquant", help=Q.SMOOTHQUANT_HELP, rich_help_panel=QUANT)
+OPT_MAX_DROP = typer.Option(None, "--max-drop", help=Q.MAX_DROP_HELP, rich_help_panel=QUANT)
+OPT_PRUNE_HEADS = typer.Option(None, "--prune-heads", metavar="FRACTION", help=P.PRUNE_HEADS_HELP,
+                               rich_help_panel=PRUNE)
+OPT_PRUNE_HEADS_SPEC = typer.Option(None, "--prune-heads-spec", metavar="LAYER:HEAD,...", help=P.PRUNE_SPEC_HELP,
+                                    rich_help_panel=PRUNE)
+OPT_PRUNE_HEADS_MIN_PER_LAYER = typer.Option(1, "--prune-heads-min-per-layer", help=P.PRUNE_MIN_HELP,
+                                             rich_help_panel=PRUNE)
+OPT_PRUNE_HEADS_IMPORTANCE = typer.Option("drift", "--prune-heads-importance", help=P.PRUNE_IMPORTANCE_HELP,
+                                          rich_help_panel=PRUNE)
+OPT_PRUNE_HEADS_SAMPLES = typer.Option(None, "--prune-heads-samples", help=P.PRUNE_SAMPLES_HELP,
+                                       rich_help_panel=PRUNE)
 
 
 @app.command("passes")
-def list_passes():
+def list_passes(as_json: bool = OPT_JSON):
     """List the registered passes, their options and the default pipeline."""
     from passes import DEFAULT_PIPELINE, PASSES
+    if as_json:
+        _emit_json({"default_pipeline": DEFAULT_PIPELINE, "passes": [
+            {"name": n, "options": PASSES[n].options, "doc": PASSES[n].doc} for n in sorted(PASSES)]})
+        return
     typer.echo("default pipeline: " + ",".join(DEFAULT_PIPELINE))
     for name in sorted(PASSES):
         info = PASSES[name]
@@ -131,16 +203,17 @@ def list_passes():
 @app.command()
 def optimize(
     model: str = typer.Argument(..., help="An ONNX model file."),
-    output: str = typer.Option(..., "--output", "-o", help="Where to write the optimized model (.onnx)."),
-    input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
-    passes: Optional[str] = typer.Option(None, "--passes", help=PASSES_HELP),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write the optimized model (.onnx).",
+                               rich_help_panel=OUTPUT),
+    input_shape: Optional[List[str]] = OPT_INPUT_SHAPE,
+    passes: Optional[str] = typer.Option(None, "--passes", help=PASSES_HELP, rich_help_panel=PASSES),
     disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
     print_ir_after: Optional[List[str]] = OPT_PRINT_IR_AFTER,
     print_pass_times: bool = OPT_PRINT_PASS_TIMES,
     verify: bool = OPT_VERIFY,
-    quantize: Optional[str] = OPT_QUANTIZE,
+    quantize: Optional[QuantizeScheme] = OPT_QUANTIZE,
     calibration: Optional[str] = OPT_CALIBRATION,
-    calibration_method: str = OPT_CALIBRATION_METHOD,
+    calibration_method: CalibrationMethod = OPT_CALIBRATION_METHOD,
     calibration_percentile: float = OPT_CALIBRATION_PERCENTILE,
     calibration_samples: Optional[int] = OPT_CALIBRATION_SAMPLES,
     quantize_ops: Optional[str] = OPT_QUANTIZE_OPS,
@@ -150,10 +223,13 @@ def optimize(
     prune_heads: Optional[float] = OPT_PRUNE_HEADS,
     prune_heads_spec: Optional[str] = OPT_PRUNE_HEADS_SPEC,
     prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
-    prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
+    prune_heads_importance: HeadImportance = OPT_PRUNE_HEADS_IMPORTANCE,
     prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
     report: Optional[str] = typer.Option(None, "--report", help="Write what the passes report (e.g. the INT8 "
-                                         "scheme and quantized nodes) as JSON to this file."),
+                                         "scheme and quantized nodes) as JSON to this file.", rich_help_panel=OUTPUT),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
 ):
     """Import a model with static shapes, run the pass pipeline, and write the result as ONNX.
 
@@ -170,16 +246,21 @@ def optimize(
     opts = CompileOptions(passes=passes, disable_pass=disable_pass or (), print_ir_after=print_ir_after or (),
                           print_pass_times=print_pass_times, verify=verify, **_quantize_and_prune_options(locals()))
     pm = build_pass_manager(opts)
+    console = Console(quiet, verbose)
     graph = load_onnx(model, parse_input_shapes(input_shape))
     before = len(graph.nodes)
-    run_pipeline(graph, pm, log=lambda msg: typer.echo(msg, err=True))
+    with console.progress():
+        applied = run_pipeline(graph, pm, log=console.info)
     with writing(output):
         save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
     if report:
-        text = json.dumps(pm.applied(), indent=2, default=str)
+        text = json.dumps(applied, indent=2, default=str)
         write_file_atomically(report, lambda f: f.write(text.encode()), "--report")
-    typer.echo(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}", err=True)
+    if as_json:
+        _emit_json({"output": output, "nodes_before": before, "nodes_after": len(graph.nodes),
+                    "ops": graph.op_histogram(), "passes": applied})
+    console.info(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}")
 
 
 QUANTIZE_AND_PRUNE = ("quantize", "calibration", "calibration_method", "calibration_percentile", "calibration_samples",
@@ -189,7 +270,7 @@ QUANTIZE_AND_PRUNE = ("quantize", "calibration", "calibration_method", "calibrat
 
 def _quantize_and_prune_options(args: dict) -> dict:
     """The quantization and pruning flags of a command, as CompileOptions fields (same names)."""
-    opts = {k: args[k] for k in QUANTIZE_AND_PRUNE}
+    opts = {k: _value(args[k]) for k in QUANTIZE_AND_PRUNE}
     opts["exclude_nodes"] = tuple(opts["exclude_nodes"] or ())
     return opts
 
@@ -206,6 +287,9 @@ def trace_cmd(
     output: str = typer.Option(..., "--output", "-o", help="Where to write the traced model (.onnx)."),
     optimize: bool = typer.Option(False, "--optimize", help="Run the default pass pipeline before writing."),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
 ):
     """Trace a PyTorch model with aotc's frontend (Python control flow on tensors becomes torch.where) and
     write the IR as ONNX."""
@@ -221,8 +305,10 @@ def trace_cmd(
     with writing(output):
         save_onnx(graph, output)
     hist = ", ".join(f"{k} {v}" for k, v in graph.op_histogram().items())
-    typer.echo(f"traced {before} nodes" + (f" -> {len(graph.nodes)} optimized" if optimize else "")
-               + f" ({hist}); wrote {output}", err=True)
+    if as_json:
+        _emit_json({"output": output, "traced_nodes": before, "nodes": len(graph.nodes), "ops": graph.op_histogram()})
+    Console(quiet, verbose).info(f"traced {before} nodes" + (f" -> {len(graph.nodes)} optimized" if optimize else "")
+                                 + f" ({hist}); wrote {output}")
 
 
 # -- compile and run bundles (targets/, runtime_stub/) -------------------------------------------
@@ -230,22 +316,24 @@ def trace_cmd(
 def compile_cmd(
     model: str = typer.Argument(..., help="An ONNX model file, or FILE.py:factory (a function returning a "
                                 "torch.nn.Module, traced with --example-input)."),
-    target: str = typer.Option("host", "--target", "-t", help="The target (`aotc targets` lists them), or host "
-                               "(this machine's best)."),
-    output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one)."),
-    input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", "-s", help=INPUT_SHAPE_HELP),
+    target: TargetName = typer.Option("host", "--target", "-t", help="The target (`aotc targets` describes them); "
+                                      "host: this machine's best.", rich_help_panel=TARGET),
+    output: str = typer.Option(..., "--output", "-o", help="The bundle directory to write (replaced if it is one).",
+                               rich_help_panel=OUTPUT),
+    input_shape: Optional[List[str]] = OPT_INPUT_SHAPE,
+    example_input: Optional[List[str]] = typer.Option(None, "--example-input", "-e", help=EXAMPLE_INPUT_HELP,
+                                                      rich_help_panel=INPUT),
     passes: str = typer.Option("default", "--passes", help="Passes to run before lowering: 'default' (the default "
                                "pipeline: folding, fusions into FusedMatMul/FusedConv/Attention/...), 'none', or a "
-                               "comma-separated list. The target's own passes follow; the manifest records all."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    example_input: Optional[List[str]] = typer.Option(None, "--example-input", "-e", help=EXAMPLE_INPUT_HELP),
+                               "comma-separated list. The target's own passes follow; the manifest records all.",
+                               rich_help_panel=PASSES),
     disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
     print_ir_after: Optional[List[str]] = OPT_PRINT_IR_AFTER,
     print_pass_times: bool = OPT_PRINT_PASS_TIMES,
     verify: bool = OPT_VERIFY,
-    quantize: Optional[str] = OPT_QUANTIZE,
+    quantize: Optional[QuantizeScheme] = OPT_QUANTIZE,
     calibration: Optional[str] = OPT_CALIBRATION,
-    calibration_method: str = OPT_CALIBRATION_METHOD,
+    calibration_method: CalibrationMethod = OPT_CALIBRATION_METHOD,
     calibration_percentile: float = OPT_CALIBRATION_PERCENTILE,
     calibration_samples: Optional[int] = OPT_CALIBRATION_SAMPLES,
     quantize_ops: Optional[str] = OPT_QUANTIZE_OPS,
@@ -255,29 +343,40 @@ def compile_cmd(
     prune_heads: Optional[float] = OPT_PRUNE_HEADS,
     prune_heads_spec: Optional[str] = OPT_PRUNE_HEADS_SPEC,
     prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
-    prune_heads_importance: str = OPT_PRUNE_HEADS_IMPORTANCE,
+    prune_heads_importance: HeadImportance = OPT_PRUNE_HEADS_IMPORTANCE,
     prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
     sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY.pem", help="Sign the manifest with this "
-                                       "Ed25519 private key (PEM); `aotc run --public-key` then checks it."),
+                                       "Ed25519 private key (PEM); `aotc run --public-key` then checks it.",
+                                       rich_help_panel=OUTPUT),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a model whose run-time memory "
-                                             "(arena + weights) exceeds this (e.g. 8G; default 16G)."),
+                                             "(arena + weights) exceeds this (e.g. 8G; default 16G).",
+                                             rich_help_panel=TARGET),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
     **target_options,
 ):
     """Compile a model into a deployable bundle (manifest.json, the target's files, generated sources).
 
-    Progress goes to stderr; a failed compile leaves no output behind. The target's options (below) apply
-    to the target that declares them.
+    A failed compile leaves no output behind. Target options (below) apply to the target that declares them.
     """
     from compiler.frontend import parse_example_inputs
     from .api import compile as compile_model
     args = locals()
-    compile_model(model, output, target, target_options=target_options, quiet=quiet,
-                  log=None if quiet else (lambda msg: typer.echo(msg, err=True)),
-                  input_shapes=parse_input_shapes(input_shape),
-                  example_inputs=parse_example_inputs(example_input) if example_input else None,
-                  passes=passes, disable_pass=tuple(disable_pass or ()), print_ir_after=tuple(print_ir_after or ()),
-                  print_pass_times=print_pass_times, verify=verify, sign=sign, max_memory=max_memory,
-                  **_quantize_and_prune_options(args))
+    console = Console(quiet, verbose)
+    with console.progress():
+        bundle = compile_model(
+            model, output, _value(target), target_options=target_options, log=console.info,
+            verbose=console.verbose, input_shapes=parse_input_shapes(input_shape),
+            example_inputs=parse_example_inputs(example_input) if example_input else None,
+            passes=passes, disable_pass=tuple(disable_pass or ()), print_ir_after=tuple(print_ir_after or ()),
+            print_pass_times=print_pass_times, verify=verify, sign=sign, max_memory=max_memory,
+            **_quantize_and_prune_options(args))
+    if as_json:
+        m = bundle.manifest
+        _emit_json({"bundle": str(bundle.path), "target": m["target"], "model_id": m["model_id"],
+                    "inputs": m["inputs"], "outputs": m["outputs"], "passes": [p["name"] for p in m["passes"]],
+                    **{k: m[k] for k in ("kernels", "kernel_calls", "arena_bytes", "weight_bytes", "flops") if k in m}})
 
 
 def _add_target_options(fn):
@@ -327,17 +426,22 @@ def run_cmd(
     inputs: str = typer.Option(..., "--inputs", "-i", help="An .npz file with one array per model input."),
     outputs: Optional[str] = typer.Option(None, "--outputs", "-o", help="Write the outputs to this .npz file "
                                           "(default: print a summary)."),
-    threads: int = typer.Option(0, "--threads", help="Threads to use (default: all cores)."),
+    threads: int = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores)."),
     reference: bool = typer.Option(False, "--reference", help="Run the target's reference instead of the bundle "
                                    "(ascend: its model.onnx in onnxruntime on this CPU, not the NPU)."),
-    public_key: Optional[str] = typer.Option(None, "--public-key", metavar="KEY.pem", help="Refuse the bundle "
-                                             "unless its manifest is signed by this Ed25519 key (aotc compile --sign)."),
+    public_key: Optional[str] = typer.Option(None, "--public-key", metavar="KEY.pem",
+                                             help="Refuse the bundle unless its manifest is signed by this Ed25519 "
+                                                  "key (aotc compile --sign)."),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
 ):
     """Run a compiled bundle on inputs from an .npz file, the way its target runs here (in process with the
     thin runtime; arm64-neon under qemu-aarch64 on other machines; ascend on a machine with CANN)."""
     import numpy as np
     from compiler.user_files import check_output_file, read_npz, write_npz
     from .api import load
+    console = Console(quiet, verbose)
     if outputs:
         check_output_file(outputs)
     feeds = read_npz(inputs)
@@ -345,37 +449,76 @@ def run_cmd(
     if reference:
         from targets.base import reference_runner_for
         result = reference_runner_for(b.manifest)(b.path, feeds)
-        typer.echo(f"reference run ({b.target}): not the target's own execution", err=True)
+        console.info(f"reference run ({b.target}): not the target's own execution")
     else:
         result = b.run(feeds, threads=threads)
     if outputs:
         write_npz(outputs, result)
-        typer.echo(f"wrote {', '.join(result)} to {outputs}", err=True)
-    else:
+        console.info(f"wrote {', '.join(result)} to {outputs}")
+    if as_json:
+        _emit_json({name: {"dtype": str(a.dtype), "shape": list(a.shape), "first_values": a.reshape(-1)[:6].tolist()}
+                    for name, a in result.items()})
+    elif not outputs and not quiet:
         for name, arr in result.items():
             flat = arr.reshape(-1)
             typer.echo(f"{name}: {arr.dtype}{list(arr.shape)} first values {np.array2string(flat[:6], precision=5)}")
 
 
+@app.command("bench")
+def bench_cmd(
+    bundle: str = typer.Argument(..., help="A bundle directory written by `aotc compile`."),
+    inputs: Optional[str] = typer.Option(None, "--inputs", "-i", help="An .npz with one array per input "
+                                         "(default: random inputs of the right shapes and dtypes)."),
+    threads: int = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores)."),
+    warmup: int = typer.Option(5, "--warmup", "-w", min=0, help="Runs before timing starts."),
+    runs: int = typer.Option(50, "--runs", "-r", min=1, help="Timed runs."),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
+):
+    """Time a bundle: median, p10/p90, min and throughput over --runs runs after --warmup."""
+    from .bench import bench_bundle, format_bench
+    result = bench_bundle(bundle, inputs, threads=threads, warmup=warmup, runs=runs)
+    if as_json:
+        _emit_json(result)
+    elif not quiet:
+        typer.echo(format_bench(result))
+
+
+@app.command("profile")
+def profile_cmd(
+    bundle: str = typer.Argument(..., help="A CPU bundle directory written by `aotc compile`."),
+    inputs: Optional[str] = typer.Option(None, "--inputs", "-i", help="An .npz with one array per input "
+                                         "(default: random inputs of the right shapes and dtypes)."),
+    threads: int = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores)."),
+    warmup: int = typer.Option(3, "--warmup", "-w", min=0, help="Runs before measuring."),
+    runs: int = typer.Option(10, "--runs", "-r", min=1, help="Measured runs (each kernel's median is reported)."),
+    top: int = typer.Option(25, "--top", "-n", min=1, help="Kernels to list (the rest are summed)."),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
+):
+    """Time every kernel of a CPU bundle: calls, µs, share of the run, GFLOP/s and GB/s against this machine's
+    measured peak (a roofline per kernel)."""
+    from .profile import format_profile, profile_bundle
+    result = profile_bundle(bundle, inputs, threads=threads, warmup=warmup, runs=runs)
+    if as_json:
+        _emit_json(result)
+    elif not quiet:
+        typer.echo(format_profile(result, top=top))
+
+
 def main() -> None:
-    """Entry point: user errors become one paragraph on stderr and exit code 2."""
+    """Entry point. click handles usage errors itself (its message, exit 2) and --help; a problem with the
+    user's model, files or options is one paragraph on stderr and exit 2; anything else is a bug."""
     try:
-        app(standalone_mode=False)
+        app()
     except AotcError as e:
         if _state["debug"]:
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+    except Exception as e:
         if _state["debug"]:
             raise
         typer.echo(f"internal error: {type(e).__name__}: {e}. This is a bug in aotc; rerun with --debug "

@@ -197,15 +197,23 @@ def declared_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
 
 
 def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    """Every input's static shape: from `given` (an input's name -> its dims, or a named dimension -> its one
+    size, e.g. {"batch": (4,)} for every dim_param "batch"), else as the model declares it."""
     protos = graph_input_protos(model)
     names = [p.name for p in protos]
-    unknown = [n for n in given if n not in names]
+    dim_names = sorted({d for p in protos for d in declared_dims(p) if isinstance(d, str) and d != "?"})
+    by_dim = {k: v for k, v in given.items() if k not in names and k in dim_names}
+    unknown = [n for n in given if n not in names and n not in by_dim]
     if unknown:
+        named = f"; its named dimensions are {', '.join(map(repr, dim_names))}" if dim_names else ""
         raise ShapeError(f"--input-shape names {', '.join(map(repr, unknown))}, but the model's inputs are "
-                         f"{', '.join(map(repr, names))}.")
+                         f"{', '.join(map(repr, names))}{named}.")
+    bad = [k for k, v in by_dim.items() if len(tuple(v)) != 1]
+    if bad:
+        raise ShapeError(f"--input-shape {bad[0]}=... names a dimension, which takes one size (e.g. {bad[0]}=4).")
     shapes, missing, conflicts = {}, [], []
     for p in protos:
-        dims = declared_dims(p)
+        dims = [by_dim[d][0] if isinstance(d, str) and d in by_dim else d for d in declared_dims(p)]
         if p.name in given:
             want = tuple(int(d) for d in given[p.name])
             if len(want) != len(dims) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):

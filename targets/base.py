@@ -68,7 +68,8 @@ class TargetOption:
             v = self.type(value) if not (self.type is bool and isinstance(value, str)) else \
                 {"true": True, "1": True, "false": False, "0": False}[value.lower()]
         except (TypeError, ValueError, KeyError):
-            raise UnknownTargetError(f"{self.flag} {value!r} for target {target} is not a {self.type.__name__}.") from None
+            raise UnknownTargetError(f"{self.flag} {value!r} for target {target} is not a "
+                                     f"{self.type.__name__}.") from None
         if self.choices and v not in self.choices:
             raise UnknownTargetError(f"{self.flag} {value!r} for target {target} is not one of "
                                      f"{', '.join(self.choices)}.")

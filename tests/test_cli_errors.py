@@ -1,5 +1,6 @@
 """Bad input through the CLI: one clear paragraph, exit code 2, no traceback."""
 import json
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,21 @@ def assert_user_error(res, *needles):
     for n in needles:
         assert n in err, f"{n!r} not in: {err}"
     return err
+
+
+def usage_text(stderr: str) -> str:
+    """click's usage error with rich's box drawing taken out and its lines joined (rich wraps at the width)."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", stderr).split())
+
+
+def assert_usage_error(res, *needles):
+    """A command-line mistake: click's usage message, exit 2, never an internal error."""
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert res.stderr.startswith("Usage: "), res.stderr
+    assert "internal error" not in res.stderr and "Traceback" not in res.stderr
+    text = usage_text(res.stderr)
+    for n in needles:
+        assert n in text, f"{n!r} not in: {text}"
 
 
 @pytest.fixture
@@ -99,7 +115,7 @@ def test_missing_input_shape_names_every_dynamic_input(tmp_path):
 
 
 def test_bad_input_shape_flags(small_model):
-    assert_user_error(aotc("inspect", str(small_model), "--input-shape", "x"), "NAME=DIMS")
+    assert_usage_error(aotc("inspect", str(small_model), "--input-shape", "x"), "NAME=DIMS")
     assert_user_error(aotc("inspect", str(small_model), "--input-shape", "nosuch=1x2"), "'nosuch'", "'x'")
     assert_user_error(aotc("inspect", str(small_model), "--input-shape", "x=5x5"), "'x'", "5x5")
 
