@@ -3,8 +3,7 @@
 The driver times every kernel call when AOTC_PROFILE=1 (one `aotc-profile` line per call on stderr, read
 once per process), so the runs happen in a child process. Each call's FLOPs and bytes moved come from the
 bundle's kernels.json (the op registry's counts, written at compile time). The roofline's two ceilings are
-measured on this machine: float32 GEMM throughput (numpy's BLAS) and copy bandwidth (a 256 MB numpy copy),
-cached per thread count in ~/.cache/aotc/."""
+measured on this machine each time (aotc/peak.py): float32 FMA throughput and copy bandwidth."""
 from __future__ import annotations
 
 import json
@@ -12,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,43 +19,11 @@ from compiler.errors import AotcError
 
 from .api import load
 from .bench import feeds_for
+from .peak import machine_peak
 
 
 class ProfileError(AotcError):
     """The bundle cannot be profiled (not a CPU bundle, or compiled before kernels.json existed)."""
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "aotc"
-
-
-def machine_peak(threads: int) -> dict:
-    """Measured float32 GFLOP/s (a 2048² sgemm) and GB/s (a 256 MB copy: read + write), best of 5."""
-    n = threads or os.cpu_count() or 1
-    cache = _cache_dir() / f"peak-{n}threads.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    from threadpoolctl import threadpool_limits
-    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
-    src = np.ones(64 << 20, np.float32)
-    dst = np.empty_like(src)
-    with threadpool_limits(n):
-        a @ a
-        gemm = min(_timed(lambda: a @ a) for _ in range(5))
-        np.copyto(dst, src)
-        copy = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
-    peak = {"threads": n, "gflops": 2 * 2048 ** 3 / gemm / 1e9, "gbps": 2 * src.nbytes / copy / 1e9,
-            "how": "numpy sgemm 2048x2048 and a 256 MB copy, best of 5"}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(peak))
-    return peak
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _measure(bundle: Path, feeds_file: Path, threads: int, warmup: int, runs: int) -> list[list[float]]:

@@ -84,6 +84,10 @@ class OpDef:
         """The NumPy reference kernel."""
         raise NotImplementedError
 
+    # The op reads only the parts of its first input that reach the output (Gather, Slice): counted as output
+    # bytes, not the whole input, in bytes moved (a 30k-row embedding table is not streamed per lookup).
+    reads_part_of_input0: ClassVar[bool] = False
+
     def flops(self, inputs: Sequence[Any], outputs: Sequence[Any], attrs: dict[str, Any]) -> int:
         """Floating-point operations one execution performs (multiply-add = 2)."""
         return 0

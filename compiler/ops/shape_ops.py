@@ -216,6 +216,7 @@ def slice_index(shape, attrs) -> tuple[slice, ...]:
 @register
 class Slice(OpDef):
     name = "Slice"
+    reads_part_of_input0 = True
     attrs = {"starts": Attr(INTS), "ends": Attr(INTS), "axes": Attr(INTS, None), "steps": Attr(INTS, None)}
 
     def infer(self, inputs, attrs):
@@ -231,6 +232,7 @@ class Slice(OpDef):
 @register
 class Gather(OpDef):
     name = "Gather"
+    reads_part_of_input0 = True
     attrs = {"axis": Attr(INT, 0)}
     num_inputs = (2, 2)
 
@@ -357,6 +359,7 @@ class Range(OpDef):
 @register
 class GatherElements(OpDef):
     name = "GatherElements"
+    reads_part_of_input0 = True
     attrs = {"axis": Attr(INT, 0)}
     num_inputs = (2, 2)
 
@@ -379,6 +382,7 @@ class GatherElements(OpDef):
 @register
 class GatherND(OpDef):
     name = "GatherND"
+    reads_part_of_input0 = True
     attrs = {"batch_dims": Attr(INT, 0)}
     num_inputs = (2, 2)
 
