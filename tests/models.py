@@ -37,6 +37,7 @@ def export_minilm(cache: Path, exporter: str, attn: str, seq: int = 128, dynamic
     path = cache / f"minilm-{exporter}-{attn}-{seq}{'-dyn' if dynamic else ''}-torch{torch.__version__}.onnx"
     if path.exists():
         return path
+    cache.mkdir(parents=True, exist_ok=True)  # bench/ scripts call this on a fresh clone too
     model = load_minilm(attn)
     ids = torch.randint(0, 30000, (1, seq))
     mask = torch.ones(1, seq, dtype=torch.int64)

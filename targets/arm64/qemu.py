@@ -67,7 +67,7 @@ def run_bundle(bundle, feeds: Mapping[str, np.ndarray], cpu: str | None = None, 
             args += ["-i", f"{name}={f}"]
         out_dir = tmp / "out"
         out_dir.mkdir()
-        cmd = runner_command(bundle, cpu) + [str(bundle), *args, "-o", str(out_dir), "-t", str(threads),
+        cmd = runner_command(bundle, cpu) + [str(bundle), *args, "-o", str(out_dir), "-j", str(threads),
                                              "-r", str(repeat)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

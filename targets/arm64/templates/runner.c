@@ -12,7 +12,9 @@
  * runtime refuses the bundle or a run fails (its message on stderr). */
 #define _GNU_SOURCE
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -157,18 +159,21 @@ int main(int argc, char** argv) {
   int n_in = 0, threads = 0, repeat = 1;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
-    if ((!strcmp(a, "-i") || !strcmp(a, "-o") || !strcmp(a, "-t") || !strcmp(a, "-r")) && i + 1 >= argc)
+    int is_threads = !strcmp(a, "-j") || !strcmp(a, "--threads");  /* as `aotc run`'s flag */
+    if ((!strcmp(a, "-i") || !strcmp(a, "-o") || is_threads || !strcmp(a, "-r")) && i + 1 >= argc)
       die(1, "%s needs a value%s", a, "");
     if (!strcmp(a, "-i")) { if (n_in == MAX_IO) die(1, "too many inputs%s%s", "", ""); in_arg[n_in++] = argv[++i]; }
     else if (!strcmp(a, "-o")) out_dir = argv[++i];
-    else if (!strcmp(a, "-t")) threads = atoi(argv[++i]);
+    else if (is_threads) threads = atoi(argv[++i]);
     else if (!strcmp(a, "-r")) repeat = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
     else if (!strcmp(a, "-h") || !strcmp(a, "--help") || bundle) {
-      fprintf(stderr, "usage: aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR] [-t THREADS] [-r REPEAT]\n");
+      fprintf(stderr, "usage: aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR] [-j THREADS] [-r REPEAT]\n"
+                      "  -o OUTDIR is created if it does not exist (its parent must)\n");
       return 1;
     } else bundle = a;
   }
   if (!bundle) die(1, "usage: aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR]%s%s", "", "");
+  if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) die(1, "cannot create the output folder %s%s", out_dir, "");
   aotc_model* m = aotc_load(bundle);
   if (!m) die(2, "%s%s", aotc_last_error(), "");
   if (threads > 0) aotc_set_num_threads(m, threads);
