@@ -197,7 +197,11 @@ def _error(lib) -> str:
 
 def _dtype(name: str) -> np.dtype:
     if name == "bfloat16":
-        import ml_dtypes  # only for bfloat16 models
+        try:
+            import ml_dtypes  # only for bfloat16 models
+        except ModuleNotFoundError:
+            raise RuntimeStubError("this bundle has bfloat16 inputs or outputs, which numpy represents with the "
+                                   "ml-dtypes package: install it (pip install ml-dtypes)") from None
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 
