@@ -6,5 +6,6 @@ from .interpreter import interpret  # noqa: F401
 from .ir import Graph, Node, Value  # noqa: F401
 from .onnx_import import load_onnx  # noqa: F401
 from .verifier import verify  # noqa: F401
+from .version import aotc_version
 
-__version__ = "0.1.0"
+__version__ = aotc_version()  # pyproject.toml's, the one place it is written

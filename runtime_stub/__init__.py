@@ -8,14 +8,23 @@ A Python wrapper (ctypes) over the C library in aotc_runtime.c, which checks
 the bundle (every manifest field, every checksum, and that model.so was
 built for exactly what the manifest says) before running any of its code
 and validates every input. With `public_key`, the manifest's Ed25519
-signature is checked first (runtime_stub/signature.py). The library is built with the system C compiler on
-first use and cached (set AOTC_RUNTIME_LIB to use a prebuilt one).
+signature is checked first (runtime_stub/signature.py).
+
+Which C library: the bundle's own libaotc_runtime.so (every CPU bundle carries
+one, built when it was compiled), dlopened only once its SHA-256 matches the
+manifest, so running a bundle needs numpy and ctypes, no C compiler. For a
+bundle without one, the library is built from aotc_runtime.c with the system
+C compiler ($CC, else cc) on first use and cached. AOTC_RUNTIME_LIB names a
+library to use instead of either (a sanitizer build, say).
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
 import os
+import platform
+import re
+import stat
 import subprocess
 import tempfile
 import threading
@@ -25,11 +34,15 @@ from typing import Mapping
 import numpy as np
 
 from .errors import RuntimeStubError
+from .manifest import parse_json, read_manifest_bytes
 
 __all__ = ["load", "Model", "RuntimeStubError", "library_path"]
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("aotc_runtime.c", "aotc_runtime.h")
+BUNDLED_LIB = "libaotc_runtime.so"  # the name targets/runtime_library.py gives it in a bundle
+_ELF_MACHINES = {62: "x86-64", 183: "aarch64"}
+_HOST_MACHINE = {"x86_64": 62, "AMD64": 62, "aarch64": 183, "arm64": 183}.get(platform.machine())
 
 
 class _Tensor(ctypes.Structure):
@@ -37,7 +50,9 @@ class _Tensor(ctypes.Structure):
                 ("shape", ctypes.POINTER(ctypes.c_int64)), ("data", ctypes.c_void_p)]
 
 
-_lib = None
+# Loaded libraries: a bundle's by its SHA-256 (the same bytes are the same code, whichever bundle holds
+# them), the built or named one by its path.
+_libs: dict[str, ctypes.CDLL] = {}
 _lib_lock = threading.Lock()
 
 
@@ -46,8 +61,9 @@ def _cache_dir() -> Path:
     return Path(base) / "aotc" / "runtime"
 
 
-def library_path() -> Path:
-    """The built runtime library (built now if needed)."""
+def library_path(why: str = "") -> Path:
+    """The runtime library built from this package's sources (built now if needed), or $AOTC_RUNTIME_LIB.
+    `why` starts the message of the error raised when there is no C compiler to build it with."""
     env = os.environ.get("AOTC_RUNTIME_LIB")
     if env:
         return Path(env)
@@ -62,7 +78,15 @@ def library_path() -> Path:
         cc = os.environ.get("CC", "cc")
         cmd = [cc, "-O2", "-std=gnu11", "-fPIC", "-shared", "-o", tmp, str(HERE / "aotc_runtime.c"), "-ldl",
                "-lpthread"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as e:
+            os.unlink(tmp)
+            raise RuntimeStubError(
+                f"{why or 'The aotc runtime library has to be built from source'}, and the C compiler {cc!r} cannot "
+                f"be run ({e.strerror or e}). Recompile the bundle with this aotc (CPU bundles carry a prebuilt "
+                "libaotc_runtime.so), install a C compiler (e.g. `apt-get install gcc`) or name one with $CC, or "
+                "set AOTC_RUNTIME_LIB to a built libaotc_runtime.so") from None
         if proc.returncode != 0:
             os.unlink(tmp)
             raise RuntimeStubError(f"building the aotc runtime failed ({' '.join(cmd)}): {proc.stderr.strip()}")
@@ -70,30 +94,101 @@ def library_path() -> Path:
     return out
 
 
-def _library():
-    global _lib
+def _open_library(path: Path) -> ctypes.CDLL:
+    """dlopen `path` and declare the C API (every name this wrapper calls must be there)."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise RuntimeStubError(f"cannot load the aotc runtime library {path}: {e}") from None
+    try:
+        lib.aotc_load_with_manifest.restype = ctypes.c_void_p
+        lib.aotc_load_with_manifest.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.aotc_check_inputs.restype = ctypes.c_int
+        lib.aotc_check_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int]
+        lib.aotc_run.restype = ctypes.c_int
+        lib.aotc_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.POINTER(_Tensor),
+                                 ctypes.c_int]
+        lib.aotc_free.argtypes = [ctypes.c_void_p]
+        lib.aotc_set_num_threads.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.aotc_last_error.restype = ctypes.c_char_p
+        lib.aotc_num_inputs.argtypes = lib.aotc_num_outputs.argtypes = [ctypes.c_void_p]
+        info_args = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
+                     ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int32),
+                     ctypes.POINTER(ctypes.POINTER(ctypes.c_int64))]
+        lib.aotc_input_info.argtypes = lib.aotc_output_info.argtypes = info_args
+    except AttributeError as e:
+        raise RuntimeStubError(f"{path} is not an aotc runtime library this wrapper can use ({e})") from None
+    return lib
+
+
+def _built_library(why: str) -> ctypes.CDLL:
     with _lib_lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(library_path()))
-            lib.aotc_load.restype = ctypes.c_void_p
-            lib.aotc_load.argtypes = [ctypes.c_char_p]
-            lib.aotc_load_with_manifest.restype = ctypes.c_void_p
-            lib.aotc_load_with_manifest.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
-            lib.aotc_check_inputs.restype = ctypes.c_int
-            lib.aotc_check_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int]
-            lib.aotc_run.restype = ctypes.c_int
-            lib.aotc_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.POINTER(_Tensor),
-                                     ctypes.c_int]
-            lib.aotc_free.argtypes = [ctypes.c_void_p]
-            lib.aotc_set_num_threads.argtypes = [ctypes.c_void_p, ctypes.c_int]
-            lib.aotc_last_error.restype = ctypes.c_char_p
-            lib.aotc_num_inputs.argtypes = lib.aotc_num_outputs.argtypes = [ctypes.c_void_p]
-            info_args = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
-                         ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int32),
-                         ctypes.POINTER(ctypes.POINTER(ctypes.c_int64))]
-            lib.aotc_input_info.argtypes = lib.aotc_output_info.argtypes = info_args
-            _lib = lib
-        return _lib
+        path = str(library_path(why))
+        if path not in _libs:
+            _libs[path] = _open_library(Path(path))
+        return _libs[path]
+
+
+def _hash_regular_file(path: Path) -> tuple[str, bytes, os.stat_result]:
+    """(SHA-256, first 20 bytes, fstat) of the regular file `path`, read through one descriptor."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        head = f.read(20)
+        h.update(head)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest(), head, st
+
+
+def _bundle_library(bundle: Path, manifest) -> ctypes.CDLL | None:
+    """The bundle's own runtime library, once its SHA-256 is the manifest's (None if it lists none). The
+    trust order of aotc_runtime.c: nothing of the bundle is dlopened before it has been hashed, and the path
+    must still name the file hashed when it is opened."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    digest = files.get(BUNDLED_LIB) if isinstance(files, dict) else None
+    if digest is None:
+        return None
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise RuntimeStubError(f"{bundle}/manifest.json lists a bad file entry '{BUNDLED_LIB}' (a plain file name "
+                               "and its SHA-256 in hex)")
+    with _lib_lock:
+        if digest in _libs:
+            return _libs[digest]
+        path = bundle.absolute() / BUNDLED_LIB
+        try:
+            actual, head, hashed = _hash_regular_file(path)
+        except OSError as e:
+            raise RuntimeStubError(f"bundle {bundle} is incomplete: cannot read {BUNDLED_LIB} ({e.strerror or e})") from None
+        if actual != digest:
+            raise RuntimeStubError(f"bundle {bundle} is corrupted: {BUNDLED_LIB} has SHA-256 {actual[:16]}..., the "
+                                   f"manifest says {digest[:16]}...")
+        if head[:4] == b"\x7fELF" and len(head) == 20 and _HOST_MACHINE is not None:
+            machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+            if machine != _HOST_MACHINE:
+                raise RuntimeStubError(
+                    f"bundle {bundle} is built for {_ELF_MACHINES.get(machine, 'another CPU')} (its {BUNDLED_LIB} and "
+                    f"model.so), this process runs on {_ELF_MACHINES[_HOST_MACHINE]}: run the bundle on such a "
+                    "machine, or an arm64 bundle with its aotc_runner under qemu-aarch64, as `aotc run` does")
+        try:
+            now = os.stat(path)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (hashed.st_dev, hashed.st_ino):
+            raise RuntimeStubError(f"{path} was replaced while the bundle was being checked")
+        _libs[digest] = _open_library(path)
+        return _libs[digest]
+
+
+def _library_for(bundle: Path, manifest):
+    if not os.environ.get("AOTC_RUNTIME_LIB"):
+        lib = _bundle_library(bundle, manifest)
+        if lib is not None:
+            return lib
+    return _built_library(f"Bundle {bundle} carries no {BUNDLED_LIB} (bundles compiled by an earlier aotc, or "
+                          "for a target that ships none, do not), so the runtime has to be built from source")
 
 
 def _error(lib) -> str:
@@ -102,7 +197,11 @@ def _error(lib) -> str:
 
 def _dtype(name: str) -> np.dtype:
     if name == "bfloat16":
-        import ml_dtypes  # only for bfloat16 models
+        try:
+            import ml_dtypes  # only for bfloat16 models
+        except ModuleNotFoundError:
+            raise RuntimeStubError("this bundle has bfloat16 inputs or outputs, which numpy represents with the "
+                                   "ml-dtypes package: install it (pip install ml-dtypes)") from None
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 
@@ -111,14 +210,11 @@ class Model:
     """A loaded bundle. `run` is safe to call from several threads at once."""
 
     def __init__(self, path: str | os.PathLike, public_key=None):
-        self._lib = lib = _library()
         self.path = Path(path)
-        if public_key is None:
-            handle = lib.aotc_load(os.fsencode(self.path))
-        else:
-            from .signature import verified_manifest
-            manifest = verified_manifest(self.path, public_key)  # the bytes verified are the bytes loaded
-            handle = lib.aotc_load_with_manifest(os.fsencode(self.path), manifest, len(manifest))
+        # The bytes read (and, with a key, verified) here are the bytes the C loader checks and uses.
+        text = read_manifest_bytes(self.path, public_key)
+        self._lib = lib = _library_for(self.path, parse_json(text, f"{self.path}/manifest.json"))
+        handle = lib.aotc_load_with_manifest(os.fsencode(self.path), text, len(text))
         if not handle:
             raise RuntimeStubError(_error(lib))
         self._handle = handle

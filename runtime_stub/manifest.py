@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from .errors import RuntimeStubError
 
+MAX_MANIFEST_BYTES = 64 << 20  # the C loader's limit (aotc_runtime.c AOTC_MAX_MANIFEST_BYTES)
 DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool")
 
 
@@ -30,12 +32,17 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_manifest(text: bytes, where: str = "manifest.json") -> dict:
-    """The manifest in `text`, structure-checked (raises ManifestError)."""
+def parse_json(text: bytes, where: str = "manifest.json"):
+    """`text` as JSON, parsed as strictly as the C loader parses it (raises ManifestError)."""
     try:
-        man = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ManifestError(f"{where} is not valid JSON ({e})") from None
+
+
+def parse_manifest(text: bytes, where: str = "manifest.json") -> dict:
+    """The manifest in `text`, structure-checked (raises ManifestError)."""
+    man = parse_json(text, where)
     problem = manifest_problem(man)
     if problem:
         raise ManifestError(f"{where} is not a bundle manifest: {problem}")
@@ -73,20 +80,29 @@ def manifest_problem(man) -> str | None:
     return None
 
 
-def read_manifest(bundle: str | os.PathLike, public_key=None) -> dict:
-    """`bundle`'s manifest; with `public_key`, only once its signature verifies."""
+def read_manifest_bytes(bundle: str | os.PathLike, public_key=None) -> bytes:
+    """The bytes of `bundle`'s manifest.json; with `public_key`, only once their signature verifies. A caller
+    that hands them on (to the C loader) uses exactly what it read and checked."""
     bundle = Path(bundle)
     if public_key is not None:
         from .signature import verified_manifest
-        text = verified_manifest(bundle, public_key)
-    else:
-        try:
-            text = (bundle / "manifest.json").read_bytes()
-        except FileNotFoundError:
-            raise ManifestError(f"{bundle} is not an aotc bundle: it has no manifest.json") from None
-        except OSError as e:
-            raise ManifestError(f"{bundle}/manifest.json cannot be read ({e.strerror or e})") from None
-    return parse_manifest(text, f"{bundle}/manifest.json")
+        return verified_manifest(bundle, public_key)
+    path = bundle / "manifest.json"
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"{path} is not a regular file of at most {MAX_MANIFEST_BYTES >> 20} MiB")
+            return f.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise ManifestError(f"{bundle} is not an aotc bundle: it has no manifest.json") from None
+    except OSError as e:
+        raise ManifestError(f"{bundle} is not an aotc bundle: no readable manifest.json ({e.strerror or e})") from None
+
+
+def read_manifest(bundle: str | os.PathLike, public_key=None) -> dict:
+    """`bundle`'s manifest; with `public_key`, only once its signature verifies."""
+    return parse_manifest(read_manifest_bytes(bundle, public_key), f"{Path(bundle)}/manifest.json")
 
 
 def bundle_target(bundle: str | os.PathLike, public_key=None) -> str | None:

@@ -70,13 +70,16 @@ def test_bundle_matches_reference_and_manifest(bundle, feeds, reference):
     assert man["weight_bytes"] == (bundle / "weights.bin").stat().st_size and man["weight_bytes"] % 64 == 0
     import hashlib
     files = sorted(p.name for p in bundle.iterdir() if p.name != "manifest.json")
-    assert sorted(man["files"]) == files == ["driver.c", "model.so", "weights.bin"]
+    # The runtime library rides along (with its sources and a C example): running needs no C compiler.
+    assert sorted(man["files"]) == files == ["aotc_runtime.c", "aotc_runtime.h", "driver.c", "libaotc_runtime.so",
+                                             "model.so", "run_bundle_example.c", "weights.bin"]
     for name, digest in man["files"].items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
-    # No TVM at run time: model.so needs only libc, libm and pthreads.
-    needed = subprocess.run(["readelf", "-d", str(bundle / "model.so")], capture_output=True, text=True).stdout
-    libs = {line.split("[")[1].split("]")[0] for line in needed.splitlines() if "(NEEDED)" in line}
-    assert libs <= {"libc.so.6", "libm.so.6", "libpthread.so.0", "ld-linux-x86-64.so.2"}, libs
+    # No TVM at run time: model.so and the runtime need only libc, libm, libdl and pthreads.
+    for so in ("model.so", "libaotc_runtime.so"):
+        needed = subprocess.run(["readelf", "-d", str(bundle / so)], capture_output=True, text=True).stdout
+        libs = {line.split("[")[1].split("]")[0] for line in needed.splitlines() if "(NEEDED)" in line}
+        assert libs <= {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "ld-linux-x86-64.so.2"}, (so, libs)
 
 
 def test_compiling_twice_is_byte_identical(bundle, tmp_path):
@@ -204,11 +207,10 @@ def test_thread_count_is_a_run_time_setting(bundle, feeds, reference):
 
 # -- the C API from a C program ------------------------------------------------------------------------
 def test_c_program_runs_a_bundle_without_python(bundle, feeds, reference, tmp_path):
-    src = ROOT / "tests" / "c" / "run_bundle.c"
+    """The bundle's own C example, built as its first lines say, against the bundle's own runtime library."""
     exe = tmp_path / "run_bundle"
-    rt = ROOT / "runtime_stub"
-    subprocess.run(["cc", "-O2", "-std=gnu11", "-I", str(rt), "-o", str(exe), str(src), str(rt / "aotc_runtime.c"),
-                    "-ldl", "-lpthread"], check=True)
+    subprocess.run(["cc", "-O2", "-std=gnu11", "-Wall", "-Werror", "-o", str(exe), "run_bundle_example.c", "-L.",
+                    "-laotc_runtime", f"-Wl,-rpath,{bundle}"], check=True, cwd=bundle)
     feeds["x"].tofile(tmp_path / "x.bin")
     proc = subprocess.run([str(exe), str(bundle), str(tmp_path / "x.bin"), str(tmp_path / "y.bin")],
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})

@@ -23,7 +23,16 @@ def bounded(cond, max_iters: int):
     return cond
 
 
+_TORCH_PURPOSE = "Tracing PyTorch models (aotc trace, aotc compile FILE.py:factory, aotc.trace)"
+
+
+def _require_torch() -> None:
+    from ..optional_dependencies import require
+    require("torch", _TORCH_PURPOSE, extra="torch")
+
+
 def trace(model_or_fn, example_inputs, **kwargs):
+    _require_torch()
     from .tracer import trace as _trace
     return _trace(model_or_fn, example_inputs, **kwargs)
 
@@ -33,6 +42,7 @@ trace.__doc__ = "Trace a torch.nn.Module or a Python function into an aotc Graph
 
 def load_python_model(spec: str, example_inputs, **kwargs):
     """`FILE.py:factory` + {input name: example array} -> the traced IR graph."""
+    _require_torch()  # before the user's file, whose own `import torch` would fail with no hint
     from .loader import load_python_model as _load
     return _load(spec, example_inputs, **kwargs)
 

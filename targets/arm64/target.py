@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.errors import AotcError
 from targets.base import UnknownTargetError
 from targets.cpu.target import CpuTarget
+from targets.runtime_library import RUNTIME_LIB, compile_c
 
 HERE = Path(__file__).resolve().parent
-RUNTIME_DIR = HERE.parent.parent / "runtime_stub"
 TRIPLE = "aarch64-linux-gnu"
 CROSS_CC = "aarch64-linux-gnu-gcc"
 CROSS_PACKAGE = "gcc-aarch64-linux-gnu"
 RUNNER = "aotc_runner"
-RUNTIME_LIB = "libaotc_runtime.so"
 # The features LLVM may be asked for (mattr); +neon is always on.
 KNOWN_FEATURES = ("dotprod", "fullfp16", "i8mm", "crc", "lse", "rdm", "fp16fml", "bf16", "sve")
 
@@ -44,7 +42,10 @@ class Arm64Target(CpuTarget):
         return m
 
     def bundle_extras(self, workdir) -> dict[str, bytes]:
-        return build_harness(self, Path(workdir) / "harness")
+        require_cc(self.cc)
+        files = super().bundle_extras(workdir)  # the runtime library, cross-compiled
+        files.update(build_runner(self, Path(workdir) / "runtime"))
+        return files
 
 
 def normalize_features(features) -> tuple[str, ...]:
@@ -73,7 +74,7 @@ def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, cpu_features
         cflags.append(f"--sysroot={sysroot}")
     desc = "aarch64 with NEON" + "".join(f" +{f}" for f in feats) + (f" (tuned for {mcpu})" if mcpu else "")
     return Arm64Target(name="arm64-neon", llvm=llvm, lanes=4, cc=cross_cc or os.environ.get("AOTC_ARM64_CC", CROSS_CC),
-                       cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE,
+                       cflags=tuple(cflags), runtime_cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE,
                        int8_dot="sdot" if "dotprod" in feats else None, platform="arm64",
                        rule_modules=("targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot)
 
@@ -102,27 +103,12 @@ def require_cc(cc: str) -> str:
     return path
 
 
-def _cc(target: Arm64Target, workdir: Path, args: list[str], what: str) -> None:
-    cmd = [target.cc, *target.cflags, "-std=gnu11", *args, "-Wl,--build-id=none", "-Wl,--hash-style=gnu", "-Wl,-s",
-           f"-ffile-prefix-map={workdir}=.", f"-ffile-prefix-map={RUNTIME_DIR}=runtime_stub",
-           f"-ffile-prefix-map={HERE}=arm64"]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CrossToolchainError(f"Building {what} for aarch64 failed ({' '.join(cmd)}): {proc.stderr.strip()[:2000]}")
-
-
-def build_harness(target: Arm64Target, workdir: Path) -> dict[str, bytes]:
-    """The runtime library and the runner, cross-compiled; their sources ride along for audit and rebuild."""
-    require_cc(target.cc)
-    workdir.mkdir(parents=True, exist_ok=True)
-    sources = {"aotc_runtime.c": RUNTIME_DIR / "aotc_runtime.c", "aotc_runtime.h": RUNTIME_DIR / "aotc_runtime.h",
-               "runner.c": HERE / "templates" / "runner.c"}
-    for name, src in sources.items():
-        shutil.copyfile(src, workdir / name)
-    _cc(target, workdir, ["-fPIC", "-shared", "-fvisibility=default", "-o", RUNTIME_LIB, "aotc_runtime.c", "-ldl",
-                          "-lpthread"], RUNTIME_LIB)
+def build_runner(target: Arm64Target, workdir: Path) -> dict[str, bytes]:
+    """The .npy runner, cross-compiled in `workdir` beside the runtime library it links against; its source
+    rides along for audit and rebuild."""
+    shutil.copyfile(HERE / "templates" / "runner.c", workdir / "runner.c")
     # The runner uses the shipped library (found beside it through $ORIGIN), so running it checks that too.
-    _cc(target, workdir, ["-I.", "-o", RUNNER, "runner.c", "-L.", "-laotc_runtime", "-Wl,-rpath,$ORIGIN",
-                          "-ldl", "-lpthread"], RUNNER)
-    files = {name: (workdir / name).read_bytes() for name in (RUNTIME_LIB, RUNNER, *sources)}
-    return files
+    compile_c(target.cc, target.cflags, workdir, ["-I.", "-o", RUNNER, "runner.c", "-L.", "-laotc_runtime",
+                                                  "-Wl,-rpath,$ORIGIN", "-ldl", "-lpthread"],
+              f"{RUNNER} for aarch64", CrossToolchainError)
+    return {name: (workdir / name).read_bytes() for name in (RUNNER, "runner.c")}

@@ -9,9 +9,11 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from targets.runtime_library import RUNTIME_DIR
+
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
-RUNTIME_HEADER = HERE.parent.parent / "runtime_stub" / "aotc_runtime.h"
+RUNTIME_HEADER = RUNTIME_DIR / "aotc_runtime.h"
 RUNNER = HERE.parent / "arm64" / "templates" / "runner.c"
 
 

@@ -91,7 +91,8 @@ class AscendBundle(LoadedBundle):
 
 def reference_run(bundle_dir, feeds: Mapping[str, np.ndarray]) -> dict:
     """The bundle's model.onnx run by onnxruntime on the CPU: what ATC was handed, not what the NPU computes."""
-    import onnxruntime as ort
+    from compiler.optional_dependencies import require
+    ort = require("onnxruntime", "Running an Ascend bundle's model.onnx on the CPU (--reference)", extra="ascend")
     path = Path(bundle_dir) / "model.onnx"
     if not path.is_file():
         raise BundleRunError(f"{str(bundle_dir)!r} has no model.onnx: --reference runs Ascend bundles only.")

@@ -6,12 +6,13 @@ import onnx
 
 from compiler.ir import Graph
 from compiler.onnx_export import to_onnx
+from compiler.optional_dependencies import require
 
 
 def atc_onnx_model(graph: Graph, opset: int) -> onnx.ModelProto:
     """`graph` at ONNX `opset` (the exporter raises it only for ops newer than `opset`, which the target's
     decompose_for_opset pass has already rewritten), cleaned by onnx-graphsurgeon."""
-    import onnx_graphsurgeon as gs
+    gs = require("onnx_graphsurgeon", "The ascend target", extra="ascend", package="onnx-graphsurgeon")
     exported = to_onnx(graph, opset)
     cleaned = gs.import_onnx(exported)
     # fold_shapes=False: graphsurgeon 0.6.1 folds Shape(x) of a static x to x's whole shape, ignoring

@@ -30,6 +30,9 @@ class CpuTarget(Target):
     int8_dot: str | None = None  # the int8 dot-product instruction the int8 kernels use
     platform: str = "x86"        # whose lowering overrides apply (lowering.lowers(..., platform=))
     rule_modules: tuple[str, ...] = ()  # modules that register this platform's overrides
+    # Flags for the plain C a bundle carries besides the kernels (the runtime library): no vector ISA, so the
+    # runtime loads, and says what is wrong, on any CPU of the architecture.
+    runtime_cflags: tuple[str, ...] = ("-O2",)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -61,8 +64,11 @@ class CpuTarget(Target):
         return check_node(node, Graph("scratch"), self)
 
     def bundle_extras(self, workdir: Path) -> dict[str, bytes]:
-        """Files besides model.so / weights.bin / driver.c this target puts in a bundle (e.g. a runner)."""
-        return {}
+        """Files besides model.so / weights.bin / driver.c this target puts in a bundle: the runtime library
+        built for the target, with its header and a C example, so running a bundle needs no C compiler."""
+        from ..runtime_library import runtime_files
+        from .codegen import ToolchainError
+        return runtime_files(self.cc, self.runtime_cflags, Path(workdir) / "runtime", ToolchainError)
 
     def compile(self, graph: Graph, ctx: BuildContext) -> TargetBuild:
         from .codegen import compile_graph
