@@ -255,6 +255,18 @@ def _rewrite_once(graph: Graph, by_op: dict[str, list[Rule]]) -> bool:
     return False
 
 
+def is_dequantized_const(v: Value | None) -> bool:
+    """v = DequantizeLinear(8-bit constant, constant scale, constant zero point): a pre-quantized model's weight,
+    which the importer keeps unfolded so the int8 values and scales reach fuse_quantized_ops."""
+    n = v.producer if v is not None else None
+    return n is not None and n.op_type == "DequantizeLinear" and all(i is None or i.const is not None for i in n.inputs)
+
+
+def is_weight(v: Value | None) -> bool:
+    """Known at compile time: a constant, or a dequantized 8-bit constant."""
+    return v is not None and (v.const is not None or is_dequantized_const(v))
+
+
 def scalar(v: Value) -> float | None:
     """The value of a constant whose elements are all equal, else None."""
     if v is None or v.const is None or v.const.size == 0:
