@@ -37,6 +37,8 @@ def _as_symmetric_int8(node) -> np.ndarray | None:
     pre-quantized model); None when it does not fit."""
     w = node.inputs[0].const
     zp = node.inputs[2].const if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if w is None or (len(node.inputs) > 2 and node.inputs[2] is not None and zp is None):
+        return None
     if zp is None or not np.any(zp):
         return w if w.dtype == np.int8 else None
     axis = node.attrs["axis"] % w.ndim
