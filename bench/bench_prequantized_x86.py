@@ -45,12 +45,13 @@ def ort_reference(path, feeds: dict) -> np.ndarray:
 
 def run_case(model: str, engines_paths: dict, qdq_path, feeds: dict, output: str, args) -> dict:
     import runtime_stub
+    engines_paths = dict(engines_paths)
+    fp32_onnx = engines_paths.pop("_fp32_onnx")
     engines = {k: runtime_stub.load(p) for k, p in engines_paths.items()}
     for m in engines.values():
         m.set_num_threads(args.threads)
-    ort_paths = {"onnxruntime fp32": engines_paths["_fp32_onnx"], "onnxruntime, same QDQ model": qdq_path}
-    del engines["_fp32_onnx"]
-    sizes = {k: (p / "weights.bin").stat().st_size for k, p in engines_paths.items() if k != "_fp32_onnx"}
+    ort_paths = {"onnxruntime fp32": fp32_onnx, "onnxruntime, same QDQ model": qdq_path}
+    sizes = {k: (p / "weights.bin").stat().st_size for k, p in engines_paths.items()}
     sizes.update({k: p.stat().st_size for k, p in ort_paths.items()})
     sessions = ort_sessions(ort_paths, args.threads)
     row = bench_engines(model, engines, sessions, feeds, output, sizes, args)
