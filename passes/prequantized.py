@@ -7,6 +7,7 @@ Two passes of the default pipeline, both no-ops on a float model:
 
 - `prepare_prequantized` (before fusion) brings the model's Q/DQ to the one
   form fuse_quantized_ops reads, by exact rewrites only:
+  * QOperator ops become Q/DQ around float ops (passes/qoperator_to_qdq.py);
   * an int8 activation (QuantizeLinear with an int8 zero point z, read only by
     matching DequantizeLinears) becomes uint8 with zero point z + 128: the
     same real values (q_u8 = q_s8 + 128 before and after saturation), in the
@@ -36,6 +37,7 @@ from compiler.ir import Graph, Node, Value
 from .fuse_quantized import fuse_quantized_ops
 from .pass_manager import PassContext, register_pass
 from .patterns import Match, Op, Rule, Var, apply_rules, is_dequantized_const
+from .qoperator_to_qdq import qoperator_to_qdq
 
 QUANTIZED_OPS = ("QuantizedMatMul", "QuantizedConv", "QuantizedAttention")
 FLOAT_SITES = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "Attention")
@@ -146,12 +148,14 @@ PREPARE_RULES = [
 
 @register_pass("prepare_prequantized")
 def prepare_prequantized(graph: Graph) -> int:
-    """A pre-quantized model's Q/DQ in the form fuse_quantized_ops reads, by exact rewrites: int8 activations as
-    uint8 (zero point + 128), Reshape/Transpose/zero Pad moved before a DequantizeLinear and QuantizeLinear of a
-    DequantizeLinear onto the same grid removed, a zero Pad in front of a Conv moved into its pads."""
+    """A pre-quantized model's Q/DQ in the form fuse_quantized_ops reads, by exact rewrites: QOperator ops
+    (QLinearConv, QLinearMatMul, *Integer) as Q/DQ around float ops, int8 activations as uint8 (zero point + 128),
+    Reshape/Transpose/zero Pad moved before a DequantizeLinear and QuantizeLinear of a DequantizeLinear onto the
+    same grid removed, a zero Pad in front of a Conv moved into its pads."""
+    expanded = qoperator_to_qdq(graph)
     if not any(n.op_type == "DequantizeLinear" for n in graph.nodes):
-        return 0
-    return _int8_activations_to_uint8(graph) + apply_rules(graph, PREPARE_RULES)
+        return expanded
+    return expanded + _int8_activations_to_uint8(graph) + apply_rules(graph, PREPARE_RULES)
 
 
 # -- after fusion ------------------------------------------------------------------------------------------

@@ -146,3 +146,46 @@ def test_onnxruntime_quantize_static_layouts(layout, model_cache, tmp_path):
     if "s8" in layout:
         assert all(n.inputs[0].dtype.value == "uint8" for n in graph.nodes if n.op_type.startswith("Quantized"))
     check_against_ort(path, graph, {"x": r.standard_normal((1, 3, 32, 32)).astype(np.float32)})
+
+
+def test_qoperator_model_runs_int8(model_cache, tmp_path):
+    """onnxruntime's QOperator format (QLinearConv, QLinearMatMul around QuantizeLinear/DequantizeLinear at the
+    model's edges): the same int8 ops as the QDQ format, and onnxruntime's numbers."""
+    from onnxruntime.quantization import QuantFormat
+    r = np.random.default_rng(0)
+    cal = [{"x": r.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)]
+    path = ort_quantize_static(_small_cnn_onnx(model_cache / "prequant_small_cnn_op13.onnx"),
+                               tmp_path / "small_cnn_qoperator.onnx", cal, quant_format=QuantFormat.QOperator,
+                               op_types_to_quantize=["Conv"])  # (Add, Gemm: com.microsoft ops aotc does not import)
+    ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert ops["QLinearConv"] == 3, ops
+    graph, report = prequantized_graph(path)
+    hist = graph.op_histogram()
+    assert hist.get("QuantizedConv") == 3 and "QLinearConv" not in hist, hist
+    check_against_ort(path, graph, {"x": r.standard_normal((1, 3, 32, 32)).astype(np.float32)})
+
+
+def test_matmul_integer_is_exact(tmp_path):
+    """MatMulInteger / ConvInteger (quantize_dynamic's integer ops) through the pipeline: the int32 sums exactly."""
+    from onnx import TensorProto, helper
+    r = np.random.default_rng(3)
+    w = r.integers(-128, 128, (64, 48), dtype=np.int8)
+    cw = r.integers(-128, 128, (8, 4, 3, 3), dtype=np.int8)
+    nodes = [helper.make_node("MatMulInteger", ["a", "w", "az"], ["y"]),
+             helper.make_node("ConvInteger", ["x", "cw", "xz"], ["z"], pads=[1, 1, 1, 1])]
+    inits = [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(np.array(7, np.uint8), "az"),
+             onnx.numpy_helper.from_array(cw, "cw"), onnx.numpy_helper.from_array(np.array(3, np.uint8), "xz")]
+    g = helper.make_graph(nodes, "ints", [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 64]),
+                                          helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 48]),
+                           helper.make_tensor_value_info("z", TensorProto.INT32, [1, 8, 6, 6])], inits)
+    path = tmp_path / "ints.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    feeds = {"a": r.integers(0, 256, (4, 64), dtype=np.uint8), "x": r.integers(0, 256, (1, 4, 6, 6), dtype=np.uint8)}
+    graph, report = prequantized_graph(path)
+    assert report["int8_ops"] == {"QuantizedMatMul": 1, "QuantizedConv": 1}
+    import onnxruntime as ort
+    got = compiler.interpret(graph, feeds)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y", "z"], feeds)
+    np.testing.assert_array_equal(got["y"], want[0])
+    np.testing.assert_array_equal(got["z"], want[1])
