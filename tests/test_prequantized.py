@@ -189,3 +189,15 @@ def test_matmul_integer_is_exact(tmp_path):
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y", "z"], feeds)
     np.testing.assert_array_equal(got["y"], want[0])
     np.testing.assert_array_equal(got["z"], want[1])
+
+
+def test_inspect_says_how_a_model_is_quantized(tmp_path):
+    from compiler.model_summary import format_report, summarize_onnx
+    path, _ = qat_cnn_onnx(tmp_path / "qat_cnn.onnx")
+    report, error = summarize_onnx(path)
+    assert error is None
+    q = report["quantization"]
+    # 5 activation pairs (input, 3 convs, the classifier) and 4 weights quantized in the graph (Q(float) -> DQ)
+    assert q["qdq_pairs"] == 9 and q["weights"] == 4 and q["per_channel"] == 4 and q["activation_dtypes"] == ["uint8"]
+    assert q["weight_dtypes"] == ["int8"] and not q["qoperator_ops"]
+    assert "pre-quantized: 9 Q/DQ pairs" in format_report(report)
