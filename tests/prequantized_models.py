@@ -38,9 +38,9 @@ def minilm_qdq(cache: Path, batch: int = 1, seq: int = 128) -> Path:
     dense projections (MatMul with a constant weight), weights per channel; the attention core and the MatMul
     outputs stay float. Calibrated on the 32 calibration sentences."""
     import onnx
+    from test_quant_models import CALIBRATION_SENTENCES  # (first: it puts examples/ on sys.path)
     from minilm import tokenize
     from models import export_minilm
-    from test_quant_models import CALIBRATION_SENTENCES
     src = export_minilm(cache, "legacy", "eager", dynamic=True)
     model = onnx.load(str(src), load_external_data=False)
     consts = {t.name for t in model.graph.initializer}
