@@ -10,6 +10,7 @@ import numpy as np
 from compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
+from .patterns import replace_nodes
 
 QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
 
@@ -59,15 +60,6 @@ def _expandable(n: Node) -> bool:
 def qoperator_to_qdq(graph: Graph) -> int:
     """QLinearConv / QLinearMatMul / ConvInteger / MatMulInteger (with constant scales and zero points) as
     DequantizeLinear -> Conv/MatMul -> QuantizeLinear (or Cast to int32), for fuse_quantized_ops."""
-    changed = 0
-    for n in list(graph.nodes):
-        if n.op_type in QOPERATOR_OPS and _expandable(n):
-            graph._node_names.discard(n.name)  # the Conv/MatMul takes the node's name (reports, exclude lists)
-            with graph.inserting_before(n):
-                new = _expand(graph, n)
-            graph.replace_all_uses(n.outputs[0], new)
-            graph.nodes.remove(n)
-            changed += 1
-    if changed:
-        graph.remove_unused()
-    return changed
+    # the Conv/MatMul takes the QOperator node's name (reports, exclude lists)
+    return replace_nodes(graph, [n for n in graph.nodes if n.op_type in QOPERATOR_OPS and _expandable(n)], _expand,
+                         keep_name=True)
