@@ -199,6 +199,7 @@ def run_pipeline(graph: Graph, pm, log: Callable[[str], None] | None = None, tar
     """Run `pm` on `graph`, telling `log` what pruning, quantization and the target's fallbacks did; returns
     what ran, as the manifest records it."""
     from passes.fit_to_target import format_fallbacks
+    from passes.prequantized import format_prequantized
     from .pruning_options import pruning_summary
     from .quantization_options import format_summary
     if pm.context.has_calibration():
@@ -210,6 +211,8 @@ def run_pipeline(graph: Graph, pm, log: Callable[[str], None] | None = None, tar
             log(pruning_summary(pm))
         if "quantize_int8" in reports:
             log(format_summary(reports["quantize_int8"]))
+        if "fuse_prequantized" in reports:
+            log(format_prequantized(reports["fuse_prequantized"]))
         if "fit_to_target" in reports:
             log(format_fallbacks(reports["fit_to_target"], target_name))
     return json.loads(json.dumps(pm.applied(), sort_keys=True, default=str))

@@ -59,6 +59,7 @@ def summarize_onnx(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[
                     for p in model.graph.output],
         "nodes": len(model.graph.node),
         "op_histogram": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "quantization": quantization_summary(model),
     }
     unsupported, counts = find_unsupported_ops(model)
     report["unsupported_ops"] = {op: {"count": counts[op], "nodes": names[:5]} for op, names in sorted(unsupported.items())}
@@ -84,6 +85,47 @@ def summarize_onnx(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[
     return report, error
 
 
+QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")
+
+
+def quantization_summary(model) -> dict[str, Any] | None:
+    """Whether the model is pre-quantized (QAT / QDQ export, QOperator ops) and how: Q/DQ counts, pairs
+    (a DequantizeLinear reading a QuantizeLinear), per-tensor vs per-channel DequantizeLinear, the quantized
+    dtypes of activations and weights, QOperator op counts. None for a float model."""
+    import onnx
+    from onnx import numpy_helper
+    nodes = list(model.graph.node)
+    consts = {t.name: t for t in model.graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in nodes if n.op_type == "Constant" and n.attribute
+                   and n.attribute[0].type == onnx.AttributeProto.TENSOR})
+    q = [n for n in nodes if n.op_type == "QuantizeLinear"]
+    dq = [n for n in nodes if n.op_type == "DequantizeLinear"]
+    qop = Counter(n.op_type for n in nodes if n.op_type in QOPERATOR_OPS)
+    if not q and not dq and not qop:
+        return None
+    weight_q = {n.output[0] for n in q if n.input[0] in consts}  # a float weight quantized in the graph (torch)
+    q_out = {n.output[0] for n in q}
+    per_channel = sum(1 for n in dq if n.input[1] in consts and numpy_helper.to_array(consts[n.input[1]]).size > 1)
+
+    def dtypes(ns):  # the zero point's dtype (uint8 when omitted); a zero point computed in the graph: not known
+        return sorted({_dtype_name(consts[n.input[2]].data_type) if len(n.input) > 2 and n.input[2] else "uint8"
+                       for n in ns if len(n.input) <= 2 or not n.input[2] or n.input[2] in consts})
+    weights = [n for n in dq if n.input[0] in consts or n.input[0] in weight_q]
+    return {"quantize_linear": len(q), "dequantize_linear": len(dq), "qdq_pairs": sum(n.input[0] in q_out for n in dq),
+            "per_channel": per_channel, "per_tensor": len(dq) - per_channel,
+            "activation_dtypes": dtypes([n for n in q if n.output[0] not in weight_q]),
+            "weight_dtypes": dtypes(weights), "weights": len(weights), "qoperator_ops": dict(sorted(qop.items()))}
+
+
+def _format_quantization(qs: dict[str, Any]) -> str:
+    ops = ", ".join(f"{k} x{v}" for k, v in qs["qoperator_ops"].items())
+    return (f"quantized  pre-quantized: {qs['qdq_pairs']} Q/DQ pairs ({qs['quantize_linear']} QuantizeLinear, "
+            f"{qs['dequantize_linear']} DequantizeLinear: {qs['per_channel']} per-channel, {qs['per_tensor']} "
+            f"per-tensor); activations {'/'.join(qs['activation_dtypes']) or '-'}, {qs['weights']} weights "
+            f"{'/'.join(qs['weight_dtypes']) or '-'}" + (f"; QOperator ops {ops}" if ops else "")
+            + "; aotc fuses them into int8 ops with the model's scales")
+
+
 def _si(n: float, unit: str = "") -> str:
     for k, s in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= k:
@@ -103,6 +145,8 @@ def format_report(r: dict[str, Any]) -> str:
 
     io("input", r["inputs"])
     io("output", r["outputs"])
+    if r.get("quantization"):
+        lines.append(_format_quantization(r["quantization"]))
     s = r.get("static_graph")
     if s:
         lines.append(f"parameters {s['parameters']:,} ({_si(s['parameter_bytes'], 'B')})")

@@ -21,6 +21,7 @@ from .dtypes import DType, UnsupportedDTypeError
 from .errors import AotcError, ModelLoadError, ShapeError, UnsupportedOpsError
 from .ir import Graph, Value
 from .ops import get_op, is_registered
+from .ops.quant import keeps_quantized_weight
 from .verifier import verify
 
 MIN_OPSET, MAX_OPSET = 11, 21
@@ -260,6 +261,12 @@ class _Importer:
     def require_const(self, v: Value | None, node: onnx.NodeProto, what: str) -> np.ndarray | None:
         if v is None:
             return None
+        if v.const is None and keeps_quantized_weight(v.producer.op_type if v.producer else "",
+                                                      v.producer.inputs if v.producer else []) \
+                and all(i is None or i.const is not None for i in v.producer.inputs):
+            # a quantized constant parameter (onnxruntime's QDQ quantizes Pad's fill value): its value
+            n = v.producer
+            return n.op.run([i.const if i is not None else None for i in n.inputs], n.attrs)[0]
         if v.const is None:
             raise ShapeError(
                 f"Node {node.name!r} ({node.op_type}): its {what} input is computed from the model's inputs, "
@@ -291,7 +298,7 @@ class _Importer:
                             f"{len(infos)} output(s) (e.g. training-mode outputs are not supported).")
         all_const = all(v is not None and v.const is not None for v in inputs)
         small = sum(int(np.prod(s, dtype=np.int64)) for s, _ in infos) <= FOLD_LIMIT_ELEMENTS
-        if op_type in ("Shape", "Size") or (all_const and small):
+        if op_type in ("Shape", "Size") or (all_const and small and not keeps_quantized_weight(op_type, inputs)):
             # Shape and Size only read the (static) shape: a zero-strided stand-in has it.
             args = [v.const if v is None or v.const is not None else
                     np.broadcast_to(np.zeros((), v.dtype.numpy), v.shape) for v in inputs]

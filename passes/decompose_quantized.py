@@ -13,6 +13,7 @@ import numpy as np
 from compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
+from .patterns import replace_nodes
 
 
 def _op(g: Graph, op: str, inputs, attrs=None, name="") -> Value:
@@ -62,13 +63,4 @@ def decompose_quantized_attention(graph: Graph) -> int:
 
 
 def decompose_quantized_attention_nodes(graph: Graph, nodes) -> int:
-    count = 0
-    for node in nodes:
-        with graph.inserting_before(node):
-            new = _quantized_attention(graph, node)
-        graph.replace_all_uses(node.outputs[0], new)
-        graph.nodes.remove(node)
-        count += 1
-    if count:
-        graph.remove_unused()
-    return count
+    return replace_nodes(graph, nodes, _quantized_attention)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import Graph
+from compiler.ops.quant import keeps_quantized_weight
 
 from .pass_manager import register_pass
 
@@ -26,6 +27,8 @@ def fold_constants(graph: Graph, max_elements: int) -> int:
             continue
         if not node.inputs and node.op_type != "ConstantOfShape":
             continue
+        if keeps_quantized_weight(node.op_type, node.inputs):
+            continue  # an int8 weight stays int8 until fuse_quantized_ops has taken it (or folded)
         if sum(o.size for o in node.outputs) > max_elements:
             continue
         args = [None if v is None else v.const if v.const is not None

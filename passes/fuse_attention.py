@@ -24,7 +24,7 @@ import numpy as np
 from compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
-from .patterns import scalar
+from .patterns import is_weight, scalar
 
 LAYOUT_OPS = {"Reshape", "Transpose"}
 
@@ -86,6 +86,7 @@ class _Matcher:
         if n.op_type in ("Split", "Slice"):
             lo, hi = self.column_range(n, p)
             x, w, b = self.projection(self.cover(n).inputs[0])
+            _need(not isinstance(w, Value) or w.const is not None)  # columns of a dequantized weight: not yet
             cols = slice(lo, hi)
             return x, _array(w)[:, cols], None if b is None else _array(b).reshape(-1)[cols]
         bias = None
@@ -100,7 +101,7 @@ class _Matcher:
             _need(n is not None)
         _need(n.op_type == "MatMul")
         x, w = n.inputs
-        _need(w.const is not None and w.rank == 2 and x.rank == 3)
+        _need(is_weight(w) and w.rank == 2 and x.rank == 3)  # a constant, or a pre-quantized model's int8 weight
         self.cover(n)
         return x, w, bias
 
@@ -211,7 +212,7 @@ class _Matcher:
         xq, wq, bq = self.heads(q4, (0, 2, 1, 3), h, d)
         xk, wk, bk = self.heads(kt, (0, 2, 3, 1), h, d)
         xv, wv, bv = self.heads(v4, (0, 2, 1, 3), h, d)
-        _need(xk is xv and all(_array(w).dtype == xq.dtype.numpy for w in (wq, wk, wv)))
+        _need(xk is xv and all(_dtype(w) == xq.dtype.numpy for w in (wq, wk, wv)))
         self.check_private(out)
         return dict(out=out, xq=xq, xkv=xk, w=(wq, bq, wk, bk, wv, bv), add_mask=add_mask, keep=keep, fill=fill,
                     attrs={"num_heads": h, "head_dim": d, "scale": scale, "nan_to_zero": nan_to_zero})
@@ -228,6 +229,10 @@ class _Matcher:
 
 def _array(v: Value | np.ndarray) -> np.ndarray:
     return v.const if isinstance(v, Value) else v
+
+
+def _dtype(v: Value | np.ndarray) -> np.dtype:
+    return v.dtype.numpy if isinstance(v, Value) else v.dtype
 
 
 def _fuse_one(graph: Graph, sm: Node, consumers) -> bool:

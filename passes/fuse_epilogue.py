@@ -8,7 +8,7 @@ from compiler.ir import Graph
 from .pass_manager import register_pass
 import numpy as np
 
-from .patterns import AnyOf, Const, Match, Op, Pattern, Rule, Var, apply_rules
+from .patterns import AnyOf, Const, Match, Op, Pattern, Rule, Var, apply_rules, is_weight
 
 def _activations(inner: Pattern) -> dict:
     """activation name -> (pattern over the pre-activation value, how to read (alpha, beta) from a match)"""
@@ -72,8 +72,9 @@ def _build_rules(kind: str) -> list[Rule]:
 
 
 def AnyOfConv() -> Pattern:
-    return AnyOf(Op("Conv", Var("x"), Const("w"), Const("b"), name="core"),
-                 Op("Conv", Var("x"), Const("w"), name="core"))
+    # A pre-quantized model's weight is DequantizeLinear(int8 constant): it stays so, for fuse_quantized_ops.
+    w = Var("w", where=is_weight)
+    return AnyOf(Op("Conv", Var("x"), w, Const("b"), name="core"), Op("Conv", Var("x"), w, name="core"))
 
 
 def _constraint(kind, has_bias, res):
@@ -102,9 +103,9 @@ def _replacement(kind, act, params, res):
         else:
             b = m["b"] if "b" in m.values else None
             if "bias" in m.values:  # an Add after the conv folds into the conv's own bias
-                w = m.const("w")
-                b0 = b.const if b is not None else np.zeros(w.shape[0], w.dtype)
-                b = g.add_const(f"{core.name}/bias", (b0 + m.const("bias").reshape(-1)).astype(w.dtype))
+                w = m["w"]
+                b0 = b.const if b is not None else np.zeros(w.shape[0], w.dtype.numpy)
+                b = g.add_const(f"{core.name}/bias", (b0 + m.const("bias").reshape(-1)).astype(w.dtype.numpy))
             if b is None and residual is not None:
                 b = g.add_const(f"{core.name}/zero_bias", np.zeros(m["w"].shape[0], m["w"].dtype.numpy))
             inputs = [m["x"], m["w"], b, residual]

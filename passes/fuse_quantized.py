@@ -6,8 +6,10 @@ int8 weights becomes one QuantizedMatMul / QuantizedConv / QuantizedAttention
 (int32 accumulation, float epilogue); a Gather from a dequantized table reads
 the int8 rows and scales only the rows it gathers; and a QuantizeLinear that
 is the only reader of an int8 op's float result becomes that op's
-requantizing epilogue. Patterns that do not fit (a weight with a zero point,
-an activation quantized per axis) are left as they are: Q/DQ pairs are
+requantizing epilogue. The same rules fuse a pre-quantized model's own Q/DQ
+(passes/prequantized.py); a weight with a zero point becomes symmetric int8
+(q - zp) where that fits. Patterns that do not fit (such a weight that does
+not, an activation quantized per axis) are left as they are: Q/DQ pairs are
 correct float code, just not faster.
 """
 from __future__ import annotations
@@ -29,17 +31,43 @@ def _per_tensor_act(name: str) -> Op:
               shared=True)
 
 
+def _as_symmetric_int8(node) -> np.ndarray | None:
+    """The weight of DequantizeLinear `node` as int8 with zero point 0, exactly: itself when it is int8 with a zero
+    (or no) zero point, q - zp when every such difference fits int8 (an asymmetric or uint8 weight of a
+    pre-quantized model); None when it does not fit."""
+    w = node.inputs[0].const
+    zp = node.inputs[2].const if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if w is None or (len(node.inputs) > 2 and node.inputs[2] is not None and zp is None):
+        return None
+    if zp is None or not np.any(zp):
+        return w if w.dtype == np.int8 else None
+    axis = node.attrs["axis"] % w.ndim
+    shape = [1] * w.ndim
+    if zp.size > 1:
+        shape[axis] = -1
+    d = w.astype(np.int16) - zp.astype(np.int16).reshape(shape if zp.size > 1 else ())
+    return d.astype(np.int8) if d.min() >= -128 and d.max() <= 127 else None
+
+
 def _sym_weight(name: str, axis: int) -> Op:
-    """DequantizeLinear of a constant int8 weight, zero point 0, per channel along `axis` (or per tensor)."""
+    """DequantizeLinear of a constant 8-bit weight that is symmetric int8 (zero point 0, or one whose q - zp fits
+    int8), per channel along `axis` (or per tensor)."""
     def ok(node):
         w, s = node.inputs[0], node.inputs[1]
-        zp = node.inputs[2] if len(node.inputs) > 2 else None
         per_axis = s.size > 1
-        return (zp is None or not np.any(zp.const)) and s.rank <= 1 and \
-            (not per_axis or node.attrs["axis"] % w.rank == axis % w.rank)
-    w, s = Const(name, where=lambda v: v.dtype == DType.int8), Const(f"{name}_scale")
+        return s.rank <= 1 and (not per_axis or node.attrs["axis"] % w.rank == axis % w.rank) \
+            and _as_symmetric_int8(node) is not None
+    w, s = Const(name, where=lambda v: v.dtype in (DType.int8, DType.uint8)), Const(f"{name}_scale")
     return AnyOf(Op("DequantizeLinear", w, s, Const(f"{name}_zp"), name=f"dq_{name}", where=ok),
                  Op("DequantizeLinear", w, s, name=f"dq_{name}", where=ok))
+
+
+def _weight_inputs(g: Graph, m: Match, name: str) -> list[Value]:
+    """[int8 weight, scale] of a _sym_weight match, the weight shifted by its zero point when it had one."""
+    node = m.node(f"dq_{name}")
+    q = _as_symmetric_int8(node)
+    w = m[name] if q is node.inputs[0].const else g.add_const(f"{m[name].name}/symmetric", q)
+    return [w, m[f"{name}_scale"]]
 
 
 def _add_in_place_of(g: Graph, core, op_type: str, inputs, attrs) -> Value:
@@ -69,7 +97,7 @@ def _matmul_rules() -> list[Rule]:
             bias, res = m.values.get("bias"), m.values.get("res")
             if bias is not None and (bias.dtype != DType.float32 or bias.shape != (m["w"].shape[1],)):
                 return None
-            ins = _act_inputs(m, "x") + [m["w"], m["w_scale"], bias, res]
+            ins = _act_inputs(m, "x") + _weight_inputs(g, m, "w") + [bias, res]
             while ins[-1] is None:
                 ins.pop()
             return _add_in_place_of(g, core, "QuantizedMatMul", ins, attrs)
@@ -87,7 +115,7 @@ def _conv_rules() -> list[Rule]:
             core = m.node("core")
             if core.op_type == "Conv" and len(core.inputs) > 3:
                 return None
-            ins = _act_inputs(m, "x") + [m["w"], m["w_scale"], m.values.get("bias"), m.values.get("res")]
+            ins = _act_inputs(m, "x") + _weight_inputs(g, m, "w") + [m.values.get("bias"), m.values.get("res")]
             while ins[-1] is None:
                 ins.pop()
             return _add_in_place_of(g, core, "QuantizedConv", ins, dict(core.attrs))
@@ -104,7 +132,7 @@ def _attention_rule() -> Rule:
         core = m.node("core")
         ins = _act_inputs(m, "xq") + _act_inputs(m, "xkv")
         for w, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")):
-            ins += [m[w], m[f"{w}_scale"], m.values.get(b)]
+            ins += _weight_inputs(g, m, w) + [m.values.get(b)]
         ins += [m.values.get("add_mask"), m.values.get("keep_mask")]
         return _add_in_place_of(g, core, "QuantizedAttention", ins, dict(core.attrs))
     return Rule("quantized_attention", pat, build)
@@ -117,7 +145,7 @@ def _embedding_rule() -> Rule:
 
     def build(g: Graph, m: Match):
         core = m.node("core")
-        table, scale = m["table"], m["table_scale"]
+        table, scale = _weight_inputs(g, m, "table")
         if core.attrs["axis"] % table.rank != 0 or table.rank != 2:
             return None
         rows = g.add_node("Gather", [table, m["ids"]], {"axis": 0}, name=f"{core.name}/int8_rows").outputs[0]

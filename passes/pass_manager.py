@@ -71,6 +71,7 @@ PASSES: dict[str, PassInfo] = {}
 # and slot in after fusion (see ARCHITECTURE.md).
 DEFAULT_PIPELINE: list[str] = [
     "canonicalize",
+    "prepare_prequantized",
     "fold_constants",
     "eliminate_common_subexpressions",
     "eliminate_dead_code",
@@ -81,6 +82,7 @@ DEFAULT_PIPELINE: list[str] = [
     "fuse_skip_layernorm",
     "fuse_matmul_epilogue",
     "fuse_conv_epilogue",
+    "fuse_prequantized",
     "eliminate_dead_code",
 ]
 

@@ -255,6 +255,35 @@ def _rewrite_once(graph: Graph, by_op: dict[str, list[Rule]]) -> bool:
     return False
 
 
+def replace_nodes(graph: Graph, nodes, build: Callable[[Graph, Node], Value], keep_name: bool = False) -> int:
+    """Replace each node's (single) output by what `build(graph, node)` makes in its place, then drop the nodes.
+    keep_name: the node's name is free for the replacement (reports and exclude lists keep naming it)."""
+    count = 0
+    for node in nodes:
+        if keep_name:
+            graph._node_names.discard(node.name)
+        with graph.inserting_before(node):
+            new = build(graph, node)
+        graph.replace_all_uses(node.outputs[0], new)
+        graph.nodes.remove(node)
+        count += 1
+    if count:
+        graph.remove_unused()
+    return count
+
+
+def is_dequantized_const(v: Value | None) -> bool:
+    """v = DequantizeLinear(8-bit constant, constant scale, constant zero point): a pre-quantized model's weight,
+    which the importer keeps unfolded so the int8 values and scales reach fuse_quantized_ops."""
+    n = v.producer if v is not None else None
+    return n is not None and n.op_type == "DequantizeLinear" and all(i is None or i.const is not None for i in n.inputs)
+
+
+def is_weight(v: Value | None) -> bool:
+    """Known at compile time: a constant, or a dequantized 8-bit constant."""
+    return v is not None and (v.const is not None or is_dequantized_const(v))
+
+
 def scalar(v: Value) -> float | None:
     """The value of a constant whose elements are all equal, else None."""
     if v is None or v.const is None or v.const.size == 0:

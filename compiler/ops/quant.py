@@ -91,6 +91,14 @@ def _check_qparams(where: str, q_dtype: DType, scale, zp, per_axis_len: int | No
             raise ShapeError(f"{where}: zero point {zp.type_str} and scale {scale.type_str} differ in size.")
 
 
+def keeps_quantized_weight(op_type: str, inputs) -> bool:
+    """DequantizeLinear of an 8-bit constant (a pre-quantized model's weight) is not constant-folded (by the
+    importer or fold_constants): passes/fuse_quantized.py reads the int8 values and their scales from it, and
+    passes/prequantized.py folds what no int8 op took. int32 inputs (biases) still fold."""
+    return op_type == "DequantizeLinear" and bool(inputs) and inputs[0] is not None and \
+        inputs[0].dtype in QUANT_DTYPES
+
+
 # -- ONNX QuantizeLinear / DequantizeLinear ------------------------------------
 QDQ_ATTRS = {"axis": Attr(INT, 1), "saturate": Attr(INT, 1), "block_size": Attr(INT, 0)}
 
