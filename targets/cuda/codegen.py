@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Callable
 import jinja2
 
 from compiler.errors import AotcError
-from compiler.ir import Graph
+from compiler.dtypes import DType
+from compiler.ir import Graph, Value
 from compiler.progress import task
 from targets.cpu.codegen import _cstr, kernel_name
-from targets.cpu.lowering import Call
+from targets.cpu.lowering import Call, Operand
 from targets.cpu.memory_plan import MemoryPlan, align, plan_memory
 from targets.cpu.rules import lower_graph
 from targets.cpu.schedules import compute_only
@@ -96,8 +97,6 @@ def compile_graph(graph: Graph, target: "CudaTarget", workdir: Path, model_id: s
     with compute_only():  # the CPU rules' TE computes, without their CPU schedules
         steps, _ = lower_graph(graph, target)
         calls = [s for s in steps if isinstance(s, Call)]
-        plan = plan_memory(graph, steps)
-        check_memory_limit(plan, max_memory)
         names: dict[str, str] = {}
         firsts: dict[str, Call] = {}
         for c in calls:
@@ -115,6 +114,14 @@ def compile_graph(graph: Graph, target: "CudaTarget", workdir: Path, model_id: s
                 step.advance()
     progress(f"aotc: lowering {len(funcs)} kernels for CUDA {', '.join(target.archs)}")
     built = build_cuda(funcs, tvm_target, what)
+    # Intermediate device buffers of multi-kernel functions (TVM's host code would allocate them per call):
+    # written operands of their call, so the planner gives them arena space for that call only.
+    for c in calls:
+        for k, nbytes in enumerate(built.workspaces[c.kernel]):
+            c.operands.append(Operand(Value(f"{c.node.name}.{c.kernel}.ws{k}", (nbytes,), DType.uint8), (nbytes,)))
+            c.num_outputs += 1
+    plan = plan_memory(graph, steps)
+    check_memory_limit(plan, max_memory)
 
     # The launch table, in graph order: every launch of every call, its arguments placed by the plan.
     weights_at = align(plan.arena_bytes, 256)

@@ -29,6 +29,7 @@ class CudaCodegenError(AotcError):
 class CudaKernels:
     source: str                            # CUDA C of every kernel
     launches: dict[str, list[Launch]]      # PrimFunc name -> its launches, in order
+    workspaces: dict[str, list[int]]       # PrimFunc name -> bytes of each intermediate device buffer
 
 
 def dlight_rules():
@@ -37,17 +38,42 @@ def dlight_rules():
 
 
 def schedule_for_gpu(func, tvm_target, what: str):
-    """`func` (unscheduled) scheduled by the first dlight rule that applies."""
+    """`func` (unscheduled) scheduled by the first dlight rule that applies and succeeds. A rule that matches
+    the pattern but fails on the details (Matmul on a depthwise convolution's strided window) gives way to the
+    next one; Fallback schedules anything injective or reducing."""
     import tvm
     from tvm.s_tir import dlight as dl
-    mod = tvm.IRModule({"main": func})
+    errors = []
+    for rule in dlight_rules():
+        try:
+            with tvm_target:
+                mod = dl.ApplyDefaultSchedule(rule)(tvm.IRModule({"main": func}))
+        except Exception as e:  # noqa: BLE001 - TVM raises its own error types; the next rule may fit
+            errors.append(f"{type(rule).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+            continue
+        if mod["main"].attrs is None or "tirx.is_scheduled" not in mod["main"].attrs:
+            continue
+        # A schedule TVM cannot lower (a cross-thread reduction over aotc's NaN-propagating max, whose
+        # combiner TVM's allreduce does not recognize) gives way to the next rule: Fallback keeps
+        # reductions within one thread.
+        problem = lowering_problem(mod["main"], tvm_target)
+        if problem is None:
+            return mod["main"]
+        errors.append(f"{type(rule).__name__}: {problem}")
+    raise CudaCodegenError(f"No GPU schedule rule fits {what} ({'; '.join(errors) or 'no rule applies'}).")
+
+
+def lowering_problem(func, tvm_target) -> str | None:
+    """Why TVM's TIR pipeline cannot lower the scheduled `func` for CUDA, or None."""
+    import tvm
+    from tvm.target import Target
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    mod = tvm.tirx.transform.BindTarget(tvm_target.with_host(Target({"kind": "c"})))(mod)
     try:
-        with tvm_target:
-            mod = dl.ApplyDefaultSchedule(*dlight_rules())(mod)
-    except Exception as e:  # a rule that matched but could not finish: a compiler bug, name the kernel
-        raise CudaCodegenError(f"Scheduling {what} for CUDA failed: {str(e).strip().splitlines()[-1][:400]}") \
-            from e
-    return mod["main"]
+        tvm.tirx.get_tir_pipeline("s_tir")[0](mod)
+    except Exception as e:  # noqa: BLE001
+        return _last_line(e)
+    return None
 
 
 def tir_build_module():
@@ -68,16 +94,26 @@ def build_cuda(funcs: dict, tvm_target, what: dict[str, str]) -> CudaKernels:
     pipeline, _, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
     try:
         mod = pipeline(mod)
-    except Exception as e:
-        raise CudaCodegenError(f"Lowering CUDA kernels failed ({', '.join(sorted(what.values()))[:300]}): "
-                               f"{str(e).strip().splitlines()[-1][:400]}") from e
+    except Exception:  # noqa: BLE001 - find and name the kernels that fail, one by one
+        bad = []
+        for n in funcs:
+            try:
+                pipeline(tvm.IRModule({n: mod[n]}))
+            except Exception as e:  # noqa: BLE001
+                bad.append(f"{what[n]}: {_last_line(e)}")
+        raise CudaCodegenError(f"TVM could not lower {len(bad)} CUDA kernel(s): {'; '.join(bad)[:1500]}.") from None
     host, devices = tb.split_host_device_mods(mod)
-    launches = {}
+    launches, workspaces = {}, {}
     for gv, f in host.functions.items():
         if gv.name_hint in funcs:
-            launches[gv.name_hint] = launches_of(f, funcs[gv.name_hint], what[gv.name_hint])
+            launches[gv.name_hint], workspaces[gv.name_hint] = launches_of(f, funcs[gv.name_hint], what[gv.name_hint])
     sources = []
     for tgt, dev in devices.items():
         dev = finalize_device()(dev)
         sources.append(tb.codegen_build(dev, tgt).inspect_source("cuda"))
-    return CudaKernels("\n".join(sources), launches)
+    return CudaKernels("\n".join(sources), launches, workspaces)
+
+
+def _last_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip() and not set(ln.strip()) <= set("^~ ")]
+    return lines[-1][:300] if lines else type(e).__name__

@@ -24,9 +24,10 @@ class Launch:
     block: tuple[int, int, int]
     dyn_smem: int                # bytes of dynamic shared memory
     params: tuple[int, ...]      # PrimFunc parameter index of each kernel argument, in the kernel's order
+    #                              (index >= the PrimFunc's parameter count: workspace index - that count)
 
 
-def _walk(stmt, binds: list, decls: list, calls: list) -> None:
+def _walk(stmt, binds: list, decls: list, calls: list, workspaces: list) -> None:
     kind = type(stmt).__name__
     if kind == "Evaluate":
         v = stmt.value
@@ -40,16 +41,16 @@ def _walk(stmt, binds: list, decls: list, calls: list) -> None:
     elif kind == "DeclBuffer":
         decls.append((stmt.buffer, stmt.data))
     elif kind in ("AllocBuffer", "Allocate"):
-        raise LaunchReadError("allocates an intermediate device buffer at run time")
+        workspaces.append(stmt.buffer)
     for s in getattr(stmt, "seq", ()) or ():
-        _walk(s, binds, decls, calls)
+        _walk(s, binds, decls, calls, workspaces)
     for field in ("body", "then_case", "else_case"):
         child = getattr(stmt, field, None)
         if child is not None:
-            _walk(child, binds, decls, calls)
+            _walk(child, binds, decls, calls, workspaces)
 
 
-def _arg_index(expr, binds, decls, depth=0) -> int | None:
+def _arg_index(expr, binds, decls, depth=0, ws=(), nparams=0) -> int | None:
     """The `args[i]` that `expr` (a pointer in the host code) comes from, or None."""
     if depth > 16 or expr is None:
         return None
@@ -60,33 +61,50 @@ def _arg_index(expr, binds, decls, depth=0) -> int | None:
             base, _, field = expr.args[0], expr.args[1], int(expr.args[2])
             if field == 15 and getattr(base, "name", None) == "args":  # args[i].v_ptr: the i-th argument
                 return int(expr.args[1])
-            return _arg_index(base, binds, decls, depth + 1)
+            return _arg_index(base, binds, decls, depth + 1, ws, nparams)
         if name == "tirx.if_then_else":  # the handle of a DLTensor or of a tensor object: same argument
-            return _arg_index(expr.args[2], binds, decls, depth + 1)
+            return _arg_index(expr.args[2], binds, decls, depth + 1, ws, nparams)
         if name == "tirx.buffer_data":  # x.data: what x's declaration points it at
             buf = expr.args[0]
             for b, data in decls:
                 if b.same_as(buf):
-                    return _arg_index(data, binds, decls, depth + 1)
-            return None
+                    return _arg_index(data, binds, decls, depth + 1, ws, nparams)
+            return next((nparams + k for k, w in enumerate(ws) if w.same_as(buf)), None)
         for a in expr.args:
-            i = _arg_index(a, binds, decls, depth + 1)
+            i = _arg_index(a, binds, decls, depth + 1, ws, nparams)
             if i is not None:
                 return i
         return None
     if kind == "Var":
         for var, value in binds:
             if var.same_as(expr):
-                return _arg_index(value, binds, decls, depth + 1)
+                return _arg_index(value, binds, decls, depth + 1, ws, nparams)
     return None
 
 
-def launches_of(host_func, prim_func, what: str) -> list[Launch]:
-    binds, decls, calls = [], [], []
+def _nbytes(buf) -> int:
+    ty = buf.ty
+    n = 1
+    for d in ty.shape:
+        n *= int(d)
+    return n * max(tvm_dtype_bits(ty.dtype) // 8, 1)
+
+
+def tvm_dtype_bits(dtype) -> int:
+    import re
+    m = re.search(r"(\d+)", str(dtype))
+    return int(m.group(1)) if m else 8
+
+
+def launches_of(host_func, prim_func, what: str) -> tuple[list[Launch], list[int]]:
+    """The launches, and the bytes of each intermediate buffer TVM's host code would allocate (the driver
+    places them in the arena: parameter index len(prim_func.params) + k is workspace k)."""
+    binds, decls, calls, workspaces = [], [], [], []
     try:
-        _walk(host_func.body, binds, decls, calls)
+        _walk(host_func.body, binds, decls, calls, workspaces)
     except LaunchReadError as e:
         raise LaunchReadError(f"The CUDA kernel for {what} {e}, which the AOT driver does not provide.") from None
+    nparams = len(prim_func.params)
     out = []
     for c in calls:
         name = str(c.args[0].value)
@@ -95,7 +113,7 @@ def launches_of(host_func, prim_func, what: str) -> list[Launch]:
         ptrs, vals = list(c.args[1:len(c.args) - nvals]), list(c.args[len(c.args) - nvals:])
         params = []
         for p in ptrs:
-            i = _arg_index(p, binds, decls)
+            i = _arg_index(p, binds, decls, 0, workspaces, nparams)
             if i is None:
                 raise LaunchReadError(f"The CUDA kernel {name} for {what} takes an argument ({p}) that is not one "
                                       f"of its tensors; the AOT driver passes tensors only.")
@@ -106,4 +124,4 @@ def launches_of(host_func, prim_func, what: str) -> list[Launch]:
         out.append(Launch(name, grid, block, dims.get("tirx.use_dyn_shared_memory", 0), tuple(params)))
     if not out:
         raise LaunchReadError(f"TVM's lowering of {what} launches no CUDA kernel.")
-    return out
+    return out, [_nbytes(w) for w in workspaces]
