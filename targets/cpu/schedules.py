@@ -12,6 +12,8 @@ than a BLAS on GEMMs, so every kernel family gets an explicit rule here:
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Callable, Sequence
 
@@ -23,12 +25,28 @@ PARALLEL_MIN_ELEMENTS = 1 << 14
 PARALLEL_MIN_FLOPS = 2_000_000
 
 
+# Set (by `compute_only`) while a GPU target builds kernels from these lowerings: the lowerings' TE compute
+# definitions are the CPU family's and the GPU's alike, their CPU schedules (vector lanes, parallel loops,
+# VNNI tensorization) are not, so prim_func then returns the unscheduled PrimFunc for the GPU's own rules.
+_COMPUTE_ONLY = contextvars.ContextVar("aotc_compute_only", default=False)
+
+
+@contextlib.contextmanager
+def compute_only():
+    """Within the block, prim_func ignores its CPU schedule (see _COMPUTE_ONLY)."""
+    token = _COMPUTE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _COMPUTE_ONLY.reset(token)
+
+
 def prim_func(args: Sequence, schedule: Callable | None = None):
     """TE tensors -> a scheduled PrimFunc (parameters in `args` order)."""
     import tvm
     from tvm import te
     func = te.create_prim_func(list(args))
-    if schedule is None:
+    if schedule is None or _COMPUTE_ONLY.get():
         return func
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
     schedule(sch)
