@@ -200,36 +200,18 @@ def list_passes(as_json: bool = OPT_JSON):
             typer.echo(f"    {line.strip()}")
 
 
-@app.command()
 def optimize(
     model: str = typer.Argument(..., help="An ONNX model file."),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the optimized model (.onnx).",
                                rich_help_panel=OUTPUT),
     input_shape: Optional[List[str]] = OPT_INPUT_SHAPE,
     passes: Optional[str] = typer.Option(None, "--passes", help=PASSES_HELP, rich_help_panel=PASSES),
-    disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
-    print_ir_after: Optional[List[str]] = OPT_PRINT_IR_AFTER,
-    print_pass_times: bool = OPT_PRINT_PASS_TIMES,
-    verify: bool = OPT_VERIFY,
-    quantize: Optional[QuantizeScheme] = OPT_QUANTIZE,
-    calibration: Optional[str] = OPT_CALIBRATION,
-    calibration_method: CalibrationMethod = OPT_CALIBRATION_METHOD,
-    calibration_percentile: float = OPT_CALIBRATION_PERCENTILE,
-    calibration_samples: Optional[int] = OPT_CALIBRATION_SAMPLES,
-    quantize_ops: Optional[str] = OPT_QUANTIZE_OPS,
-    exclude_nodes: Optional[List[str]] = OPT_EXCLUDE_NODES,
-    smoothquant: Optional[float] = OPT_SMOOTHQUANT,
-    max_drop: Optional[float] = OPT_MAX_DROP,
-    prune_heads: Optional[float] = OPT_PRUNE_HEADS,
-    prune_heads_spec: Optional[str] = OPT_PRUNE_HEADS_SPEC,
-    prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
-    prune_heads_importance: HeadImportance = OPT_PRUNE_HEADS_IMPORTANCE,
-    prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
     report: Optional[str] = typer.Option(None, "--report", help="Write what the passes report (e.g. the INT8 "
                                          "scheme and quantized nodes) as JSON to this file.", rich_help_panel=OUTPUT),
     quiet: bool = OPT_QUIET,
     verbose: bool = OPT_VERBOSE,
     as_json: bool = OPT_JSON,
+    **options,
 ):
     """Import a model with static shapes, run the pass pipeline, and write the result as ONNX.
 
@@ -243,8 +225,7 @@ def optimize(
     check_output_file(output)
     if report:
         check_output_file(report, "--report")
-    opts = CompileOptions(passes=passes, disable_pass=disable_pass or (), print_ir_after=print_ir_after or (),
-                          print_pass_times=print_pass_times, verify=verify, **_quantize_and_prune_options(locals()))
+    opts = CompileOptions(passes=passes, **_pipeline_options(options))
     pm = build_pass_manager(opts)
     console = Console(quiet, verbose)
     graph = load_onnx(model, parse_input_shapes(input_shape))
@@ -263,16 +244,50 @@ def optimize(
     console.info(f"{before} -> {len(graph.nodes)} nodes ({hist}); wrote {output}")
 
 
-QUANTIZE_AND_PRUNE = ("quantize", "calibration", "calibration_method", "calibration_percentile", "calibration_samples",
-                      "quantize_ops", "exclude_nodes", "smoothquant", "max_drop", "prune_heads", "prune_heads_spec",
-                      "prune_heads_min_per_layer", "prune_heads_importance", "prune_heads_samples")
+def _pipeline_params() -> list:
+    """The pass, quantization and pruning options `aotc optimize` and `aotc compile` share, as parameters
+    (added to both commands' signatures by _add_params; their values reach the command in **options)."""
+    import inspect
+    p = lambda name, kind, info: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info,  # noqa: E731
+                                                   annotation=kind)
+    return [p("disable_pass", Optional[List[str]], OPT_DISABLE_PASS),
+            p("print_ir_after", Optional[List[str]], OPT_PRINT_IR_AFTER),
+            p("print_pass_times", bool, OPT_PRINT_PASS_TIMES), p("verify", bool, OPT_VERIFY),
+            p("quantize", Optional[QuantizeScheme], OPT_QUANTIZE), p("calibration", Optional[str], OPT_CALIBRATION),
+            p("calibration_method", CalibrationMethod, OPT_CALIBRATION_METHOD),
+            p("calibration_percentile", float, OPT_CALIBRATION_PERCENTILE),
+            p("calibration_samples", Optional[int], OPT_CALIBRATION_SAMPLES),
+            p("quantize_ops", Optional[str], OPT_QUANTIZE_OPS),
+            p("exclude_nodes", Optional[List[str]], OPT_EXCLUDE_NODES),
+            p("smoothquant", Optional[float], OPT_SMOOTHQUANT), p("max_drop", Optional[float], OPT_MAX_DROP),
+            p("prune_heads", Optional[float], OPT_PRUNE_HEADS),
+            p("prune_heads_spec", Optional[str], OPT_PRUNE_HEADS_SPEC),
+            p("prune_heads_min_per_layer", int, OPT_PRUNE_HEADS_MIN_PER_LAYER),
+            p("prune_heads_importance", HeadImportance, OPT_PRUNE_HEADS_IMPORTANCE),
+            p("prune_heads_samples", Optional[int], OPT_PRUNE_HEADS_SAMPLES)]
 
 
-def _quantize_and_prune_options(args: dict) -> dict:
-    """The quantization and pruning flags of a command, as CompileOptions fields (same names)."""
-    opts = {k: _value(args[k]) for k in QUANTIZE_AND_PRUNE}
-    opts["exclude_nodes"] = tuple(opts["exclude_nodes"] or ())
+PIPELINE_OPTIONS = tuple(param.name for param in _pipeline_params())
+
+
+def _pipeline_options(options: dict) -> dict:
+    """The shared pipeline flags of a command, as CompileOptions fields (same names; closed sets as strings)."""
+    opts = {k: _value(options[k]) for k in PIPELINE_OPTIONS}
+    for k in ("disable_pass", "print_ir_after", "exclude_nodes"):
+        opts[k] = tuple(opts[k] or ())
     return opts
+
+
+def _add_params(fn, params):
+    """Give `fn` (which takes **kwargs) these extra keyword parameters; typer reads them from __signature__."""
+    import inspect
+    sig = inspect.signature(fn, eval_str=True)
+    keep = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=keep + list(params))
+    return fn
+
+
+app.command("optimize")(_add_params(optimize, _pipeline_params()))
 
 
 # -- the PyTorch frontend ----------------------------------------------------------------------
@@ -327,24 +342,6 @@ def compile_cmd(
                                "pipeline: folding, fusions into FusedMatMul/FusedConv/Attention/...), 'none', or a "
                                "comma-separated list. The target's own passes follow; the manifest records all.",
                                rich_help_panel=PASSES),
-    disable_pass: Optional[List[str]] = OPT_DISABLE_PASS,
-    print_ir_after: Optional[List[str]] = OPT_PRINT_IR_AFTER,
-    print_pass_times: bool = OPT_PRINT_PASS_TIMES,
-    verify: bool = OPT_VERIFY,
-    quantize: Optional[QuantizeScheme] = OPT_QUANTIZE,
-    calibration: Optional[str] = OPT_CALIBRATION,
-    calibration_method: CalibrationMethod = OPT_CALIBRATION_METHOD,
-    calibration_percentile: float = OPT_CALIBRATION_PERCENTILE,
-    calibration_samples: Optional[int] = OPT_CALIBRATION_SAMPLES,
-    quantize_ops: Optional[str] = OPT_QUANTIZE_OPS,
-    exclude_nodes: Optional[List[str]] = OPT_EXCLUDE_NODES,
-    smoothquant: Optional[float] = OPT_SMOOTHQUANT,
-    max_drop: Optional[float] = OPT_MAX_DROP,
-    prune_heads: Optional[float] = OPT_PRUNE_HEADS,
-    prune_heads_spec: Optional[str] = OPT_PRUNE_HEADS_SPEC,
-    prune_heads_min_per_layer: int = OPT_PRUNE_HEADS_MIN_PER_LAYER,
-    prune_heads_importance: HeadImportance = OPT_PRUNE_HEADS_IMPORTANCE,
-    prune_heads_samples: Optional[int] = OPT_PRUNE_HEADS_SAMPLES,
     sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY.pem", help="Sign the manifest with this "
                                        "Ed25519 private key (PEM); `aotc run --public-key` then checks it.",
                                        rich_help_panel=OUTPUT),
@@ -354,7 +351,7 @@ def compile_cmd(
     quiet: bool = OPT_QUIET,
     verbose: bool = OPT_VERBOSE,
     as_json: bool = OPT_JSON,
-    **target_options,
+    **options,
 ):
     """Compile a model into a deployable bundle (manifest.json, the target's files, generated sources).
 
@@ -362,16 +359,14 @@ def compile_cmd(
     """
     from compiler.frontend import parse_example_inputs
     from .api import compile as compile_model
-    args = locals()
+    target_options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
     console = Console(quiet, verbose)
     with console.progress():
         bundle = compile_model(
             model, output, _value(target), target_options=target_options, log=console.info,
             verbose=console.verbose, input_shapes=parse_input_shapes(input_shape),
             example_inputs=parse_example_inputs(example_input) if example_input else None,
-            passes=passes, disable_pass=tuple(disable_pass or ()), print_ir_after=tuple(print_ir_after or ()),
-            print_pass_times=print_pass_times, verify=verify, sign=sign, max_memory=max_memory,
-            **_quantize_and_prune_options(args))
+            passes=passes, sign=sign, max_memory=max_memory, **_pipeline_options(options))
     if as_json:
         m = bundle.manifest
         _emit_json({"bundle": str(bundle.path), "target": m["target"], "model_id": m["model_id"],
@@ -379,13 +374,11 @@ def compile_cmd(
                     **{k: m[k] for k in ("kernels", "kernel_calls", "arena_bytes", "weight_bytes", "flops") if k in m}})
 
 
-def _add_target_options(fn):
-    """Give `fn` (which takes **target_options) one CLI flag per registered target option, shown in a "Target
-    options" panel; typer reads the parameters from __signature__."""
+def _target_params() -> list:
+    """One CLI flag per registered target option, in a "Target options" panel."""
     import inspect
     from targets.base import all_target_options, option_owners
-    sig = inspect.signature(fn, eval_str=True)
-    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    params = []
     for opt in all_target_options():
         kind = List[opt.type] if opt.multiple else Optional[opt.type]
         owners = ", ".join(option_owners(opt.name))
@@ -394,11 +387,10 @@ def _add_target_options(fn):
         help_ += f" One of: {', '.join(opt.choices)}." if opt.choices else ""
         info = typer.Option(None, opt.flag, help=help_, rich_help_panel="Target options")
         params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
-    fn.__signature__ = sig.replace(parameters=params)
-    return fn
+    return params
 
 
-app.command("compile")(_add_target_options(compile_cmd))
+app.command("compile")(_add_params(compile_cmd, _pipeline_params() + _target_params()))
 
 
 @app.command("targets")
