@@ -412,13 +412,18 @@ def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print the li
             typer.echo(f"    {o['flag']}{choices}  {o['help']}")
 
 
+OPT_THREADS = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores).")
+OPT_TIMING_INPUTS = typer.Option(None, "--inputs", "-i", help="An .npz with one array per input (default: random "
+                                 "inputs of the right shapes and dtypes).")
+
+
 @app.command("run")
 def run_cmd(
     bundle: str = typer.Argument(..., help="A bundle directory written by `aotc compile`."),
     inputs: str = typer.Option(..., "--inputs", "-i", help="An .npz file with one array per model input."),
     outputs: Optional[str] = typer.Option(None, "--outputs", "-o", help="Write the outputs to this .npz file "
                                           "(default: print a summary)."),
-    threads: int = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores)."),
+    threads: int = OPT_THREADS,
     reference: bool = typer.Option(False, "--reference", help="Run the target's reference instead of the bundle "
                                    "(ascend: its model.onnx in onnxruntime on this CPU, not the NPU)."),
     public_key: Optional[str] = typer.Option(None, "--public-key", metavar="KEY.pem",
@@ -456,12 +461,19 @@ def run_cmd(
             typer.echo(f"{name}: {arr.dtype}{list(arr.shape)} first values {np.array2string(flat[:6], precision=5)}")
 
 
+def _print_result(result: dict, as_text, as_json: bool, quiet: bool) -> None:
+    """A command's result: JSON for scripts, or text for a person (nothing with -q)."""
+    if as_json:
+        _emit_json(result)
+    elif not quiet:
+        typer.echo(as_text(result))
+
+
 @app.command("bench")
 def bench_cmd(
     bundle: str = typer.Argument(..., help="A bundle directory written by `aotc compile`."),
-    inputs: Optional[str] = typer.Option(None, "--inputs", "-i", help="An .npz with one array per input "
-                                         "(default: random inputs of the right shapes and dtypes)."),
-    threads: int = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores)."),
+    inputs: Optional[str] = OPT_TIMING_INPUTS,
+    threads: int = OPT_THREADS,
     warmup: int = typer.Option(5, "--warmup", "-w", min=0, help="Runs before timing starts."),
     runs: int = typer.Option(50, "--runs", "-r", min=1, help="Timed runs."),
     quiet: bool = OPT_QUIET,
@@ -470,19 +482,15 @@ def bench_cmd(
 ):
     """Time a bundle: median, p10/p90, min and throughput over --runs runs after --warmup."""
     from .bench import bench_bundle, format_bench
-    result = bench_bundle(bundle, inputs, threads=threads, warmup=warmup, runs=runs)
-    if as_json:
-        _emit_json(result)
-    elif not quiet:
-        typer.echo(format_bench(result))
+    _print_result(bench_bundle(bundle, inputs, threads=threads, warmup=warmup, runs=runs), format_bench, as_json,
+                  quiet)
 
 
 @app.command("profile")
 def profile_cmd(
     bundle: str = typer.Argument(..., help="A CPU bundle directory written by `aotc compile`."),
-    inputs: Optional[str] = typer.Option(None, "--inputs", "-i", help="An .npz with one array per input "
-                                         "(default: random inputs of the right shapes and dtypes)."),
-    threads: int = typer.Option(0, "--threads", "-j", help="Threads to use (default: all cores)."),
+    inputs: Optional[str] = OPT_TIMING_INPUTS,
+    threads: int = OPT_THREADS,
     warmup: int = typer.Option(3, "--warmup", "-w", min=0, help="Runs before measuring."),
     runs: int = typer.Option(10, "--runs", "-r", min=1, help="Measured runs (each kernel's median is reported)."),
     top: int = typer.Option(25, "--top", "-n", min=1, help="Kernels to list (the rest are summed)."),
@@ -493,11 +501,8 @@ def profile_cmd(
     """Time every kernel of a CPU bundle: calls, µs, share of the run, GFLOP/s and GB/s against this machine's
     measured peak (a roofline per kernel)."""
     from .profile import format_profile, profile_bundle
-    result = profile_bundle(bundle, inputs, threads=threads, warmup=warmup, runs=runs)
-    if as_json:
-        _emit_json(result)
-    elif not quiet:
-        typer.echo(format_profile(result, top=top))
+    _print_result(profile_bundle(bundle, inputs, threads=threads, warmup=warmup, runs=runs),
+                  lambda r: format_profile(r, top=top), as_json, quiet)
 
 
 def main() -> None:
