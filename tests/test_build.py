@@ -4,6 +4,7 @@ local cluster gives the same bytes; one failing artifact does not stop the other
 paragraph naming the file and the key, exit 2."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import aotc
-from aotc.build import BuildFailedError, BuildSpecError, build, load_spec
+from aotc.build import BuildSpecError, build, load_spec
 from aotc.build.cache import BundleCache
 from aotc.build.cache_key import cache_key, key_material, model_files
 from test_target_api import bundle_files, cnn_onnx, mlp_onnx
@@ -60,35 +61,43 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def subtree(files: dict[str, bytes], folder: str) -> dict[str, bytes]:
+    return {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith(folder + "/")}
+
+
 def statuses(report) -> dict[str, str]:
     return {r.artifact.name: r.status for r in report.results}
 
 
-@pytest.fixture(scope="module")
-def first_build(tmp_path_factory):
-    """The matrix built from scratch with the local pool (2 processes)."""
-    root = tmp_path_factory.mktemp("project")
+def test_release_matrix_scratch_cache_changed_option_dask_and_a_failure(tmp_path):
+    """One test, so that pytest-xdist cannot build the matrix once per worker."""
+    root = tmp_path / "project"
     spec = write_project(root)
     report = build(spec, jobs=2)
-    return root, spec, report, tree(root / "dist")
-
-
-def test_matrix_builds_from_scratch_then_from_cache_then_only_what_changed(first_build):
-    root, spec, report, first = first_build
+    first = tree(root / "dist")
     assert len(report.results) == 12 and set(statuses(report).values()) == {"built"}
     release = json.loads(first["release.json"])
     assert [a["name"] for a in release["artifacts"]] == sorted(statuses(report))
     arm = next(a for a in release["artifacts"] if a["name"] == "cnn-arm64-int8")
     assert arm["target"] == "arm64-neon" and arm["options"]["quantize"] == "int8"
     assert arm["options"]["calibration"] == "data/cnn_cal.npz"  # relative: the release names no checkout path
-    manifest = first["cnn-arm64-int8/manifest.json"]
-    assert arm["manifest_sha256"] == __import__("hashlib").sha256(manifest).hexdigest()
+    assert arm["manifest_sha256"] == hashlib.sha256(first["cnn-arm64-int8/manifest.json"]).hexdigest()
     assert "calibration" not in next(a for a in release["artifacts"] if a["name"] == "mlp-x86-fp32")["options"]
 
+    # a cache hit is indistinguishable from a compile: the same bytes as aotc.compile writes
+    direct = aotc.compile(root / "models" / "cnn.onnx", tmp_path / "direct", target="arm64-neon", quantize="int8",
+                          calibration=root / "data" / "cnn_cal.npz")
+    assert bundle_files(direct.path) == subtree(first, "cnn-arm64-int8")
     again = build(spec, jobs=2)
     assert set(statuses(again).values()) == {"cached"}
-    assert tree(root / "dist") == first  # a cache hit is indistinguishable from the build, release.json included
+    assert tree(root / "dist") == first  # release.json included
 
+    # Dask's local cluster, 2 worker processes, no cache: the same bundles and release.json
+    on_dask = build(spec, output=tmp_path / "dask-dist", cache=tmp_path / "dask-cache", jobs=2, executor="dask")
+    assert set(statuses(on_dask).values()) == {"built"}
+    assert tree(tmp_path / "dask-dist") == first
+
+    # a changed target option rebuilds only the artifacts of that target
     (root / "aotc.toml").write_text(SPEC.format(coreml='precision = "fp32"'))
     changed = build(spec, jobs=2)
     built = sorted(n for n, s in statuses(changed).items() if s == "built")
@@ -96,38 +105,19 @@ def test_matrix_builds_from_scratch_then_from_cache_then_only_what_changed(first
     assert all(s == "cached" for n, s in statuses(changed).items() if n not in built)
     assert json.loads((root / "dist" / "mlp-coreml-fp32" / "manifest.json").read_text())["target"]["precision"] == \
         "fp32"
-    (root / "aotc.toml").write_text(SPEC.format(coreml=""))
 
-
-def test_a_cached_bundle_equals_a_direct_compile(first_build, tmp_path):
-    root, _, _, first = first_build
-    direct = aotc.compile(root / "models" / "cnn.onnx", tmp_path / "b", target="arm64-neon", quantize="int8",
-                          calibration=root / "data" / "cnn_cal.npz")
-    assert bundle_files(direct.path) == {k.split("/", 1)[1]: v for k, v in first.items()
-                                         if k.startswith("cnn-arm64-int8/")}
-
-
-def test_dask_local_cluster_gives_the_same_bundles_and_release(first_build, tmp_path):
-    root, spec, _, first = first_build
-    report = build(spec, output=tmp_path / "dist", cache=tmp_path / "cache", jobs=2, executor="dask")
-    assert set(statuses(report).values()) == {"built"}
-    assert tree(tmp_path / "dist") == first
-
-
-def test_one_failing_artifact_does_not_stop_the_others(first_build, tmp_path):
-    root, _, _, first = first_build
-    spec = root / "failing.toml"
-    spec.write_text('[models.mlp]\npath = "models/mlp.onnx"\n[targets.x86]\ntarget = "x86-avx512"\n'
-                    '[variants.fp32]\n[variants.tiny]\nmax_memory = 1024\n')
-    res = subprocess.run([sys.executable, "-m", "aotc", "build", str(spec), "-o", str(tmp_path / "out"),
+    # one failing artifact: reported, the other one still comes (here from the cache), exit 1, no release.json
+    failing = root / "failing.toml"
+    failing.write_text('[models.mlp]\npath = "models/mlp.onnx"\n[targets.x86]\ntarget = "x86-avx512"\n'
+                       '[variants.fp32]\n[variants.tiny]\nmax_memory = 1024\n')
+    res = subprocess.run([sys.executable, "-m", "aotc", "build", str(failing), "-o", str(tmp_path / "out"),
                           "--cache", str(root / ".aotc-cache"), "--json"], capture_output=True, text=True)
     assert res.returncode == 1, res.stderr
     summary = json.loads(res.stdout)
-    assert (summary["cached"], summary["built"], summary["failed"]) == (1, 0, 1)  # fp32 is the first build's
-    assert "mlp-x86-tiny (failing.toml" in res.stderr and "FAILED" in res.stderr
+    assert (summary["cached"], summary["built"], summary["failed"]) == (1, 0, 1)
+    assert "FAILED  mlp-x86-tiny (failing.toml (models x targets x variants)): " in res.stderr
     assert not (tmp_path / "out" / "release.json").exists()
-    assert tree(tmp_path / "out" / "mlp-x86-fp32") == {k.split("/", 1)[1]: v for k, v in first.items()
-                                                       if k.startswith("mlp-x86-fp32/")}
+    assert tree(tmp_path / "out" / "mlp-x86-fp32") == subtree(first, "mlp-x86-fp32")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -157,23 +147,29 @@ def test_spec_error_on_the_command_line_is_one_paragraph_exit_2(tmp_path):
     assert res.stderr.startswith("error: aotc.toml [models.m] path:") and res.stderr.count("\n") == 1
 
 
-def test_key_follows_toolchain_versions_and_a_damaged_entry_is_a_miss(first_build, monkeypatch):
-    root, spec, _, _ = first_build
+def test_key_follows_toolchain_versions(tmp_path, monkeypatch):
     from targets.base import get_target
-    art = next(a for a in load_spec(spec).artifacts if a.name == "mlp-arm64-fp32")
+    spec = write_project(tmp_path)
+    art = next(a for a in load_spec(spec).artifacts if a.name == "mlp-arm64-int8")
     target = get_target("arm64-neon")
     files = model_files(art.model.path)
     key = cache_key(key_material(art, target, files))
-    monkeypatch.setattr(type(target), "toolchain_versions", lambda self: {"tvm": "0", "cc": "other gcc"})
+    assert cache_key(key_material(art, target, files)) == key
+    monkeypatch.setattr(type(target), "toolchain_versions", lambda self: {"tvm": "0.27.0", "cc": "other gcc"})
     assert cache_key(key_material(art, target, files)) != key
     monkeypatch.undo()
-    cache = BundleCache(root / ".aotc-cache")
-    entry = cache.get(key)
-    assert entry is not None
-    weights = entry / "weights.bin"
-    good = weights.read_bytes()
-    try:
-        weights.write_bytes(good[:-1])
-        assert cache.get(key) is None
-    finally:
-        weights.write_bytes(good)
+    (tmp_path / "data" / "mlp_cal.npz").write_bytes(b"other calibration data")
+    assert cache_key(key_material(art, target, files)) != key
+
+
+def test_a_damaged_cache_entry_is_a_miss(tmp_path):
+    weights = b"\x01" * 64
+    manifest = json.dumps({"files": {"weights.bin": hashlib.sha256(weights).hexdigest()}}).encode()
+    cache = BundleCache(tmp_path)
+    entry = cache.put("ab" * 32, {"manifest.json": manifest, "weights.bin": weights})
+    assert cache.get("ab" * 32) == entry
+    (entry / "weights.bin").write_bytes(weights[:-1])  # e.g. a CI cache restored in part
+    assert cache.get("ab" * 32) is None
+    (entry / "weights.bin").write_bytes(weights)
+    (entry / "extra.bin").write_bytes(b"")
+    assert cache.get("ab" * 32) is None
