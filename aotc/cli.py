@@ -50,6 +50,7 @@ TargetName = _choices("TargetName", _target_names())
 QuantizeScheme = _choices("QuantizeScheme", ["int8"])
 CalibrationMethod = _choices("CalibrationMethod", ["minmax", "percentile", "entropy"])
 HeadImportance = _choices("HeadImportance", ["drift", "contribution", "weight", "random"])
+BuildExecutor = _choices("BuildExecutor", ["local", "dask"])
 
 
 def _value(v):
@@ -391,6 +392,45 @@ def _target_params() -> list:
 
 
 app.command("compile")(_add_params(compile_cmd, _pipeline_params() + _target_params()))
+
+
+@app.command("build")
+def build_cmd(
+    spec: str = typer.Argument("aotc.toml", help="The build spec (TOML: models, targets, variants; docs/build.md), "
+                               "or a folder holding aotc.toml."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="The release folder (default: the spec's "
+                                         "[build] output, dist/ beside it).", rich_help_panel=OUTPUT),
+    only: Optional[List[str]] = typer.Option(None, "--only", metavar="PATTERN", help="Build only the artifacts "
+                                             "whose name matches this glob (repeatable), e.g. 'mlp-*'."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Artifacts compiled at once (default: "
+                                       "cores, bounded by free memory); the Dask local cluster's worker count."),
+    executor: BuildExecutor = typer.Option("local", "--executor", help="local: a process pool on this machine; "
+                                           "dask: a Dask cluster (a local one of --jobs workers, or --address)."),
+    address: Optional[str] = typer.Option(None, "--address", help="The Dask scheduler to use "
+                                          "(tcp://HOST:8786), with --executor dask."),
+    cache: Optional[str] = typer.Option(None, "--cache", metavar="DIR", help="The bundle cache (default: the "
+                                        "spec's [build] cache, .aotc-cache/ beside it)."),
+    quiet: bool = OPT_QUIET,
+    verbose: bool = OPT_VERBOSE,
+    as_json: bool = OPT_JSON,
+):
+    """Build a release: every model x target x variant of a spec (or its [[artifacts]] list) into one folder
+    with release.json. Unchanged artifacts come from the content-addressed cache; one artifact's failure does
+    not stop the others (exit 1 after the rest are built)."""
+    from .build import BuildFailedError, build
+    if address and _value(executor) != "dask":
+        raise typer.BadParameter("--address is the Dask scheduler's; add --executor dask.", param_hint="--address")
+    console = Console(quiet, verbose)
+    try:
+        with console.progress():
+            report = build(spec, output, cache, only or (), jobs, _value(executor), address, log=console.info)
+    except BuildFailedError as e:
+        if as_json:
+            _emit_json(e.report.as_json())
+        raise
+    if as_json:
+        _emit_json(report.as_json())
+    console.info(report.summary())
 
 
 @app.command("targets")

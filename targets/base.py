@@ -125,6 +125,11 @@ class Target(ABC):
         """Target passes, run by the PassManager after the generic pipeline and recorded in the manifest."""
         return []
 
+    def toolchain_versions(self) -> dict[str, str]:
+        """The tools this target compiles with and their versions ({"tvm": "0.27.0", "cc": "gcc (Debian ...)"}),
+        only those it uses: `aotc build` keys its cache on them (targets/toolchains.py reads them)."""
+        return {}
+
     def supports(self, node: Node) -> str | None:
         """None when this target runs `node` as it is; otherwise why not (one short clause)."""
         return None

@@ -42,6 +42,12 @@ class AscendTarget(Target):
     def pipeline(self) -> list[tuple[str, dict]]:
         return [("fit_to_target", {}), ("decompose_for_opset", {"opset": self.onnx_opset})]
 
+    def toolchain_versions(self) -> dict[str, str]:
+        # onnx serializes model.onnx, onnx-graphsurgeon cleans it; compile runs atc itself where it is on PATH
+        from ..toolchains import command_version, package_version
+        return {"onnx": package_version("onnx"), "onnx-graphsurgeon": package_version("onnx-graphsurgeon"),
+                "atc": command_version("atc")}
+
     def supports(self, node: Node) -> str | None:
         if node.op_type in DECOMPOSABLE or node.op_type in INTRODUCED_AT:
             return f"ATC's parser has no {node.op_type} at opset {self.onnx_opset}"

@@ -22,6 +22,10 @@ class CoreMLTarget(Target):
     def manifest(self) -> dict:
         return {**super().manifest(), "coreml_target": self.deployment.name, "precision": self.precision}
 
+    def toolchain_versions(self) -> dict[str, str]:
+        from ..toolchains import package_version
+        return {"coremltools": package_version("coremltools")}
+
     def pipeline(self) -> list[tuple[str, dict]]:
         # fit_to_target: QuantizedAttention -> int8 projections + float core; fused ops a lowering refuses
         # (e.g. attention with run-time weights) -> primitive ops

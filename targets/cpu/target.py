@@ -63,6 +63,12 @@ class CpuTarget(Target):
         from .rules import check_node
         return check_node(node, Graph("scratch"), self)
 
+    def toolchain_versions(self) -> dict[str, str]:
+        # TVM (LLVM inside) generates the kernels; `cc` (the cross compiler on arm64) builds the driver and
+        # the runtime library and links model.so
+        from ..toolchains import command_version, package_version
+        return {"tvm": package_version("apache-tvm"), "cc": command_version(self.cc)}
+
     def bundle_extras(self, workdir: Path) -> dict[str, bytes]:
         """Files besides model.so / weights.bin / driver.c this target puts in a bundle: the runtime library
         built for the target, with its header and a C example, so running a bundle needs no C compiler."""

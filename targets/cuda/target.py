@@ -53,6 +53,13 @@ class CudaTarget(Target):
     def pipeline(self) -> list[tuple[str, dict]]:
         return [("fit_to_target", {})]
 
+    def toolchain_versions(self) -> dict[str, str]:
+        # TVM prints the kernels' CUDA source, nvcc compiles it into the fatbin, `cc` links the host driver
+        from ..toolchains import command_version, package_version
+        from .fatbin import nvcc_path
+        return {"tvm": package_version("apache-tvm"), "nvcc": command_version(nvcc_path() or "nvcc", "release"),
+                "cc": command_version(self.cc)}
+
     def supports(self, node: Node) -> str | None:
         from targets.cpu.rules import check_node
         from targets.cpu.schedules import compute_only
