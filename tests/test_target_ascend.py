@@ -243,10 +243,10 @@ QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "QuantizedMatMul", "Quantized
 
 def test_every_registered_op_is_covered():
     """A new op in compiler.ops gets an ascend case here (or a stated reason), not a surprise in a user's compile."""
-    from compiler.ops import registered_ops
+    from compiler.ops import ops_targets_see
     covered = {c[1] for c in CASES} | {"Split", "Shape", "Size", "Range", "ConstantOfShape", "FusedMatMul",
                                        "FusedConv", "SkipLayerNormalization", "Attention"}
-    missing = set(registered_ops()) - covered - LAYOUT_ONLY - QUANTIZED
+    missing = set(ops_targets_see()) - covered - LAYOUT_ONLY - QUANTIZED - {"DynamicQuantizeLinear"}  # no kernel yet
     assert not missing, f"registered ops without an ascend test case: {sorted(missing)}"
 
 

@@ -1,5 +1,6 @@
 """The op registry and every op family. Importing this package registers all ops."""
-from .registry import Attr, OpDef, OpDefinitionError, get_op, is_registered, register, registered_ops  # noqa: F401
+from .registry import (Attr, OpDef, OpDefinitionError, get_op, is_registered, ops_targets_see,  # noqa: F401
+                       register, registered_ops)
 from . import elementwise, linalg, nn, reduce, shape_ops  # noqa: F401  (registration side effects)
 from . import fused  # noqa: F401,E402  (fused ops build on the families above)
 from . import quant  # noqa: F401,E402  (int8 ops build on the fused epilogues)

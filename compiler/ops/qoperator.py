@@ -42,6 +42,7 @@ def _zp(v, i):
 class QLinearConv(OpDef):
     """y = QuantizeLinear(Conv(DequantizeLinear(x), DequantizeLinear(w, per output channel)) + B·x_scale·w_scale)."""
     name = "QLinearConv"
+    rewritten_by = "prepare_prequantized"  # passes/qoperator_to_qdq.py
     attrs = CONV_ATTRS
     num_inputs = (8, 9)
 
@@ -66,6 +67,7 @@ class QLinearConv(OpDef):
 class QLinearMatMul(OpDef):
     """y = QuantizeLinear(DequantizeLinear(a) @ DequantizeLinear(b, per column when b's scale is 1-D))."""
     name = "QLinearMatMul"
+    rewritten_by = "prepare_prequantized"  # passes/qoperator_to_qdq.py
     num_inputs = (8, 8)
 
     def infer(self, inputs, attrs):
@@ -85,6 +87,7 @@ class QLinearMatMul(OpDef):
 class MatMulInteger(OpDef):
     """int32 y = (a - a_zero_point) @ (b - b_zero_point), exactly."""
     name = "MatMulInteger"
+    rewritten_by = "prepare_prequantized"  # passes/qoperator_to_qdq.py
     num_inputs = (2, 4)
 
     def infer(self, inputs, attrs):
@@ -103,6 +106,7 @@ class MatMulInteger(OpDef):
 class ConvInteger(OpDef):
     """int32 y = Conv(x - x_zero_point, w - w_zero_point), exactly (padding with the zero point)."""
     name = "ConvInteger"
+    rewritten_by = "prepare_prequantized"  # passes/qoperator_to_qdq.py
     attrs = CONV_ATTRS
     num_inputs = (2, 4)
 

@@ -87,6 +87,9 @@ class OpDef:
     # The op reads only the parts of its first input that reach the output (Gather, Slice): counted as output
     # bytes, not the whole input, in bytes moved (a 30k-row embedding table is not streamed per lookup).
     reads_part_of_input0: ClassVar[bool] = False
+    # The pass of the default pipeline that rewrites this op into others before any target lowers it (ONNX's
+    # QOperator ops become Q/DQ around float ops); such an op needs a reference kernel but no target kernel.
+    rewritten_by: ClassVar[str | None] = None
 
     def flops(self, inputs: Sequence[Any], outputs: Sequence[Any], attrs: dict[str, Any]) -> int:
         """Floating-point operations one execution performs (multiply-add = 2)."""
@@ -116,6 +119,11 @@ def is_registered(name: str) -> bool:
 
 def registered_ops() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def ops_targets_see() -> list[str]:
+    """The registered ops a target may be asked to lower: all but those the default pipeline rewrites."""
+    return [name for name in registered_ops() if _REGISTRY[name].rewritten_by is None]
 
 
 # -- helpers shared by the op families ---------------------------------------
