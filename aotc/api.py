@@ -58,6 +58,10 @@ class CompileOptions:
     prune_heads_samples: int | None = None
     sign: str | os.PathLike | None = None      # an Ed25519 private key (PEM) to sign the manifest with
     max_memory: int | str | None = None        # refuse a bundle needing more run-time memory ("16G"; bytes)
+    # Shape buckets (aotc/buckets.py): {dimension: sizes} (the cross product) or a list of {dimension: size};
+    # `pad` gives the value each padded input is padded with at run time.
+    buckets: Mapping[str, Sequence[int]] | Sequence[Mapping[str, int]] | None = None
+    pad: Mapping[str, float] | None = None
 
 
 class Bundle:
@@ -245,6 +249,11 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     if isinstance(max_memory, str):
         from targets.memory_limit import parse_memory_size
         max_memory = parse_memory_size(max_memory)
+    if opts.buckets is not None:  # one bundle holding a variant per bucket
+        from .buckets import compile_bucketed
+        return compile_bucketed(model, out, tgt, opts, log, verbose, signing_key, max_memory)
+    if opts.pad:
+        raise AotcError("--pad gives the value inputs are padded with up to a shape bucket; it needs --bucket.")
     pm = build_pass_manager(opts, tgt)
     with BundleWriter(out) as writer:  # an -o that cannot be written fails here, before any work
         graph, source = load_model(model, opts)

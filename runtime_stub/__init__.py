@@ -209,10 +209,11 @@ def _dtype(name: str) -> np.dtype:
 class Model:
     """A loaded bundle. `run` is safe to call from several threads at once."""
 
-    def __init__(self, path: str | os.PathLike, public_key=None):
+    def __init__(self, path: str | os.PathLike, public_key=None, manifest_text: bytes | None = None):
         self.path = Path(path)
-        # The bytes read (and, with a key, verified) here are the bytes the C loader checks and uses.
-        text = read_manifest_bytes(self.path, public_key)
+        # The bytes read (and, with a key, verified) here are the bytes the C loader checks and uses; a caller
+        # that has read and checked them already (load(), a bucket of a bucketed bundle) hands them in.
+        text = manifest_text if manifest_text is not None else read_manifest_bytes(self.path, public_key)
         self._lib = lib = _library_for(self.path, parse_json(text, f"{self.path}/manifest.json"))
         handle = lib.aotc_load_with_manifest(os.fsencode(self.path), text, len(text))
         if not handle:
@@ -274,9 +275,15 @@ class Model:
             pass
 
 
-def load(path: str | os.PathLike, public_key=None) -> Model:
+def load(path: str | os.PathLike, public_key=None):
     """Load the bundle directory `path`: checks every manifest field and checksum before loading its code.
+    A bundle of shape buckets gives a BucketedModel (runtime_stub/buckets.py), whose run() takes inputs of any
+    size up to the largest bucket.
 
     `public_key` (an Ed25519 public key: PEM file path, PEM bytes or 32 raw bytes) makes an unsigned bundle,
     or one whose signature does not verify with that key, an error before anything else is read."""
-    return Model(path, public_key)
+    from .buckets import BucketedModel, is_bucketed
+    text = read_manifest_bytes(Path(path), public_key)
+    if is_bucketed(parse_json(text, f"{path}/manifest.json")):
+        return BucketedModel(path, text)
+    return Model(path, manifest_text=text)
