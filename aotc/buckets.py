@@ -278,6 +278,21 @@ def compile_bucketed(model, out: Path, tgt, opts, log: Callable[[str], None] | N
     return Bundle(out)
 
 
+def bucket_options(bucket: Sequence[str] | None, buckets: Sequence[str] | None, pad: Sequence[str] | None) -> dict:
+    """CompileOptions' buckets/pad from `aotc compile`'s --bucket, --buckets and --pad."""
+    if bucket and buckets:
+        raise BucketError("Give either --bucket (the cross product of each dimension's sizes) or --buckets (each "
+                          "bucket listed), not both.")
+    out: dict[str, Any] = {}
+    if bucket:
+        out["buckets"] = parse_bucket_option(bucket)
+    elif buckets:
+        out["buckets"] = parse_buckets_option(buckets)
+    if pad:
+        out["pad"] = parse_pad_option(pad)
+    return out
+
+
 def parse_bucket_option(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """--bucket NAME=V1,V2,... (repeatable) as {dimension: sizes}."""
     out: dict[str, tuple[int, ...]] = {}

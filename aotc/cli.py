@@ -351,6 +351,16 @@ def compile_cmd(
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a model whose run-time memory "
                                              "(arena + weights) exceeds this (e.g. 8G; default 16G).",
                                              rich_help_panel=TARGET),
+    bucket: Optional[List[str]] = typer.Option(None, "--bucket", metavar="DIM=V1,V2", help="Shape buckets: "
+                                               "compile one variant per size of the model's named dimension DIM "
+                                               "(repeat for more dimensions: the cross product), in one bundle that "
+                                               "takes inputs of any size up to the largest.", rich_help_panel=INPUT),
+    buckets: Optional[List[str]] = typer.Option(None, "--buckets", metavar="DIM=V,DIM=V", help="One shape bucket "
+                                                "(repeat for each), instead of --bucket's cross product.",
+                                                rich_help_panel=INPUT),
+    pad: Optional[List[str]] = typer.Option(None, "--pad", metavar="INPUT=VALUE", help="With buckets: pad INPUT "
+                                            "with VALUE up to its bucket (e.g. attention_mask=0); an input without "
+                                            "one must match a bucket exactly.", rich_help_panel=INPUT),
     quiet: bool = OPT_QUIET,
     verbose: bool = OPT_VERBOSE,
     as_json: bool = OPT_JSON,
@@ -362,6 +372,7 @@ def compile_cmd(
     """
     from compiler.frontend import parse_example_inputs
     from .api import compile as compile_model
+    from .buckets import bucket_options
     args = locals()
     console = Console(quiet, verbose)
     with console.progress():
@@ -371,7 +382,7 @@ def compile_cmd(
             example_inputs=parse_example_inputs(example_input) if example_input else None,
             passes=passes, disable_pass=tuple(disable_pass or ()), print_ir_after=tuple(print_ir_after or ()),
             print_pass_times=print_pass_times, verify=verify, sign=sign, max_memory=max_memory,
-            **_quantize_and_prune_options(args))
+            **bucket_options(bucket, buckets, pad), **_quantize_and_prune_options(args))
     if as_json:
         m = bundle.manifest
         _emit_json({"bundle": str(bundle.path), "target": m["target"], "model_id": m["model_id"],

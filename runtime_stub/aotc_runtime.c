@@ -517,6 +517,13 @@ static int check_manifest(const char* dir, const jval* man, manifest_fields* f) 
     set_error("%s/manifest.json has no format_version (a whole number)", dir);
     return -1;
   }
+  if (version == AOTC_FORMAT_VERSION + 1 && jget(man, "buckets")) {
+    /* A bundle of shape buckets: each bucket folder is a format-1 bundle; choosing one is the caller's. */
+    set_error("bundle %s holds shape buckets (format %llu): load one of its bucket folders (%s/<bucket>, listed by "
+              "`aotc inspect`) with aotc_load, or run it with the Python runtime or `aotc run`, which pick the bucket",
+              dir, (unsigned long long)version, dir);
+    return -1;
+  }
   if (version != AOTC_FORMAT_VERSION) {
     set_error("bundle %s has format version %llu, but this runtime reads format version %d; recompile the model "
               "with a matching aotc, or use a runtime that knows that format", dir, (unsigned long long)version,
