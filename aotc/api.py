@@ -251,7 +251,14 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
         max_memory = parse_memory_size(max_memory)
     if opts.buckets is not None:  # one bundle holding a variant per bucket
         from .buckets import compile_bucketed
-        return compile_bucketed(model, out, tgt, opts, log, verbose, signing_key, max_memory)
+
+        def prepare(variant_opts: CompileOptions, keep_imported: bool, report: bool):
+            graph, source = load_model(model, variant_opts)
+            imported = graph.copy() if keep_imported else None
+            passes = run_pipeline(graph, build_pass_manager(variant_opts, tgt), log if report else None, tgt.name)
+            return graph, source, passes, imported
+        compile_bucketed(model, out, tgt, opts, prepare, log, verbose, signing_key, max_memory)
+        return Bundle(out)
     if opts.pad:
         raise AotcError("--pad gives the value inputs are padded with up to a shape bucket; it needs --bucket.")
     pm = build_pass_manager(opts, tgt)

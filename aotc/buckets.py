@@ -192,13 +192,14 @@ def _check_case(buckets: list[dict[str, int]]) -> tuple[int, int]:
     return 0, len(buckets) - 1
 
 
-def compile_bucketed(model, out: Path, tgt, opts, log: Callable[[str], None] | None, verbose: bool,
-                     signing_key, max_memory):
-    """aotc.compile with CompileOptions.buckets: every bucket compiled, one bundle written (see the module)."""
+def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callable[[str], None] | None,
+                     verbose: bool, signing_key, max_memory) -> None:
+    """aotc.compile with CompileOptions.buckets: every bucket compiled, one bundle written (see the module).
+    `prepare(options, keep_imported, report)` is aotc.compile's load + pass pipeline for one bucket's options:
+    (final graph, source description, passes applied, the imported graph if asked for)."""
     from targets.base import BucketVariant, BuildContext
     from targets.bucket_bundle import bucket_files
     from targets.bundle import BUCKETS_FORMAT_VERSION, FORMAT_VERSION, BundleWriter, graph_digest, io_description
-    from .api import Bundle, build_pass_manager, load_model, run_pipeline
 
     why = tgt.buckets_unsupported()
     if why:
@@ -213,7 +214,6 @@ def compile_bucketed(model, out: Path, tgt, opts, log: Callable[[str], None] | N
     given = dict(opts.input_shapes or {})
     in_dims, declared_out = input_dims(str(model), list(buckets[0]), pad, given)
     folders = folder_names(buckets)
-    pms = [build_pass_manager(opts, tgt) for _ in buckets]  # option errors surface before any work
 
     a, b = _check_case(buckets)
     with BundleWriter(out) as writer:
@@ -221,11 +221,11 @@ def compile_bucketed(model, out: Path, tgt, opts, log: Callable[[str], None] | N
         for i, (sizes, folder) in enumerate(zip(buckets, folders)):
             vopts = dataclasses.replace(opts, buckets=None, pad=None,
                                         input_shapes={**given, **{d: (n,) for d, n in sizes.items()}})
-            graph, source = load_model(model, vopts)
-            if i in (a, b):
-                loaded[i] = graph.copy()  # the padding check reads the model as imported
+            # The padding check reads the model as imported; the pipeline's reports are told once.
+            graph, source, applied, imported = prepare(vopts, i in (a, b), i == 0)
+            if imported is not None:
+                loaded[i] = imported
             out_shapes.append([o.shape for o in graph.outputs])
-            applied = run_pipeline(graph, pms[i], log if i == 0 else None, tgt.name)
             id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
                                  "source": source, "passes": applied, "graph": graph_digest(graph)}, sort_keys=True)
             variants.append(BucketVariant(folder, sizes, graph, hashlib.sha256(id_src.encode()).hexdigest()[:32]))
@@ -275,7 +275,6 @@ def compile_bucketed(model, out: Path, tgt, opts, log: Callable[[str], None] | N
         shared = sum(len(d) for n, d in files.items() if "/" not in n)
         log(f"wrote {out}: {len(variants)} buckets ({', '.join(folders)}) for {tgt.name}; {shared} B shared by all "
             "buckets (weights.bin and the runtime)")
-    return Bundle(out)
 
 
 def bucket_options(bucket: Sequence[str] | None, buckets: Sequence[str] | None, pad: Sequence[str] | None) -> dict:
