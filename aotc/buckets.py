@@ -18,11 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import json
 import math
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -197,9 +194,9 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
     """aotc.compile with CompileOptions.buckets: every bucket compiled, one bundle written (see the module).
     `prepare(options, keep_imported, report)` is aotc.compile's load + pass pipeline for one bucket's options:
     (final graph, source description, passes applied, the imported graph if asked for)."""
-    from targets.base import BucketVariant, BuildContext
+    from targets.base import BucketVariant, scratch_build_context
     from targets.bucket_bundle import bucket_files
-    from targets.bundle import BUCKETS_FORMAT_VERSION, FORMAT_VERSION, BundleWriter, graph_digest, io_description
+    from targets.bundle import BUCKETS_FORMAT_VERSION, BundleWriter, io_description, model_id_for, model_manifest
 
     why = tgt.buckets_unsupported()
     if why:
@@ -226,9 +223,8 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
             if imported is not None:
                 loaded[i] = imported
             out_shapes.append([o.shape for o in graph.outputs])
-            id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
-                                 "source": source, "passes": applied, "graph": graph_digest(graph)}, sort_keys=True)
-            variants.append(BucketVariant(folder, sizes, graph, hashlib.sha256(id_src.encode()).hexdigest()[:32]))
+            variants.append(BucketVariant(folder, sizes, graph,
+                                          model_id_for(compiler.__version__, tgt.manifest(), source, applied, graph)))
             sources.append(source)
             passes.append(applied)
         out_dims = output_dims(out_shapes, buckets, declared_out, [o.name for o in variants[0].graph.outputs])
@@ -241,19 +237,12 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
                 "than at their own size; give pad values that the model ignores (an attention mask's 0) or "
                 "exact buckets.")
         model_id = hashlib.sha256("".join(v.model_id for v in variants).encode()).hexdigest()[:32]
-        work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
-        try:
-            steps = log if (log is not None and verbose) else (lambda msg: None)
-            builds = tgt.compile_buckets(variants, BuildContext(work, model_id, compiler.__version__, steps,
-                                                                max_memory=max_memory))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        with scratch_build_context(model_id, compiler.__version__, log if verbose else None, max_memory) as ctx:
+            builds = tgt.compile_buckets(variants, ctx)
         per_bucket, listing = [], []
         for v, build, source, applied in zip(variants, builds, sources, passes):
-            manifest = {"aotc_version": compiler.__version__, "model_id": v.model_id, "target": tgt.manifest(),
-                        "source_model": source, "inputs": io_description(v.graph.inputs),
-                        "outputs": io_description(v.graph.outputs), "passes": applied,
-                        "bucket": {"name": v.name, "sizes": v.sizes}, **build.manifest}
+            manifest = model_manifest(compiler.__version__, v.model_id, tgt.manifest(), source, v.graph, applied,
+                                      {"bucket": {"name": v.name, "sizes": v.sizes}, **build.manifest})
             per_bucket.append((v.name, build.files, manifest))
             listing.append({"name": v.name, "sizes": v.sizes,
                             **{k: build.manifest[k] for k in ("arena_bytes", "weight_bytes", "kernels", "flops")

@@ -36,7 +36,7 @@ CACHE = ROOT / ".cache"
 OUT = CACHE / "bench-buckets"
 PAD = {"input_ids": 0, "attention_mask": 0}
 
-from timing import measure  # noqa: E402
+from timing import measure, ort_session  # noqa: E402
 
 
 def bundle_bytes(path: Path) -> int:
@@ -70,8 +70,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    import onnxruntime as ort
-
     import aotc
     import runtime_stub
     from models import export_minilm, minilm_feeds
@@ -91,11 +89,7 @@ def main() -> None:
     manifest = json.loads((OUT / "buckets" / "manifest.json").read_text())
     for m in (buckets, single):
         m.set_num_threads(args.threads)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, args.threads)
 
     matrix = []
     for batch in (1, 3, 8):

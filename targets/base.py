@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -99,6 +102,17 @@ class BuildContext:
     aotc_version: str
     progress: Callable[[str], None] = lambda msg: None
     max_memory: int | None = None  # bytes of run-time memory a bundle may need (None: the target's default)
+
+
+@contextmanager
+def scratch_build_context(model_id: str, aotc_version: str, progress: Callable[[str], None] | None,
+                          max_memory: int | None):
+    """A BuildContext over a scratch folder that is removed afterwards, whatever happens."""
+    work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
+    try:
+        yield BuildContext(work, model_id, aotc_version, progress or (lambda msg: None), max_memory=max_memory)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass

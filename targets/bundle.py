@@ -51,6 +51,22 @@ def graph_digest(graph: Graph) -> str:
     return h.hexdigest()
 
 
+def model_id_for(aotc_version: str, target_manifest: dict, source: dict, passes: list, graph: Graph) -> str:
+    """A compiled model's id (what model.so and the manifest must agree on): the digest of everything that
+    decides the code."""
+    src = json.dumps({"format": FORMAT_VERSION, "aotc": aotc_version, "target": target_manifest, "source": source,
+                      "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
+    return hashlib.sha256(src.encode()).hexdigest()[:32]
+
+
+def model_manifest(aotc_version: str, model_id: str, target_manifest: dict, source: dict, graph: Graph,
+                   passes: list, target_fields: Mapping[str, Any]) -> dict:
+    """A single-shape bundle's manifest fields (the writer adds the versions and the files' digests)."""
+    return {"aotc_version": aotc_version, "model_id": model_id, "target": target_manifest, "source_model": source,
+            "inputs": io_description(graph.inputs), "outputs": io_description(graph.outputs), "passes": passes,
+            **target_fields}
+
+
 def check_output_path(out: Path) -> None:
     """Refuse, before any work, an -o that exists and is not a bundle (or an empty folder)."""
     check_output_dir(str(out))  # a file there, a parent that is a file, a folder that cannot be written
