@@ -97,6 +97,35 @@ def test_layout_one_shared_weights_file(bundle):
         runtime_stub.Model(bundle)
 
 
+def test_weights_stored_once(models, bundle, tmp_path):
+    """The per-position model has no constant that depends on the shape: the 4 buckets' weights.bin is exactly
+    one single-shape bundle's."""
+    single = aotc.compile(models["position"], tmp_path / "single", target="x86-avx512",
+                          input_shapes={"batch": (2,), "seq": (8,)})
+    assert (bundle / "weights.bin").read_bytes() == (single.path / "weights.bin").read_bytes()
+
+
+def test_signature_covers_every_bucket(models, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem, pub = tmp_path / "k.pem", tmp_path / "k.pub"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    out = tmp_path / "signed"
+    aotc.compile(models["position"], out, target="x86-avx512", input_shapes={"batch": (1,)},
+                 buckets={"seq": (4, 8)}, pad={"x": 0}, sign=pem)
+    x = np.ones((1, 3, HIDDEN), np.float32)
+    assert aotc.load(out, public_key=pub).run({"x": x})["y"].shape == (1, 3, HIDDEN)
+    # A bucket's manifest changed after signing (still valid JSON, its own files untouched): refused.
+    sub = out / "seq4" / "manifest.json"
+    sub.write_bytes(sub.read_bytes() + b" ")
+    with pytest.raises(runtime_stub.RuntimeStubError, match="seq4/manifest.json has SHA-256"):
+        runtime_stub.load(out, public_key=pub).run({"x": x})
+
+
 def test_rebuild_is_byte_identical(models, bundle, tmp_path):
     again = tmp_path / "again"
     aotc.compile(models["position"], again, target="x86-avx512", buckets={"batch": (2, 1), "seq": (8, 4, 8)},
