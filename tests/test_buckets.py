@@ -181,6 +181,21 @@ def test_cli_bad_input_exit_2(models, bundle, tmp_path):
         in res.stdout and "padding check: exact" in res.stdout, res.stdout
 
 
+def test_cli_compile_explicit_buckets(models, tmp_path):
+    out = tmp_path / "cli"
+    res = _cli("compile", str(models["position"]), "-t", "x86-avx512", "-o", str(out), "--buckets", "batch=1,seq=4",
+               "--buckets", "batch=2,seq=8", "--pad", "x=0", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["inputs"][0]["dims"] == ["batch", "seq", None]
+    sizes = [v["sizes"] for v in json.loads((out / "manifest.json").read_text())["buckets"]["variants"]]
+    assert sizes == [{"batch": 1, "seq": 4}, {"batch": 2, "seq": 8}]
+    # batch 2, seq 3 fits only the second bucket.
+    assert runtime_stub.load(out).run({"x": np.ones((2, 3, HIDDEN), np.float32)})["y"].shape == (2, 3, HIDDEN)
+    res = _cli("compile", str(models["position"]), "-t", "x86-avx512", "-o", str(tmp_path / "no"), "--buckets",
+               "batch=1,seq=4", "--bucket", "seq=4")
+    assert_user_error(res, "not both")
+
+
 def test_padding_that_changes_the_result_warns(models, tmp_path):
     messages = []
     aotc.compile(models["mean"], tmp_path / "m", target="x86-avx512", input_shapes={"batch": (1,)},
