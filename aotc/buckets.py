@@ -179,14 +179,14 @@ def check_padding(small, big, small_sizes, big_sizes, in_dims, out_dims, pad) ->
             "max_relative_difference": worst, "exact": worst <= PADDING_TOLERANCE}
 
 
-def _check_case(buckets: list[dict[str, int]]) -> tuple[int, int]:
+def _check_case(buckets: list[dict[str, int]]) -> tuple[int, int] | None:
     """The two buckets the padding check compares: the smallest, and the smallest bucket that is larger in every
-    dimension that has more than one size (else the largest)."""
+    dimension that has more than one size, else one that holds the smallest and is larger in some dimension
+    (None: no bucket holds another, so no input is ever padded across two of them)."""
     varied = [d for d in buckets[0] if len({b[d] for b in buckets}) > 1]
-    for j, b in enumerate(buckets):
-        if all(b[d] > buckets[0][d] for d in varied):
-            return 0, j
-    return 0, len(buckets) - 1
+    holds = [j for j, b in enumerate(buckets) if j and all(b[d] >= buckets[0][d] for d in b) and b != buckets[0]]
+    larger = [j for j in holds if all(buckets[j][d] > buckets[0][d] for d in varied)]
+    return (0, (larger or holds)[0]) if holds else None
 
 
 def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callable[[str], None] | None,
@@ -212,7 +212,8 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
     in_dims, declared_out = input_dims(str(model), list(buckets[0]), pad, given)
     folders = folder_names(buckets)
 
-    a, b = _check_case(buckets)
+    case = _check_case(buckets)
+    a, b = case or (-1, -1)
     with BundleWriter(out) as writer:
         variants, loaded, out_shapes, sources, passes = [], {}, [], [], []
         for i, (sizes, folder) in enumerate(zip(buckets, folders)):
@@ -228,8 +229,8 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
             sources.append(source)
             passes.append(applied)
         out_dims = output_dims(out_shapes, buckets, declared_out, [o.name for o in variants[0].graph.outputs])
-        padding = check_padding(loaded[a], loaded[b], buckets[a], buckets[b], in_dims, out_dims, pad) \
-            if a != b else {"checked": False, "why": "one bucket"}
+        padding = check_padding(loaded[a], loaded[b], buckets[a], buckets[b], in_dims, out_dims, pad) if case else \
+            {"checked": False, "why": "no bucket holds another"}
         if log is not None and padding.get("checked") and not padding["exact"]:
             log(f"warning: padding changes the model's outputs at valid positions (relative difference "
                 f"{padding['max_relative_difference']:.3g} from {padding['from']} padded into {padding['into']}): "

@@ -77,7 +77,11 @@ class BucketChooser:
         sizes = {d: n for d, (n, _) in need.items()}
         fits = [v for v in self.variants if all(v[1][d] >= n for d, n in sizes.items())]
         if not fits:
-            over = next(d for d, n in sizes.items() if all(v[1][d] < n for v in self.variants))
+            over = next((d for d, n in sizes.items() if all(v[1][d] < n for v in self.variants)), None)
+            if over is None:  # an explicit bucket list: every size fits some bucket, not all of them one
+                raise RuntimeStubError(f"no bucket of this bundle holds the inputs' sizes together "
+                                       f"({', '.join(f'{d} {n}' for d, n in sizes.items())}; buckets: "
+                                       f"{self.describe()})")
             raise RuntimeStubError(
                 f"input '{need[over][1]}' has {over} {sizes[over]}, more than every bucket of this bundle holds "
                 f"(largest {over} {max(v[1][over] for v in self.variants)}; buckets: {self.describe()}); split the "
