@@ -711,19 +711,25 @@ fail:
   return NULL;
 }
 
-aotc_model* aotc_load(const char* dir) {
+/* dir/manifest.json's bytes (NUL-terminated), or NULL with the error set. */
+static uint8_t* read_manifest(const char* dir, size_t* size, const char* caller) {
   char path[4096];
-  size_t size;
   last_error[0] = 0;
-  if (!dir) { set_error("aotc_load: no bundle directory"); return NULL; }
+  if (!dir) { set_error("%s: no bundle directory", caller); return NULL; }
   snprintf(path, sizeof path, "%s/manifest.json", dir);
-  uint8_t* text = read_file(path, &size, AOTC_MAX_MANIFEST_BYTES, NULL);
+  uint8_t* text = read_file(path, size, AOTC_MAX_MANIFEST_BYTES, NULL);
   if (!text) {
     char why[1024];
     snprintf(why, sizeof why, "%s", last_error);
     set_error("%s is not an aotc bundle: no readable manifest.json (%s)", dir, why);
-    return NULL;
   }
+  return text;
+}
+
+aotc_model* aotc_load(const char* dir) {
+  size_t size;
+  uint8_t* text = read_manifest(dir, &size, "aotc_load");
+  if (!text) return NULL;
   aotc_model* m = aotc_load_with_manifest(dir, (const char*)text, size);
   free(text);
   return m;
@@ -1031,18 +1037,9 @@ fail:
 }
 
 aotc_bucketed* aotc_bucketed_load(const char* dir) {
-  char path[4096];
   size_t size;
-  last_error[0] = 0;
-  if (!dir) { set_error("aotc_bucketed_load: no bundle directory"); return NULL; }
-  snprintf(path, sizeof path, "%s/manifest.json", dir);
-  uint8_t* text = read_file(path, &size, AOTC_MAX_MANIFEST_BYTES, NULL);
-  if (!text) {
-    char why[1024];
-    snprintf(why, sizeof why, "%s", last_error);
-    set_error("%s is not an aotc bundle: no readable manifest.json (%s)", dir, why);
-    return NULL;
-  }
+  uint8_t* text = read_manifest(dir, &size, "aotc_bucketed_load");
+  if (!text) return NULL;
   aotc_bucketed* b = aotc_bucketed_load_with_manifest(dir, (const char*)text, size);
   free(text);
   return b;
