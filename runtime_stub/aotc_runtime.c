@@ -1096,18 +1096,23 @@ static int choose_bucket(const aotc_bucketed* b, const aotc_tensor* inputs, int 
     if (fits && (best < 0 || b->buckets[v].cost < b->buckets[best].cost)) best = v;
   }
   if (best < 0) {
+    char names[640];
+    size_t used = 0;
+    names[0] = 0;
+    for (int v = 0; v < b->num_buckets && used < sizeof names - 8; ++v)
+      used += (size_t)snprintf(names + used, sizeof names - used, v ? ", %s" : "%s", b->buckets[v].name);
     for (int d = 0; d < b->num_dims; ++d) {
       int64_t m = 0;
       for (int v = 0; v < b->num_buckets; ++v) m = b->buckets[v].sizes[d] > m ? b->buckets[v].sizes[d] : m;
       if (need[d] > m) {
-        set_error("input '%s' has %s %lld, more than every bucket of this bundle holds (largest %s %lld; %d buckets, "
-                  "`aotc inspect` lists them); split the input, or compile a larger bucket", inputs[from[d]].name,
-                  b->dims[d], (long long)need[d], b->dims[d], (long long)m, b->num_buckets);
+        set_error("input '%s' has %s %lld, more than every bucket of this bundle holds (largest %s %lld; buckets: "
+                  "%s); split the input, or compile a larger bucket", inputs[from[d]].name, b->dims[d],
+                  (long long)need[d], b->dims[d], (long long)m, names);
         return -1;
       }
     }
-    set_error("no bucket of this bundle holds these inputs' sizes together (each size fits some bucket; %d buckets, "
-              "`aotc inspect` lists them)", b->num_buckets);
+    set_error("no bucket of this bundle holds these inputs' sizes together (each size fits some bucket; buckets: %s)",
+              names);
   }
   return best;
 }

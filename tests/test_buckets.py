@@ -179,7 +179,8 @@ def test_c_api_picks_pads_and_slices(models, bundle):
         for batch, seq in [(1, 1), (1, 4), (2, 5), (2, 8)]:
             x = r.standard_normal((batch, seq, HIDDEN)).astype(np.float32)
             np.testing.assert_array_equal(run(x), py.run({"x": x})["y"])
-        with pytest.raises(RuntimeError, match=r"'x' has seq 9, more than every bucket.*largest seq 8"):
+        with pytest.raises(RuntimeError, match=r"'x' has seq 9, more than every bucket.*largest seq 8; buckets: "
+                                               r"batch1_seq4, batch1_seq8, batch2_seq4, batch2_seq8\)"):
             run(np.zeros((1, 9, HIDDEN), np.float32))
         with pytest.raises(RuntimeError, match="has dtype float64"):
             run(np.zeros((1, 2, HIDDEN)))
