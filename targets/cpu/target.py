@@ -81,8 +81,11 @@ class CpuTarget(Target):
         constants of all of them can be laid out once (memory_plan.share_weights) before any kernel is built."""
         from .codegen import build_model, plan_graph
         from .memory_plan import share_weights
+        from targets.memory_limit import check_memory_limit
         planned = [plan_graph(v.graph, self, ctx.max_memory) for v in variants]
         share_weights([p.plan for p in planned])
+        for p in planned:  # each bucket loads the union of the weights
+            check_memory_limit(p.plan, ctx.max_memory)
         extras = self.bundle_extras(ctx.workdir / "runtime-build")  # the same runtime for every variant
         builds = []
         for v, p in zip(variants, planned):
