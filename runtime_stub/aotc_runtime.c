@@ -1045,6 +1045,8 @@ aotc_bucketed* aotc_bucketed_load(const char* dir) {
   return b;
 }
 
+int aotc_bucketed_num_outputs(const aotc_bucketed* b) { return b ? b->num_outputs : 0; }
+
 int aotc_bucketed_set_num_threads(aotc_bucketed* b, int n) {
   if (!b) { set_error("aotc_bucketed_set_num_threads: no model"); return -1; }
   pthread_mutex_lock(&b->mu);

@@ -76,6 +76,7 @@ typedef struct aotc_bucketed aotc_bucketed;
 
 aotc_bucketed* aotc_bucketed_load(const char* bundle_dir);
 aotc_bucketed* aotc_bucketed_load_with_manifest(const char* bundle_dir, const char* manifest_json, size_t manifest_len);
+int aotc_bucketed_num_outputs(const aotc_bucketed* model);
 /* The i-th output's name, dtype and shape for these inputs (shape: room for 16 entries). */
 int aotc_bucketed_output_shape(aotc_bucketed* model, const aotc_tensor* inputs, int num_inputs, int i,
                                const char** name, const char** dtype, int32_t* ndim, int64_t* shape);

@@ -12,7 +12,7 @@ import math
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -126,21 +126,28 @@ def bucket_manifest(bundle: Path, top: Mapping[str, Any], folder: str) -> bytes:
     return text
 
 
-class BucketDispatch:
-    """Runs a bucketed bundle through `open_bucket(folder path, manifest bytes) -> object with run(feeds)`,
-    opening each bucket on first use."""
+class BucketedModel:
+    """runtime_stub.load's result for a bucketed bundle: each bucket a runtime_stub.Model, opened on first use
+    (the C loader checks its folder as any bundle); `run` picks, pads, runs and slices."""
 
-    def __init__(self, bundle: Path, manifest: Mapping[str, Any], open_bucket: Callable[[Path, bytes], Any]):
-        self.bundle, self.manifest, self._open = Path(bundle), manifest, open_bucket
-        self.chooser = BucketChooser(manifest, f"{bundle}/manifest.json")
+    def __init__(self, path, manifest_text: bytes):
+        """`manifest_text`: the top-level manifest's bytes as read (and, with a key, verified) by load()."""
+        from . import _dtype
+        self.bundle = Path(path)
+        self.manifest = parse_manifest(manifest_text, f"{path}/manifest.json")
+        self.chooser = BucketChooser(self.manifest, f"{path}/manifest.json")
+        # The largest bucket's shapes; run() takes anything up to them.
+        self.inputs = {i["name"]: (_dtype(i["dtype"]), tuple(i["shape"])) for i in self.manifest["inputs"]}
+        self.outputs = {o["name"]: (_dtype(o["dtype"]), tuple(o["shape"])) for o in self.manifest["outputs"]}
         self._buckets: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.threads = 0
 
     def bucket(self, folder: str):
+        from . import Model
         with self._lock:
             if folder not in self._buckets:
-                model = self._open(self.bundle / folder, bucket_manifest(self.bundle, self.manifest, folder))
+                model = Model(self.bundle / folder, manifest_text=bucket_manifest(self.bundle, self.manifest, folder))
                 if self.threads:
                     model.set_num_threads(self.threads)
                 self._buckets[folder] = model
@@ -155,18 +162,3 @@ class BucketDispatch:
             self.threads = n
             for model in self._buckets.values():
                 model.set_num_threads(n)
-
-
-class BucketedModel(BucketDispatch):
-    """runtime_stub.load's result for a bucketed bundle: each bucket a runtime_stub.Model (the C loader checks
-    its folder as any bundle); `run` pads, runs and slices."""
-
-    def __init__(self, path, manifest_text: bytes):
-        """`manifest_text`: the top-level manifest's bytes as read (and, with a key, verified) by load()."""
-        from . import Model, _dtype
-        path = Path(path)
-        super().__init__(path, parse_manifest(manifest_text, f"{path}/manifest.json"),
-                         lambda folder, manifest: Model(folder, manifest_text=manifest))
-        # The largest bucket's shapes; run() takes anything up to them.
-        self.inputs = {i["name"]: (_dtype(i["dtype"]), tuple(i["shape"])) for i in self.manifest["inputs"]}
-        self.outputs = {o["name"]: (_dtype(o["dtype"]), tuple(o["shape"])) for o in self.manifest["outputs"]}

@@ -281,9 +281,14 @@ def test_arm64_buckets_under_qemu(models, tmp_path):
     out = tmp_path / "arm"
     b = aotc.compile(models["position"], out, target="arm64-neon", input_shapes={"batch": (1,)},
                      buckets={"seq": (4, 8)}, pad={"x": 0})
-    x = np.random.default_rng(2).standard_normal((1, 6, HIDDEN)).astype(np.float32)
-    got = b.run({"x": x})["y"]
-    np.testing.assert_allclose(got, _reference(models["position"], x), rtol=1e-5, atol=1e-5)
+    # The bundle's aotc_runner (aarch64, under qemu) picks the bucket itself (aotc_bucketed_run).
+    for seq in (2, 6, 8):
+        x = np.random.default_rng(seq).standard_normal((1, seq, HIDDEN)).astype(np.float32)
+        got = b.run({"x": x})["y"]
+        np.testing.assert_allclose(got, _reference(models["position"], x), rtol=1e-5, atol=1e-5)
+    from compiler.errors import AotcError
+    with pytest.raises(AotcError, match=r"seq 9, more than every bucket.*buckets: seq4, seq8"):
+        b.run({"x": np.zeros((1, 9, HIDDEN), np.float32)})
 
 
 @pytest.mark.slow

@@ -86,27 +86,11 @@ class QemuBundle(LoadedBundle):
 
     def __init__(self, bundle, manifest=None, public_key=None):  # a key was checked by aotc.load already
         runner_command(Path(bundle))  # fails now, naming the package, where qemu is missing
+        # A bundle of shape buckets runs the same way: the runner's runtime picks the bucket (aotc_bucketed_run).
         self.bundle, self.threads = Path(bundle), 0  # 0: the runner uses every core
-        self.buckets = None
-        if manifest is not None and "buckets" in manifest:
-            # Shape buckets: pick, pad and slice here; each bucket folder is a bundle the runner runs as it is.
-            from runtime_stub import RuntimeStubError
-            from runtime_stub.buckets import BucketDispatch
-            try:
-                self.buckets = BucketDispatch(self.bundle, manifest, lambda folder, _text: QemuBundle(folder))
-            except RuntimeStubError as e:
-                raise QemuRunError(f"{e}.") from None
 
     def run(self, feeds) -> dict:
-        if self.buckets is not None:
-            from runtime_stub import RuntimeStubError
-            try:
-                return self.buckets.run(feeds)
-            except RuntimeStubError as e:
-                raise QemuRunError(f"{e}.") from None
         return run_bundle(self.bundle, feeds, threads=self.threads)[0]
 
     def set_num_threads(self, n: int) -> None:
         self.threads = n
-        if self.buckets is not None:
-            self.buckets.set_num_threads(n)
