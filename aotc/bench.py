@@ -56,10 +56,9 @@ def bench_bundle(path, inputs: str | None = None, threads: int = 0, warmup: int 
     first = np.shape(next(iter(feeds.values()))) if feeds else ()  # a bucketed bundle takes smaller inputs
     batch = first[0] if first else 1
     median = float(np.median(ms))
-    bucket = {}
-    if "buckets" in bundle.manifest:
-        from runtime_stub.buckets import BucketChooser
-        bucket = {"bucket": BucketChooser(bundle.manifest, str(bundle.path)).choose(feeds)[0]}
+    # Which bucket ran, where the runtime runs in this process (a bucketed x86 bundle's BucketedModel).
+    chooser = getattr(getattr(session, "model", None), "bucket_for", None)
+    bucket = {"bucket": chooser(feeds)} if chooser is not None else {}
     return {**bucket, "bundle": str(bundle.path), "target": bundle.target, "threads": threads or "default",
             "inputs": inputs or "random", "warmup": warmup, "runs": runs, "median_ms": median,
             "p10_ms": float(np.percentile(ms, 10)), "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()),

@@ -101,13 +101,14 @@ def main() -> None:
             err = float(np.abs(got - want)[valid].max())
             matrix.append({"batch": batch, "seq": seq, "shape_ok": got.shape == want.shape, "max_abs_error": err,
                            "max_rel_error": err / float(np.abs(want[valid]).max()),
-                           "bucket": buckets.chooser.choose(feeds)[0]})
+                           "bucket": buckets.bucket_for(feeds)})
             print(f"batch {batch} seq {seq:3d} -> {matrix[-1]['bucket']}: max abs error {err:.2e}", flush=True)
 
     texts = workload_texts()
     feeds = natural_feeds(texts)
     padded = [{k: np.pad(v, [(0, 0), (0, 128 - v.shape[1])]) for k, v in f.items()} for f in feeds]
     lengths = [f["input_ids"].shape[1] for f in feeds]
+    used = [buckets.bucket_for(f) for f in feeds]
     # The same embeddings from every engine (the first token's hidden state at the valid positions).
     for f, p in zip(feeds[:4] + feeds[-4:], padded[:4] + padded[-4:]):
         n = f["input_ids"].shape[1]
@@ -136,8 +137,7 @@ def main() -> None:
         "correctness_vs_onnxruntime": matrix,
         "workload": {"texts": len(feeds), "batch": 1, "token_lengths": {"min": min(lengths), "max": max(lengths),
                                                                         "median": float(np.median(lengths))},
-                     "buckets_used": {n: sum(buckets.chooser.choose(f)[0] == n for f in feeds)
-                                      for n in sorted({buckets.chooser.choose(f)[0] for f in feeds})},
+                     "buckets_used": {n: used.count(n) for n in sorted(set(used))},
                      "rounds": args.rounds, "ms_per_text_median_round": per_text,
                      "speedup_buckets_vs_single_s128": per_text["aotc_single_s128"] / per_text["aotc_buckets"],
                      "ratio_buckets_to_onnxruntime": per_text["aotc_buckets"] / per_text["onnxruntime_dynamic"]},

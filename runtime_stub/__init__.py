@@ -206,6 +206,36 @@ def _dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+def input_tensors(feeds) -> tuple:
+    """The C API's input list for `feeds`, and what must stay alive while it is used."""
+    if not isinstance(feeds, Mapping):
+        raise RuntimeStubError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}")
+    keep = []
+    ins = (_Tensor * max(len(feeds), 1))()
+    for i, (name, arr) in enumerate(feeds.items()):
+        # np.asarray, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,).
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        shape = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
+        keep += [arr, shape]
+        ins[i] = _Tensor(str(name).encode(), str(arr.dtype).encode(), arr.ndim, shape, arr.ctypes.data)
+    return ins, keep
+
+
+def output_tensors(specs, keep: list) -> tuple[dict[str, np.ndarray], ctypes.Array]:
+    """New output arrays for (name, dtype, shape) specs, and the C API's output list over them."""
+    results = {}
+    outs = (_Tensor * max(len(specs), 1))()
+    for i, (name, dt, shp) in enumerate(specs):
+        arr = np.empty(shp, dt)
+        shape = (ctypes.c_int64 * max(len(shp), 1))(*shp)
+        keep.append(shape)
+        results[name] = arr
+        outs[i] = _Tensor(name.encode(), str(dt).encode(), len(shp), shape, arr.ctypes.data)
+    return results, outs
+
+
 class Model:
     """A loaded bundle. `run` is safe to call from several threads at once."""
 
@@ -236,29 +266,11 @@ class Model:
         self._lib.aotc_set_num_threads(self._handle, int(n))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            raise RuntimeStubError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}")
-        keep = []
-        ins = (_Tensor * max(len(feeds), 1))()
-        for i, (name, arr) in enumerate(feeds.items()):
-            # np.asarray, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,).
-            arr = np.asarray(arr)
-            if not arr.flags.c_contiguous:
-                arr = np.ascontiguousarray(arr)
-            shape = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
-            keep += [arr, shape]
-            ins[i] = _Tensor(str(name).encode(), str(arr.dtype).encode(), arr.ndim, shape, arr.ctypes.data)
+        ins, keep = input_tensors(feeds)
         # Inputs are checked before any output buffer is allocated.
         if self._lib.aotc_check_inputs(self._handle, ins, len(feeds)) != 0:
             raise RuntimeStubError(_error(self._lib))
-        results = {}
-        outs = (_Tensor * max(len(self.outputs), 1))()
-        for i, (name, (dt, shp)) in enumerate(self.outputs.items()):
-            arr = np.empty(shp, dt)
-            shape = (ctypes.c_int64 * max(len(shp), 1))(*shp)
-            keep.append(shape)
-            results[name] = arr
-            outs[i] = _Tensor(name.encode(), str(dt).encode(), len(shp), shape, arr.ctypes.data)
+        results, outs = output_tensors([(name, dt, shp) for name, (dt, shp) in self.outputs.items()], keep)
         if self._lib.aotc_run(self._handle, ins, len(feeds), outs, len(self.outputs)) != 0:
             raise RuntimeStubError(_error(self._lib))
         return results
@@ -282,8 +294,8 @@ def load(path: str | os.PathLike, public_key=None):
 
     `public_key` (an Ed25519 public key: PEM file path, PEM bytes or 32 raw bytes) makes an unsigned bundle,
     or one whose signature does not verify with that key, an error before anything else is read."""
-    from .buckets import BucketedModel, is_bucketed
+    from .buckets import BucketedModel
     text = read_manifest_bytes(Path(path), public_key)
-    if is_bucketed(parse_json(text, f"{path}/manifest.json")):
+    if "buckets" in parse_json(text, f"{path}/manifest.json"):
         return BucketedModel(path, text)
     return Model(path, manifest_text=text)

@@ -1119,6 +1119,14 @@ static int choose_bucket(const aotc_bucketed* b, const aotc_tensor* inputs, int 
   return best;
 }
 
+const char* aotc_bucketed_choose(const aotc_bucketed* b, const aotc_tensor* inputs, int num_inputs) {
+  int64_t need[AOTC_MAX_RANK];
+  const bucket_io* spec[AOTC_MAX_IO];
+  if (!b) { set_error("aotc_bucketed_choose: no model"); return NULL; }
+  int v = choose_bucket(b, inputs, num_inputs, need, spec);
+  return v < 0 ? NULL : b->buckets[v].name;
+}
+
 static aotc_model* bucket_model(aotc_bucketed* b, bucket* v) {
   pthread_mutex_lock(&b->mu);
   if (!v->model) {
@@ -1217,8 +1225,8 @@ int aotc_bucketed_run(aotc_bucketed* b, const aotc_tensor* inputs, int num_input
     if (same) continue;
     if (!spec[i]->has_pad) {
       set_error("input '%s' is smaller than bucket %s, the smallest that holds it, and the bundle has no pad value for "
-                "it, so it must match a bucket exactly; compile with --pad %s=VALUE to pad it", spec[i]->name, bk->name,
-                spec[i]->name);
+                "'%s', so it must match a bucket exactly; compile with --pad %s=VALUE to pad it", spec[i]->name, bk->name,
+                spec[i]->name, spec[i]->name);
       goto done;
     }
     size_t elem = dtype_size(spec[i]->dtype), count = 1;

@@ -77,6 +77,8 @@ typedef struct aotc_bucketed aotc_bucketed;
 aotc_bucketed* aotc_bucketed_load(const char* bundle_dir);
 aotc_bucketed* aotc_bucketed_load_with_manifest(const char* bundle_dir, const char* manifest_json, size_t manifest_len);
 int aotc_bucketed_num_outputs(const aotc_bucketed* model);
+/* The folder name of the bucket that would run these inputs (valid until aotc_bucketed_free), or NULL. */
+const char* aotc_bucketed_choose(const aotc_bucketed* model, const aotc_tensor* inputs, int num_inputs);
 /* The i-th output's name, dtype and shape for these inputs (shape: room for 16 entries). */
 int aotc_bucketed_output_shape(aotc_bucketed* model, const aotc_tensor* inputs, int num_inputs, int i,
                                const char** name, const char** dtype, int32_t* ndim, int64_t* shape);

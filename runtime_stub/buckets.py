@@ -1,16 +1,12 @@
-"""Running a bundle of shape buckets (format 2; targets/bucket_bundle.py describes the layout).
-
-The runtime picks the smallest bucket that holds the inputs (by the product of its sizes), pads every input
-that is smaller than the bucket with the input's pad value from the manifest (an input without one must match
-the bucket exactly), runs that bucket's folder, an ordinary bundle, and slices each output back along the axes
-that carry a bucketed dimension. Numpy only, like the rest of runtime_stub.
-"""
+"""Running a bundle of shape buckets (format 2; targets/bucket_bundle.py describes the layout, docs/buckets.md
+the rules) through the C API (aotc_bucketed_* in aotc_runtime.h): the runtime picks the smallest bucket that
+holds the inputs, pads the inputs that have a pad value, runs that bucket's folder (loaded on first use, once
+its manifest.json has the SHA-256 the top-level manifest lists) and slices the outputs back. C callers and the
+arm64 aotc_runner use the same functions, so there is one implementation of the choice."""
 from __future__ import annotations
 
-import hashlib
-import math
-import re
-import threading
+import ctypes
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,146 +15,83 @@ import numpy as np
 from .errors import RuntimeStubError
 from .manifest import parse_manifest
 
-_FOLDER = re.compile(r"[A-Za-z0-9_]{1,128}")
 
-
-def is_bucketed(manifest) -> bool:
-    return isinstance(manifest, dict) and "buckets" in manifest
-
-
-class BucketChooser:
-    """The manifest's buckets, checked, and the choice of a bucket for a set of inputs."""
-
-    def __init__(self, manifest: Mapping[str, Any], where: str):
-        b = manifest.get("buckets")
-        try:
-            self.dims = list(b["dims"])
-            self.pad = dict(b.get("pad", {}))
-            self.variants = [(v["name"], {d: v["sizes"][d] for d in self.dims}) for v in b["variants"]]
-            self.inputs = {i["name"]: list(i["dims"]) for i in manifest["inputs"]}
-            self.outputs = {o["name"]: list(o["dims"]) for o in manifest["outputs"]}
-            ok = (self.variants and all(isinstance(d, str) for d in self.dims) and
-                  all(isinstance(n, str) and _FOLDER.fullmatch(n) and
-                      all(type(s) is int and s > 0 for s in sizes.values()) for n, sizes in self.variants) and
-                  all(type(v) in (int, float) and math.isfinite(v) and k in self.inputs for k, v in self.pad.items())
-                  and all(d is None or d in self.dims for axes in (*self.inputs.values(), *self.outputs.values())
-                          for d in axes))
-        except (TypeError, KeyError, AttributeError):
-            ok = False
-        if not ok:
-            raise RuntimeStubError(f"{where} has a malformed 'buckets' description (dims, pad, variants with a name "
-                                   "and sizes, and each input's and output's dims)")
-        self.variants.sort(key=lambda v: math.prod(v[1].values()))
-
-    def describe(self) -> str:
-        return "; ".join(f"{name} ({', '.join(f'{d} {n}' for d, n in sizes.items())})"
-                         for name, sizes in self.variants)
-
-    def choose(self, feeds: Mapping[str, Any]) -> tuple[str, dict[str, np.ndarray], dict[str, int]]:
-        """(the bucket's folder, the inputs padded to it, each bucketed dimension's size in the inputs)."""
-        if not isinstance(feeds, Mapping):
-            raise RuntimeStubError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}")
-        arrays = {name: np.asarray(a) for name, a in feeds.items()}
-        need: dict[str, tuple[int, str]] = {}
-        for name, arr in arrays.items():
-            axes = self.inputs.get(name)
-            if axes is None:
-                raise RuntimeStubError(f"the model has no input '{name}'; its inputs are "
-                                       f"{', '.join(self.inputs)}")
-            if arr.ndim != len(axes):
-                raise RuntimeStubError(f"input '{name}' has {arr.ndim} dimensions, the model takes {len(axes)}")
-            for d, n in zip(axes, arr.shape):
-                if d is None:
-                    continue
-                if d in need and need[d][0] != n:
-                    raise RuntimeStubError(f"inputs '{need[d][1]}' and '{name}' disagree on dimension {d} "
-                                           f"({need[d][0]} and {n})")
-                need[d] = (n, name)
-        sizes = {d: n for d, (n, _) in need.items()}
-        fits = [v for v in self.variants if all(v[1][d] >= n for d, n in sizes.items())]
-        if not fits:
-            over = next((d for d, n in sizes.items() if all(v[1][d] < n for v in self.variants)), None)
-            if over is None:  # an explicit bucket list: every size fits some bucket, not all of them one
-                raise RuntimeStubError(f"no bucket of this bundle holds the inputs' sizes together "
-                                       f"({', '.join(f'{d} {n}' for d, n in sizes.items())}; buckets: "
-                                       f"{self.describe()})")
-            raise RuntimeStubError(
-                f"input '{need[over][1]}' has {over} {sizes[over]}, more than every bucket of this bundle holds "
-                f"(largest {over} {max(v[1][over] for v in self.variants)}; buckets: {self.describe()}); split the "
-                "input, or compile a larger bucket")
-        folder, bucket = fits[0]
-        padded = {}
-        for name, arr in arrays.items():
-            want = [bucket[d] if d is not None else n for d, n in zip(self.inputs[name], arr.shape)]
-            if list(arr.shape) != want:
-                if name not in self.pad:
-                    raise RuntimeStubError(
-                        f"input '{name}' has shape {list(arr.shape)} and the smallest bucket that holds it, {folder}, "
-                        f"takes {want}; the bundle has no pad value for '{name}', so it must match a bucket exactly "
-                        f"(buckets: {self.describe()}); compile with --pad {name}=VALUE to pad it")
-                arr = np.pad(arr, [(0, w - n) for w, n in zip(want, arr.shape)], constant_values=self.pad[name])
-            padded[name] = arr
-        return folder, padded, sizes
-
-    def unpad(self, outputs: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
-        """Each output sliced back to the inputs' sizes along the axes that carry a bucketed dimension."""
-        out = {}
-        for name, arr in outputs.items():
-            axes = self.outputs.get(name, [])
-            index = tuple(slice(0, sizes[d]) if d in sizes else slice(None) for d in axes)
-            out[name] = np.ascontiguousarray(arr[index]) if any(d in sizes for d in axes) else arr
-        return out
-
-
-def bucket_manifest(bundle: Path, top: Mapping[str, Any], folder: str) -> bytes:
-    """The bytes of a bucket's manifest.json, once their SHA-256 is the one the top-level manifest lists (so a
-    signature over the top-level manifest covers every bucket)."""
-    rel = f"{folder}/manifest.json"
-    digest = top.get("files", {}).get(rel) if isinstance(top.get("files"), dict) else None
+def _declare(lib, path: Path) -> None:
+    """The bucketed entry points of `lib` (a runtime library older than shape buckets has none)."""
+    from . import _Tensor
     try:
-        text = (bundle / rel).read_bytes()
-    except OSError as e:
-        raise RuntimeStubError(f"bundle {bundle} is incomplete: cannot read {rel} ({e.strerror or e})") from None
-    actual = hashlib.sha256(text).hexdigest()
-    if actual != digest:
-        raise RuntimeStubError(f"bundle {bundle} is corrupted: {rel} has SHA-256 {actual[:16]}..., the manifest says "
-                               f"{str(digest)[:16]}...")
-    return text
+        lib.aotc_bucketed_load_with_manifest.restype = ctypes.c_void_p
+        lib.aotc_bucketed_load_with_manifest.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.aotc_bucketed_output_shape.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
+            ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int64)]
+        lib.aotc_bucketed_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int,
+                                          ctypes.POINTER(_Tensor), ctypes.c_int]
+        lib.aotc_bucketed_choose.restype = ctypes.c_char_p
+        lib.aotc_bucketed_choose.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int]
+        lib.aotc_bucketed_num_outputs.argtypes = [ctypes.c_void_p]
+        lib.aotc_bucketed_set_num_threads.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.aotc_bucketed_free.argtypes = [ctypes.c_void_p]
+    except AttributeError:
+        raise RuntimeStubError(f"the aotc runtime library for {path} predates shape buckets; recompile the bundle "
+                               "with this aotc") from None
 
 
 class BucketedModel:
-    """runtime_stub.load's result for a bucketed bundle: each bucket a runtime_stub.Model, opened on first use
-    (the C loader checks its folder as any bundle); `run` picks, pads, runs and slices."""
+    """runtime_stub.load's result for a bucketed bundle; `run` takes inputs of any size up to the largest bucket.
+    Safe to call from several threads at once, like Model.run."""
 
     def __init__(self, path, manifest_text: bytes):
-        """`manifest_text`: the top-level manifest's bytes as read (and, with a key, verified) by load()."""
-        from . import _dtype
-        self.bundle = Path(path)
-        self.manifest = parse_manifest(manifest_text, f"{path}/manifest.json")
-        self.chooser = BucketChooser(self.manifest, f"{path}/manifest.json")
+        """`manifest_text`: the top-level manifest's bytes as read (and, with a key, verified) by load(); the C
+        loader checks and uses exactly these."""
+        from . import _dtype, _error, _library_for
+        self.path = Path(path)
+        self.manifest = parse_manifest(manifest_text, f"{self.path}/manifest.json")
+        self._lib = lib = _library_for(self.path, self.manifest)
+        _declare(lib, self.path)
+        handle = lib.aotc_bucketed_load_with_manifest(os.fsencode(self.path), manifest_text, len(manifest_text))
+        if not handle:
+            raise RuntimeStubError(_error(lib))
+        self._handle = handle
         # The largest bucket's shapes; run() takes anything up to them.
         self.inputs = {i["name"]: (_dtype(i["dtype"]), tuple(i["shape"])) for i in self.manifest["inputs"]}
         self.outputs = {o["name"]: (_dtype(o["dtype"]), tuple(o["shape"])) for o in self.manifest["outputs"]}
-        self._buckets: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self.threads = 0
 
-    def bucket(self, folder: str):
-        from . import Model
-        with self._lock:
-            if folder not in self._buckets:
-                model = Model(self.bundle / folder, manifest_text=bucket_manifest(self.bundle, self.manifest, folder))
-                if self.threads:
-                    model.set_num_threads(self.threads)
-                self._buckets[folder] = model
-            return self._buckets[folder]
+    def bucket_for(self, feeds: Mapping[str, Any]) -> str:
+        """The folder name of the bucket `run(feeds)` runs."""
+        from . import _error, input_tensors
+        ins, keep = input_tensors(feeds)
+        name = self._lib.aotc_bucketed_choose(self._handle, ins, len(feeds))
+        if name is None:
+            raise RuntimeStubError(_error(self._lib))
+        return name.decode()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        folder, padded, sizes = self.chooser.choose(feeds)
-        return self.chooser.unpad(self.bucket(folder).run(padded), sizes)
+        from . import _dtype, _error, input_tensors, output_tensors
+        ins, keep = input_tensors(feeds)
+        specs = []
+        for i in range(len(self.outputs)):
+            name, dt = ctypes.c_char_p(), ctypes.c_char_p()
+            ndim, shape = ctypes.c_int32(), (ctypes.c_int64 * 16)()
+            if self._lib.aotc_bucketed_output_shape(self._handle, ins, len(feeds), i, ctypes.byref(name),
+                                                    ctypes.byref(dt), ctypes.byref(ndim), shape):
+                raise RuntimeStubError(_error(self._lib))
+            specs.append((name.value.decode(), _dtype(dt.value.decode()), tuple(shape[:ndim.value])))
+        results, outs = output_tensors(specs, keep)
+        if self._lib.aotc_bucketed_run(self._handle, ins, len(feeds), outs, len(specs)) != 0:
+            raise RuntimeStubError(_error(self._lib))
+        return results
 
     def set_num_threads(self, n: int) -> None:
-        with self._lock:
-            self.threads = n
-            for model in self._buckets.values():
-                model.set_num_threads(n)
+        self._lib.aotc_bucketed_set_num_threads(self._handle, int(n))
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            self._lib.aotc_bucketed_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -126,68 +126,6 @@ def test_signature_covers_every_bucket(models, tmp_path):
         runtime_stub.load(out, public_key=pub).run({"x": x})
 
 
-def _c_bucketed(bundle):
-    """The bundle's own runtime library, its bucketed C API declared (ctypes)."""
-    import ctypes
-    from runtime_stub import _Tensor
-    lib = ctypes.CDLL(str(bundle / "libaotc_runtime.so"))
-    lib.aotc_bucketed_load.restype = ctypes.c_void_p
-    lib.aotc_bucketed_load.argtypes = [ctypes.c_char_p]
-    lib.aotc_bucketed_output_shape.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.c_int,
-                                               ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p),
-                                               ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int64)]
-    lib.aotc_bucketed_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.POINTER(_Tensor),
-                                      ctypes.c_int]
-    lib.aotc_bucketed_free.argtypes = [ctypes.c_void_p]
-    lib.aotc_last_error.restype = ctypes.c_char_p
-    handle = lib.aotc_bucketed_load(str(bundle).encode())
-    assert handle, lib.aotc_last_error()
-
-    def run(x):
-        keep = [x, (ctypes.c_int64 * 3)(*x.shape)]
-        ins = (_Tensor * 1)(_Tensor(b"x", str(x.dtype).encode(), 3, keep[1], x.ctypes.data))
-        shape, ndim = (ctypes.c_int64 * 16)(), ctypes.c_int32()
-        name, dt = ctypes.c_char_p(), ctypes.c_char_p()
-        if lib.aotc_bucketed_output_shape(handle, ins, 1, 0, ctypes.byref(name), ctypes.byref(dt), ctypes.byref(ndim),
-                                          shape):
-            raise RuntimeError(lib.aotc_last_error().decode())
-        y = np.full(tuple(shape[:ndim.value]), np.nan, np.float32)
-        outs = (_Tensor * 1)(_Tensor(b"y", b"float32", ndim.value, shape, y.ctypes.data))
-        if lib.aotc_bucketed_run(handle, ins, 1, outs, 1):
-            raise RuntimeError(lib.aotc_last_error().decode())
-        return y
-    return run, lambda: lib.aotc_bucketed_free(handle)
-
-
-def _c_error(bundle, x) -> str:
-    """The C API's error for running `bundle` on x ('' if it runs)."""
-    run, free = _c_bucketed(bundle)
-    try:
-        run(x)
-        return ""
-    except RuntimeError as e:
-        return str(e)
-    finally:
-        free()
-
-
-def test_c_api_picks_pads_and_slices(models, bundle):
-    run, free = _c_bucketed(bundle)
-    py = runtime_stub.load(bundle)
-    r = np.random.default_rng(3)
-    try:
-        for batch, seq in [(1, 1), (1, 4), (2, 5), (2, 8)]:
-            x = r.standard_normal((batch, seq, HIDDEN)).astype(np.float32)
-            np.testing.assert_array_equal(run(x), py.run({"x": x})["y"])
-        with pytest.raises(RuntimeError, match=r"'x' has seq 9, more than every bucket.*largest seq 8; buckets: "
-                                               r"batch1_seq4, batch1_seq8, batch2_seq4, batch2_seq8\)"):
-            run(np.zeros((1, 9, HIDDEN), np.float32))
-        with pytest.raises(RuntimeError, match="has dtype float64"):
-            run(np.zeros((1, 2, HIDDEN)))
-    finally:
-        free()
-
-
 def test_rebuild_is_byte_identical(models, bundle, tmp_path):
     again = tmp_path / "again"
     aotc.compile(models["position"], again, target="x86-avx512", buckets={"batch": (2, 1), "seq": (8, 4, 8)},
@@ -201,8 +139,13 @@ def test_rebuild_is_byte_identical(models, bundle, tmp_path):
 
 def test_bucket_errors(models, bundle, tmp_path):
     m = runtime_stub.load(bundle)
-    with pytest.raises(runtime_stub.RuntimeStubError, match=r"seq 9, more than every bucket.*largest seq 8"):
+    with pytest.raises(runtime_stub.RuntimeStubError, match=r"'x' has seq 9, more than every bucket.*largest seq 8; "
+                                                             r"buckets: batch1_seq4, batch1_seq8, batch2_seq4, "
+                                                             r"batch2_seq8\)"):
         m.run({"x": np.zeros((1, 9, HIDDEN), np.float32)})
+    with pytest.raises(runtime_stub.RuntimeStubError, match="has dtype float64, the model expects float32"):
+        m.run({"x": np.zeros((1, 2, HIDDEN))})
+    assert m.bucket_for({"x": np.zeros((2, 3, HIDDEN), np.float32)}) == "batch2_seq4"
     with pytest.raises(runtime_stub.RuntimeStubError, match="has 2 dimensions"):
         m.run({"x": np.zeros((1, 9), np.float32)})
     # Without a pad value, an input must match a bucket exactly.
@@ -213,14 +156,12 @@ def test_bucket_errors(models, bundle, tmp_path):
     assert e.run({"x": np.ones((1, 8, HIDDEN), np.float32)})["y"].shape == (1, 8, HIDDEN)
     with pytest.raises(runtime_stub.RuntimeStubError, match="no pad value for 'x'"):
         e.run({"x": np.ones((1, 5, HIDDEN), np.float32)})
-    assert "no pad value for it" in _c_error(exact, np.ones((1, 5, HIDDEN), np.float32))
     # An explicit list where each size fits some bucket but no bucket holds both.
     mixed = tmp_path / "mixed"
     aotc.compile(models["position"], mixed, target="x86-avx512", buckets=[{"batch": 1, "seq": 8},
                                                                            {"batch": 2, "seq": 4}], pad={"x": 0})
     with pytest.raises(runtime_stub.RuntimeStubError, match="no bucket of this bundle holds"):
         runtime_stub.load(mixed).run({"x": np.ones((2, 6, HIDDEN), np.float32)})
-    assert "no bucket of this bundle holds" in _c_error(mixed, np.ones((2, 6, HIDDEN), np.float32))
 
 
 def _cli(*args):
