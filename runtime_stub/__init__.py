@@ -236,7 +236,23 @@ def output_tensors(specs, keep: list) -> tuple[dict[str, np.ndarray], ctypes.Arr
     return results, outs
 
 
-class Model:
+class NativeHandle:
+    """A handle of the C library, freed once: by close(), or when the object is collected."""
+    _free = "aotc_free"  # the C function that frees it
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            getattr(self._lib, self._free)(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Model(NativeHandle):
     """A loaded bundle. `run` is safe to call from several threads at once."""
 
     def __init__(self, path: str | os.PathLike, public_key=None, manifest_text: bytes | None = None):
@@ -275,16 +291,6 @@ class Model:
             raise RuntimeStubError(_error(self._lib))
         return results
 
-    def close(self) -> None:
-        if getattr(self, "_handle", None):
-            self._lib.aotc_free(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def load(path: str | os.PathLike, public_key=None):

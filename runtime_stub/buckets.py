@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import RuntimeStubError
 from .manifest import parse_manifest
+from . import NativeHandle
 
 
 def _declare(lib, path: Path) -> None:
@@ -37,9 +38,10 @@ def _declare(lib, path: Path) -> None:
                                "with this aotc") from None
 
 
-class BucketedModel:
+class BucketedModel(NativeHandle):
     """runtime_stub.load's result for a bucketed bundle; `run` takes inputs of any size up to the largest bucket.
     Safe to call from several threads at once, like Model.run."""
+    _free = "aotc_bucketed_free"
 
     def __init__(self, path, manifest_text: bytes):
         """`manifest_text`: the top-level manifest's bytes as read (and, with a key, verified) by load(); the C
@@ -84,14 +86,3 @@ class BucketedModel:
 
     def set_num_threads(self, n: int) -> None:
         self._lib.aotc_bucketed_set_num_threads(self._handle, int(n))
-
-    def close(self) -> None:
-        if getattr(self, "_handle", None):
-            self._lib.aotc_bucketed_free(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
