@@ -156,6 +156,9 @@ def test_bucket_errors(models, bundle, tmp_path):
     assert e.run({"x": np.ones((1, 8, HIDDEN), np.float32)})["y"].shape == (1, 8, HIDDEN)
     with pytest.raises(runtime_stub.RuntimeStubError, match="no pad value for 'x'"):
         e.run({"x": np.ones((1, 5, HIDDEN), np.float32)})
+    short = tmp_path / "short.npz"
+    np.savez(short, x=np.ones((1, 5, HIDDEN), np.float32))
+    assert_user_error(_cli("run", str(exact), "-i", str(short)), "no pad value for 'x'", "--pad x=VALUE")
     # An explicit list where each size fits some bucket but no bucket holds both.
     mixed = tmp_path / "mixed"
     aotc.compile(models["position"], mixed, target="x86-avx512", buckets=[{"batch": 1, "seq": 8},
