@@ -17,9 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -58,6 +56,10 @@ class CompileOptions:
     prune_heads_samples: int | None = None
     sign: str | os.PathLike | None = None      # an Ed25519 private key (PEM) to sign the manifest with
     max_memory: int | str | None = None        # refuse a bundle needing more run-time memory ("16G"; bytes)
+    # Shape buckets (aotc/buckets.py): {dimension: sizes} (the cross product) or a list of {dimension: size};
+    # `pad` gives the value each padded input is padded with at run time.
+    buckets: Mapping[str, Sequence[int]] | Sequence[Mapping[str, int]] | None = None
+    pad: Mapping[str, float] | None = None
 
 
 class Bundle:
@@ -225,8 +227,8 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     aotc Graph) for `target` into the bundle directory `output`; the keywords are CompileOptions' fields.
     Reports (pruning, quantization, fallbacks, the bundle written) go to `log` (default: stderr unless
     `quiet`); with `verbose`, every step too (each kernel). Returns the Bundle."""
-    from targets.base import BuildContext, get_target
-    from targets.bundle import FORMAT_VERSION, BundleWriter, graph_digest, io_description
+    from targets.base import get_target, scratch_build_context
+    from targets.bundle import BundleWriter, model_id_for, model_manifest
     try:
         opts = CompileOptions(**options)
     except TypeError:
@@ -245,23 +247,27 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     if isinstance(max_memory, str):
         from targets.memory_limit import parse_memory_size
         max_memory = parse_memory_size(max_memory)
+    if opts.buckets is not None:  # one bundle holding a variant per bucket
+        from .buckets import compile_bucketed
+
+        def prepare(variant_opts: CompileOptions, keep_imported: bool, report: bool):
+            graph, source = load_model(model, variant_opts)
+            imported = graph.copy() if keep_imported else None
+            passes = run_pipeline(graph, build_pass_manager(variant_opts, tgt), log if report else None, tgt.name)
+            return graph, source, passes, imported
+        compile_bucketed(model, out, tgt, opts, prepare, log, verbose, signing_key, max_memory)
+        return Bundle(out)
+    if opts.pad:
+        raise AotcError("--pad gives the value inputs are padded with up to a shape bucket; it needs --bucket.")
     pm = build_pass_manager(opts, tgt)
     with BundleWriter(out) as writer:  # an -o that cannot be written fails here, before any work
         graph, source = load_model(model, opts)
         passes = run_pipeline(graph, pm, log, tgt.name)
-        id_src = json.dumps({"format": FORMAT_VERSION, "aotc": compiler.__version__, "target": tgt.manifest(),
-                             "source": source, "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
-        model_id = hashlib.sha256(id_src.encode()).hexdigest()[:32]
-        work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
-        try:
-            steps = log if (log is not None and verbose) else (lambda msg: None)
-            build = tgt.compile(graph, BuildContext(work, model_id, compiler.__version__, steps,
-                                                    max_memory=max_memory))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        manifest = {"aotc_version": compiler.__version__, "model_id": model_id, "target": tgt.manifest(),
-                    "source_model": source, "inputs": io_description(graph.inputs),
-                    "outputs": io_description(graph.outputs), "passes": passes, **build.manifest}
+        model_id = model_id_for(compiler.__version__, tgt.manifest(), source, passes, graph)
+        with scratch_build_context(model_id, compiler.__version__, log if verbose else None, max_memory) as ctx:
+            build = tgt.compile(graph, ctx)
+        manifest = model_manifest(compiler.__version__, model_id, tgt.manifest(), source, graph, passes,
+                                  build.manifest)
         writer.write(build.files, manifest, signing_key=signing_key)
     if log is not None and build.summary:
         log(f"wrote {out}: {build.summary}")

@@ -53,10 +53,13 @@ def bench_bundle(path, inputs: str | None = None, threads: int = 0, warmup: int 
         session.run(feeds)
         times.append((time.perf_counter() - t0) * 1e3)
     ms = np.array(times)
-    first = bundle.manifest["inputs"][0]["shape"] if bundle.manifest["inputs"] else []
+    first = np.shape(next(iter(feeds.values()))) if feeds else ()  # a bucketed bundle takes smaller inputs
     batch = first[0] if first else 1
     median = float(np.median(ms))
-    return {"bundle": str(bundle.path), "target": bundle.target, "threads": threads or "default",
+    # Which bucket ran, where the runtime runs in this process (a bucketed x86 bundle's BucketedModel).
+    chooser = getattr(getattr(session, "model", None), "bucket_for", None)
+    bucket = {"bucket": chooser(feeds)} if chooser is not None else {}
+    return {**bucket, "bundle": str(bundle.path), "target": bundle.target, "threads": threads or "default",
             "inputs": inputs or "random", "warmup": warmup, "runs": runs, "median_ms": median,
             "p10_ms": float(np.percentile(ms, 10)), "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()),
             "mean_ms": float(ms.mean()), "runs_per_s": 1e3 / median, "batch": batch,
@@ -64,7 +67,8 @@ def bench_bundle(path, inputs: str | None = None, threads: int = 0, warmup: int 
 
 
 def format_bench(r: dict) -> str:
-    return (f"{r['bundle']} ({r['target']}, threads {r['threads']}, {r['inputs']} inputs): "
+    return (f"{r['bundle']} ({r['target']}, threads {r['threads']}, {r['inputs']} inputs"
+            f"{', bucket ' + r['bucket'] if 'bucket' in r else ''}): "
             f"median {r['median_ms']:.3f} ms, p10 {r['p10_ms']:.3f}, p90 {r['p90_ms']:.3f}, min {r['min_ms']:.3f} "
             f"over {r['runs']} runs after {r['warmup']} warm-up; {r['runs_per_s']:.1f} runs/s, "
             f"{r['samples_per_s']:.1f} samples/s at batch {r['batch']}")

@@ -52,6 +52,28 @@ def format_quantization(q: dict) -> list[str]:
     return lines
 
 
+def format_buckets(b: dict) -> list[str]:
+    """A bucketed bundle's buckets, one line each, and its pad values and padding check."""
+    variants = b.get("variants", [])
+    lines = [f"buckets: {len(variants)} over {', '.join(b.get('dims', []))} (inputs up to the largest are padded to "
+             "the smallest bucket that holds them)"]
+    for v in variants:
+        lines.append(f"  {v.get('name')}: " + ", ".join(f"{d} {n}" for d, n in v.get("sizes", {}).items()) +
+                     (f"; {v['kernels']} kernels, arena {v.get('arena_bytes')} B, {v.get('flops', 0) / 1e9:.2f} "
+                      "GFLOP per run" if "kernels" in v else ""))
+    pad = b.get("pad", {})
+    lines.append("pad: " + (", ".join(f"{k}={v}" for k, v in pad.items()) if pad else
+                            "none (inputs must match a bucket exactly)"))
+    check = b.get("padding_check", {})
+    if check.get("checked"):
+        verdict = "exact" if check.get("exact") else "CHANGES THE OUTPUTS"
+        lines.append(f"padding check: {verdict} ({check.get('from')} padded into {check.get('into')}: relative "
+                     f"difference {check.get('max_relative_difference', 0):.3g} at valid positions)")
+    elif check:
+        lines.append(f"padding check: not run ({check.get('why')})")
+    return lines
+
+
 def format_bundle(manifest: dict) -> str:
     t = manifest.get("target", {})
     lines = [f"bundle for {t.get('name', '?')} (format {manifest.get('format_version')}, aotc "
@@ -61,6 +83,8 @@ def format_bundle(manifest: dict) -> str:
         lines.append(f"kernels: {manifest['kernels']} ({manifest.get('kernel_calls')} calls), arena "
                      f"{manifest.get('arena_bytes')} B, weights {manifest.get('weight_bytes')} B, "
                      f"{manifest.get('flops', 0) / 1e9:.2f} GFLOP per run")
+    if isinstance(manifest.get("buckets"), dict):
+        lines += format_buckets(manifest["buckets"])
     passes = manifest.get("passes", [])
     lines.append("passes: " + (", ".join(p["name"] for p in passes) if passes else "none"))
     for p in passes:

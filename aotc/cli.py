@@ -349,6 +349,16 @@ def compile_cmd(
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a model whose run-time memory "
                                              "(arena + weights) exceeds this (e.g. 8G; default 16G).",
                                              rich_help_panel=TARGET),
+    bucket: Optional[List[str]] = typer.Option(None, "--bucket", metavar="DIM=V1,V2", help="Shape buckets: "
+                                               "compile one variant per size of the model's named dimension DIM "
+                                               "(repeat for more dimensions: the cross product), in one bundle that "
+                                               "takes inputs of any size up to the largest.", rich_help_panel=INPUT),
+    buckets: Optional[List[str]] = typer.Option(None, "--buckets", metavar="DIM=V,DIM=V", help="One shape bucket "
+                                                "(repeat for each), instead of --bucket's cross product.",
+                                                rich_help_panel=INPUT),
+    pad: Optional[List[str]] = typer.Option(None, "--pad", metavar="INPUT=VALUE", help="With buckets: pad INPUT "
+                                            "with VALUE up to its bucket (e.g. attention_mask=0); an input without "
+                                            "one must match a bucket exactly.", rich_help_panel=INPUT),
     quiet: bool = OPT_QUIET,
     verbose: bool = OPT_VERBOSE,
     as_json: bool = OPT_JSON,
@@ -361,13 +371,15 @@ def compile_cmd(
     from compiler.frontend import parse_example_inputs
     from .api import compile as compile_model
     target_options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
+    from .buckets import bucket_options
     console = Console(quiet, verbose)
     with console.progress():
         bundle = compile_model(
             model, output, _value(target), target_options=target_options, log=console.info,
             verbose=console.verbose, input_shapes=parse_input_shapes(input_shape),
             example_inputs=parse_example_inputs(example_input) if example_input else None,
-            passes=passes, sign=sign, max_memory=max_memory, **_pipeline_options(options))
+            passes=passes, sign=sign, max_memory=max_memory, **bucket_options(bucket, buckets, pad),
+            **_pipeline_options(options))
     if as_json:
         m = bundle.manifest
         _emit_json({"bundle": str(bundle.path), "target": m["target"], "model_id": m["model_id"],

@@ -52,6 +52,10 @@ def _measure(bundle: Path, feeds_file: Path, threads: int, warmup: int, runs: in
 def profile_bundle(path, inputs: str | None = None, threads: int = 0, warmup: int = 3, runs: int = 10) -> dict:
     bundle = load(path)
     info_file = bundle.path / "kernels.json"
+    if "buckets" in bundle.manifest:
+        names = ", ".join(v.get("name", "?") for v in bundle.manifest["buckets"].get("variants", []))
+        raise ProfileError(f"{bundle.path} holds shape buckets; profile one of them: each bucket folder ({names}) "
+                           f"is a bundle, e.g. `aotc profile {bundle.path}/{names.split(', ')[0]}`.")
     if not info_file.exists():
         raise ProfileError(f"{bundle.path} has no kernels.json: `aotc profile` reads the per-kernel FLOP and byte "
                            f"counts a CPU bundle carries ({bundle.target} bundles have none, and CPU bundles "

@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CACHE = ROOT / ".cache"
 
-from timing import measure  # noqa: E402
+from timing import measure, ort_session  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -130,11 +130,7 @@ def main(argv=None) -> int:
         manifest = json.loads((bundle / "manifest.json").read_text())
         model = runtime_stub.load(bundle)
         model.set_num_threads(args.threads)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, args.threads)
         out_name = sess.get_outputs()[0].name
         got = model.run(feeds)[out_name]
         want = sess.run([out_name], feeds)[0]

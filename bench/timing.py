@@ -28,3 +28,13 @@ def measure(fns: dict[str, Callable[[], object]], rounds: int, runs: int) -> dic
                 fn()
                 times[k].append(time.perf_counter() - t)
     return times
+
+
+def ort_session(path, threads: int):
+    """The onnxruntime session every benchmark here compares with: ORT_ENABLE_ALL, `threads` intra-op threads."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -206,13 +206,60 @@ def _dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-class Model:
+def input_tensors(feeds) -> tuple:
+    """The C API's input list for `feeds`, and what must stay alive while it is used."""
+    if not isinstance(feeds, Mapping):
+        raise RuntimeStubError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}")
+    keep = []
+    ins = (_Tensor * max(len(feeds), 1))()
+    for i, (name, arr) in enumerate(feeds.items()):
+        # np.asarray, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,).
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        shape = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
+        keep += [arr, shape]
+        ins[i] = _Tensor(str(name).encode(), str(arr.dtype).encode(), arr.ndim, shape, arr.ctypes.data)
+    return ins, keep
+
+
+def output_tensors(specs, keep: list) -> tuple[dict[str, np.ndarray], ctypes.Array]:
+    """New output arrays for (name, dtype, shape) specs, and the C API's output list over them."""
+    results = {}
+    outs = (_Tensor * max(len(specs), 1))()
+    for i, (name, dt, shp) in enumerate(specs):
+        arr = np.empty(shp, dt)
+        shape = (ctypes.c_int64 * max(len(shp), 1))(*shp)
+        keep.append(shape)
+        results[name] = arr
+        outs[i] = _Tensor(name.encode(), str(dt).encode(), len(shp), shape, arr.ctypes.data)
+    return results, outs
+
+
+class NativeHandle:
+    """A handle of the C library, freed once: by close(), or when the object is collected."""
+    _free = "aotc_free"  # the C function that frees it
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            getattr(self._lib, self._free)(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Model(NativeHandle):
     """A loaded bundle. `run` is safe to call from several threads at once."""
 
-    def __init__(self, path: str | os.PathLike, public_key=None):
+    def __init__(self, path: str | os.PathLike, public_key=None, manifest_text: bytes | None = None):
         self.path = Path(path)
-        # The bytes read (and, with a key, verified) here are the bytes the C loader checks and uses.
-        text = read_manifest_bytes(self.path, public_key)
+        # The bytes read (and, with a key, verified) here are the bytes the C loader checks and uses; a caller
+        # that has read and checked them already (load(), a bucket of a bucketed bundle) hands them in.
+        text = manifest_text if manifest_text is not None else read_manifest_bytes(self.path, public_key)
         self._lib = lib = _library_for(self.path, parse_json(text, f"{self.path}/manifest.json"))
         handle = lib.aotc_load_with_manifest(os.fsencode(self.path), text, len(text))
         if not handle:
@@ -235,48 +282,26 @@ class Model:
         self._lib.aotc_set_num_threads(self._handle, int(n))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            raise RuntimeStubError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}")
-        keep = []
-        ins = (_Tensor * max(len(feeds), 1))()
-        for i, (name, arr) in enumerate(feeds.items()):
-            # np.asarray, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,).
-            arr = np.asarray(arr)
-            if not arr.flags.c_contiguous:
-                arr = np.ascontiguousarray(arr)
-            shape = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
-            keep += [arr, shape]
-            ins[i] = _Tensor(str(name).encode(), str(arr.dtype).encode(), arr.ndim, shape, arr.ctypes.data)
+        ins, keep = input_tensors(feeds)
         # Inputs are checked before any output buffer is allocated.
         if self._lib.aotc_check_inputs(self._handle, ins, len(feeds)) != 0:
             raise RuntimeStubError(_error(self._lib))
-        results = {}
-        outs = (_Tensor * max(len(self.outputs), 1))()
-        for i, (name, (dt, shp)) in enumerate(self.outputs.items()):
-            arr = np.empty(shp, dt)
-            shape = (ctypes.c_int64 * max(len(shp), 1))(*shp)
-            keep.append(shape)
-            results[name] = arr
-            outs[i] = _Tensor(name.encode(), str(dt).encode(), len(shp), shape, arr.ctypes.data)
+        results, outs = output_tensors([(name, dt, shp) for name, (dt, shp) in self.outputs.items()], keep)
         if self._lib.aotc_run(self._handle, ins, len(feeds), outs, len(self.outputs)) != 0:
             raise RuntimeStubError(_error(self._lib))
         return results
 
-    def close(self) -> None:
-        if getattr(self, "_handle", None):
-            self._lib.aotc_free(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
-def load(path: str | os.PathLike, public_key=None) -> Model:
+def load(path: str | os.PathLike, public_key=None):
     """Load the bundle directory `path`: checks every manifest field and checksum before loading its code.
+    A bundle of shape buckets gives a BucketedModel (runtime_stub/buckets.py), whose run() takes inputs of any
+    size up to the largest bucket.
 
     `public_key` (an Ed25519 public key: PEM file path, PEM bytes or 32 raw bytes) makes an unsigned bundle,
     or one whose signature does not verify with that key, an error before anything else is read."""
-    return Model(path, public_key)
+    from .buckets import BucketedModel
+    text = read_manifest_bytes(Path(path), public_key)
+    if "buckets" in parse_json(text, f"{path}/manifest.json"):
+        return BucketedModel(path, text)
+    return Model(path, manifest_text=text)

@@ -319,7 +319,8 @@ static int juint(const jval* v, uint64_t max, uint64_t* out) {
 /* Reads a whole regular file (64-byte aligned, NUL-terminated). With keep_fd, the open descriptor is
  * returned in *keep_fd, so that the caller can load the very file it has hashed. */
 static uint8_t* read_file(const char* path, size_t* size, uint64_t max_bytes, int* keep_fd) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO or device planted in a bundle must not block the open; it is refused below. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) { set_error("cannot open %s: %s", path, strerror(errno)); return NULL; }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -517,6 +518,13 @@ static int check_manifest(const char* dir, const jval* man, manifest_fields* f) 
     set_error("%s/manifest.json has no format_version (a whole number)", dir);
     return -1;
   }
+  if (version == AOTC_FORMAT_VERSION + 1 && jget(man, "buckets")) {
+    /* A bundle of shape buckets: each bucket folder is a format-1 bundle; choosing one is the caller's. */
+    set_error("bundle %s holds shape buckets (format %llu): load it with aotc_bucketed_load, which picks the bucket "
+              "(as the Python runtime and `aotc run` do), or one of its bucket folders (%s/<bucket>, listed by `aotc "
+              "inspect`) with aotc_load", dir, (unsigned long long)version, dir);
+    return -1;
+  }
   if (version != AOTC_FORMAT_VERSION) {
     set_error("bundle %s has format version %llu, but this runtime reads format version %d; recompile the model "
               "with a matching aotc, or use a runtime that knows that format", dir, (unsigned long long)version,
@@ -704,19 +712,25 @@ fail:
   return NULL;
 }
 
-aotc_model* aotc_load(const char* dir) {
+/* dir/manifest.json's bytes (NUL-terminated), or NULL with the error set. */
+static uint8_t* read_manifest(const char* dir, size_t* size, const char* caller) {
   char path[4096];
-  size_t size;
   last_error[0] = 0;
-  if (!dir) { set_error("aotc_load: no bundle directory"); return NULL; }
+  if (!dir) { set_error("%s: no bundle directory", caller); return NULL; }
   snprintf(path, sizeof path, "%s/manifest.json", dir);
-  uint8_t* text = read_file(path, &size, AOTC_MAX_MANIFEST_BYTES, NULL);
+  uint8_t* text = read_file(path, size, AOTC_MAX_MANIFEST_BYTES, NULL);
   if (!text) {
     char why[1024];
     snprintf(why, sizeof why, "%s", last_error);
     set_error("%s is not an aotc bundle: no readable manifest.json (%s)", dir, why);
-    return NULL;
   }
+  return text;
+}
+
+aotc_model* aotc_load(const char* dir) {
+  size_t size;
+  uint8_t* text = read_manifest(dir, &size, "aotc_load");
+  if (!text) return NULL;
   aotc_model* m = aotc_load_with_manifest(dir, (const char*)text, size);
   free(text);
   return m;
@@ -862,5 +876,406 @@ int aotc_run(aotc_model* m, const aotc_tensor* inputs, int num_inputs, aotc_tens
     pthread_mutex_unlock(&m->mu);
   }
   for (int k = 0; k < m->num_outputs; ++k) free(scratch[k]);
+  return rc;
+}
+
+/* ---- shape buckets (format 2; docs/buckets.md) ----------------------------------------------------
+ * The top-level manifest lists the buckets (a size per bucketed dimension), the pad value of each padded
+ * input and which axes of each input and output carry which dimension. Each bucket folder is a format-1
+ * bundle, loaded by aotc_load_with_manifest on first use once its manifest.json has the SHA-256 the
+ * top-level manifest lists. A run picks the smallest bucket holding the inputs, pads them, runs the
+ * bucket into scratch outputs and copies the valid part into the caller's buffers. */
+#define AOTC_MAX_BUCKETS 4096
+
+typedef struct { const char* name; const char* dtype; int ndim; int axis_dim[AOTC_MAX_RANK]; int has_pad; double pad; } bucket_io;
+typedef struct { const char* name; int64_t sizes[AOTC_MAX_RANK]; double cost; const char* digest; aotc_model* model; } bucket;
+
+struct aotc_bucketed {
+  char* dir;
+  jval man;
+  int num_dims;
+  const char* dims[AOTC_MAX_RANK];
+  int num_buckets, num_inputs, num_outputs, threads;
+  bucket* buckets;
+  bucket_io* inputs;
+  bucket_io* outputs;
+  pthread_mutex_t mu;
+};
+
+static int bucket_folder_name(const char* s) {
+  size_t n = 0;
+  for (; s[n]; ++n)
+    if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_')) return 0;
+  return n > 0 && n <= 128;
+}
+
+static int dim_index(const aotc_bucketed* b, const char* name) {
+  for (int i = 0; i < b->num_dims; ++i)
+    if (!strcmp(b->dims[i], name)) return i;
+  return -1;
+}
+
+/* The "inputs"/"outputs" list's names, dtypes and per-axis dimensions (-1: not bucketed). */
+static int read_bucket_io(aotc_bucketed* b, const jval* arr, const jval* pad, bucket_io** out, int* count, const char* what) {
+  if (!arr || arr->t != J_ARR || arr->n < 1 || arr->n > AOTC_MAX_IO) {
+    set_error("%s/manifest.json: '%s' is missing or not a list of 1 to %d entries", b->dir, what, AOTC_MAX_IO);
+    return -1;
+  }
+  *out = calloc((size_t)arr->n, sizeof(bucket_io));
+  if (!*out) { set_error("out of memory"); return -1; }
+  *count = arr->n;
+  for (int i = 0; i < arr->n; ++i) {
+    const jval *name = jget(&arr->items[i], "name"), *dt = jget(&arr->items[i], "dtype"), *dims = jget(&arr->items[i], "dims");
+    bucket_io* s = &(*out)[i];
+    if (!name || name->t != J_STR || !dt || dt->t != J_STR || !dtype_size(dt->str) || !dims || dims->t != J_ARR ||
+        dims->n > AOTC_MAX_RANK) {
+      set_error("%s/manifest.json: %s[%d] needs a name, a known dtype and 'dims' (a list of up to %d dimension names "
+                "or null)", b->dir, what, i, AOTC_MAX_RANK);
+      return -1;
+    }
+    s->name = name->str;
+    s->dtype = dt->str;
+    s->ndim = dims->n;
+    for (int k = 0; k < dims->n; ++k) {
+      const jval* d = &dims->items[k];
+      s->axis_dim[k] = d->t == J_STR ? dim_index(b, d->str) : -1;
+      if (d->t != J_NULL && s->axis_dim[k] < 0) {
+        set_error("%s/manifest.json: %s '%s' names a dimension that is not bucketed", b->dir, what, s->name);
+        return -1;
+      }
+    }
+    const jval* p = pad ? jget(pad, s->name) : NULL;
+    if (p && p->t != J_NUM) { set_error("%s/manifest.json: the pad value of '%s' is not a number", b->dir, s->name); return -1; }
+    s->has_pad = p != NULL;
+    s->pad = p ? p->num : 0;
+  }
+  return 0;
+}
+
+void aotc_bucketed_free(aotc_bucketed* b) {
+  if (!b) return;
+  for (int i = 0; i < b->num_buckets && b->buckets; ++i) aotc_free(b->buckets[i].model);
+  free(b->buckets);
+  free(b->inputs);
+  free(b->outputs);
+  jfree(&b->man);
+  free(b->dir);
+  pthread_mutex_destroy(&b->mu);
+  free(b);
+}
+
+aotc_bucketed* aotc_bucketed_load_with_manifest(const char* dir, const char* text, size_t len) {
+  last_error[0] = 0;
+  if (!dir || !text) { set_error("aotc_bucketed_load_with_manifest: no bundle directory or manifest"); return NULL; }
+  aotc_bucketed* b = calloc(1, sizeof *b);
+  if (!b || !(b->dir = strdup(dir))) { free(b); set_error("out of memory"); return NULL; }
+  pthread_mutex_init(&b->mu, NULL);
+  if (jparse_document(text, len, &b->man) != 0 || b->man.t != J_OBJ) {
+    set_error("%s/manifest.json is not valid JSON (or not an object; duplicate keys and NaN are refused)", dir);
+    goto fail;
+  }
+  uint64_t version;
+  const jval *bk = jget(&b->man, "buckets"), *files = jget(&b->man, "files");
+  if (juint(jget(&b->man, "format_version"), 1u << 30, &version) != 0 || version != AOTC_FORMAT_VERSION + 1 || !bk ||
+      bk->t != J_OBJ) {
+    set_error("bundle %s is not a bundle of shape buckets (format %d with 'buckets'); load it with aotc_load", dir,
+              AOTC_FORMAT_VERSION + 1);
+    goto fail;
+  }
+  const jval *dims = jget(bk, "dims"), *pad = jget(bk, "pad"), *variants = jget(bk, "variants");
+  if (!dims || dims->t != J_ARR || dims->n < 1 || dims->n > AOTC_MAX_RANK || (pad && pad->t != J_OBJ) || !variants ||
+      variants->t != J_ARR || variants->n < 1 || variants->n > AOTC_MAX_BUCKETS || !files || files->t != J_OBJ) {
+    set_error("%s/manifest.json has a malformed 'buckets' description (dims, pad, variants) or no 'files'", dir);
+    goto fail;
+  }
+  b->num_dims = dims->n;
+  for (int i = 0; i < dims->n; ++i) {
+    if (dims->items[i].t != J_STR) { set_error("%s/manifest.json: a bucketed dimension is not a name", dir); goto fail; }
+    b->dims[i] = dims->items[i].str;
+  }
+  b->buckets = calloc((size_t)variants->n, sizeof(bucket));
+  if (!b->buckets) { set_error("out of memory"); goto fail; }
+  b->num_buckets = variants->n;
+  for (int i = 0; i < variants->n; ++i) {
+    const jval *name = jget(&variants->items[i], "name"), *sizes = jget(&variants->items[i], "sizes");
+    bucket* v = &b->buckets[i];
+    if (!name || name->t != J_STR || !bucket_folder_name(name->str) || !sizes || sizes->t != J_OBJ) {
+      set_error("%s/manifest.json: bucket %d has no folder name (letters, digits, _) or no sizes", dir, i);
+      goto fail;
+    }
+    v->name = name->str;
+    v->cost = 1;
+    for (int k = 0; k < b->num_dims; ++k) {
+      uint64_t n;
+      if (juint(jget(sizes, b->dims[k]), AOTC_MAX_DIM, &n) != 0 || n == 0) {
+        set_error("%s/manifest.json: bucket %s has no size from 1 to 2^40 for %s", dir, v->name, b->dims[k]);
+        goto fail;
+      }
+      v->sizes[k] = (int64_t)n;
+      v->cost *= (double)n;
+    }
+    char key[160];
+    snprintf(key, sizeof key, "%s/manifest.json", v->name);
+    const jval* digest = jget(files, key);
+    if (!digest || digest->t != J_STR || !is_sha256_hex(digest->str)) {
+      set_error("%s/manifest.json lists no SHA-256 for %s", dir, key);
+      goto fail;
+    }
+    v->digest = digest->str;
+  }
+  if (read_bucket_io(b, jget(&b->man, "inputs"), pad, &b->inputs, &b->num_inputs, "inputs") ||
+      read_bucket_io(b, jget(&b->man, "outputs"), NULL, &b->outputs, &b->num_outputs, "outputs"))
+    goto fail;
+  for (int i = 0; pad && i < pad->n; ++i) {
+    int known = 0;
+    for (int k = 0; k < b->num_inputs; ++k) known |= !strcmp(pad->keys[i], b->inputs[k].name);
+    if (!known) { set_error("%s/manifest.json: a pad value for '%.64s', which is not an input", dir, pad->keys[i]); goto fail; }
+  }
+  return b;
+fail:
+  aotc_bucketed_free(b);
+  return NULL;
+}
+
+aotc_bucketed* aotc_bucketed_load(const char* dir) {
+  size_t size;
+  uint8_t* text = read_manifest(dir, &size, "aotc_bucketed_load");
+  if (!text) return NULL;
+  aotc_bucketed* b = aotc_bucketed_load_with_manifest(dir, (const char*)text, size);
+  free(text);
+  return b;
+}
+
+int aotc_bucketed_num_outputs(const aotc_bucketed* b) { return b ? b->num_outputs : 0; }
+
+int aotc_bucketed_set_num_threads(aotc_bucketed* b, int n) {
+  if (!b) { set_error("aotc_bucketed_set_num_threads: no model"); return -1; }
+  pthread_mutex_lock(&b->mu);
+  b->threads = n;
+  for (int i = 0; i < b->num_buckets; ++i)
+    if (b->buckets[i].model) aotc_set_num_threads(b->buckets[i].model, n);
+  pthread_mutex_unlock(&b->mu);
+  return 0;
+}
+
+/* The smallest bucket holding `inputs` (their size along each bucketed dimension in need[]), or -1. */
+static int choose_bucket(const aotc_bucketed* b, const aotc_tensor* inputs, int num_inputs, int64_t* need,
+                         const bucket_io** spec) {
+  int from[AOTC_MAX_RANK];
+  for (int d = 0; d < b->num_dims; ++d) { need[d] = -1; from[d] = -1; }
+  if (num_inputs < 0 || num_inputs > AOTC_MAX_IO || (num_inputs > 0 && !inputs)) { set_error("bad input list"); return -1; }
+  for (int i = 0; i < num_inputs; ++i) {
+    spec[i] = NULL;
+    for (int k = 0; k < b->num_inputs; ++k)
+      if (inputs[i].name && !strcmp(inputs[i].name, b->inputs[k].name)) spec[i] = &b->inputs[k];
+    if (!spec[i]) { set_error("unknown input '%s'", inputs[i].name ? inputs[i].name : "(null)"); return -1; }
+    if (inputs[i].ndim != spec[i]->ndim || (inputs[i].ndim > 0 && !inputs[i].shape)) {
+      set_error("input '%s' has %d dimensions, the model takes %d", spec[i]->name, inputs[i].ndim, spec[i]->ndim);
+      return -1;
+    }
+    if (!inputs[i].dtype || strcmp(inputs[i].dtype, spec[i]->dtype) != 0) {
+      set_error("input '%s' has dtype %s, the model expects %s", spec[i]->name, inputs[i].dtype ? inputs[i].dtype : "(none)",
+                spec[i]->dtype);
+      return -1;
+    }
+    for (int k = 0; k < spec[i]->ndim; ++k) {
+      int d = spec[i]->axis_dim[k];
+      int64_t n = inputs[i].shape[k];
+      if (n < 0 || (uint64_t)n > AOTC_MAX_DIM) { set_error("input '%s' has a bad shape", spec[i]->name); return -1; }
+      if (d < 0) continue;
+      if (need[d] >= 0 && need[d] != n) {
+        set_error("inputs '%s' and '%s' disagree on dimension %s (%lld and %lld)", inputs[from[d]].name, spec[i]->name,
+                  b->dims[d], (long long)need[d], (long long)n);
+        return -1;
+      }
+      need[d] = n;
+      from[d] = i;
+    }
+  }
+  int best = -1;
+  for (int v = 0; v < b->num_buckets; ++v) {
+    int fits = 1;
+    for (int d = 0; d < b->num_dims; ++d) fits &= b->buckets[v].sizes[d] >= need[d];
+    if (fits && (best < 0 || b->buckets[v].cost < b->buckets[best].cost)) best = v;
+  }
+  if (best < 0) {
+    char names[640];
+    size_t used = 0;
+    names[0] = 0;
+    for (int v = 0; v < b->num_buckets && used < sizeof names - 8; ++v)
+      used += (size_t)snprintf(names + used, sizeof names - used, v ? ", %s" : "%s", b->buckets[v].name);
+    for (int d = 0; d < b->num_dims; ++d) {
+      int64_t m = 0;
+      for (int v = 0; v < b->num_buckets; ++v) m = b->buckets[v].sizes[d] > m ? b->buckets[v].sizes[d] : m;
+      if (need[d] > m) {
+        set_error("input '%s' has %s %lld, more than every bucket of this bundle holds (largest %s %lld; buckets: "
+                  "%s); split the input, or compile a larger bucket", inputs[from[d]].name, b->dims[d],
+                  (long long)need[d], b->dims[d], (long long)m, names);
+        return -1;
+      }
+    }
+    set_error("no bucket of this bundle holds these inputs' sizes together (each size fits some bucket; buckets: %s)",
+              names);
+  }
+  return best;
+}
+
+const char* aotc_bucketed_choose(const aotc_bucketed* b, const aotc_tensor* inputs, int num_inputs) {
+  int64_t need[AOTC_MAX_RANK];
+  const bucket_io* spec[AOTC_MAX_IO];
+  if (!b) { set_error("aotc_bucketed_choose: no model"); return NULL; }
+  int v = choose_bucket(b, inputs, num_inputs, need, spec);
+  return v < 0 ? NULL : b->buckets[v].name;
+}
+
+static aotc_model* bucket_model(aotc_bucketed* b, bucket* v) {
+  pthread_mutex_lock(&b->mu);
+  if (!v->model) {
+    char path[4400], folder[4200];
+    size_t size;
+    snprintf(folder, sizeof folder, "%s/%s", b->dir, v->name);
+    snprintf(path, sizeof path, "%s/manifest.json", folder);
+    uint8_t* text = read_file(path, &size, AOTC_MAX_MANIFEST_BYTES, NULL);
+    if (text) {
+      char hex[65];
+      sha256_hex(text, size, hex);
+      if (strcmp(hex, v->digest) != 0)
+        set_error("bundle %s is corrupted: %s/manifest.json has SHA-256 %.16s..., the manifest says %.16s...", b->dir,
+                  v->name, hex, v->digest);
+      else if ((v->model = aotc_load_with_manifest(folder, (const char*)text, size)) && b->threads)
+        aotc_set_num_threads(v->model, b->threads);
+      free(text);
+    }
+  }
+  aotc_model* m = v->model;
+  pthread_mutex_unlock(&b->mu);
+  return m;
+}
+
+/* Copies the box min(dshape, sshape) of an ndim-d array from src into dst (row-major, elem bytes each). */
+static void copy_box(uint8_t* dst, const int64_t* dshape, const uint8_t* src, const int64_t* sshape, int ndim, size_t elem) {
+  if (ndim == 0) { memcpy(dst, src, elem); return; }
+  int64_t n = dshape[0] < sshape[0] ? dshape[0] : sshape[0];
+  if (ndim == 1) { memcpy(dst, src, (size_t)n * elem); return; }
+  size_t dstride = elem, sstride = elem;
+  for (int k = 1; k < ndim; ++k) { dstride *= (size_t)dshape[k]; sstride *= (size_t)sshape[k]; }
+  for (int64_t i = 0; i < n; ++i) copy_box(dst + (size_t)i * dstride, dshape + 1, src + (size_t)i * sstride, sshape + 1, ndim - 1, elem);
+}
+
+static int fill_pad(uint8_t* buf, size_t count, const char* dtype, double v) {
+  union { float f; int64_t i64; int32_t i32; int8_t i8; uint8_t u8; } x;
+  size_t elem = dtype_size(dtype);
+  if (!strcmp(dtype, "float32")) x.f = (float)v;
+  else if (!strcmp(dtype, "int64")) x.i64 = (int64_t)v;
+  else if (!strcmp(dtype, "int32")) x.i32 = (int32_t)v;
+  else if (!strcmp(dtype, "int8")) x.i8 = (int8_t)v;
+  else if (!strcmp(dtype, "uint8") || !strcmp(dtype, "bool")) x.u8 = (uint8_t)(v != 0 && !strcmp(dtype, "bool") ? 1 : v);
+  else return -1;  /* float16 / bfloat16: not padded by the C runtime */
+  for (size_t i = 0; i < count; ++i) memcpy(buf + i * elem, &x, elem);
+  return 0;
+}
+
+int aotc_bucketed_output_shape(aotc_bucketed* b, const aotc_tensor* inputs, int num_inputs, int i, const char** name,
+                               const char** dtype, int32_t* ndim, int64_t* shape) {
+  int64_t need[AOTC_MAX_RANK];
+  const bucket_io* spec[AOTC_MAX_IO];
+  if (!b) { set_error("aotc_bucketed_output_shape: no model"); return -1; }
+  if (i < 0 || i >= b->num_outputs) { set_error("output index %d out of range (%d)", i, b->num_outputs); return -1; }
+  int v = choose_bucket(b, inputs, num_inputs, need, spec);
+  if (v < 0) return -1;
+  aotc_model* m = bucket_model(b, &b->buckets[v]);
+  if (!m) return -1;
+  const io_spec* o = &m->outputs[i];
+  if (o->ndim != b->outputs[i].ndim || strcmp(o->name, b->outputs[i].name) != 0) {
+    set_error("bucket %s's output %d is not the bundle's '%s'", b->buckets[v].name, i, b->outputs[i].name);
+    return -1;
+  }
+  for (int k = 0; k < o->ndim; ++k) {
+    int d = b->outputs[i].axis_dim[k];
+    shape[k] = d >= 0 && need[d] >= 0 ? need[d] : o->shape[k];
+  }
+  if (name) *name = o->name;
+  if (dtype) *dtype = o->dtype;
+  if (ndim) *ndim = o->ndim;
+  return 0;
+}
+
+int aotc_bucketed_run(aotc_bucketed* b, const aotc_tensor* inputs, int num_inputs, aotc_tensor* outputs, int num_outputs) {
+  int64_t need[AOTC_MAX_RANK];
+  const bucket_io* spec[AOTC_MAX_IO];
+  if (!b) { set_error("aotc_bucketed_run: no model"); return -1; }
+  int v = choose_bucket(b, inputs, num_inputs, need, spec);
+  if (v < 0) return -1;
+  bucket* bk = &b->buckets[v];
+  aotc_model* m = bucket_model(b, bk);
+  if (!m) return -1;
+  if (num_outputs < 0 || num_outputs > m->num_outputs || (num_outputs > 0 && !outputs)) { set_error("bad output list"); return -1; }
+  aotc_tensor padded[AOTC_MAX_IO], full[AOTC_MAX_IO];
+  int64_t pshape[AOTC_MAX_IO][AOTC_MAX_RANK];
+  const int64_t* oshape[AOTC_MAX_IO];
+  void* scratch[2 * AOTC_MAX_IO];
+  int nscratch = 0, rc = -1;
+  for (int i = 0; i < num_inputs; ++i) {
+    padded[i] = inputs[i];
+    int same = 1;
+    for (int k = 0; k < spec[i]->ndim; ++k) {
+      int d = spec[i]->axis_dim[k];
+      pshape[i][k] = d >= 0 ? bk->sizes[d] : inputs[i].shape[k];
+      same &= pshape[i][k] == inputs[i].shape[k];
+    }
+    if (same) continue;
+    if (!spec[i]->has_pad) {
+      set_error("input '%s' is smaller than bucket %s, the smallest that holds it, and the bundle has no pad value for "
+                "'%s', so it must match a bucket exactly; compile with --pad %s=VALUE to pad it", spec[i]->name, bk->name,
+                spec[i]->name, spec[i]->name);
+      goto done;
+    }
+    size_t elem = dtype_size(spec[i]->dtype), count = 1;
+    for (int k = 0; k < spec[i]->ndim; ++k) count *= (size_t)pshape[i][k];
+    if (count > AOTC_MAX_TENSOR_BYTES / elem) { set_error("input '%s' is too large", spec[i]->name); goto done; }
+    uint8_t* buf = NULL;
+    if (posix_memalign((void**)&buf, 64, count * elem + 64) != 0) { set_error("out of memory"); goto done; }
+    scratch[nscratch++] = buf;
+    if (fill_pad(buf, count, spec[i]->dtype, spec[i]->pad) != 0) {
+      set_error("input '%s' (%s) cannot be padded by the C runtime; pad it to bucket %s yourself", spec[i]->name,
+                spec[i]->dtype, bk->name);
+      goto done;
+    }
+    if (count && inputs[i].data) copy_box(buf, pshape[i], inputs[i].data, inputs[i].shape, spec[i]->ndim, elem);
+    padded[i].shape = pshape[i];
+    padded[i].data = buf;
+  }
+  for (int i = 0; i < num_outputs; ++i) {
+    int k = 0;
+    while (k < m->num_outputs && !(outputs[i].name && !strcmp(outputs[i].name, m->outputs[k].name))) ++k;
+    if (k == m->num_outputs) { set_error("unknown output '%s'", outputs[i].name ? outputs[i].name : "(null)"); goto done; }
+    const io_spec* o = &m->outputs[k];
+    int same = outputs[i].ndim == o->ndim && outputs[i].dtype && !strcmp(outputs[i].dtype, o->dtype) &&
+               (o->ndim == 0 || outputs[i].shape) && (o->nbytes == 0 || outputs[i].data);
+    for (int a = 0; same && a < o->ndim; ++a) {
+      int d = b->outputs[k].axis_dim[a];
+      same = outputs[i].shape[a] == (d >= 0 && need[d] >= 0 ? need[d] : o->shape[a]);
+    }
+    if (!same) {
+      set_error("output '%s' needs a %s buffer of the shape aotc_bucketed_output_shape gives for these inputs", o->name, o->dtype);
+      goto done;
+    }
+    full[i] = outputs[i];
+    full[i].shape = o->shape;
+    oshape[i] = outputs[i].shape;
+    int sliced = 0;
+    for (int a = 0; a < o->ndim; ++a) sliced |= o->shape[a] != outputs[i].shape[a];
+    if (sliced) {
+      if (posix_memalign(&full[i].data, 64, o->nbytes + 64) != 0) { set_error("out of memory"); goto done; }
+      scratch[nscratch++] = full[i].data;
+    }
+  }
+  if (aotc_run(m, padded, num_inputs, full, num_outputs) != 0) goto done;
+  for (int i = 0; i < num_outputs; ++i)
+    if (full[i].data != outputs[i].data)
+      copy_box(outputs[i].data, oshape[i], full[i].data, full[i].shape, full[i].ndim, dtype_size(full[i].dtype));
+  rc = 0;
+done:
+  for (int i = 0; i < nscratch; ++i) free(scratch[i]);
   return rc;
 }

@@ -67,6 +67,27 @@ void aotc_free(aotc_model* model);
 /* The last error of the calling thread ("" if none). */
 const char* aotc_last_error(void);
 
+/* Bundles of shape buckets (format 2, docs/buckets.md): one compiled variant per bucket, each in its own
+ * folder (a format-1 bundle aotc_load also takes). These functions accept inputs of any size up to the largest
+ * bucket: the smallest bucket that holds them is loaded on first use (its manifest.json must have the SHA-256
+ * the top-level manifest lists, then aotc_load's checks), inputs with a pad value in the manifest are padded
+ * to it (others must match it exactly), and outputs are sliced back along their bucketed axes. */
+typedef struct aotc_bucketed aotc_bucketed;
+
+aotc_bucketed* aotc_bucketed_load(const char* bundle_dir);
+aotc_bucketed* aotc_bucketed_load_with_manifest(const char* bundle_dir, const char* manifest_json, size_t manifest_len);
+int aotc_bucketed_num_outputs(const aotc_bucketed* model);
+/* The folder name of the bucket that would run these inputs (valid until aotc_bucketed_free), or NULL. */
+const char* aotc_bucketed_choose(const aotc_bucketed* model, const aotc_tensor* inputs, int num_inputs);
+/* The i-th output's name, dtype and shape for these inputs (shape: room for 16 entries). */
+int aotc_bucketed_output_shape(aotc_bucketed* model, const aotc_tensor* inputs, int num_inputs, int i,
+                               const char** name, const char** dtype, int32_t* ndim, int64_t* shape);
+/* Runs the bucket that holds `inputs`; each output buffer has the shape aotc_bucketed_output_shape gives. */
+int aotc_bucketed_run(aotc_bucketed* model, const aotc_tensor* inputs, int num_inputs, aotc_tensor* outputs,
+                      int num_outputs);
+int aotc_bucketed_set_num_threads(aotc_bucketed* model, int num_threads);
+void aotc_bucketed_free(aotc_bucketed* model);
+
 #ifdef __cplusplus
 }
 #endif

@@ -111,7 +111,9 @@ def check_listed_files(bundle: str | os.PathLike, manifest: dict) -> None:
     if not isinstance(files, dict) or not files:
         raise SignatureError(f"bundle {bundle}: the signed manifest lists no files")
     for name, digest in files.items():
-        if not isinstance(name, str) or "/" in name or name in ("", ".", "..") or not isinstance(digest, str):
+        # A bucketed bundle lists its buckets' files as FOLDER/NAME.
+        if not isinstance(name, str) or any(p in ("", ".", "..") for p in name.split("/")) or \
+                "\\" in name or not isinstance(digest, str):
             raise SignatureError(f"bundle {bundle}: the manifest lists a bad file entry {name!r}")
         try:
             actual = hashlib.sha256((bundle / name).read_bytes()).hexdigest()

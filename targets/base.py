@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -101,6 +104,17 @@ class BuildContext:
     max_memory: int | None = None  # bytes of run-time memory a bundle may need (None: the target's default)
 
 
+@contextmanager
+def scratch_build_context(model_id: str, aotc_version: str, progress: Callable[[str], None] | None,
+                          max_memory: int | None):
+    """A BuildContext over a scratch folder that is removed afterwards, whatever happens."""
+    work = Path(tempfile.mkdtemp(prefix="aotc-build-"))
+    try:
+        yield BuildContext(work, model_id, aotc_version, progress or (lambda msg: None), max_memory=max_memory)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @dataclass
 class TargetBuild:
     """What a target contributes to a bundle: its files (name -> bytes, beside manifest.json), the manifest
@@ -108,6 +122,20 @@ class TargetBuild:
     files: dict[str, bytes]
     manifest: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+
+
+@dataclass
+class BucketVariant:
+    """One shape bucket of a bucketed compile: its name (b1_s16), the size of each bucketed dimension, the
+    model's graph at those sizes after the pass pipeline, and its model id."""
+    name: str
+    sizes: dict[str, int]
+    graph: Graph
+    model_id: str
+
+
+class BucketsUnsupportedError(AotcError):
+    """The target has no shape buckets (yet)."""
 
 
 class Target(ABC):
@@ -137,6 +165,26 @@ class Target(ABC):
     @abstractmethod
     def compile(self, graph: Graph, ctx: BuildContext) -> TargetBuild:
         """Turn the final graph into bundle files; raise AotcError (naming nodes) for what it cannot."""
+
+    # Shape buckets (aotc compile --bucket): one bundle, one compiled variant per bucket, the runtime picking the
+    # smallest that holds the inputs. A target that implements them overrides `compile_buckets`; the default
+    # refuses. How each target maps them natively: kernel targets build one model.so per bucket over one shared
+    # weights.bin (x86, arm64: CpuTarget.compile_buckets); CUDA would capture one CUDA graph per bucket in one
+    # model.so; Core ML would give the ML Program `EnumeratedShapes`; Ascend would pass the buckets as
+    # `--dynamic_dims` gears on the atc line. The generic side (aotc/buckets.py, targets/bucket_bundle.py,
+    # runtime_stub/buckets.py) is shared.
+    def compile_buckets(self, variants: list[BucketVariant], ctx: BuildContext) -> list[TargetBuild]:
+        """One TargetBuild per variant, in order (each a complete single-shape bundle's files; files with the
+        same bytes in every variant, such as a shared weights.bin, are stored once by the bundle writer)."""
+        raise BucketsUnsupportedError(self.buckets_unsupported())
+
+    def buckets_unsupported(self) -> str | None:
+        """None when this target compiles shape buckets; otherwise the error message."""
+        if type(self).compile_buckets is not Target.compile_buckets:
+            return None
+        have = ", ".join(s.name for s in target_specs() if _implements_buckets(s)) or "none"
+        return (f"Target {self.name} does not implement shape buckets (--bucket/--buckets) yet (targets that do: "
+                f"{have}); compile one bundle per shape with --input-shape instead.")
 
 
 # -- the registry -------------------------------------------------------------------------------------------
@@ -309,6 +357,14 @@ def all_target_options() -> list[TargetOption]:
         for o in s.options:
             seen.setdefault(o.name, o)
     return list(seen.values())
+
+
+def _implements_buckets(spec: TargetSpec) -> bool:
+    """Whether the registration's Target class overrides compile_buckets (its factory module is imported; that
+    is cheap for every registered target, whose heavy imports are lazy)."""
+    module = importlib.import_module(spec.factory.partition(":")[0])
+    return any(isinstance(c, type) and issubclass(c, Target) and c.compile_buckets is not Target.compile_buckets
+               for c in vars(module).values())
 
 
 def option_owners(name: str) -> list[str]:

@@ -26,6 +26,9 @@ from compiler.ir import Graph
 
 # The bundle format and the C ABI between the runtime and model.so, defined here and nowhere else.
 FORMAT_VERSION = 1
+# A bundle of shape buckets (targets/bucket_bundle.py): a top-level manifest listing the buckets, each bucket a
+# complete format-1 bundle in its own folder. Single-shape bundles stay format 1 and load as before.
+BUCKETS_FORMAT_VERSION = 2
 ABI_VERSION = 2  # the model.so entry points (runtime_stub/aotc_runtime.h AOTC_ABI_VERSION)
 
 
@@ -48,11 +51,35 @@ def graph_digest(graph: Graph) -> str:
     return h.hexdigest()
 
 
+def model_id_for(aotc_version: str, target_manifest: dict, source: dict, passes: list, graph: Graph) -> str:
+    """A compiled model's id (what model.so and the manifest must agree on): the digest of everything that
+    decides the code."""
+    src = json.dumps({"format": FORMAT_VERSION, "aotc": aotc_version, "target": target_manifest, "source": source,
+                      "passes": passes, "graph": graph_digest(graph)}, sort_keys=True)
+    return hashlib.sha256(src.encode()).hexdigest()[:32]
+
+
+def model_manifest(aotc_version: str, model_id: str, target_manifest: dict, source: dict, graph: Graph,
+                   passes: list, target_fields: Mapping[str, Any]) -> dict:
+    """A single-shape bundle's manifest fields (the writer adds the versions and the files' digests)."""
+    return {"aotc_version": aotc_version, "model_id": model_id, "target": target_manifest, "source_model": source,
+            "inputs": io_description(graph.inputs), "outputs": io_description(graph.outputs), "passes": passes,
+            **target_fields}
+
+
 def check_output_path(out: Path) -> None:
     """Refuse, before any work, an -o that exists and is not a bundle (or an empty folder)."""
     check_output_dir(str(out))  # a file there, a parent that is a file, a folder that cannot be written
     if out.exists() and not ((out / "manifest.json").exists() or not any(out.iterdir())):
         raise BundleWriteError(f"Output path {str(out)!r} exists and is not an aotc bundle; choose another -o.")
+
+
+def manifest_bytes(manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> bytes:
+    """manifest.json's bytes: the format/ABI versions (unless `manifest` names its own format), `manifest`, and
+    the SHA-256 of every file, in a fixed key order."""
+    full = {"format_version": FORMAT_VERSION, "abi_version": ABI_VERSION, **manifest,
+            "files": {name: sha256_bytes(data) for name, data in sorted(files.items())}}
+    return (json.dumps(full, indent=2, sort_keys=True) + "\n").encode()
 
 
 class BundleWriter:
@@ -84,23 +111,30 @@ class BundleWriter:
                 except OSError:
                     break
 
-    def write(self, files: Mapping[str, bytes], manifest: Mapping[str, Any], signing_key=None) -> Path:
+    def write(self, files: Mapping[str, bytes], manifest: Mapping[str, Any], signing_key=None,
+              links: Mapping[str, str] | None = None) -> Path:
         """Write `files` and `manifest` (plus the format/ABI versions and every file's SHA-256) as the bundle,
         replacing a bundle already there in one atomic step. `signing_key` (targets.signing.load_signing_key)
-        adds manifest.sig, an Ed25519 signature over the manifest's bytes."""
+        adds manifest.sig, an Ed25519 signature over the manifest's bytes. `links` (name -> a relative path
+        inside the bundle) are symbolic links, recorded in the manifest's "links"; a bucketed bundle's folders
+        reach the one shared weights.bin through them."""
         staging = self.staging
-        for name in files:
+        for name in [*files, *(links or {})]:
             parts = name.split("/")
             if name == "manifest.json" or "\\" in name or any(p in ("", ".", "..") for p in parts):
                 raise ValueError(f"a target asked for the bundle file name {name!r}")  # a target's bug
-        full = {"format_version": FORMAT_VERSION, "abi_version": ABI_VERSION, **manifest,
-                "files": {name: sha256_bytes(data) for name, data in sorted(files.items())}}
         for name, data in files.items():  # names may hold folders ("model.mlpackage/Manifest.json")
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
             if data[:4] == b"\x7fELF":
                 (staging / name).chmod(0o755)
-        (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        for name, to in sorted((links or {}).items()):
+            if os.path.isabs(to) or not os.path.normpath(staging / name / ".." / to).startswith(str(staging)):
+                raise ValueError(f"bundle link {name!r} -> {to!r} leaves the bundle")
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(to, staging / name)
+        extra = {"links": dict(sorted(links.items()))} if links else {}
+        (staging / "manifest.json").write_bytes(manifest_bytes({**manifest, **extra}, files))
         if signing_key is not None:
             from .signing import sign_bundle
             sign_bundle(staging, signing_key)

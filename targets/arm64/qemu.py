@@ -86,6 +86,7 @@ class QemuBundle(LoadedBundle):
 
     def __init__(self, bundle, manifest=None, public_key=None):  # a key was checked by aotc.load already
         runner_command(Path(bundle))  # fails now, naming the package, where qemu is missing
+        # A bundle of shape buckets runs the same way: the runner's runtime picks the bucket (aotc_bucketed_run).
         self.bundle, self.threads = Path(bundle), 0  # 0: the runner uses every core
 
     def run(self, feeds) -> dict:

@@ -82,18 +82,39 @@ def kernel_name(i: int, op_type: str) -> str:
     return f"k{i:03d}_" + re.sub(r"[^0-9a-zA-Z]+", "_", op_type).lower()
 
 
-def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
-                  progress: Callable[[str], None] = lambda msg: None,
-                  max_memory: int | None = None) -> CompiledModel:
-    import tvm
+@dataclass
+class PlannedGraph:
+    """A graph lowered to kernel calls with its memory plan, before any kernel is built: the point where
+    shape buckets (targets/cpu/target.py compile_buckets) merge the weights of several graphs into one."""
+    graph: Graph
+    steps: list
+    plan: MemoryPlan
 
+
+def plan_graph(graph: Graph, target: CpuTarget, max_memory: int | None = None) -> PlannedGraph:
+    """Lower `graph` for `target` and plan its memory (refused here when it needs more than `max_memory`)."""
     if shutil.which(target.cc) is None:
         raise ToolchainError(f"The {target.name} target links with {target.cc!r}, which is not on PATH; install it "
                              f"with `apt-get install {target.cc_package}` (Debian/Ubuntu).")
-    steps, ctx = lower_graph(graph, target)
-    calls = [s for s in steps if isinstance(s, Call)]
+    steps, _ = lower_graph(graph, target)
     plan = plan_memory(graph, steps)
     check_memory_limit(plan, max_memory)  # before any kernel is built
+    return PlannedGraph(graph, steps, plan)
+
+
+def compile_graph(graph: Graph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
+                  progress: Callable[[str], None] = lambda msg: None,
+                  max_memory: int | None = None) -> CompiledModel:
+    return build_model(plan_graph(graph, target, max_memory), target, workdir, model_id, aotc_version, progress)
+
+
+def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_id: str, aotc_version: str,
+                progress: Callable[[str], None] = lambda msg: None) -> CompiledModel:
+    """model.so for a planned graph: its kernels built with TVM/LLVM, the driver rendered and linked."""
+    import tvm
+
+    graph, steps, plan = planned.graph, planned.steps, planned.plan
+    calls = [s for s in steps if isinstance(s, Call)]
 
     # One kernel per distinct key, named in order of first use.
     kernels: dict[str, str] = {}

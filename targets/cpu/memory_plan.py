@@ -10,6 +10,7 @@ placed and alive at the same time (the "greedy by size" heuristic of TFLite
 and TVM's static planners)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from compiler.ir import Graph, Value
@@ -114,3 +115,30 @@ def plan_memory(graph: Graph, steps: list) -> MemoryPlan:
         st = storages[sname]
         place[name] = ("weights" if st.const else "arena", st.offset)
     return MemoryPlan(arena, bytes(weights), place, list(storages.values()))
+
+
+def share_weights(plans: list[MemoryPlan]) -> bytes:
+    """One weights.bin for several plans (the variants of a shape-bucketed bundle): every constant is stored
+    once, keyed by its bytes, and each plan's constants are moved to their places in it. A constant that
+    differs between variants (a position table folded to the sequence length) is stored once per distinct
+    content; everything else (the packed GEMM weights) is shared. Every plan's `weights` becomes the union, so
+    each model.so is built for, and checked against, the one file."""
+    union = bytearray()
+    where: dict[bytes, int] = {}
+    for plan in plans:
+        for st in plan.storages:
+            if not st.const:
+                continue
+            data = st.values[0].const.tobytes()
+            key = hashlib.sha256(data).digest() + len(data).to_bytes(8, "little")
+            if key not in where:
+                where[key] = align(len(union))
+                union.extend(b"\0" * (where[key] - len(union)))
+                union.extend(data)
+            st.offset = where[key]
+            for v in st.values:
+                plan.place[v.name] = ("weights", st.offset)
+    union.extend(b"\0" * (align(len(union)) - len(union)))
+    for plan in plans:
+        plan.weights = bytes(union)
+    return bytes(union)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from compiler.ir import Graph, Node
 
-from ..base import BuildContext, Capabilities, Target, TargetBuild
+from ..base import BucketVariant, BuildContext, Capabilities, Target, TargetBuild
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,30 @@ class CpuTarget(Target):
         from .codegen import compile_graph
         cm = compile_graph(graph, self, ctx.workdir / "build", ctx.model_id, ctx.aotc_version, progress=ctx.progress,
                            max_memory=ctx.max_memory)
+        return self._build(cm, self.bundle_extras(ctx.workdir / "build"))
+
+    def compile_buckets(self, variants: list[BucketVariant], ctx: BuildContext) -> list[TargetBuild]:
+        """One model.so per bucket over one weights.bin: every variant is lowered and planned first, so the
+        constants of all of them can be laid out once (memory_plan.share_weights) before any kernel is built."""
+        from .codegen import build_model, plan_graph
+        from .memory_plan import share_weights
+        from targets.memory_limit import check_memory_limit
+        planned = [plan_graph(v.graph, self, ctx.max_memory) for v in variants]
+        share_weights([p.plan for p in planned])
+        for p in planned:  # each bucket loads the union of the weights
+            check_memory_limit(p.plan, ctx.max_memory)
+        extras = self.bundle_extras(ctx.workdir / "runtime-build")  # the same runtime for every variant
+        builds = []
+        for v, p in zip(variants, planned):
+            ctx.progress(f"aotc: bucket {v.name}")
+            cm = build_model(p, self, ctx.workdir / v.name, v.model_id, ctx.aotc_version, ctx.progress)
+            builds.append(self._build(cm, extras))
+        return builds
+
+    def _build(self, cm, extras: dict[str, bytes]) -> TargetBuild:
         files = {"model.so": cm.model_so, "weights.bin": cm.plan.weights, "driver.c": cm.driver_c.encode(),
                  "kernels.json": (json.dumps(cm.calls_info, indent=1) + "\n").encode()}
-        files.update(self.bundle_extras(ctx.workdir / "build"))
+        files.update(extras)
         manifest = {"arena_bytes": cm.plan.arena_bytes, "weight_bytes": cm.plan.weight_bytes,
                     "kernels": len(cm.kernels), "kernel_calls": cm.calls, "flops": cm.flops}
         summary = (f"{len(cm.kernels)} kernels ({cm.calls} calls) for {self.name}, arena {cm.plan.arena_bytes} B, "

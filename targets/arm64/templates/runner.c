@@ -4,6 +4,8 @@
  *
  *   aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR] [-t THREADS] [-r REPEAT]
  *
+ * A bundle of shape buckets (docs/buckets.md) takes named .npy inputs of any size up to its largest bucket.
+ *
  * Every model input is given once (NAME=FILE, or FILE alone for the inputs in manifest order); a
  * FILE not named *.npy is raw: the input's bytes in C order, in the model's dtype and shape.
  * Each output is written to OUTDIR/<name>.npy, the name with every character outside
@@ -175,16 +177,25 @@ int main(int argc, char** argv) {
   if (!bundle) die(1, "usage: aotc_runner BUNDLE -i NAME=FILE.npy ... [-o OUTDIR]%s%s", "", "");
   if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) die(1, "cannot create the output folder %s%s", out_dir, "");
   aotc_model* m = aotc_load(bundle);
-  if (!m) die(2, "%s%s", aotc_last_error(), "");
-  if (threads > 0) aotc_set_num_threads(m, threads);
+  aotc_bucketed* bk = NULL;
+  /* A bundle of shape buckets (aotc_load refuses it, saying so): the runtime picks the bucket that holds the
+   * inputs, pads them and slices the outputs (docs/buckets.md). */
+  if (!m && strstr(aotc_last_error(), "holds shape buckets")) bk = aotc_bucketed_load(bundle);
+  if (!m && !bk) die(2, "%s%s", aotc_last_error(), "");
+  if (threads > 0 && m) aotc_set_num_threads(m, threads);
+  if (threads > 0 && bk) aotc_bucketed_set_num_threads(bk, threads);
 
   aotc_tensor ins[MAX_IO], outs[MAX_IO];
   npy arrs[MAX_IO];
-  int ni = aotc_num_inputs(m), no = aotc_num_outputs(m);
+  int ni = m ? aotc_num_inputs(m) : n_in, no = m ? aotc_num_outputs(m) : aotc_bucketed_num_outputs(bk);
   if (ni > MAX_IO || no > MAX_IO) die(1, "too many model inputs or outputs%s%s", "", "");
   for (int i = 0; i < n_in; ++i) {
     const char* eq = strchr(in_arg[i], '=');
     const char* path = eq ? eq + 1 : in_arg[i];
+    size_t plen = strlen(path);
+    int is_npy = plen > 4 && !strcmp(path + plen - 4, ".npy");
+    if (bk && (!eq || !is_npy)) die(1, "a bundle of shape buckets takes named .npy inputs (-i NAME=FILE.npy: their "
+                                       "shapes pick the bucket), not %s%s", in_arg[i], "");
     char* name;
     if (eq) name = strndup(in_arg[i], (size_t)(eq - in_arg[i]));
     else {
@@ -192,8 +203,7 @@ int main(int argc, char** argv) {
       if (aotc_input_info(m, i, &nm, NULL, NULL, NULL) != 0) die(1, "more inputs than the model has (%s)%s", path, "");
       name = strdup(nm);
     }
-    size_t plen = strlen(path);
-    arrs[i] = plen > 4 && !strcmp(path + plen - 4, ".npy") ? read_npy(path) : read_raw(path, m, name);
+    arrs[i] = is_npy ? read_npy(path) : read_raw(path, m, name);
     ins[i].name = name;
     ins[i].dtype = arrs[i].dtype;
     ins[i].ndim = arrs[i].ndim;
@@ -201,9 +211,12 @@ int main(int argc, char** argv) {
     ins[i].data = arrs[i].data;
   }
   size_t out_bytes[MAX_IO];
+  static int64_t bucket_shape[MAX_IO][16];
   for (int k = 0; k < no; ++k) {
-    const char* name; const char* dtype; int32_t ndim; const int64_t* shape;
-    aotc_output_info(m, k, &name, &dtype, &ndim, &shape);
+    const char* name; const char* dtype; int32_t ndim; const int64_t* shape = bucket_shape[k];
+    if (m) aotc_output_info(m, k, &name, &dtype, &ndim, &shape);
+    else if (aotc_bucketed_output_shape(bk, ins, n_in, k, &name, &dtype, &ndim, bucket_shape[k]) != 0)
+      die(2, "%s%s", aotc_last_error(), "");
     size_t n = 1, size = 0;
     for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; ++i) if (!strcmp(DTYPES[i].dtype, dtype)) size = DTYPES[i].size;
     if (!size) die(1, "output %s has dtype %s, which .npy output does not support here", name, dtype);
@@ -218,7 +231,8 @@ int main(int argc, char** argv) {
   double total = 0, best = 1e300;
   for (int r = 0; r < repeat; ++r) {
     double t0 = now_ms();
-    if (aotc_run(m, ins, n_in, outs, no) != 0) die(2, "%s%s", aotc_last_error(), "");
+    if ((m ? aotc_run(m, ins, n_in, outs, no) : aotc_bucketed_run(bk, ins, n_in, outs, no)) != 0)
+      die(2, "%s%s", aotc_last_error(), "");
     double dt = now_ms() - t0;
     total += dt;
     if (dt < best) best = dt;
@@ -235,5 +249,6 @@ int main(int argc, char** argv) {
     printf("output %s -> %s\n", outs[k].name, path);
   }
   aotc_free(m);
+  aotc_bucketed_free(bk);
   return 0;
 }
