@@ -76,6 +76,20 @@ def test_issue_13_manifest_edits_are_refused(bundle, tmp_path, change, message):
     assert message in refusal(b)
 
 
+def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(bundle, tmp_path):
+    """A named pipe would block a plain open() forever (no writer); the loader refuses it at once."""
+    import os
+    import subprocess
+    import sys
+    b = copy_bundle(bundle, tmp_path)
+    (b / "weights.bin").unlink()
+    os.mkfifo(b / "weights.bin")
+    code = ("import sys, runtime_stub\ntry:\n    runtime_stub.load(sys.argv[1])\n"
+            "except runtime_stub.RuntimeStubError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(b)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "is not a regular file" in res.stdout, res.stdout + res.stderr
+
+
 def test_truncated_weights_with_a_consistent_manifest_are_refused(bundle, tmp_path):
     """The checksum and size updated to match a shorter weights.bin: the library knows its weights' size."""
     b = copy_bundle(bundle, tmp_path)
