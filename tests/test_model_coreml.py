@@ -49,7 +49,7 @@ def minilm(model_cache, tmp_path_factory):
     path = export_minilm(model_cache, "legacy", "eager", dynamic=True)
     shapes = {"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)}
     graph = compiler.load_onnx(path, input_shapes=shapes)
-    test = _batches(TEST_SENTENCES[:64])
+    test = _batches(TEST_SENTENCES[:16])  # 16 real sentences: the NumPy evaluator of MiniLM is the slow part
     return {"path": path, "shapes": shapes, "graph": graph, "test": test, "cal": _batches(CALIBRATION_SENTENCES),
             "out": tmp_path_factory.mktemp("coreml-minilm")}
 
@@ -149,12 +149,14 @@ def test_gpt2_block(model_cache, tmp_path, deployment):
 def test_pruned_minilm_compiles(minilm, tmp_path):
     """Head pruning (after fusion) leaves Attention ops with fewer heads: they lower like any other."""
     import aotc
+    # Named heads (no scoring: drift scoring of 72 heads in the interpreter took minutes here, and which heads
+    # go does not matter to the lowering).
+    spec = "0:1,0:7,1:3,2:0,2:11,3:5,4:2,5:9"
     bundle = aotc.compile(minilm["path"], tmp_path / "pruned", target="coreml", input_shapes=minilm["shapes"],
-                          prune_heads=0.25, calibration=minilm["cal"][:2],
-                          target_options={"precision": "fp32"}).path
+                          prune_heads_spec=spec, target_options={"precision": "fp32"}).path
     from aotc.api import CompileOptions, build_pass_manager, load_model, run_pipeline
     from coreml_helpers import evaluate
-    opts = CompileOptions(input_shapes=minilm["shapes"], prune_heads=0.25, calibration=minilm["cal"][:2])
+    opts = CompileOptions(input_shapes=minilm["shapes"], prune_heads_spec=spec)
     pruned, _ = load_model(minilm["path"], opts)
     run_pipeline(pruned, build_pass_manager(opts))
     heads = [n.attrs["num_heads"] for n in pruned.nodes if n.op_type == "Attention"]
