@@ -8,7 +8,8 @@ import numpy as np
 
 from ..dtypes import DType
 from ..errors import ShapeError
-from .registry import INT, INTS, TENSOR, Attr, OpDef, as_out, broadcast_shapes, norm_axis, register
+from .registry import (INT, INTS, TENSOR, Attr, OpDef, as_out, broadcast_shapes, norm_axis, register,
+                       require_present)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
@@ -142,6 +143,7 @@ class Concat(OpDef):
     num_inputs = (1, 1 << 16)
 
     def infer(self, inputs, attrs):
+        require_present(inputs, self.name)
         first = inputs[0]
         axis = norm_axis(attrs["axis"], first.rank, "Concat")
         for v in inputs[1:]:
@@ -239,6 +241,11 @@ class Gather(OpDef):
         if idx.dtype not in (DType.int32, DType.int64):
             raise ShapeError(f"Gather: indices must be int32 or int64, got {idx.dtype}.")
         axis = norm_axis(attrs["axis"], data.rank, "Gather")
+        n = data.shape[axis] if data.rank else 0
+        if idx.const is not None and idx.const.size and (idx.const.min() < -n or idx.const.max() >= n):
+            # constant indices fold at import: out of range is the model's error, found before running it
+            raise ShapeError(f"Gather: constant indices {idx.const.reshape(-1)[:5].tolist()} are out of range "
+                             f"[{-n}, {n}) on axis {axis}.")
         return [(data.shape[:axis] + idx.shape + data.shape[axis + 1:], data.dtype)]
 
     def run(self, inputs, attrs):
@@ -384,6 +391,8 @@ class GatherND(OpDef):
 
     def infer(self, inputs, attrs):
         data, idx = inputs
+        if idx.rank == 0:
+            raise ShapeError("GatherND: indices must have rank 1 or more (the last axis indexes data).")
         b, k = attrs["batch_dims"], idx.shape[-1]
         if b + k > data.rank:
             raise ShapeError(f"GatherND: index depth {k} + batch_dims {b} exceeds data rank {data.rank}.")
