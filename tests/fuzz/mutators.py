@@ -271,9 +271,10 @@ def attribute_type(m, rng):
                AttributeProto.STRINGS: [b"a"], AttributeProto.TENSOR: onnx.helper.make_tensor("t", 1, [1], [1.0]),
                AttributeProto.GRAPH: onnx.helper.make_graph([], "empty", [], [])}.get(new)
         if val is not None:
-            a.CopyFrom(onnx.helper.make_attribute(name, val))
-            if new == AttributeProto.INTS and not val:
-                a.type = AttributeProto.INTS
+            if val == []:  # make_attribute cannot tell the type of an empty list
+                a.CopyFrom(AttributeProto(name=name, type=AttributeProto.INTS))
+            else:
+                a.CopyFrom(onnx.helper.make_attribute(name, val))
             return f"attribute_type {n.op_type}.{name}: {old} -> {new} (value)"
     a.type = new
     return f"attribute_type {n.op_type}.{a.name}: {old} -> {new} (type field only)"
