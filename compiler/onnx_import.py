@@ -304,7 +304,9 @@ class _Importer:
                 raise ShapeError(f"required input(s) #{', #'.join(map(str, empty))} are empty")
             infos = op.infer(inputs, attrs)
         except AotcError as e:
-            raise type(e)(f"In {where}: {e}") from None
+            if not str(e).startswith(f"Node {node.name!r}"):  # name the node, keep the error's class
+                e.args = (f"In {where}: {e}",)  # (rebuilding it would rerun subclasses' message builders)
+            raise e from None
         used = [i for i, n in enumerate(out_names) if n]
         if used and max(used) >= len(infos):
             raise AotcError(f"In {where}: output #{max(used)} is used, but aotc's {op_type} produces only "

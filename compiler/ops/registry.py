@@ -34,9 +34,10 @@ class Attr:
         if v is None:
             return None
         if self.kind in (INT, FLOAT):
-            arr = _numeric(v, self.kind)
+            what = "a single integer" if self.kind == INT else "a single number"
+            arr = _numeric(v, what)
             if arr.size != 1:
-                raise OpDefinitionError(f"must be a single {self.kind}, got {arr.size} values")
+                raise OpDefinitionError(f"must be {what}, got {arr.size} values")
             return _ints(arr)[0] if self.kind == INT else float(arr.reshape(-1)[0])
         if self.kind == STRING:
             if isinstance(v, bytes):
@@ -48,9 +49,9 @@ class Attr:
                 raise OpDefinitionError(f"must be a string, got {type(v).__name__}")
             return str(v)
         if self.kind == INTS:
-            return _ints(_numeric(v, "list of ints"))
+            return _ints(_numeric(v, "a list of integers"))
         if self.kind == FLOATS:
-            return [float(x) for x in _numeric(v, "list of floats").reshape(-1)]
+            return [float(x) for x in _numeric(v, "a list of numbers").reshape(-1)]
         if self.kind == TENSOR:
             arr = np.asarray(v)
             if arr.dtype.kind in "OSUc":
@@ -63,9 +64,9 @@ def _numeric(v: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(v)
     except ValueError:  # ragged nested lists
-        raise OpDefinitionError(f"must be a {what}, got {str(v)[:40]}") from None
+        raise OpDefinitionError(f"must be {what}, got {str(v)[:40]}") from None
     if arr.dtype.kind not in "biuf" and arr.dtype != DType.bfloat16.numpy:
-        raise OpDefinitionError(f"must be a {what}, got {type(v).__name__} {str(v)[:40]}")
+        raise OpDefinitionError(f"must be {what}, got {type(v).__name__} {str(v)[:40]}")
     return arr
 
 
@@ -169,9 +170,10 @@ def require_present(inputs: Sequence[Any], where: str) -> None:
 
 
 def norm_axis(axis: int, rank: int, where: str = "") -> int:
-    if not -rank <= axis < max(rank, 1):
+    """`axis` in [0, rank). A scalar has no axis: every op indexing a shape with one refuses it."""
+    if not -rank <= axis < rank:
         raise ShapeError(f"{where}: axis {axis} is out of range for a rank-{rank} tensor.")
-    return axis % rank if rank else 0
+    return axis % rank
 
 
 def as_out(x: Any, dtype: np.dtype) -> np.ndarray:

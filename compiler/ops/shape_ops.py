@@ -170,10 +170,14 @@ class Split(OpDef):
         axis = norm_axis(attrs["axis"], len(shape), "Split")
         n = shape[axis]
         if attrs["split"] is not None:
+            if any(s < 0 for s in attrs["split"]):
+                raise ShapeError(f"Split: sizes {attrs['split']} include a negative size.")
             if sum(attrs["split"]) != n:
                 raise ShapeError(f"Split: sizes {attrs['split']} do not add up to {n}.")
             return axis, list(attrs["split"])
         k = attrs["num_outputs"] or 1
+        if k < 1:
+            raise ShapeError(f"Split: num_outputs is {k}; it must be at least 1.")
         chunk = -(-n // k)  # ceil, as ONNX-18 does for uneven splits
         if (k - 1) * chunk >= n > 0:
             # e.g. 5 into 4: chunks of 2 leave nothing (or less) for the last output; onnxruntime rejects it too.
@@ -353,7 +357,12 @@ class Range(OpDef):
 
     def infer(self, inputs, attrs):
         s, l, d = (_const_of(v, "Range", n) for v, n in zip(inputs, ("start", "limit", "delta")))
-        n = max(int(np.ceil((l.item() - s.item()) / d.item())), 0)
+        if any(v.size != 1 for v in (s, l, d)):
+            raise ShapeError("Range: start, limit and delta must each hold one value.")
+        if d.item() == 0 or not all(np.isfinite(float(v.item())) for v in (s, l, d)):
+            raise ShapeError(f"Range: start {s.item()}, limit {l.item()}, delta {d.item()}: the delta must be "
+                             "non-zero and all three finite.")
+        n = max(int(np.ceil((float(l.item()) - float(s.item())) / float(d.item()))), 0)
         return [((n,), inputs[0].dtype)]
 
     def run(self, inputs, attrs):

@@ -43,8 +43,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
+for _p in (ROOT, HERE.parent):  # this checkout's aotc (not an installed one) and tests/ (for fuzz.*)
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import onnx  # noqa: E402
 
@@ -264,9 +265,12 @@ def campaign(seed: int, cases: int, start: int = 0, timeout: float = 10.0, out: 
                 break
             try:
                 case = make_case(corpus, seed, index)
-            except Exception as e:  # a mutation that cannot serialize: the harness's problem, not aotc's
+            except Exception as e:  # the harness's own problem, not aotc's: counted apart, kept for replay
                 outcomes["mutation_failed"] += 1
-                errors[f"mutation_failed {type(e).__name__}"] += 1
+                frame, _ = _frames(e.__traceback__)
+                if len(findings) < MAX_FINDINGS:
+                    findings.append({"index": index, "outcome": "mutation_failed", "type": type(e).__name__,
+                                     "message": str(e)[:400], "frame": frame})
                 done += 1
                 continue
             with open(path, "wb") as f:
