@@ -235,6 +235,12 @@ def _attr_node(m, rng):
     return _pick(rng, [n for n in _all_nodes(m) if n.attribute])
 
 
+def _some_attribute(m, rng):
+    """A node that has attributes, and one of them (None, None if no node has any)."""
+    n = _attr_node(m, rng)
+    return (n, _pick(rng, list(n.attribute))) if n is not None else (None, None)
+
+
 def attribute_structure(m, rng):
     n = _attr_node(m, rng) if rng.random() < 0.8 else _pick(rng, _all_nodes(m))
     if n is None:
@@ -259,10 +265,9 @@ def attribute_structure(m, rng):
 
 def attribute_type(m, rng):
     """The declared type changes; the value moves to (or stays out of) the matching field."""
-    n = _attr_node(m, rng)
+    n, a = _some_attribute(m, rng)
     if n is None:
         return "attribute_type: none"
-    a = _pick(rng, list(n.attribute))
     old, new = a.type, rng.choice(_ATTR_TYPES)
     if rng.random() < 0.6:  # a well-formed attribute of the wrong kind
         name = a.name
@@ -281,10 +286,9 @@ def attribute_type(m, rng):
 
 
 def attribute_value(m, rng):
-    n = _attr_node(m, rng)
+    n, a = _some_attribute(m, rng)
     if n is None:
         return "attribute_value: none"
-    a = _pick(rng, list(n.attribute))
     if a.type == AttributeProto.INT:
         a.i = rng.choice(EDGE_INTS)
     elif a.type == AttributeProto.FLOAT:

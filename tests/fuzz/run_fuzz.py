@@ -243,11 +243,13 @@ def campaign(seed: int, cases: int, start: int = 0, timeout: float = 10.0, out: 
     findings: list[dict] = []
     t0 = time.monotonic()
     summary: dict = {}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or None  # which code the figures are for
 
     def write_summary(done: int) -> None:
         elapsed = time.monotonic() - t0
         summary.update({
-            "seed": seed, "start": start, "cases": done, "elapsed_s": round(elapsed, 1),
+            "commit": commit, "seed": seed, "start": start, "cases": done, "elapsed_s": round(elapsed, 1),
             "cases_per_s": round(done / elapsed, 1) if elapsed else None, "timeout_s": timeout,
             "corpus_models": len(corpus), "cli_subprocess_every": cli_every,
             "outcomes": dict(outcomes), "aotc_errors": dict(errors.most_common()),
