@@ -20,24 +20,30 @@ from .errors import ModelLoadError
 MAX_DIM = 1 << 40
 
 
+# String fields that name things (as opposed to doc strings and metadata values, which are free text).
+# aotc quotes names in its one-paragraph errors, so a name may not hold a line break or other control character.
+NAME_FIELDS = {"name", "op_type", "domain", "input", "output", "dim_param"}
+
+
 def check_text_fields(model: onnx.ModelProto) -> None:
     """Protobuf hands back a string field that is not valid UTF-8 as bytes; every name aotc
-    prints, sorts or compares must be text."""
-    bad = _first_bytes_field(model, "model")
+    prints, sorts or compares must be text, and a name must be one line."""
+    bad = _first_bad_text(model, "model")
     if bad:
-        raise ModelLoadError(f"The model file holds a name that is not valid UTF-8 text (at {bad}). The file is "
-                             "damaged or was not written by an ONNX exporter; re-export it.")
+        raise ModelLoadError(f"The model file holds a name that is not valid UTF-8 text or contains control "
+                             f"characters (at {bad}). The file is damaged or was not written by an ONNX exporter; "
+                             "re-export it.")
 
 
-def _first_bytes_field(msg, where: str) -> str | None:
+def _first_bad_text(msg, where: str) -> str | None:
     for fd, value in msg.ListFields():
         items = list(value) if fd.is_repeated else [value]
         if fd.type == FieldDescriptor.TYPE_STRING:
-            if any(isinstance(v, bytes) for v in items):
+            if any(isinstance(v, bytes) or fd.name in NAME_FIELDS and not v.isprintable() for v in items):
                 return f"{where}.{fd.name}"
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
             for i, item in enumerate(items):
-                bad = _first_bytes_field(item, f"{where}.{fd.name}" + (f"[{i}]" if fd.is_repeated else ""))
+                bad = _first_bad_text(item, f"{where}.{fd.name}" + (f"[{i}]" if fd.is_repeated else ""))
                 if bad:
                     return bad
     return None

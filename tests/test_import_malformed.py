@@ -106,6 +106,12 @@ def test_name_that_is_not_utf8(tmp_path):  # TypeError sorting bytes and str in 
     refused(m, "not valid UTF-8", "model.graph.node[0].name")
 
 
+def test_name_with_a_line_break():  # an UnsupportedOpsError of two paragraphs ("Unsque\nze")
+    m = model([helper.make_node("Relu", ["x"], ["y"])])
+    m.graph.node[0].op_type = "Re\nlu"
+    refused(m, "control characters", "model.graph.node[0].op_type")
+
+
 def test_string_attribute_that_is_not_utf8():  # UnicodeDecodeError
     m = model([helper.make_node("Pad", ["x", "pads"], ["y"], name="pad", mode=b"\xffconstant")],
               outputs=(("y", [2, 3]),), inits=[numpy_helper.from_array(np.zeros(4, np.int64), "pads")])

@@ -121,17 +121,21 @@ def _inspect_argv(case: Case, path: str) -> list[str]:
     return argv + (["--json"] if case.target == "inspect-json" else [])
 
 
+def run_target(case: Case, path: str) -> None:
+    if case.target == "load":
+        import compiler
+        compiler.load_onnx(path, input_shapes=case.input_shapes)
+    else:  # the command's function itself: typer would rebuild its command tree on every call
+        from aotc import cli
+        shapes = [f"{name}={'x'.join(map(str, dims))}" for name, dims in case.input_shapes.items()]
+        cli.inspect(model=path, input_shape=shapes or None, as_json=case.target == "inspect-json")
+
+
 def execute(case: Case, path: str) -> dict:
     """Runs the case in this process and classifies the result."""
     from compiler.errors import AotcError, VerificationError
     try:
-        if case.target == "load":
-            import compiler
-            compiler.load_onnx(path, input_shapes=case.input_shapes)
-        else:  # the command's function itself: typer would rebuild its command tree on every call
-            from aotc import cli
-            shapes = [f"{name}={'x'.join(map(str, dims))}" for name, dims in case.input_shapes.items()]
-            cli.inspect(model=path, input_shape=shapes or None, as_json=case.target == "inspect-json")
+        run_target(case, path)
     except AotcError as e:
         msg = str(e)
         if isinstance(e, VerificationError) or "\n" in msg.strip() or not msg.strip():
@@ -308,16 +312,15 @@ def campaign(seed: int, cases: int, start: int = 0, timeout: float = 10.0, out: 
 def replay(seed: int, index: int, save: Path | None) -> None:
     case = make_case(load_corpus(), seed, index)
     print(f"case {index} of seed {seed}: {case.corpus}, target {case.target}, mutations {case.mutations}")
+    from compiler.errors import AotcError
     with tempfile.TemporaryDirectory() as d:
         path = save or Path(d) / "case.onnx"
         Path(path).write_bytes(case.data)
-        if case.target == "load":
-            import compiler
-            compiler.load_onnx(str(path), input_shapes=case.input_shapes)
-        else:
-            from aotc import cli
-            sys.argv = ["aotc", "--debug", *_inspect_argv(case, str(path))]
-            cli.main()
+        try:
+            run_target(case, str(path))
+        except AotcError as e:  # the expected answer; anything else propagates with its traceback
+            print(f"aotc's own error ({type(e).__name__}, exit {e.exit_code}): {e}")
+            return
     print("no exception")
 
 
