@@ -37,6 +37,8 @@ def check_text_fields(model: onnx.ModelProto) -> None:
 
 def _first_bad_text(msg, where: str) -> str | None:
     for fd, value in msg.ListFields():
+        if fd.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue  # numbers and raw bytes (large initializers) are not walked
         items = list(value) if fd.is_repeated else [value]
         if fd.type == FieldDescriptor.TYPE_STRING:
             if any(isinstance(v, bytes) or fd.name in NAME_FIELDS and not v.isprintable() for v in items):

@@ -197,6 +197,15 @@ def test_range_with_zero_or_nan_delta(delta):  # ZeroDivisionError / ValueError 
     refused(m, "Range", "non-zero")
 
 
+@pytest.mark.parametrize("op,axes,out", [("Unsqueeze", [1, 1], [2, 1, 1, 3]), ("Unsqueeze", [1, -3], [2, 1, 1, 3]),
+                                         ("Squeeze", [0, -3], [1, 3])])
+def test_squeeze_axes_named_twice(op, axes, out):  # StopIteration (Unsqueeze), ValueError: repeated axis
+    shape = [1, 1, 3] if op == "Squeeze" else [2, 3]
+    m = model([helper.make_node(op, ["x", "axes"], ["y"], name="u")], inputs=(("x", shape),), outputs=(("y", out),),
+              inits=[numpy_helper.from_array(np.array(axes, np.int64), "axes")])
+    refused(m, op, "twice")
+
+
 def test_gathernd_with_scalar_indices():  # IndexError: tuple index out of range
     idx = numpy_helper.from_array(np.array(0, np.int64), "i")
     refused(model([helper.make_node("GatherND", ["x", "i"], ["y"], name="g")], inits=[idx]), "GatherND", "rank 1")

@@ -24,6 +24,12 @@ def _const_of(v, op: str, what: str) -> np.ndarray:
     return v.const
 
 
+def _unique_axes(axes: list[int], op: str) -> list[int]:
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"{op}: axes {axes} (normalized) name an axis twice.")
+    return axes
+
+
 def reshape_target(in_shape, shape, allowzero: int, where: str = "Reshape") -> tuple[int, ...]:
     out = [in_shape[i] if (d == 0 and not allowzero and i < len(in_shape)) else d for i, d in enumerate(shape)]
     total = int(np.prod(in_shape, dtype=np.int64))
@@ -82,7 +88,7 @@ class Squeeze(OpDef):
     def axes(shape, attrs):
         if attrs["axes"] is None:
             return [i for i, d in enumerate(shape) if d == 1]
-        axes = [norm_axis(a, len(shape), "Squeeze") for a in attrs["axes"]]
+        axes = _unique_axes([norm_axis(a, len(shape), "Squeeze") for a in attrs["axes"]], "Squeeze")
         for a in axes:
             if shape[a] != 1:
                 raise ShapeError(f"Squeeze: axis {a} of shape {list(shape)} is not 1.")
@@ -106,7 +112,7 @@ class Unsqueeze(OpDef):
     @staticmethod
     def out_shape(shape, axes):
         rank = len(shape) + len(axes)
-        axes = sorted(norm_axis(a, rank, "Unsqueeze") for a in axes)
+        axes = sorted(_unique_axes([norm_axis(a, rank, "Unsqueeze") for a in axes], "Unsqueeze"))
         out, it = [], iter(shape)
         for i in range(rank):
             out.append(1 if i in axes else next(it))
