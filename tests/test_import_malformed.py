@@ -206,6 +206,14 @@ def test_squeeze_axes_named_twice(op, axes, out):  # StopIteration (Unsqueeze), 
     refused(m, op, "twice")
 
 
+def test_constant_of_shape_with_an_empty_value():  # IndexError while folding
+    shape = numpy_helper.from_array(np.array([2, 3], np.int64), "shape")
+    value = numpy_helper.from_array(np.zeros((0,), np.float32), "v")
+    m = model([helper.make_node("ConstantOfShape", ["shape"], ["c"], name="c", value=value),
+               helper.make_node("Add", ["x", "c"], ["y"])], inits=[shape])
+    refused(m, "ConstantOfShape", "one element")
+
+
 def test_gathernd_with_scalar_indices():  # IndexError: tuple index out of range
     idx = numpy_helper.from_array(np.array(0, np.int64), "i")
     refused(model([helper.make_node("GatherND", ["x", "i"], ["y"], name="g")], inits=[idx]), "GatherND", "rank 1")

@@ -349,6 +349,8 @@ class ConstantOfShape(OpDef):
         return np.zeros(1, np.float32) if attrs["value"] is None else attrs["value"].reshape(-1)[:1]
 
     def infer(self, inputs, attrs):
+        if attrs["value"] is not None and attrs["value"].size != 1:
+            raise ShapeError(f"ConstantOfShape: value must hold one element, it holds {attrs['value'].size}.")
         return [(tuple(attrs["shape"]), DType.from_numpy(self.fill(attrs).dtype))]
 
     def run(self, inputs, attrs):
