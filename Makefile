@@ -6,13 +6,14 @@ BIN    := $(VENV)/bin
 # pytest workers: both cores by default (CI has 2).
 JOBS   ?= 2
 
-.PHONY: demo test test-fast sanitize clean help arm64-toolchain
+.PHONY: demo test test-fast sanitize fuzz clean help arm64-toolchain
 
 help:
 	@echo "make demo       install aotc in .venv, compile MiniLM-L6 for this CPU and run it beside onnxruntime"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  the suite without whole-model tests"
 	@echo "make sanitize   the runtime under ASan/UBSan/LSan (manifest-tamper matrix) and TSan (thread pool)"
+	@echo "make fuzz       the ONNX importer and aotc inspect against mutated models (FUZZ_CASES, FUZZ_SEED)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,11 @@ test-fast: $(VENV)/.deps-test arm64-toolchain
 # docs/reliability.md records its last result.
 sanitize: $(VENV)/.deps-test
 	$(BIN)/python tests/sanitize/run_sanitizers.py --mutations 1000 --thread-runs 200
+
+FUZZ_CASES ?= 20000
+FUZZ_SEED  ?= 1
+fuzz: $(VENV)/.deps-test
+	$(BIN)/python tests/fuzz/run_fuzz.py --seed $(FUZZ_SEED) --cases $(FUZZ_CASES) --cli-every 2500 --out fuzz-summary.json
 
 clean:
 	rm -rf $(VENV) .cache examples/out .pytest_cache

@@ -11,6 +11,8 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
+from .errors import AotcError
+
 
 class DType(enum.Enum):
     float32 = "float32"
@@ -62,8 +64,12 @@ class DType(enum.Enum):
         raise UnsupportedDTypeError(f"ONNX element type {name}")
 
 
-class UnsupportedDTypeError(ValueError):
+class UnsupportedDTypeError(AotcError, ValueError):
+    """A user's model or tensor has an element type aotc does not handle (a user error, exit 2).
+    Still a ValueError for callers that caught it as one."""
+
     def __init__(self, what: str):
+        self.what = what
         supported = ", ".join(d.value for d in DType)
         super().__init__(f"{what} is not supported by aotc (supported element types: {supported})")
 

@@ -126,8 +126,17 @@ class Graph:
                  ) -> Node:
         """Append a node; its output shapes and dtypes come from the op's inference."""
         from .ops import get_op
+        from .ops.registry import OpDefinitionError
         op = get_op(op_type)
         attrs = op.normalize_attrs(attrs or {}, node_name=name)
+        lo, hi = op.num_inputs
+        if not lo <= len(inputs) <= hi:
+            # Refused here, not at run time: the interpreter would silently ignore extra inputs
+            # (e.g. a Clip given min/max as inputs, which aotc's Clip reads from attributes).
+            raise OpDefinitionError(
+                f"Node {name or op_type!r} ({op_type}) has {len(inputs)} inputs; aotc's {op_type} takes "
+                f"{lo}..{hi}. Parameters ONNX passes as inputs (Clip's min/max, Reshape's shape, Slice's "
+                "starts, ...) are attributes in aotc's IR.")
         infos = op.infer(list(inputs), attrs)
         if num_outputs is not None:
             infos = infos[:num_outputs]

@@ -35,7 +35,9 @@ def _dtype_name(elem_type: int) -> str:
         return DType.from_onnx(elem_type).value
     except UnsupportedDTypeError:
         import onnx
-        return onnx.TensorProto.DataType.Name(elem_type).lower()
+        if elem_type in onnx.TensorProto.DataType.values():
+            return onnx.TensorProto.DataType.Name(elem_type).lower()
+        return f"unknown element type {elem_type}"  # a damaged file: the report still describes it
 
 
 def summarize_onnx(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]] | None = None

@@ -20,6 +20,7 @@ from onnx import numpy_helper
 from .dtypes import DType, UnsupportedDTypeError
 from .errors import AotcError, ModelLoadError, ShapeError, UnsupportedOpsError
 from .ir import Graph, Value
+from .onnx_checks import MAX_DIM, attribute_value, check_constant_node, check_dims, check_text_fields, if_branch
 from .ops import get_op, is_registered
 from .ops.quant import keeps_quantized_weight
 from .verifier import verify
@@ -95,6 +96,7 @@ def read_onnx_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelLoadError(f"{str(path)!r} parsed, but it is not a usable ONNX model (ir_version "
                              f"{model.ir_version}, {len(model.opset_import)} opset imports, "
                              f"{len(model.graph.node)} nodes). The file may be truncated or not an ONNX file. {hint}")
+    check_text_fields(model)
     return model
 
 
@@ -102,6 +104,9 @@ def _external_tensor_bytes(t: onnx.TensorProto, base_dir: Path) -> bytes:
     info = {e.key: e.value for e in t.external_data}
     loc = info.get("location", "")
     base = base_dir.resolve()
+    if "\0" in loc:
+        raise ModelLoadError(f"Initializer {t.name!r} names external data file {loc!r}, which contains a NUL "
+                             "character; the model file is damaged.")
     target = (base / loc).resolve()
     if not loc or os.path.isabs(loc) or os.path.commonpath([base, target]) != str(base):
         raise ModelLoadError(
@@ -111,15 +116,24 @@ def _external_tensor_bytes(t: onnx.TensorProto, base_dir: Path) -> bytes:
     if not target.is_file():
         raise ModelLoadError(f"Initializer {t.name!r} needs external data file {loc!r}, which is not in "
                              f"{str(base)!r}. Copy it next to the model.")
-    offset = int(info.get("offset", 0))
+    offset, length = (_external_int(info, k, t.name) for k in ("offset", "length"))
     with open(target, "rb") as f:
-        f.seek(offset)
-        length = int(info["length"]) if "length" in info else -1
-        raw = f.read(length)
-    if length >= 0 and len(raw) != length:
+        f.seek(offset or 0)
+        raw = f.read(-1 if length is None else length)
+    if length is not None and len(raw) != length:
         raise ModelLoadError(f"External data file {loc!r} for initializer {t.name!r} is truncated "
                              f"(wanted {length} bytes at offset {offset}, got {len(raw)}).")
     return raw
+
+
+def _external_int(info: Mapping[str, str], key: str, tensor: str) -> int | None:
+    if key not in info:
+        return None
+    text = info[key]
+    if not text.isdigit() or int(text) > 1 << 46:
+        raise ModelLoadError(f"Initializer {tensor!r}: external data {key} {text!r} is not a whole number from 0 "
+                             "to 2^46; the model file is damaged.")
+    return int(text)
 
 
 def tensor_to_numpy(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
@@ -178,6 +192,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise ShapeError(f"Cannot read shape {text!r}: write dimensions separated by 'x', e.g. 1x128.") from None
     if any(d < 0 for d in dims):
         raise ShapeError(f"Shape {text!r} has a negative dimension.")
+    if any(d > MAX_DIM for d in dims):
+        raise ShapeError(f"Shape {text!r} has a dimension above 2^40, more than any tensor aotc can hold.")
     return dims
 
 
@@ -216,12 +232,13 @@ def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, Sequence[in
     for p in protos:
         dims = [by_dim[d][0] if isinstance(d, str) and d in by_dim else d for d in declared_dims(p)]
         if p.name in given:
-            want = tuple(int(d) for d in given[p.name])
+            want = _given_dims(p.name, given[p.name])
             if len(want) != len(dims) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
                 conflicts.append(f"{p.name!r} is declared [{', '.join(map(str, dims))}] but --input-shape gives "
                                  f"{'x'.join(map(str, want)) or 'scalar'}")
             shapes[p.name] = want
         elif all(isinstance(d, int) for d in dims):
+            check_dims(dims, f"Model input {p.name!r}")
             shapes[p.name] = tuple(dims)  # type: ignore[arg-type]
         else:
             example = "x".join(str(d) if isinstance(d, int) else "N" for d in dims)
@@ -233,6 +250,17 @@ def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, Sequence[in
                          "size given: " + "; ".join(missing) + ". Pass --input-shape NAME=DIMS for each "
                          "(input_shapes= in the Python API).")
     return shapes
+
+
+def _given_dims(name: str, dims: Sequence[int]) -> tuple[int, ...]:
+    """Shapes passed to the API are checked like --input-shape: whole numbers from 0 to 2^40."""
+    if isinstance(dims, (str, bytes)) or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                                 for d in dims):
+        raise ShapeError(f"The shape given for input {name!r} ({dims!r}) is not a sequence of whole numbers.")
+    if any(not 0 <= d <= MAX_DIM for d in dims):
+        raise ShapeError(f"The shape given for input {name!r} ({'x'.join(map(str, dims))}) has a dimension "
+                         "outside 0..2^40.")
+    return tuple(int(d) for d in dims)
 
 
 class _Importer:
@@ -291,7 +319,9 @@ class _Importer:
                 raise ShapeError(f"required input(s) #{', #'.join(map(str, empty))} are empty")
             infos = op.infer(inputs, attrs)
         except AotcError as e:
-            raise type(e)(f"In {where}: {e}") from None
+            if not str(e).startswith(f"Node {node.name!r}"):  # name the node, keep the error's class
+                e.args = (f"In {where}: {e}",)  # (rebuilding it would rerun subclasses' message builders)
+            raise e from None
         used = [i for i, n in enumerate(out_names) if n]
         if used and max(used) >= len(infos):
             raise AotcError(f"In {where}: output #{max(used)} is used, but aotc's {op_type} produces only "
@@ -319,11 +349,11 @@ class _Importer:
         for a in node.attribute:
             if a.name in ignored or a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
                 continue
-            val = onnx.helper.get_attribute_value(a)
+            if a.name in out:
+                raise ModelLoadError(f"Node {node.name!r} ({node.op_type}) has attribute {a.name!r} twice.")
+            val = attribute_value(a, node)
             if isinstance(val, onnx.TensorProto):
                 val = tensor_to_numpy(val, self.base_dir)
-            elif isinstance(val, bytes):
-                val = val.decode()
             out[a.name] = val
         return out
 
@@ -347,8 +377,11 @@ class _Importer:
                 inputs[idx] = None
         inputs = [v for i, v in enumerate(inputs) if i not in INPUTS_AS_ATTRS.get(op, {})]
         if op == "Cast":
-            attrs["to"] = DType.from_onnx(int(attrs["to"])).value
+            attrs["to"] = self.cast_target(node, attrs.get("to"))
         elif op == "CastLike":
+            if len(inputs) != 2 or any(v is None for v in inputs):
+                raise ModelLoadError(f"Node {node.name!r} (CastLike) needs two inputs (the tensor and one of the "
+                                     f"target type); it has {sum(v is not None for v in inputs)}.")
             op, inputs, attrs = "Cast", inputs[:1], {"to": inputs[1].dtype.value}
         elif op == "Split" and attrs.get("split") is None and attrs.get("num_outputs") is None:
             # Before opset 18 a Split without sizes splits evenly into as many parts as it has outputs.
@@ -366,17 +399,35 @@ class _Importer:
                             "in eval mode (model.eval()).")
         self.emit(op, inputs, attrs, node, list(node.output))
 
+    @staticmethod
+    def cast_target(node: onnx.NodeProto, to: Any) -> str:
+        if not isinstance(to, int):
+            raise ModelLoadError(f"Node {node.name!r} (Cast) needs an INT attribute 'to' (an ONNX element type); "
+                                 f"it has {'none' if to is None else repr(to)}.")
+        try:
+            return DType.from_onnx(to).value
+        except UnsupportedDTypeError as e:
+            raise UnsupportedDTypeError(f"the target type of node {node.name!r} (Cast), {e.what},") from None
+
+    # The Constant kinds aotc reads, with the attribute type ONNX gives each.
+    CONSTANT_KINDS = {"value": (onnx.AttributeProto.TENSOR, None),
+                      "value_float": (onnx.AttributeProto.FLOAT, np.float32),
+                      "value_floats": (onnx.AttributeProto.FLOATS, np.float32),
+                      "value_int": (onnx.AttributeProto.INT, np.int64),
+                      "value_ints": (onnx.AttributeProto.INTS, np.int64)}
+
     def import_constant(self, node: onnx.NodeProto) -> None:
-        (a,) = node.attribute
-        val = onnx.helper.get_attribute_value(a)
-        if isinstance(val, onnx.TensorProto):
-            arr = tensor_to_numpy(val, self.base_dir)
-        elif a.name in ("value_float", "value_floats"):
-            arr = np.asarray(val, dtype=np.float32)
-        elif a.name in ("value_int", "value_ints"):
-            arr = np.asarray(val, dtype=np.int64)
-        else:
-            raise AotcError(f"Constant node {node.name!r} holds a {a.name}, which aotc does not support.")
+        a = check_constant_node(node)
+        if a.name not in self.CONSTANT_KINDS:
+            raise AotcError(f"Constant node {node.name!r} holds a {a.name or '(nameless attribute)'}, which aotc does "
+                            f"not support (it reads {', '.join(self.CONSTANT_KINDS)}).")
+        kind, dtype = self.CONSTANT_KINDS[a.name]
+        if a.type != kind:
+            raise ModelLoadError(f"Constant node {node.name!r}: {a.name} must be of type "
+                                 f"{onnx.AttributeProto.AttributeType.Name(kind)}, the file declares "
+                                 f"{onnx.AttributeProto.AttributeType.Name(a.type)}.")
+        val = attribute_value(a, node)
+        arr = tensor_to_numpy(val, self.base_dir) if dtype is None else np.asarray(val, dtype=dtype)
         self.const(node.output[0], arr)
 
     def import_legacy_softmax(self, node, inputs, attrs) -> None:
@@ -390,6 +441,7 @@ class _Importer:
         self.emit("Reshape", [sm], {"shape": list(x.shape)}, node, list(node.output))
 
     def import_if(self, node: onnx.NodeProto) -> None:
+        branches = {b: if_branch(node, b) for b in ("then_branch", "else_branch")}  # both must be well formed
         cond = self.lookup(node.input[0], node)
         if cond is None or cond.const is None:
             raise AotcError(
@@ -397,8 +449,11 @@ class _Importer:
                 "static graphs: only an If whose condition is known at compile time can be inlined. Export "
                 "the model with data-dependent branches written as torch.where, or trace it with aotc's "
                 "frontend, which rewrites Python if/else on tensors into where.")
+        if cond.const.size != 1:
+            raise ShapeError(f"Node {node.name!r} (If): the condition must hold one value; it has shape "
+                             f"{list(cond.const.shape)}.")
         branch = "then_branch" if bool(np.asarray(cond.const).reshape(-1)[0]) else "else_branch"
-        sub = next(a.g for a in node.attribute if a.name == branch)
+        sub = branches[branch]
         for t in sub.initializer:
             self.const(t.name, tensor_to_numpy(t, self.base_dir))
         for n in sub.node:
@@ -406,6 +461,9 @@ class _Importer:
                 n.name = f"{node.name}/{branch}/{n.op_type}"
             self.import_node(n)
         for out_name, sub_out in zip(node.output, sub.output):
+            if sub_out.name not in self.env:
+                raise ModelLoadError(f"Node {node.name!r} (If): its {branch} returns {sub_out.name!r}, which no node "
+                                     "of the branch (nor the outer graph) defines.")
             self.env[out_name] = self.env[sub_out.name]
 
     # the whole graph -------------------------------------------------------
@@ -497,6 +555,7 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto,
     """Import an ONNX model (a path or a ModelProto) into a static, verified IR graph."""
     if isinstance(model, onnx.ModelProto):
         proto, base_dir = model, None
+        check_text_fields(proto)
     else:
         proto, base_dir = read_onnx_model(model), Path(model).parent
     check_model(proto)

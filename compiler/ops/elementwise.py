@@ -7,7 +7,8 @@ import scipy.special
 
 from ..dtypes import DType
 from ..errors import ShapeError
-from .registry import FLOAT, INT, STRING, Attr, OpDef, as_out, broadcast_shapes, register
+from .registry import (FLOAT, INT, STRING, Attr, OpDef, as_out, broadcast_shapes, register,
+                       require_present)
 
 
 class Unary(OpDef):
@@ -222,6 +223,7 @@ class Variadic(OpDef):
     num_inputs = (1, 1 << 16)
 
     def infer(self, inputs, attrs):
+        require_present(inputs, self.name)
         dtypes = {v.dtype for v in inputs}
         if len(dtypes) != 1:
             raise ShapeError(f"{self.name} needs inputs of one dtype, got {', '.join(sorted(map(str, dtypes)))}.")

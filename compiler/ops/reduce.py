@@ -6,7 +6,7 @@ import numpy as np
 
 from ..dtypes import DType
 from ..errors import ShapeError
-from .registry import FLOAT, INT, INTS, Attr, OpDef, as_out, norm_axis, register
+from .registry import FLOAT, INT, INTS, Attr, OpDef, as_out, broadcast_shapes, norm_axis, register
 
 
 def _wide(x):
@@ -142,7 +142,7 @@ class LayerNormalization(OpDef):
         axis = norm_axis(attrs["axis"], x.rank, self.name)
         norm_shape = x.shape[axis:]
         for v, what in ((scale, "scale"), (inputs[2] if len(inputs) > 2 else None, "bias")):
-            if v is not None and np.broadcast_shapes(v.shape, norm_shape) != tuple(norm_shape):
+            if v is not None and broadcast_shapes(v.shape, norm_shape, where=self.name) != tuple(norm_shape):
                 raise ShapeError(f"LayerNormalization: {what} {v.type_str} does not broadcast to {list(norm_shape)}.")
         return [(x.shape, x.dtype)]
 

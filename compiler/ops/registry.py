@@ -8,6 +8,7 @@ starts, ...) are attributes here, so every shape in the IR is static.
 """
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -27,21 +28,55 @@ class Attr:
         self.default = default
 
     def normalize(self, v: Any) -> Any:
+        """The value in its canonical Python form; OpDefinitionError (naming the kind wanted) if it is
+        not one. Values come from model files, so a list where a number belongs, a NaN where an
+        integer belongs or a non-UTF-8 string are user errors, not crashes."""
         if v is None:
             return None
-        if self.kind == INT:
-            return int(v)
-        if self.kind == FLOAT:
-            return float(v)
+        if self.kind in (INT, FLOAT):
+            what = "a single integer" if self.kind == INT else "a single number"
+            arr = _numeric(v, what)
+            if arr.size != 1:
+                raise OpDefinitionError(f"must be {what}, got {arr.size} values")
+            return _ints(arr)[0] if self.kind == INT else float(arr.reshape(-1)[0])
         if self.kind == STRING:
-            return v.decode() if isinstance(v, bytes) else str(v)
+            if isinstance(v, bytes):
+                try:
+                    return v.decode()
+                except UnicodeDecodeError:
+                    raise OpDefinitionError(f"must be UTF-8 text, got bytes {v[:20]!r}") from None
+            if not isinstance(v, (str, enum.Enum)):
+                raise OpDefinitionError(f"must be a string, got {type(v).__name__}")
+            return str(v)
         if self.kind == INTS:
-            return [int(x) for x in np.asarray(v).reshape(-1)]
+            return _ints(_numeric(v, "a list of integers"))
         if self.kind == FLOATS:
-            return [float(x) for x in np.asarray(v).reshape(-1)]
+            return [float(x) for x in _numeric(v, "a list of numbers").reshape(-1)]
         if self.kind == TENSOR:
-            return np.asarray(v)
+            arr = np.asarray(v)
+            if arr.dtype.kind in "OSUc":
+                raise OpDefinitionError(f"must be a numeric tensor, got {arr.dtype}")
+            return arr
         raise ValueError(self.kind)
+
+
+def _numeric(v: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(v)
+    except ValueError:  # ragged nested lists
+        raise OpDefinitionError(f"must be {what}, got {str(v)[:40]}") from None
+    if arr.dtype.kind not in "biuf" and arr.dtype != DType.bfloat16.numpy:
+        raise OpDefinitionError(f"must be {what}, got {type(v).__name__} {str(v)[:40]}")
+    return arr
+
+
+def _ints(arr: np.ndarray) -> list[int]:
+    flat = arr.reshape(-1)
+    if flat.dtype.kind == "f" or flat.dtype == DType.bfloat16.numpy:
+        flat = flat.astype(np.float64)
+        if not np.all(np.isfinite(flat) & (flat == np.round(flat))) or np.any(np.abs(flat) >= 2.0 ** 63):
+            raise OpDefinitionError(f"must be whole numbers, got {flat[:5].tolist()}")
+    return [int(x) for x in flat]
 
 
 class OpDefinitionError(AotcError):
@@ -69,7 +104,10 @@ class OpDef:
         out = {}
         for k, spec in self.attrs.items():
             if k in attrs and attrs[k] is not None:
-                out[k] = spec.normalize(attrs[k])
+                try:
+                    out[k] = spec.normalize(attrs[k])
+                except OpDefinitionError as e:
+                    raise OpDefinitionError(f"Node {node_name!r} ({self.name}): attribute {k!r} {e}.") from None
             elif spec.default is REQUIRED:
                 raise OpDefinitionError(f"Node {node_name!r} ({self.name}) is missing required attribute {k!r}.")
             else:
@@ -135,10 +173,19 @@ def broadcast_shapes(*shapes: Sequence[int], where: str = "") -> tuple[int, ...]
                          "(NumPy rules).") from None
 
 
+def require_present(inputs: Sequence[Any], where: str) -> None:
+    """Variadic ops have no optional inputs: an omitted one (ONNX's empty name) is an error."""
+    missing = [i for i, v in enumerate(inputs) if v is None]
+    if missing:
+        raise ShapeError(f"{where}: input(s) #{', #'.join(map(str, missing))} are empty; every input of "
+                         f"{where} must be a tensor.")
+
+
 def norm_axis(axis: int, rank: int, where: str = "") -> int:
-    if not -rank <= axis < max(rank, 1):
+    """`axis` in [0, rank). A scalar has no axis: every op indexing a shape with one refuses it."""
+    if not -rank <= axis < rank:
         raise ShapeError(f"{where}: axis {axis} is out of range for a rank-{rank} tensor.")
-    return axis % rank if rank else 0
+    return axis % rank
 
 
 def as_out(x: Any, dtype: np.dtype) -> np.ndarray:

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..dtypes import DType
 from ..errors import ShapeError
-from .registry import INT, INTS, TENSOR, Attr, OpDef, as_out, broadcast_shapes, norm_axis, register
+from .registry import (INT, INTS, TENSOR, Attr, OpDef, as_out, broadcast_shapes, norm_axis, register,
+                       require_present)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
@@ -21,6 +22,12 @@ def _const_of(v, op: str, what: str) -> np.ndarray:
         raise ShapeError(f"{op}'s {what} must be known at compile time, but it is computed from the model's "
                          "inputs. aotc needs static shapes: fix the input shapes with --input-shape.")
     return v.const
+
+
+def _unique_axes(axes: list[int], op: str) -> list[int]:
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"{op}: axes {axes} (normalized) name an axis twice.")
+    return axes
 
 
 def reshape_target(in_shape, shape, allowzero: int, where: str = "Reshape") -> tuple[int, ...]:
@@ -81,7 +88,7 @@ class Squeeze(OpDef):
     def axes(shape, attrs):
         if attrs["axes"] is None:
             return [i for i, d in enumerate(shape) if d == 1]
-        axes = [norm_axis(a, len(shape), "Squeeze") for a in attrs["axes"]]
+        axes = _unique_axes([norm_axis(a, len(shape), "Squeeze") for a in attrs["axes"]], "Squeeze")
         for a in axes:
             if shape[a] != 1:
                 raise ShapeError(f"Squeeze: axis {a} of shape {list(shape)} is not 1.")
@@ -105,7 +112,7 @@ class Unsqueeze(OpDef):
     @staticmethod
     def out_shape(shape, axes):
         rank = len(shape) + len(axes)
-        axes = sorted(norm_axis(a, rank, "Unsqueeze") for a in axes)
+        axes = sorted(_unique_axes([norm_axis(a, rank, "Unsqueeze") for a in axes], "Unsqueeze"))
         out, it = [], iter(shape)
         for i in range(rank):
             out.append(1 if i in axes else next(it))
@@ -142,6 +149,7 @@ class Concat(OpDef):
     num_inputs = (1, 1 << 16)
 
     def infer(self, inputs, attrs):
+        require_present(inputs, self.name)
         first = inputs[0]
         axis = norm_axis(attrs["axis"], first.rank, "Concat")
         for v in inputs[1:]:
@@ -168,10 +176,14 @@ class Split(OpDef):
         axis = norm_axis(attrs["axis"], len(shape), "Split")
         n = shape[axis]
         if attrs["split"] is not None:
+            if any(s < 0 for s in attrs["split"]):
+                raise ShapeError(f"Split: sizes {attrs['split']} include a negative size.")
             if sum(attrs["split"]) != n:
                 raise ShapeError(f"Split: sizes {attrs['split']} do not add up to {n}.")
             return axis, list(attrs["split"])
         k = attrs["num_outputs"] or 1
+        if k < 1:
+            raise ShapeError(f"Split: num_outputs is {k}; it must be at least 1.")
         chunk = -(-n // k)  # ceil, as ONNX-18 does for uneven splits
         if (k - 1) * chunk >= n > 0:
             # e.g. 5 into 4: chunks of 2 leave nothing (or less) for the last output; onnxruntime rejects it too.
@@ -241,6 +253,11 @@ class Gather(OpDef):
         if idx.dtype not in (DType.int32, DType.int64):
             raise ShapeError(f"Gather: indices must be int32 or int64, got {idx.dtype}.")
         axis = norm_axis(attrs["axis"], data.rank, "Gather")
+        n = data.shape[axis] if data.rank else 0
+        if idx.const is not None and idx.const.size and (idx.const.min() < -n or idx.const.max() >= n):
+            # constant indices fold at import: out of range is the model's error, found before running it
+            raise ShapeError(f"Gather: constant indices {idx.const.reshape(-1)[:5].tolist()} are out of range "
+                             f"[{-n}, {n}) on axis {axis}.")
         return [(data.shape[:axis] + idx.shape + data.shape[axis + 1:], data.dtype)]
 
     def run(self, inputs, attrs):
@@ -334,6 +351,8 @@ class ConstantOfShape(OpDef):
         return np.zeros(1, np.float32) if attrs["value"] is None else attrs["value"].reshape(-1)[:1]
 
     def infer(self, inputs, attrs):
+        if attrs["value"] is not None and attrs["value"].size != 1:
+            raise ShapeError(f"ConstantOfShape: value must hold one element, it holds {attrs['value'].size}.")
         return [(tuple(attrs["shape"]), DType.from_numpy(self.fill(attrs).dtype))]
 
     def run(self, inputs, attrs):
@@ -348,7 +367,12 @@ class Range(OpDef):
 
     def infer(self, inputs, attrs):
         s, l, d = (_const_of(v, "Range", n) for v, n in zip(inputs, ("start", "limit", "delta")))
-        n = max(int(np.ceil((l.item() - s.item()) / d.item())), 0)
+        if any(v.size != 1 for v in (s, l, d)):
+            raise ShapeError("Range: start, limit and delta must each hold one value.")
+        if d.item() == 0 or not all(np.isfinite(float(v.item())) for v in (s, l, d)):
+            raise ShapeError(f"Range: start {s.item()}, limit {l.item()}, delta {d.item()}: the delta must be "
+                             "non-zero and all three finite.")
+        n = max(int(np.ceil((float(l.item()) - float(s.item())) / float(d.item()))), 0)
         return [((n,), inputs[0].dtype)]
 
     def run(self, inputs, attrs):
@@ -388,6 +412,8 @@ class GatherND(OpDef):
 
     def infer(self, inputs, attrs):
         data, idx = inputs
+        if idx.rank == 0:
+            raise ShapeError("GatherND: indices must have rank 1 or more (the last axis indexes data).")
         b, k = attrs["batch_dims"], idx.shape[-1]
         if b + k > data.rank:
             raise ShapeError(f"GatherND: index depth {k} + batch_dims {b} exceeds data rank {data.rank}.")
