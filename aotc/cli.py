@@ -57,15 +57,20 @@ def _value(v):
     return v.value if isinstance(v, enum.Enum) else v
 
 
-def parse_name_dims(item: str) -> tuple[str, tuple[int, ...]]:
+def _name_dims(item: str) -> tuple[str, tuple[int, ...]]:
     """NAME=DIMS for --input-shape: an input's name and its dims (input_ids=1x128), or a named dimension and
     its size (batch=4, for every input dimension the model calls batch)."""
     name, sep, dims = str(item).partition("=")
     if not sep or not name:
-        raise typer.BadParameter(f"{item!r} is not NAME=DIMS; write e.g. input_ids=1x128, or batch=4 for a "
-                                 "named dimension.")
+        raise AotcError(f"--input-shape {item!r} is not NAME=DIMS; write e.g. input_ids=1x128, or batch=4 for a "
+                        "named dimension.")
+    return name, parse_shape(dims)
+
+
+def parse_name_dims(item: str) -> tuple[str, tuple[int, ...]]:
+    """_name_dims as click's parser: a bad value is a usage error."""
     try:
-        return name, parse_shape(dims)
+        return _name_dims(item)
     except AotcError as e:
         raise typer.BadParameter(str(e)) from None
 
@@ -77,7 +82,7 @@ INPUT_SHAPE_HELP = ("Fix an input's shape as NAME=DIMS (input_ids=1x128), or a n
 def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items or []:
-        name, dims = item if isinstance(item, tuple) else parse_name_dims(item)
+        name, dims = item if isinstance(item, tuple) else _name_dims(item)
         if name in shapes:
             raise AotcError(f"--input-shape gives {name!r} twice.")
         shapes[name] = dims

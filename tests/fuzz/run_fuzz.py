@@ -210,6 +210,8 @@ def run_subprocess(case: Case, path: str, timeout: float) -> dict:
         return {"outcome": "ok"}
     if res.returncode == 2 and err.startswith("error: ") and "\n" not in err:
         return {"outcome": "aotc_error", "type": "cli"}
+    if res.returncode == 2 and err.startswith("Usage: ") and "internal error" not in err:
+        return {"outcome": "aotc_error", "type": "cli usage"}  # a bad flag value (e.g. --input-shape): click's usage error
     return {"outcome": "bug", "type": f"cli exit {res.returncode}", "message": err[-400:], "frame": "?", "aotc_frame": "?"}
 
 
