@@ -14,7 +14,6 @@ flags, so the CLI and this API write byte-identical bundles.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -141,7 +140,8 @@ def load_model(model, options: CompileOptions) -> tuple[Graph, dict]:
 
 
 def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    from compiler.user_files import file_sha256
+    return file_sha256(path) if path.is_file() else ""
 
 
 CALIBRATED_PASSES = ("quantize_int8", "prune_heads")  # the passes that read PassContext.calibration

@@ -2,13 +2,13 @@
 parameters, FLOPs and the ops aotc cannot handle, as one JSON-able dict."""
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import AotcError, UnsupportedOpsError
+from .user_files import file_sha256
 from .ir import Graph
 from .onnx_import import (_default_opset, _Importer, declared_dims, find_unsupported_ops, graph_input_protos,
                           read_onnx_model, check_model)
@@ -20,14 +20,6 @@ def graph_flops(graph: Graph) -> tuple[int, dict[str, int]]:
     for n in graph.nodes:
         per_op[n.op_type] += n.op.flops(n.inputs, n.outputs, n.attrs)
     return sum(per_op.values()), dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -52,7 +44,7 @@ def summarize_onnx(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[
     model = read_onnx_model(path)
     hist = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in model.graph.node)
     report: dict[str, Any] = {
-        "model": {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path),
+        "model": {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path),
                   "producer": f"{model.producer_name} {model.producer_version}".strip(),
                   "ir_version": model.ir_version, "opset": _default_opset(model)},
         "inputs": [{"name": p.name, "dtype": _dtype_name(p.type.tensor_type.elem_type), "shape": declared_dims(p)}

@@ -4,6 +4,7 @@ written, a directory where a file should go, a .npy or truncated zip given as .n
 with a message that says which, not an internal error; outputs are written whole or not at all."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -11,6 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import AotcError
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (models are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class OutputPathError(AotcError):

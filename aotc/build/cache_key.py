@@ -12,18 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from compiler.user_files import file_sha256
+
 from .spec import Artifact
 
 # Every target's graph goes through these before the target's own tools see it.
 COMMON_PACKAGES = ("numpy", "onnx")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_files(model: Path) -> list[Path]:
