@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import compiler
-from compiler.errors import AotcError
-from compiler.ir import Graph
+from aotc import compiler
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph
 
 from .pruning_options import pruning_step
 from .quantization_options import QUANTIZE_AFTER, quantization_step
@@ -72,8 +72,8 @@ class Bundle:
         if public_key is not None:
             # The signature, then every listed file's hash, before any of the bundle's code can run (a runner
             # executable, or a library's constructors).
-            from runtime_stub import RuntimeStubError
-            from runtime_stub.signature import check_listed_files
+            from aotc.runtime_stub import RuntimeStubError
+            from aotc.runtime_stub.signature import check_listed_files
             self.manifest = read_manifest(self.path, public_key)
             try:
                 check_listed_files(self.path, self.manifest)
@@ -90,7 +90,7 @@ class Bundle:
     def session(self):
         """The loaded bundle (loaded once): an object with run(feeds) and set_num_threads(n)."""
         if self._session is None:
-            from targets.base import loader_for
+            from aotc.targets.base import loader_for
             self._session = loader_for(self.manifest)(self.path, self.manifest, public_key=self.public_key)
         return self._session
 
@@ -113,21 +113,21 @@ def load(path: str | os.PathLike, public_key=None) -> Bundle:
 def load_model(model, options: CompileOptions) -> tuple[Graph, dict]:
     """The model as an IR graph of static shapes (the caller's Graph is copied, never changed), and the
     manifest's description of where it came from."""
-    from compiler.frontend import is_python_model_spec
+    from aotc.compiler.frontend import is_python_model_spec
     if isinstance(model, Graph):
         if options.example_inputs:
             raise AotcError("example_inputs are for a Python model; an aotc Graph already has its shapes.")
-        from targets.bundle import graph_digest
+        from aotc.targets.bundle import graph_digest
         return model.copy(), {"name": model.name, "kind": "aotc-ir", "sha256": graph_digest(model)}
     if not isinstance(model, (str, os.PathLike)):  # a torch.nn.Module or a Python function
         if not options.example_inputs:
             raise AotcError("Compiling a Python model needs example inputs (example_inputs={name: array}).")
         graph = compiler.trace(model, options.example_inputs)
-        from targets.bundle import graph_digest
+        from aotc.targets.bundle import graph_digest
         return graph, {"name": graph.name, "kind": "python", "sha256": graph_digest(graph)}
     spec = os.fspath(model)
     if is_python_model_spec(spec):
-        from compiler.frontend import load_python_model
+        from aotc.compiler.frontend import load_python_model
         graph = load_python_model(spec, dict(options.example_inputs or {}))
         file = Path(spec.rsplit(":", 1)[0])
         return graph, {"name": spec, "kind": "python", "sha256": _file_sha256(file)}
@@ -140,7 +140,7 @@ def load_model(model, options: CompileOptions) -> tuple[Graph, dict]:
 
 
 def _file_sha256(path: Path) -> str:
-    from compiler.user_files import file_sha256
+    from aotc.compiler.user_files import file_sha256
     return file_sha256(path) if path.is_file() else ""
 
 
@@ -150,7 +150,7 @@ CALIBRATED_PASSES = ("quantize_int8", "prune_heads")  # the passes that read Pas
 def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str], None] | None = None):
     """The PassManager `options` ask for: the generic pipeline (default, none or given), head pruning and INT8
     quantization at their places after fusion, then `target`'s own passes."""
-    from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass, parse_pipeline
+    from aotc.passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass, parse_pipeline
     qstep = quantization_step(options.quantize, _calibration_name(options.calibration), options.calibration_method,
                               options.calibration_percentile, options.calibration_samples, options.quantize_ops,
                               list(options.exclude_nodes or ()) or None, options.smoothquant, options.max_drop)
@@ -193,15 +193,15 @@ def _calibration_name(calibration) -> str | None:
 def _calibration_data(calibration):
     if calibration is None or not isinstance(calibration, (str, os.PathLike)):
         return calibration
-    from compiler.calibration import load_calibration
+    from aotc.compiler.calibration import load_calibration
     return load_calibration(calibration)
 
 
 def run_pipeline(graph: Graph, pm, log: Callable[[str], None] | None = None, target_name: str = "") -> list:
     """Run `pm` on `graph`, telling `log` what pruning, quantization and the target's fallbacks did; returns
     what ran, as the manifest records it."""
-    from passes.fit_to_target import format_fallbacks
-    from passes.prequantized import format_prequantized
+    from aotc.passes.fit_to_target import format_fallbacks
+    from aotc.passes.prequantized import format_prequantized
     from .pruning_options import pruning_summary
     from .quantization_options import format_summary
     if pm.context.has_calibration():
@@ -227,8 +227,8 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     aotc Graph) for `target` into the bundle directory `output`; the keywords are CompileOptions' fields.
     Reports (pruning, quantization, fallbacks, the bundle written) go to `log` (default: stderr unless
     `quiet`); with `verbose`, every step too (each kernel). Returns the Bundle."""
-    from targets.base import get_target, scratch_build_context
-    from targets.bundle import BundleWriter, model_id_for, model_manifest
+    from aotc.targets.base import get_target, scratch_build_context
+    from aotc.targets.bundle import BundleWriter, model_id_for, model_manifest
     try:
         opts = CompileOptions(**options)
     except TypeError:
@@ -241,11 +241,11 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     out = Path(output)
     signing_key = None
     if opts.sign is not None:
-        from targets.signing import load_signing_key
+        from aotc.targets.signing import load_signing_key
         signing_key = load_signing_key(os.fspath(opts.sign))
     max_memory = opts.max_memory
     if isinstance(max_memory, str):
-        from targets.memory_limit import parse_memory_size
+        from aotc.targets.memory_limit import parse_memory_size
         max_memory = parse_memory_size(max_memory)
     if opts.buckets is not None:  # one bundle holding a variant per bucket
         from .buckets import compile_bucketed
@@ -279,3 +279,16 @@ def _stderr(msg: str) -> None:
 
 
 __all__ = ["Bundle", "CompileOptions", "compile", "load", "build_pass_manager", "load_model", "run_pipeline"]
+
+
+def inspect(model: str | os.PathLike, input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """What `aotc inspect --json` prints: for a bundle directory its manifest; for an ONNX file its inputs,
+    outputs, op histogram, parameters, FLOPs, how it is quantized and the ops no target supports (under
+    "error", None when it can be compiled as it is)."""
+    if Path(model).is_dir():
+        from aotc.bundle_summary import read_manifest
+        return read_manifest(model)
+    from aotc.compiler.model_summary import summarize_onnx
+    report, error = summarize_onnx(str(model), dict(input_shapes or {}))
+    report["error"] = str(error) if error else None
+    return report

@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-import compiler
-from compiler.errors import AotcError
+from aotc import compiler
+from aotc.compiler.errors import AotcError
 
 # Above this relative difference at valid positions, padding is reported as changing the result.
 PADDING_TOLERANCE = 1e-4
@@ -86,7 +86,7 @@ def input_dims(model_path: str, dims: Sequence[str], pad: Mapping[str, Any],
                input_shapes: Mapping[str, Any]) -> tuple[dict[str, list], dict[str, list]]:
     """Each input's and output's declared dimension names ({name: [dim_param or None per axis]}), once the
     bucketed dimensions, the pad values and the fixed shapes are checked against the model."""
-    from compiler.onnx_import import declared_dims, graph_input_protos, read_onnx_model
+    from aotc.compiler.onnx_import import declared_dims, graph_input_protos, read_onnx_model
     proto = read_onnx_model(model_path)
     ins = {p.name: [d if isinstance(d, str) and d != "?" else None for d in declared_dims(p)]
            for p in graph_input_protos(proto)}
@@ -194,9 +194,9 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
     """aotc.compile with CompileOptions.buckets: every bucket compiled, one bundle written (see the module).
     `prepare(options, keep_imported, report)` is aotc.compile's load + pass pipeline for one bucket's options:
     (final graph, source description, passes applied, the imported graph if asked for)."""
-    from targets.base import BucketVariant, scratch_build_context
-    from targets.bucket_bundle import bucket_files
-    from targets.bundle import BUCKETS_FORMAT_VERSION, BundleWriter, io_description, model_id_for, model_manifest
+    from aotc.targets.base import BucketVariant, scratch_build_context
+    from aotc.targets.bucket_bundle import bucket_files
+    from aotc.targets.bundle import BUCKETS_FORMAT_VERSION, BundleWriter, io_description, model_id_for, model_manifest
 
     why = tgt.buckets_unsupported()
     if why:

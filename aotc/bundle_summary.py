@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 
 def read_manifest(bundle: str | Path, public_key=None) -> dict:
     """The bundle's manifest, strictly parsed; with `public_key`, only once its signature verifies."""
-    from runtime_stub import RuntimeStubError
-    from runtime_stub.manifest import read_manifest as read_checked
+    from aotc.runtime_stub import RuntimeStubError
+    from aotc.runtime_stub.manifest import read_manifest as read_checked
     try:
         return read_checked(bundle, public_key)
     except RuntimeStubError as e:  # a malformed manifest, a missing or wrong signature

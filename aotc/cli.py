@@ -14,8 +14,8 @@ from typing import List, Optional
 
 import typer
 
-from compiler.errors import AotcError
-from compiler.onnx_import import parse_shape
+from aotc.compiler.errors import AotcError
+from aotc.compiler.onnx_import import parse_shape
 
 from . import pruning_options as P
 from . import quantization_options as Q
@@ -42,7 +42,7 @@ def _choices(name: str, values) -> type[enum.Enum]:
 
 
 def _target_names() -> list[str]:
-    from targets.base import target_specs
+    from aotc.targets.base import target_specs
     return ["host"] + sorted({n for s in target_specs() for n in (s.name, *s.aliases)})
 
 
@@ -106,7 +106,7 @@ def _emit_json(data) -> None:
 
 def _version(value: bool):
     if value:
-        from compiler import __version__
+        from aotc.compiler import __version__
         typer.echo(f"aotc {__version__}")
         raise typer.Exit()
 
@@ -141,7 +141,7 @@ def inspect(
         elif not quiet:
             typer.echo(format_bundle(manifest))
         return
-    from compiler.model_summary import format_report, summarize_onnx
+    from aotc.compiler.model_summary import format_report, summarize_onnx
     report, error = summarize_onnx(model, parse_input_shapes(input_shape))
     if as_json:
         report["error"] = str(error) if error else None
@@ -192,7 +192,7 @@ OPT_PRUNE_HEADS_SAMPLES = typer.Option(None, "--prune-heads-samples", help=P.PRU
 @app.command("passes")
 def list_passes(as_json: bool = OPT_JSON):
     """List the registered passes, their options and the default pipeline."""
-    from passes import DEFAULT_PIPELINE, PASSES
+    from aotc.passes import DEFAULT_PIPELINE, PASSES
     if as_json:
         _emit_json({"default_pipeline": DEFAULT_PIPELINE, "passes": [
             {"name": n, "options": PASSES[n].options, "doc": PASSES[n].doc} for n in sorted(PASSES)]})
@@ -224,9 +224,9 @@ def optimize(
     Fused ops (FusedMatMul, Attention, ...) are written in the ai.aotc domain: the file is for reading
     (e.g. in Netron) and for `aotc` itself; onnxruntime cannot run those nodes.
     """
-    from compiler.onnx_export import save_onnx
-    from compiler.onnx_import import load_onnx
-    from compiler.user_files import check_output_file, write_file_atomically, writing
+    from aotc.compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_import import load_onnx
+    from aotc.compiler.user_files import check_output_file, write_file_atomically, writing
     from .api import CompileOptions, build_pass_manager, run_pipeline
     check_output_file(output)
     if report:
@@ -314,9 +314,9 @@ def trace_cmd(
 ):
     """Trace a PyTorch model with aotc's frontend (Python control flow on tensors becomes torch.where) and
     write the IR as ONNX."""
-    from compiler.frontend import load_python_model, parse_example_inputs
-    from compiler.onnx_export import save_onnx
-    from compiler.user_files import check_output_file, writing
+    from aotc.compiler.frontend import load_python_model, parse_example_inputs
+    from aotc.compiler.onnx_export import save_onnx
+    from aotc.compiler.user_files import check_output_file, writing
     check_output_file(output)
     graph = load_python_model(model, parse_example_inputs(example_input))
     before = len(graph.nodes)
@@ -373,7 +373,7 @@ def compile_cmd(
 
     A failed compile leaves no output behind. Target options (below) apply to the target that declares them.
     """
-    from compiler.frontend import parse_example_inputs
+    from aotc.compiler.frontend import parse_example_inputs
     from .api import compile as compile_model
     target_options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
     from .buckets import bucket_options
@@ -395,7 +395,7 @@ def compile_cmd(
 def _target_params() -> list:
     """One CLI flag per registered target option, in a "Target options" panel."""
     import inspect
-    from targets.base import all_target_options, option_owners
+    from aotc.targets.base import all_target_options, option_owners
     params = []
     for opt in all_target_options():
         kind = List[opt.type] if opt.multiple else Optional[opt.type]
@@ -453,7 +453,7 @@ def build_cmd(
 @app.command("targets")
 def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON, for scripts.")):
     """List the targets aotc compiles for, with their aliases and options."""
-    from targets.base import describe_targets
+    from aotc.targets.base import describe_targets
     items = describe_targets()
     if as_json:
         typer.echo(json.dumps(items, indent=2))
@@ -493,7 +493,7 @@ def run_cmd(
     """Run a compiled bundle on inputs from an .npz file, the way its target runs here (in process with the
     thin runtime; arm64-neon under qemu-aarch64 on other machines; ascend on a machine with CANN)."""
     import numpy as np
-    from compiler.user_files import check_output_file, read_npz, write_npz
+    from aotc.compiler.user_files import check_output_file, read_npz, write_npz
     from .api import load
     console = Console(quiet, verbose)
     if outputs:
@@ -501,7 +501,7 @@ def run_cmd(
     feeds = read_npz(inputs)
     b = load(bundle, public_key=public_key)
     if reference:
-        from targets.base import reference_runner_for
+        from aotc.targets.base import reference_runner_for
         result = reference_runner_for(b.manifest)(b.path, feeds)
         console.info(f"reference run ({b.target}): not the target's own execution")
     else:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import typer
 
-from compiler import progress
+from aotc.compiler import progress
 
 
 class Console:

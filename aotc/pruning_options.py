@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 PRUNE_HEADS_AFTER = ("fuse_",)  # prune_heads runs on fused Attention ops, before quantization
 
@@ -34,7 +34,7 @@ def pruning_step(fraction: float | None, spec: str | None, min_per_layer: int = 
                  ) -> tuple[tuple[str, dict[str, Any]], tuple[str, ...]] | None:
     """The (("prune_heads", options), PRUNE_HEADS_AFTER) step the flags ask for, or None without
     --prune-heads / --prune-heads-spec. Option errors are raised here, before the model is read."""
-    from passes.prune_heads import check_options
+    from aotc.passes.prune_heads import check_options
     if fraction is None and not spec:
         given = [flag for flag, v in (("--prune-heads-min-per-layer", min_per_layer != 1),
                                       ("--prune-heads-importance", importance != "drift"),
@@ -68,5 +68,5 @@ def pruning_summary(pm) -> str:
     report = pm.context.reports.get("prune_heads")
     if report is None:
         return ""
-    from passes.prune_heads import format_report
+    from aotc.passes.prune_heads import format_report
     return format_report(report)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from compiler.errors import AotcError
-from passes.quantization.calibrate import METHODS
-from passes.quantization.quantize import QuantConfig, split_names
+from aotc.compiler.errors import AotcError
+from aotc.passes.quantization.calibrate import METHODS
+from aotc.passes.quantization.quantize import QuantConfig, split_names
 
 QUANTIZE_AFTER = ("fuse_", "prune_")  # quantize_int8 goes after fusion and head pruning (passes.insert_pass)
 

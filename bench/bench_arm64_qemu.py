@@ -30,7 +30,7 @@ CACHE = ROOT / ".cache" / "test-models"
 def case(name: str):
     """(model path or graph, the generic passes to run, target, feeds, reference outputs)."""
     from oracle import ort_run
-    from targets.arm64.target import arm64_target
+    from aotc.targets.arm64.target import arm64_target
     if name == "minilm":
         from models import export_minilm, minilm_feeds
         path = export_minilm(CACHE, "legacy", "eager")
@@ -42,10 +42,10 @@ def case(name: str):
         feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
         return path, "default", arm64_target(), feeds, ort_run(str(path), feeds)
     if name == "minilm-int8":
-        import compiler
-        from passes.quantization import quantize_graph
+        from aotc import compiler
+        from aotc.passes.quantization import quantize_graph
         from models import export_minilm
-        from passes import PassManager
+        from aotc.passes import PassManager
         from test_quant_models import BATCH, CALIBRATION_SENTENCES, SEQ, TEST_SENTENCES, _batches
         g = compiler.load_onnx(export_minilm(CACHE, "legacy", "eager", dynamic=True),
                                input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "arm64_qemu.json"))
     args = ap.parse_args()
     import tempfile
-    from targets.arm64.qemu import run_bundle
+    from aotc.targets.arm64.qemu import run_bundle
     import aotc
     rows = []
     with tempfile.TemporaryDirectory(prefix="aotc-bench-arm64-") as tmp:

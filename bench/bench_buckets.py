@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import aotc
-    import runtime_stub
+    from aotc import runtime_stub
     from models import export_minilm, minilm_feeds
     path = export_minilm(CACHE / "test-models", "legacy", "eager", dynamic=True)
     shutil.rmtree(OUT, ignore_errors=True)

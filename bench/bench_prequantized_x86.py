@@ -44,7 +44,7 @@ def ort_reference(path, feeds: dict) -> np.ndarray:
 
 
 def run_case(model: str, engines_paths: dict, qdq_path, feeds: dict, output: str, args) -> dict:
-    import runtime_stub
+    from aotc import runtime_stub
     engines_paths = dict(engines_paths)
     fp32_onnx = engines_paths.pop("_fp32_onnx")
     engines = {k: runtime_stub.load(p) for k, p in engines_paths.items()}

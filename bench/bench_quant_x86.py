@@ -80,7 +80,7 @@ def int8_bundle(path: Path, batch: int, decompose_attention: bool = False) -> tu
     """The same pipeline with quantize_int8 after fusion (and, with `decompose_attention`, QuantizedAttention
     into int8 GEMMs and primitive float ops)."""
     import aotc
-    from passes import DEFAULT_PIPELINE
+    from aotc.passes import DEFAULT_PIPELINE
     tag = "-attn-decomposed" if decompose_attention else ""
     out = CACHE / "bench-bundles" / f"minilm-int8{tag}-b{batch}-{_sources_hash(path).hexdigest()[:12]}"
     report_file = out.with_suffix(".quant.json")
@@ -168,7 +168,7 @@ def bench_engines(model: str, engines: dict, sessions: dict, feeds: dict, output
 
 
 def minilm_rows(args) -> list[dict]:
-    import runtime_stub
+    from aotc import runtime_stub
     from bench_x86 import minilm_case
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -193,7 +193,7 @@ def minilm_rows(args) -> list[dict]:
 
 
 def efficientnet_rows(args) -> list[dict]:
-    import runtime_stub
+    from aotc import runtime_stub
     from test_model_x86 import efficientnet_lite0_onnx
     from test_quant_models import calibration_images, photo_test_set
     print("efficientnet-lite0 b1:", file=sys.stderr)

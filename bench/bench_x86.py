@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
     import torch
-    import runtime_stub
+    from aotc import runtime_stub
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     results = []

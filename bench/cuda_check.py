@@ -41,7 +41,7 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
 def prepare(models: bool) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import aotc
-    import compiler
+    from aotc import compiler
     from cuda_op_cases import all_cases_graph
     DEVICE_DIR.mkdir(parents=True, exist_ok=True)
     g, feeds, owner = all_cases_graph()

@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import compiler  # noqa: E402
-from passes import PassManager  # noqa: E402
+from aotc import compiler  # noqa: E402
+from aotc.passes import PassManager  # noqa: E402
 
 
 def models(cache: Path):

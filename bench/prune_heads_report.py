@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-import compiler  # noqa: E402
-from passes.prune_heads import (attention_sites, contribution_scores, drift_scores, format_report,  # noqa: E402
+from aotc import compiler  # noqa: E402
+from aotc.passes.prune_heads import (attention_sites, contribution_scores, drift_scores, format_report,  # noqa: E402
                                 prune_attention_heads, random_scores, select_heads, weight_scores)
 from test_prune_heads import (CAL_BATCH, CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, SEQ, fused_minilm,  # noqa: E402
                               mean_pooled, one_blas_thread, tokenize)
@@ -73,7 +73,7 @@ def main() -> None:
             return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
 
         sites = attention_sites(g_cal)
-        from compiler.calibration import calibration_feeds
+        from aotc.compiler.calibration import calibration_feeds
         feeds = calibration_feeds(g_cal, cal)
         scores, seconds = {}, {}
         for method in METHODS:
@@ -139,9 +139,9 @@ def x86_bundles(cache: Path, removed: dict[int, list[int]], seq: int, tmp: Path,
     calibrated on the calibration sentences, then the target's passes).
     Returns ({label: runtime model}, {label: max |bundle - interpreter| on `feeds`}, {int8 label: max |int8 -
     float| in the interpreter, the scale int8 itself moves the output by})."""
-    import runtime_stub
+    from aotc import runtime_stub
     import aotc
-    from passes import PassContext, PassManager
+    from aotc.passes import PassContext, PassManager
     cal = tokenize(CALIBRATION_SENTENCES, seq)
     bundles, errors, reference, cosines = {}, {}, {}, {}
     for precision in ("float", "int8"):
@@ -293,9 +293,9 @@ def render(r: dict) -> str:
         "--quantize` adds it by itself for the ops a target lacks).", "",
         "## From Python, and how calibration data reaches a pass", "",
         "```python",
-        "from compiler import load_onnx",
-        "from compiler.calibration import load_calibration",
-        "from passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass",
+        "from aotc.compiler import load_onnx",
+        "from aotc.compiler.calibration import load_calibration",
+        "from aotc.passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass",
         "",
         "graph = load_onnx(\"minilm.onnx\", {\"input_ids\": (8, 24), \"attention_mask\": (8, 24)})",
         "steps = insert_pass(DEFAULT_PIPELINE, (\"prune_heads\", {\"fraction\": 0.25}))   # right after fusion",

@@ -60,7 +60,7 @@ def mb(b: int) -> str:
 
 
 def render(results: dict) -> str:
-    from passes.quantization import SCHEME
+    from aotc.passes.quantization import SCHEME
     m0 = results["minilm"][0]
     e0 = results["efficientnet"][0]
     lines = ["# INT8 post-training quantization", "",

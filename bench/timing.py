@@ -1,33 +1,14 @@
-"""The timing loop every x86 benchmark here shares: interleaved rounds, one engine at a time, each
-engine's round started after the previous engine's thread pool has gone idle."""
+"""The timing every benchmark here shares is `aotc bench`'s (aotc/bench.py): interleaved rounds, one engine
+at a time, each engine's round started after the previous engine's thread pool has gone idle. This module
+adds only the onnxruntime session the benchmarks compare with."""
 from __future__ import annotations
 
-import time
-from typing import Callable
-
-# onnxruntime's workers keep spinning for a while after a run and, on a 2-core machine, take the core the
-# next engine's second thread needs (measured: aotc EfficientNet-Lite0 9.2 ms right after onnxruntime runs
-# vs 5.4 ms alone). A pause before each round lets every pool go idle, so each engine is measured in its
-# own steady state.
-POOL_IDLE_S = 0.25
+from aotc.bench import POOL_IDLE_S, measure_interleaved, summarize_ms  # noqa: F401
 
 
-def measure(fns: dict[str, Callable[[], object]], rounds: int, runs: int) -> dict[str, list[float]]:
-    """Seconds per call of each engine: 3 warm-up calls each, then `rounds` x (pause, one untimed call,
-    `runs` timed calls) per engine in turn."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            time.sleep(POOL_IDLE_S)
-            fn()
-            for _ in range(runs):
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
-    return times
+def measure(fns, rounds: int, runs: int) -> dict[str, list[float]]:
+    """Seconds per call of each engine (aotc.bench.measure_interleaved with 3 warm-up calls)."""
+    return measure_interleaved(fns, rounds, runs)
 
 
 def ort_session(path, threads: int):

@@ -83,7 +83,7 @@ def main() -> None:
         return run_bundle(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    import compiler
+    from aotc import compiler
 
     path = export(args.out, args.seq)
     feeds = tokenize(SENTENCES, args.seq)
@@ -118,7 +118,7 @@ def median_ms(fn, runs: int = 20) -> float:
 def run_bundle(args) -> None:
     import onnxruntime as ort
 
-    import runtime_stub
+    from aotc import runtime_stub
 
     model = runtime_stub.load(args.bundle)
     feeds = tokenize(SENTENCES, args.seq)

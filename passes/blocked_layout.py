@@ -13,9 +13,9 @@ lowering with their vector width as the block; it is not part of the default
 (target-independent) pipeline."""
 from __future__ import annotations
 
-from compiler.dtypes import DType
-from compiler.ir import Graph, Node, Value
-from compiler.ops.nn import Pad
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Graph, Node, Value
+from aotc.compiler.ops.nn import Pad
 
 from .pass_manager import register_pass
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph
+from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
 from .patterns import Match, Op, Rule, Var, apply_rules
@@ -78,7 +78,7 @@ def _gemm_to_matmul(g: Graph, m: Match):
 
 def _pad_into_conv(g: Graph, m: Match):
     """Zero padding of the spatial axes moves into the Conv's own pads."""
-    from compiler.ops import get_op
+    from aotc.compiler.ops import get_op
     pad, conv = m.node("pad"), m.root
     x = m["x"]
     if pad.attrs["mode"] != "constant" or conv.attrs["auto_pad"] != "NOTSET":

@@ -1,7 +1,7 @@
 """Dead-code and common-subexpression elimination."""
 from __future__ import annotations
 
-from compiler.ir import Graph
+from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
 

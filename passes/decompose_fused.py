@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
 
@@ -64,7 +64,7 @@ def _attention(g: Graph, n: Node) -> list[Value]:
 
 
 def _activation(g: Graph, y: Value, attrs: dict, base: str) -> Value:
-    from compiler.ops.fused import activation_as_op
+    from aotc.compiler.ops.fused import activation_as_op
     kind = attrs["activation"]
     if kind == "none":
         return y
@@ -96,7 +96,7 @@ def _fused_matmul(g: Graph, n: Node) -> list[Value]:
 
 
 def _fused_conv(g: Graph, n: Node) -> list[Value]:
-    from compiler.ops import get_op
+    from aotc.compiler.ops import get_op
     conv_inputs = [v for v in n.inputs[:3] if v is not None]
     res = n.inputs[3] if len(n.inputs) > 3 else None
     y = _op(g, "Conv", conv_inputs, get_op("FusedConv").conv_attrs(n.attrs), name=f"{n.name}/conv")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
 from .patterns import replace_nodes

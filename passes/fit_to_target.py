@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 from .decompose_fused import DECOMPOSABLE, decompose_nodes
 from .decompose_quantized import decompose_quantized_attention_nodes

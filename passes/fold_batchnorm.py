@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph
+from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
 from .patterns import Const, Match, Op, Rule, Var, apply_rules

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph
-from compiler.ops.quant import keeps_quantized_weight
+from aotc.compiler.ir import Graph
+from aotc.compiler.ops.quant import keeps_quantized_weight
 
 from .pass_manager import register_pass
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 from .pass_manager import register_pass
 from .patterns import is_weight, scalar

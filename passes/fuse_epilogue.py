@@ -3,7 +3,7 @@
 product is still in registers."""
 from __future__ import annotations
 
-from compiler.ir import Graph
+from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
 import numpy as np

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from compiler.ir import Graph
+from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
 from .patterns import AnyOf, Const, Match, Op, Product, Rule, Sum, Var, apply_rules, scalar

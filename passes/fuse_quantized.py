@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Graph, Value
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Graph, Value
 
 from .pass_manager import register_pass
 from .patterns import AnyOf, Const, Match, Op, Opt, Rule, Var, apply_rules

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TextIO
 
-from compiler.errors import AotcError
-from compiler.ir import Graph
-from compiler.verifier import verify
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph
+from aotc.compiler.verifier import verify
 
 PassFn = Callable[..., int]  # (graph, **options) -> number of rewrites; mutates the graph in place
 
@@ -49,7 +49,7 @@ class PassContext:
         """The calibration data as feeds matching `graph`'s inputs ([] when there is none)."""
         if self.calibration is None:
             return []
-        from compiler.calibration import calibration_feeds
+        from aotc.compiler.calibration import calibration_feeds
         key = tuple((v.name, v.shape, str(v.dtype)) for v in graph.inputs)
         if self._feeds is None or self._feeds[0] != key:
             self._feeds = (key, calibration_feeds(graph, self.calibration))
@@ -151,7 +151,7 @@ class PassManager:
                  disabled: Sequence[str] = (), verify_each: bool = False,
                  print_ir_after: Sequence[str] = (), print_pass_times: bool = False, out: TextIO | None = None,
                  context: PassContext | None = None):
-        import passes  # noqa: F401  (registers every pass)
+        from aotc import passes  # noqa: F401  (registers every pass)
         steps = [(s, {}) if isinstance(s, str) else (s[0], dict(s[1])) for s in
                  (DEFAULT_PIPELINE if pipeline is None else pipeline)]
         unknown = sorted({n for n, _ in steps} - set(PASSES)) + sorted(set(disabled) - set(PASSES))

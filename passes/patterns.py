@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 COMMUTATIVE = {"Add", "Mul", "And", "Or", "Xor", "Equal", "Max", "Min", "Sum"}
 

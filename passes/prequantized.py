@@ -31,8 +31,8 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Graph, Node, Value
 
 from .fuse_quantized import fuse_quantized_ops
 from .pass_manager import PassContext, register_pass
@@ -105,7 +105,7 @@ def _requantize_identity(g: Graph, m: Match):
 
 def _pad_into_conv(g: Graph, m: Match):
     """Conv(DQ(Pad(q, zero point))) -> Conv(DQ(q)) with the pad in the conv's pads: the padded taps are real 0."""
-    from compiler.ops.nn import Pad
+    from aotc.compiler.ops.nn import Pad
     conv, dq, pad = m.root, m.node("dq"), m["q"].producer
     if pad is None or pad.op_type != "Pad" or conv.attrs["auto_pad"] != "NOTSET":
         return None

@@ -63,10 +63,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from compiler import progress
-from compiler.errors import AotcError
-from compiler.interpreter import interpret
-from compiler.ir import Graph, Node, Value
+from aotc.compiler import progress
+from aotc.compiler.errors import AotcError
+from aotc.compiler.interpreter import interpret
+from aotc.compiler.ir import Graph, Node, Value
 
 from .pass_manager import PassContext, register_pass
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.ir import Graph
+from aotc.compiler.ir import Graph
 
 from .pass_manager import PassContext, register_pass
 
@@ -27,7 +27,7 @@ def quantize_int8(graph: Graph, method: str = "minmax", percentile: float = 99.9
     quantize_ops / exclude_nodes: comma-separated op types / node names; smoothquant=ALPHA migrates activation
     outliers into the weights; max_drop=X keeps the most sensitive layers float until the output error
     (1 - cosine) on the calibration set is at most X. Needs calibration data in the PassContext."""
-    from passes.quantization import quantize_graph
+    from aotc.passes.quantization import quantize_graph
     ctx = context if context is not None else PassContext()
     report = quantize_graph(graph, calibration=ctx, method=method, percentile=percentile, samples=samples,
                             quantize_ops=quantize_ops or None, exclude_nodes=exclude_nodes or (),

@@ -1,6 +1,6 @@
 """The thin runtime that loads and runs a bundle; needs only numpy (never the compiler).
 
-    import runtime_stub
+    from aotc import runtime_stub
     model = runtime_stub.load("out/minilm")
     outputs = model.run({"input_ids": ids, "attention_mask": mask})
 

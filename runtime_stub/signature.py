@@ -35,9 +35,9 @@ def _ed25519():
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as e:  # pragma: no cover - cryptography is a dependency of the aotc package
+    except ImportError as e:  # a dependency of aotc; an extra of the runtime-only aotc-runtime
         raise SignatureError("checking bundle signatures needs the 'cryptography' package "
-                             f"(pip install cryptography): {e}") from None
+                             f"(pip install cryptography, or aotc-runtime[signatures]): {e}") from None
     return ed25519, serialization, InvalidSignature
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from compiler.errors import AotcError
-from compiler.ir import Graph, Node
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph, Node
 
 
 class UnknownTargetError(AotcError):
@@ -251,10 +251,10 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    import targets
+    from aotc import targets
     for info in sorted(pkgutil.iter_modules(targets.__path__), key=lambda m: m.name):
         if info.ispkg:
-            importlib.import_module(f"targets.{info.name}")
+            importlib.import_module(f"aotc.targets.{info.name}")
 
 
 def target_specs() -> list[TargetSpec]:
@@ -379,7 +379,7 @@ class InProcessBundle(LoadedBundle):
     """The default loader's result: the thin runtime (runtime_stub), in this process."""
 
     def __init__(self, bundle_dir, manifest=None, public_key=None):
-        import runtime_stub
+        from aotc import runtime_stub
         self._errors = runtime_stub.RuntimeStubError
         try:
             self.model = runtime_stub.load(bundle_dir, public_key=public_key)  # the C loader reads verified bytes

@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from compiler.errors import AotcError
-from compiler.user_files import check_output_dir, make_staging_dir
-from compiler.ir import Graph
+from aotc.compiler.errors import AotcError
+from aotc.compiler.user_files import check_output_dir, make_staging_dir
+from aotc.compiler.ir import Graph
 
 # The bundle format and the C ABI between the runtime and model.so, defined here and nowhere else.
 FORMAT_VERSION = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 # Larger than any model aotc compiles for a CPU today (MiniLM: 3 MB arena), smaller than what makes a
 # typo in --input-shape (1x1000000x768) an allocation a deployment machine cannot make.

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.errors import AotcError
-from runtime_stub.signature import MANIFEST_FILE, SIGNATURE_FILE, signed_message
+from aotc.compiler.errors import AotcError
+from aotc.runtime_stub.signature import MANIFEST_FILE, SIGNATURE_FILE, signed_message
 
 
 class SigningKeyError(AotcError):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 
 TOL = 1e-4  # the bar: every op and model within 1e-4 of the reference
 
@@ -36,7 +36,7 @@ def compile_arm(graph: compiler.Graph, out_dir: Path, target="arm64-neon", tag: 
 
 
 def run_arm(bundle: Path, feeds: dict, cpu: str | None = None, threads: int = 1) -> dict:
-    from targets.arm64.qemu import run_bundle
+    from aotc.targets.arm64.qemu import run_bundle
     return run_bundle(bundle, feeds, cpu=cpu, threads=threads)[0]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-import compiler
+from aotc import compiler
 from x86_helpers import assert_close
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def compile_ascend(graph: compiler.Graph, out_dir: Path, passes="none", **target
 def check_graph(graph: compiler.Graph, feeds: dict, out_dir: Path, rtol=1e-5, atol=1e-5, **target_options) -> dict:
     """Compile `graph` for ascend, check model.onnx against the ATC table, and compare onnxruntime on it with
     aotc's interpreter; returns onnxruntime's outputs."""
-    from targets.ascend.loader import reference_run
+    from aotc.targets.ascend.loader import reference_run
     want = compiler.interpret(graph, feeds)
     bundle = compile_ascend(graph, out_dir, **target_options)
     assert_atc_registered(bundle / "model.onnx")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from x86_helpers import assert_close, build_graph
 
 coremltools = pytest.importorskip("coremltools", reason="the coreml tests need coremltools (the [coreml] extra)")
@@ -30,7 +30,7 @@ def compile_coreml(graph: compiler.Graph, out_dir: Path, coreml_target: str = "i
 
 def evaluate(bundle: Path, feeds: dict) -> dict:
     """The bundle's outputs by aotc name, from the saved package (NumPy MIL evaluator), in aotc's dtypes."""
-    from targets.coreml.mil_eval import MilPackage
+    from aotc.targets.coreml.mil_eval import MilPackage
     io = json.loads((bundle / "manifest.json").read_text())["coreml"]
     pkg = MilPackage(bundle / io["package"])
     got = pkg.run({d["coreml_name"]: np.asarray(feeds[d["name"]]) for d in io["inputs"]})

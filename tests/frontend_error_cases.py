@@ -3,7 +3,7 @@ line the error must point at (tests/test_frontend_errors.py finds the lines by m
 import torch
 from torch import nn
 
-from compiler import bounded
+from aotc.compiler import bounded
 
 
 def inplace_method(x):

@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 
 # (rtol, atol) per output dtype. Float tolerances cover differences in
 # summation order and in transcendental implementations between NumPy/SciPy

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 
 
 def small_graph() -> compiler.Graph:
@@ -26,19 +26,19 @@ def test_missing_cross_compiler_names_the_package(tmp_path, monkeypatch):
 
 
 def test_unknown_feature_is_refused():
-    from targets.arm64.target import arm64_target
+    from aotc.targets.arm64.target import arm64_target
     with pytest.raises(compiler.AotcError, match="Unknown arm64 CPU feature 'avx512'"):
         arm64_target(cpu_features=["+avx512"])
 
 
 def test_unknown_arm_target_name():
-    from targets.base import get_target
+    from aotc.targets.base import get_target
     with pytest.raises(compiler.AotcError, match="Unknown target 'arm64-sve2'; aotc knows: .*arm64-neon"):
         get_target("arm64-sve2")
 
 
 def test_missing_qemu_names_the_package(tmp_path, monkeypatch):
-    from targets.arm64 import qemu
+    from aotc.targets.arm64 import qemu
     monkeypatch.setattr(qemu, "is_native", lambda: False)
     monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
     with pytest.raises(compiler.AotcError, match="apt-get install qemu-user-static"):
@@ -47,8 +47,8 @@ def test_missing_qemu_names_the_package(tmp_path, monkeypatch):
 
 def test_host_on_aarch64_is_arm64_neon(monkeypatch, tmp_path):
     import platform
-    from targets.arm64 import target as arm
-    from targets.base import get_target
+    from aotc.targets.arm64 import target as arm
+    from aotc.targets.base import get_target
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from ascend_helpers import ROOT, compile_ascend
-from compiler.dtypes import DType
+from aotc.compiler.dtypes import DType
 
 WHEEL = "torch-npu==2.14.0"
 HEADERS = ROOT / ".cache" / "ascend" / "acl-headers-torch-npu-2.14.0"

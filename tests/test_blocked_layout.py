@@ -10,11 +10,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
-from compiler.ops import get_op
-from compiler.ops.layout import from_blocked, to_blocked
-from passes.blocked_layout import nchwc_layout
+from aotc import compiler
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ops import get_op
+from aotc.compiler.ops.layout import from_blocked, to_blocked
+from aotc.passes.blocked_layout import nchwc_layout
 from x86_helpers import compile_and_run, needs_avx512
 
 R = np.random.default_rng(7)
@@ -130,7 +130,7 @@ def test_pass_leaves_grouped_and_dynamic_weight_convs():
 
 # -- x86 kernels ------------------------------------------------------------------------------------
 def nchw_target():
-    from targets.cpu.target import X86_AVX512
+    from aotc.targets.cpu.target import X86_AVX512
     return dataclasses.replace(X86_AVX512, conv_block=0)
 
 
@@ -165,7 +165,7 @@ KERNELS = [  # the three BlockedConv kernels at sizes whose tiles do not divide 
 
 
 def test_pointwise_tiles_fit_the_registers_and_pad_little():
-    from targets.cpu.lower_blocked import pointwise_tile
+    from aotc.targets.cpu.lower_blocked import pointwise_tile
     assert pointwise_tile(49, 5) == (7, 3)  # 5 output blocks computed as 6: one padding block
     for p in (49, 196, 784, 3136, 12544, 63, 30):
         for mb in range(1, 90):

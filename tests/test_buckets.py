@@ -17,8 +17,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import aotc
-import compiler
-import runtime_stub
+from aotc import compiler
+from aotc import runtime_stub
 from arm64_helpers import needs_arm64
 from test_cli_errors import assert_user_error
 
@@ -230,7 +230,7 @@ def test_arm64_buckets_under_qemu(models, tmp_path):
         x = np.random.default_rng(seq).standard_normal((1, seq, HIDDEN)).astype(np.float32)
         got = b.run({"x": x})["y"]
         np.testing.assert_allclose(got, _reference(models["position"], x), rtol=1e-5, atol=1e-5)
-    from compiler.errors import AotcError
+    from aotc.compiler.errors import AotcError
     with pytest.raises(AotcError, match=r"seq 9, more than every bucket.*buckets: seq4, seq8"):
         b.run({"x": np.zeros((1, 9, HIDDEN), np.float32)})
 

@@ -148,7 +148,7 @@ def test_spec_error_on_the_command_line_is_one_paragraph_exit_2(tmp_path):
 
 
 def test_key_follows_toolchain_versions(tmp_path, monkeypatch):
-    from targets.base import get_target
+    from aotc.targets.base import get_target
     spec = write_project(tmp_path)
     art = next(a for a in load_spec(spec).artifacts if a.name == "mlp-arm64-int8")
     target = get_target("arm64-neon")

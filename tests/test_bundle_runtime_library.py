@@ -28,7 +28,7 @@ def no_compiler(monkeypatch, tmp_path):
 
 
 def test_the_bundles_own_library_runs_it_without_a_compiler(bundle, feeds, reference, no_compiler):
-    import runtime_stub
+    from aotc import runtime_stub
     model = runtime_stub.load(bundle)
     # The library loaded is the one with the bundle's digest (byte-identical copies in other bundles share it).
     assert model._lib is runtime_stub._libs[manifest(bundle)["files"][LIB]]

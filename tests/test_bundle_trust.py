@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from tamper_cases import tamper_cases
 from test_bundle_x86 import bundle, feeds, small_model  # noqa: F401 (fixtures: the same small MLP bundle)
 from x86_helpers import copy_bundle, needs_avx512
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def refusal(path: Path, **kw) -> str:
-    import runtime_stub
+    from aotc import runtime_stub
     with pytest.raises(runtime_stub.RuntimeStubError) as e:
         runtime_stub.load(path, **kw)
     msg = str(e.value)
@@ -121,7 +121,7 @@ def test_manifest_json_is_parsed_strictly(bundle, tmp_path, text, why):
 
 def test_non_ascii_io_names_round_trip(tmp_path):
     """Names reach the runtime byte for byte from the manifest and from the library; both must agree."""
-    import runtime_stub
+    from aotc import runtime_stub
     from aotc import compile as aotc_compile
     g = compiler.Graph("names")
     x = g.add_input('x"é\\?\U0001f600', (3,), compiler.DType.float32)
@@ -194,7 +194,7 @@ def signed(keys, tmp_path_factory) -> Path:
 
 
 def test_signed_bundle_loads_with_its_key_and_is_deterministic(signed, keys, feeds, tmp_path):
-    import runtime_stub
+    from aotc import runtime_stub
     from aotc import compile as aotc_compile
     want = compiler.interpret(small_model(), feeds)
     for key in (keys / "good.pub", str(keys / "good.pub"), (keys / "good.pub").read_bytes()):
@@ -226,7 +226,7 @@ def aotc(*args):
 
 
 def test_cli_sign_and_public_key(keys, tmp_path):
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     model = tmp_path / "small.onnx"
     save_onnx(small_model(), str(model))
     out = tmp_path / "b"
@@ -245,8 +245,8 @@ def test_cli_sign_and_public_key(keys, tmp_path):
 
 # -- 5. 0-d tensors ------------------------------------------------------------------------------------
 def test_zero_d_input_and_output(tmp_path):
-    import runtime_stub
-    from compiler.onnx_export import save_onnx
+    from aotc import runtime_stub
+    from aotc.compiler.onnx_export import save_onnx
     from aotc import compile as aotc_compile
     g = compiler.Graph("scalar")
     x = g.add_input("x", (), compiler.DType.float32)
@@ -264,7 +264,7 @@ def test_zero_d_input_and_output(tmp_path):
 
 
 def test_inputs_are_checked_before_outputs_are_allocated(bundle, monkeypatch):
-    import runtime_stub
+    from aotc import runtime_stub
     m = runtime_stub.load(bundle)
     monkeypatch.setattr(np, "empty", lambda *a, **k: pytest.fail("an output was allocated before the check"))
     with pytest.raises(runtime_stub.RuntimeStubError, match="has shape"):

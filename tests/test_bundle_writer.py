@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
-from targets.bundle import BundleWriteError, BundleWriter, write_bundle
+from aotc import compiler
+from aotc.compiler.dtypes import DType
+from aotc.targets.bundle import BundleWriteError, BundleWriter, write_bundle
 
 
 def consistent(bundle: Path) -> bool:
@@ -77,7 +77,7 @@ def test_refuses_a_folder_that_is_not_a_bundle(tmp_path):
 
 def test_two_cli_compiles_to_one_output(tmp_path):
     """Two `aotc compile` processes racing to one -o: both succeed, the result is a complete bundle that runs."""
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     g = compiler.Graph("mlp")
     x = g.add_input("x", (4, 16), DType.float32)
     w = g.add_const("w", np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))

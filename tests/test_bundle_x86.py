@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from x86_helpers import copy_bundle, needs_avx512, rewrite_manifest
 
 pytestmark = needs_avx512
@@ -57,7 +57,7 @@ def reference(feeds):
 
 
 def test_bundle_matches_reference_and_manifest(bundle, feeds, reference):
-    import runtime_stub
+    from aotc import runtime_stub
     got = runtime_stub.load(bundle).run(feeds)
     for name, want in reference.items():
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
@@ -108,7 +108,7 @@ def test_recompiling_into_an_existing_bundle_replaces_it(tmp_path):
     ({}, "missing input 'x'"),
 ])
 def test_bad_inputs_are_refused(bundle, bad, message):
-    import runtime_stub
+    from aotc import runtime_stub
     m = runtime_stub.load(bundle)
     with pytest.raises(runtime_stub.RuntimeStubError, match=None) as e:
         m.run(bad)
@@ -116,7 +116,7 @@ def test_bad_inputs_are_refused(bundle, bad, message):
 
 
 def test_corrupted_weights_are_refused_before_loading_code(bundle, tmp_path):
-    import runtime_stub
+    from aotc import runtime_stub
     b = copy_bundle(bundle, tmp_path)
     data = bytearray((b / "weights.bin").read_bytes())
     data[1000] ^= 0xFF
@@ -126,7 +126,7 @@ def test_corrupted_weights_are_refused_before_loading_code(bundle, tmp_path):
 
 
 def test_missing_model_so(bundle, tmp_path):
-    import runtime_stub
+    from aotc import runtime_stub
     b = copy_bundle(bundle, tmp_path)
     (b / "model.so").unlink()
     with pytest.raises(runtime_stub.RuntimeStubError, match="incomplete: cannot open .*model.so"):
@@ -136,7 +136,7 @@ def test_missing_model_so(bundle, tmp_path):
 def test_foreign_model_so(bundle, tmp_path):
     """A model.so from another model: caught by its checksum, and (checksum patched) by its model id."""
     import hashlib
-    import runtime_stub
+    from aotc import runtime_stub
     import aotc
     g = compiler.Graph("other")
     x = g.add_input("x", (64, 256), compiler.DType.float32)
@@ -160,7 +160,7 @@ def test_foreign_model_so(bundle, tmp_path):
 
 
 def test_unknown_format_version(bundle, tmp_path):
-    import runtime_stub
+    from aotc import runtime_stub
     b = copy_bundle(bundle, tmp_path)
     rewrite_manifest(b, format_version=99)
     with pytest.raises(runtime_stub.RuntimeStubError, match="format version 99, but this runtime reads format version 1"):
@@ -174,7 +174,7 @@ def test_unknown_format_version(bundle, tmp_path):
 
 # -- concurrency -----------------------------------------------------------------------------------------
 def test_four_threads_fifty_runs_each(bundle, reference):
-    import runtime_stub
+    from aotc import runtime_stub
     m = runtime_stub.load(bundle)
     rng = np.random.default_rng(11)
     inputs = [rng.standard_normal((64, 256)).astype(np.float32) for _ in range(4)]
@@ -197,7 +197,7 @@ def test_four_threads_fifty_runs_each(bundle, reference):
 
 
 def test_thread_count_is_a_run_time_setting(bundle, feeds, reference):
-    import runtime_stub
+    from aotc import runtime_stub
     m = runtime_stub.load(bundle)
     for n in (1, 2, 3):
         m.set_num_threads(n)
@@ -224,7 +224,7 @@ def test_c_program_runs_a_bundle_without_python(bundle, feeds, reference, tmp_pa
 
 # -- the CLI -------------------------------------------------------------------------------------------
 def test_cli_compile_and_run(tmp_path):
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     model = tmp_path / "small.onnx"
     save_onnx(small_model(), str(model))
     aotc = [sys.executable, "-c", "from aotc.cli import main; main()"]
@@ -253,7 +253,7 @@ def test_cli_compile_and_run(tmp_path):
 
 def test_avx2_target_matches_reference(tmp_path, feeds, reference):
     """The 8-lane target (the host fallback on CPUs without AVX-512) takes other tile paths."""
-    import runtime_stub
+    from aotc import runtime_stub
     import aotc
     b = aotc.compile(small_model(), tmp_path / "avx2", target="x86-avx2", passes="none").path
     got = runtime_stub.load(b).run(feeds)

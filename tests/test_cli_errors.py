@@ -148,7 +148,7 @@ def test_external_data_escaping_the_folder_is_refused(tmp_path):
 
 
 def test_external_data_beside_the_model_is_read(tmp_path):
-    import compiler
+    from aotc import compiler
     path, w = _external_data_model(tmp_path, "weights.bin")
     (path.parent / "weights.bin").write_bytes(w.tobytes())
     g = compiler.load_onnx(path)

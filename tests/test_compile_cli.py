@@ -49,7 +49,7 @@ def test_compile_python_model_with_pass_flags(tmp_path):
         model = net.make()
     finally:
         sys.path.remove(str(tmp_path))
-    import runtime_stub
+    from aotc import runtime_stub
     bundle = runtime_stub.load(tmp_path / "bundle")
     for sign in (1.0, -1.0):  # one input per branch
         x = (sign * np.abs(np.random.default_rng(1).standard_normal((2, 8)))).astype(np.float32)

@@ -4,10 +4,10 @@ import copy
 import numpy as np
 import pytest
 
-import compiler
-from compiler import DType, Graph
-from passes import PassManager
-from passes.pass_manager import PipelineError
+from aotc import compiler
+from aotc.compiler import DType, Graph
+from aotc.passes import PassManager
+from aotc.passes.pass_manager import PipelineError
 
 F32 = DType.float32
 R = np.random.default_rng(0)
@@ -93,7 +93,7 @@ def test_only_the_named_ops_and_unknown_ops():
 
 
 def test_pruned_toy_transformer_decomposes():
-    from passes.prune_heads import prune_attention_heads
+    from aotc.passes.prune_heads import prune_attention_heads
     from test_prune_heads import toy_transformer, toy_feeds
     g = toy_transformer(layers=2)
     prune_attention_heads(g, spec="0:0,1:3")

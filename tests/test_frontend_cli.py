@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import compiler
-from compiler.frontend import ModelSpecError, is_python_model_spec, load_python_model, parse_example_inputs
+from aotc import compiler
+from aotc.compiler.frontend import ModelSpecError, is_python_model_spec, load_python_model, parse_example_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "control_flow" / "model.py"
@@ -54,7 +54,7 @@ def test_load_python_model_on_the_example():
 
 
 def test_example_inputs_that_do_not_fit_the_model():
-    from compiler import AotcError
+    from aotc.compiler import AotcError
     with pytest.raises(AotcError, match=r"do not fit EarlyExitClassifier.forward\(x\)"):
         load_python_model(f"{EXAMPLE}:make_model", parse_example_inputs(["y=2x16"]))
 

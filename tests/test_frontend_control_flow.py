@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import compiler
-from compiler import bounded
+from aotc import compiler
+from aotc.compiler import bounded
 
 t = torch.tensor
 
@@ -391,7 +391,7 @@ def test_dict_outputs_name_the_graph_outputs():
 
 
 def test_converted_graph_goes_through_the_default_pipeline():
-    from passes import PassManager
+    from aotc.passes import PassManager
     m = WithHelpers().eval()
     g = compiler.trace(m, (torch.randn(2, 3),))
     PassManager(None, verify_each=True).run(g)
@@ -431,7 +431,7 @@ def test_private_names_in_converted_methods():
 def test_library_code_runs_as_written_unless_named(tmp_path, monkeypatch):
     """Code outside the user's files is not converted (its tensor `if` is refused by the guard);
     `convert_modules` converts it."""
-    from compiler.frontend import DataDependentValueError, usercode
+    from aotc.compiler.frontend import DataDependentValueError, usercode
     lib = tmp_path / "fakelib_branchy.py"
     lib.write_text("def pick(x):\n    if x.sum() > 0:\n        return x * 2\n    return -x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -463,7 +463,7 @@ def test_future_annotations_in_the_users_module(tmp_path, monkeypatch):
 
 
 def test_converted_source_shows_the_rewrite():
-    from compiler.frontend import converted_source
+    from aotc.compiler.frontend import converted_source
     src = converted_source(seed)
     assert "_aotc_rt.if_return(" in src and "def _aotc_then_" in src
     assert "_aotc_rt.while_(" in converted_source(doubling)

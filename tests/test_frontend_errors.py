@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import compiler
+from aotc import compiler
 import frontend_error_cases as cases
-from compiler.frontend import (BranchMismatchError, DataDependentValueError, LoopBoundError, SideEffectError,
+from aotc.compiler.frontend import (BranchMismatchError, DataDependentValueError, LoopBoundError, SideEffectError,
                                TraceError, UnboundedLoopError, UnsupportedControlFlowError)
 
 CASES_FILE = Path(cases.__file__)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import compiler
+from aotc import compiler
 from models import load_minilm, minilm_feeds
-from passes import PassManager
+from aotc.passes import PassManager
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import compiler
+from aotc import compiler
 
 pytestmark = pytest.mark.slow
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "control_flow"
@@ -17,13 +17,13 @@ def test_control_flow_example_compiled_for_x86_matches_eager(tmp_path):
     pytest.importorskip("tvm")
     import aotc
 
-    import runtime_stub
+    from aotc import runtime_stub
     sys.path.insert(0, str(EXAMPLE_DIR))
     try:
         import model as example
     finally:
         sys.path.remove(str(EXAMPLE_DIR))
-    from targets.cpu.lowering import UnsupportedOnTargetError
+    from aotc.targets.cpu.lowering import UnsupportedOnTargetError
     m = example.make_model()
     graph = compiler.trace(m, (torch.randn(2, example.FEATURES),))
     try:
@@ -45,7 +45,7 @@ def test_minilm_traced_compiled_for_x86_matches_eager(tmp_path):
     pytest.importorskip("tvm")
     import aotc
 
-    import runtime_stub
+    from aotc import runtime_stub
     from models import load_minilm, minilm_feeds
     m = load_minilm("eager")
     example = minilm_feeds(seed=0)

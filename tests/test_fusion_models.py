@@ -5,9 +5,9 @@ graph in the interpreter within 1e-5."""
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from models import export_minilm, minilm_feeds
-from passes import PassManager
+from aotc.passes import PassManager
 
 pytestmark = pytest.mark.slow
 TOL = 1e-5
@@ -37,7 +37,7 @@ def test_minilm_fuses_attention_layernorm_gelu(model_cache, exporter, attn):
     for op in ("Softmax", "Erf", "Gelu", "ReduceMean", "Pow", "Sqrt", "MatMul", "Transpose"):
         assert op not in hist, f"{op} left unfused: {hist}"
     if exporter == "legacy" and attn == "eager":  # the optimized graph survives ONNX export and re-import
-        from compiler.onnx_export import to_onnx
+        from aotc.compiler.onnx_export import to_onnx
         feeds = minilm_feeds(seed=8)
         again = compiler.load_onnx(to_onnx(g))
         assert again.op_histogram() == hist

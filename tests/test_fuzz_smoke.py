@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-import compiler
+from aotc import compiler
 from fuzz import run_fuzz
 
 SMOKE_CASES = 1500  # ~10-30 s on the 2-core development VM

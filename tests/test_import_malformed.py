@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-import compiler
-from compiler.dtypes import DType, UnsupportedDTypeError
-from compiler.errors import AotcError
-from compiler.ir import Graph
-from compiler.model_summary import summarize_onnx
+from aotc import compiler
+from aotc.compiler.dtypes import DType, UnsupportedDTypeError
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph
+from aotc.compiler.model_summary import summarize_onnx
 from oracle import single_op_model
 
 F = TensorProto.FLOAT

@@ -4,10 +4,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-import compiler
-from compiler import DType, Graph
-from compiler.errors import InputError, VerificationError
-from compiler.ir import Value
+from aotc import compiler
+from aotc.compiler import DType, Graph
+from aotc.compiler.errors import InputError, VerificationError
+from aotc.compiler.ir import Value
 from oracle import ort_run
 
 

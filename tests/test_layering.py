@@ -1,6 +1,9 @@
 """The house reads top-down: aotc (API + CLI) -> targets -> passes -> compiler, and runtime_stub imports none
 of them. Checked on the source (every import statement, module-level or inside a function), so a lazy import
-cannot hide a layering violation or an import circle."""
+cannot hide a layering violation or an import circle.
+
+Modules are named as they are imported: compiler/ir.py is `aotc.compiler.ir` (compiler/, passes/, targets/
+and runtime_stub/ are subpackages of aotc, docs in aotc/__init__.py)."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("aotc", "targets", "passes", "compiler", "runtime_stub")
+SUBPACKAGES = PACKAGES[1:]  # source folders beside aotc/ that are imported as aotc.<folder>
 # What each layer may import from the others (itself always).
 ALLOWED = {
     "aotc": {"targets", "passes", "compiler", "runtime_stub"},
@@ -25,7 +29,15 @@ def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    if parts[0] in SUBPACKAGES:
+        parts.insert(0, "aotc")
     return ".".join(parts)
+
+
+def layer(module: str) -> str:
+    """aotc.compiler.ir -> compiler; aotc.cli -> aotc."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in SUBPACKAGES else parts[0]
 
 
 def imports_of(path: Path) -> set[str]:
@@ -46,13 +58,17 @@ def imports_of(path: Path) -> set[str]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            out.add(mod)
+            if not (mod == "aotc" and all(a.name in SUBPACKAGES for a in node.names)):
+                out.add(mod)  # `from aotc import compiler` loads aotc/__init__.py, which imports nothing
             out.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
     return out
 
 
 def source_modules() -> dict[str, Path]:
-    return {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    # aotc/compiler etc. are links to the folders beside aotc/: walk each folder once, by its real path.
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+             if not any(part in SUBPACKAGES for part in p.relative_to(ROOT).parts[1:2]) or pkg != "aotc"]
+    return {module_name(p): p for p in files}
 
 
 def import_graph() -> nx.DiGraph:
@@ -69,7 +85,7 @@ def import_graph() -> nx.DiGraph:
 def test_no_import_from_a_lower_layer_to_a_higher_one():
     bad = []
     for src, dst in import_graph().edges:
-        a, b = src.split(".")[0], dst.split(".")[0]
+        a, b = layer(src), layer(dst)
         if a != b and b not in ALLOWED[a]:
             bad.append(f"{src} -> {dst}")
     assert not bad, "layering violations:\n" + "\n".join(sorted(bad))
@@ -78,7 +94,7 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 # The one accepted circle: the control-flow converter hands converted code the run-time module as a closure
 # cell, and that module's call hook converts the functions converted code calls, on the fly. They are one
 # mechanism split in two files for size; both imports are lazy on one side.
-ACCEPTED_CIRCLES = [["compiler.frontend.convert", "compiler.frontend.runtime"]]
+ACCEPTED_CIRCLES = [["aotc.compiler.frontend.convert", "aotc.compiler.frontend.runtime"]]
 
 
 def test_no_import_circle_between_modules():
@@ -99,8 +115,8 @@ def test_targets_do_not_name_each_other():
     allowed = {"arm64": {"cpu"}, "cuda": {"cpu"}}
     bad = []
     for src, dst in import_graph().edges:
-        s, d = src.split("."), dst.split(".")
-        if s[0] == d[0] == "targets" and len(s) > 1 and len(d) > 1 and s[1] != d[1]:
+        s, d = src.split(".")[1:], dst.split(".")[1:]
+        if s and d and s[0] == d[0] == "targets" and len(s) > 1 and len(d) > 1 and s[1] != d[1]:
             if (ROOT / "targets" / d[1]).is_dir() and d[1] not in allowed.get(s[1], set()):
                 bad.append(f"{src} -> {dst}")
     assert not bad, bad
@@ -112,3 +128,31 @@ def test_no_target_name_tests(pkg):
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / pkg).rglob("*.py")
                  if "name.startswith(\"arm64" in p.read_text() or "name.startswith(\"x86" in p.read_text()]
     assert not offenders, offenders
+
+
+def test_every_import_uses_the_aotc_namespace():
+    """The installed wheel has no top-level `compiler`, `passes`, `targets` or `runtime_stub`: an import of one
+    of those names (anywhere: package, tests, bench, examples) works in a checkout and fails once installed."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0].startswith(".") or (rel.parts[0] == "aotc" and len(rel.parts) > 2
+                                            and rel.parts[1] in SUBPACKAGES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module
+                     else [])
+            bad += [f"{rel}:{node.lineno}: {n}" for n in names if n.split(".")[0] in SUBPACKAGES]
+    assert not bad, "imports outside the aotc namespace:\n" + "\n".join(bad)
+
+
+def test_the_runtime_imports_itself_relatively():
+    """runtime_stub's modules import each other with relative imports only, so the same files work as
+    aotc.runtime_stub and under any other package name (the runtime-only distribution)."""
+    bad = [f"{p.name}: {imp}" for p in (ROOT / "runtime_stub").rglob("*.py") for imp in imports_of(p)
+           if imp.split(".")[0] == "aotc" and not imp.startswith("aotc.runtime_stub")]
+    absolute = [f"{p.name}:{n.lineno}" for p in (ROOT / "runtime_stub").rglob("*.py")
+                for n in ast.walk(ast.parse(p.read_text()))
+                if isinstance(n, ast.ImportFrom) and not n.level and (n.module or "").startswith("aotc")]
+    assert not bad and not absolute, bad + absolute

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-import compiler
-from targets.cpu.lowering import Alias, Call
-from targets.cpu.rules import lower_graph
-from targets.cpu.memory_plan import ALIGN, plan_memory
-from targets.cpu.target import X86_AVX512
+from aotc import compiler
+from aotc.targets.cpu.lowering import Alias, Call
+from aotc.targets.cpu.rules import lower_graph
+from aotc.targets.cpu.memory_plan import ALIGN, plan_memory
+from aotc.targets.cpu.target import X86_AVX512
 
 
 def chain_model(layers: int = 12) -> compiler.Graph:

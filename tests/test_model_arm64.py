@@ -20,7 +20,7 @@ def compile_fused(model_path, out):
 
 
 def test_minilm_bundle_under_qemu_matches_onnxruntime(model_cache, tmp_path):
-    from targets.arm64.qemu import run_bundle
+    from aotc.targets.arm64.qemu import run_bundle
     path = export_minilm(model_cache, "legacy", "eager")
     bundle = compile_fused(path, tmp_path / "minilm")
     feeds = minilm_feeds(seed=0)
@@ -33,7 +33,7 @@ def test_minilm_bundle_under_qemu_matches_onnxruntime(model_cache, tmp_path):
 
 def test_efficientnet_lite0_bundle_under_qemu_matches_onnxruntime(model_cache, tmp_path):
     from test_model_x86 import efficientnet_lite0_onnx
-    from targets.arm64.qemu import run_bundle
+    from aotc.targets.arm64.qemu import run_bundle
     path = efficientnet_lite0_onnx(model_cache)
     bundle = compile_fused(path, tmp_path / "effnet")
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
@@ -49,11 +49,11 @@ def test_int8_minilm_bundle_under_qemu_matches_the_x86_int8_bundle(model_cache, 
     """The int8 MiniLM-L6 (sdot GEMMs incl. QuantizedAttention's projections, float attention core and
     LayerNorms), one batch under qemu, against
     the x86-avx512 (VNNI) bundle of the same quantized graph and the reference interpreter."""
-    import compiler
-    from passes.quantization import quantize_graph
-    from passes.quantization.quantize import output_error
-    from passes import PassManager
-    from targets.arm64.qemu import run_bundle
+    from aotc import compiler
+    from aotc.passes.quantization import quantize_graph
+    from aotc.passes.quantization.quantize import output_error
+    from aotc.passes import PassManager
+    from aotc.targets.arm64.qemu import run_bundle
     import aotc
     from test_quant_models import BATCH, CALIBRATION_SENTENCES, SEQ, TEST_SENTENCES, _batches
     from x86_helpers import has_avx512
@@ -72,7 +72,7 @@ def test_int8_minilm_bundle_under_qemu_matches_the_x86_int8_bundle(model_cache, 
           f"{stats['mean_ms']:.0f} ms per run ({BATCH}x{SEQ} tokens)")
     assert err < 1e-3
     if has_avx512() and "avx512_vnni" in open("/proc/cpuinfo").read():
-        import runtime_stub
+        from aotc import runtime_stub
         x86 = runtime_stub.load(aotc.compile(g, tmp_path / "minilm-int8-x86", target="x86-avx512",
                                              passes="none").path).run(feeds)
         name = g.outputs[0].name

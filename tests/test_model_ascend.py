@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from ascend_helpers import assert_atc_registered, compile_ascend
 from models import export_minilm, minilm_feeds
 
@@ -20,7 +20,7 @@ MAX_REL_ERR = 1e-5
 
 def check_model(path: Path, feeds: dict, out_dir: Path, input_shapes=None) -> dict:
     import aotc
-    from targets.ascend.loader import reference_run
+    from aotc.targets.ascend.loader import reference_run
     bundle = aotc.compile(str(path), out_dir / path.stem, target="ascend",
                           target_options={"soc_version": "Ascend910B1"}, input_shapes=input_shapes).path
     model = assert_atc_registered(bundle / "model.onnx")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from oracle import ort_run
 
 torch = pytest.importorskip("torch")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from coreml_helpers import compile_coreml, run_everywhere
 from models import export_minilm
 
@@ -141,7 +141,7 @@ def test_gpt2_block(model_cache, tmp_path, deployment):
     bundle = _compile(path, tmp_path, "fp32", deployment)
     for how, got in run_everywhere(bundle, feeds):
         assert rel_err(got["logits"], want) <= 1e-4, how
-    from targets.coreml.mil_eval import MilPackage
+    from aotc.targets.coreml.mil_eval import MilPackage
     ops = MilPackage(bundle / "model.mlpackage").op_types
     assert ("scaled_dot_product_attention" in ops) == (deployment == "iOS18")
 

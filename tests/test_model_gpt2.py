@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 
-import compiler
+from aotc import compiler
 from oracle import ort_run
 
 torch = pytest.importorskip("torch")

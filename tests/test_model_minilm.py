@@ -3,7 +3,7 @@ attention, imported and interpreted by aotc, against onnxruntime and torch."""
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from models import export_minilm, load_minilm, minilm_feeds
 from oracle import ort_run
 

@@ -55,13 +55,13 @@ def efficientnet_lite0_onnx(cache: Path) -> Path:
 @pytest.mark.parametrize("passes", [False, True], ids=["unfused", "default-pipeline"])
 @pytest.mark.parametrize("exporter,attn", [("legacy", "eager"), ("dynamo", "sdpa")])
 def test_minilm_bundle_matches_onnxruntime(exporter, attn, passes, model_cache, x86_bundles):
-    import runtime_stub
+    from aotc import runtime_stub
     path = export_minilm(model_cache, exporter, attn)
     bundle = x86_bundles(f"minilm-{exporter}-{attn}", path, passes)
     if passes:
         import json
         man = json.loads((bundle / "manifest.json").read_text())
-        from passes import DEFAULT_PIPELINE
+        from aotc.passes import DEFAULT_PIPELINE
         assert [p["name"] for p in man["passes"]] == DEFAULT_PIPELINE + ["fit_to_target", "nchwc_layout"]
     m = runtime_stub.load(bundle)
     for seed in (0, 1):
@@ -74,7 +74,7 @@ def test_minilm_bundle_matches_onnxruntime(exporter, attn, passes, model_cache, 
 
 @pytest.mark.parametrize("passes", [False, True], ids=["unfused", "default-pipeline"])
 def test_efficientnet_lite0_bundle_matches_onnxruntime(passes, model_cache, x86_bundles):
-    import runtime_stub
+    from aotc import runtime_stub
     path = efficientnet_lite0_onnx(model_cache)
     m = runtime_stub.load(x86_bundles("efficientnet-lite0", path, passes))
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)

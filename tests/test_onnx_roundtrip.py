@@ -3,8 +3,8 @@ import numpy as np
 import onnx
 import pytest
 
-import compiler
-from compiler.onnx_export import save_onnx, to_onnx
+from aotc import compiler
+from aotc.compiler.onnx_export import save_onnx, to_onnx
 from models import export_minilm, minilm_feeds
 from oracle import assert_matches, ort_run, single_op_model
 

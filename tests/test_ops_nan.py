@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from arm64_helpers import compile_arm, needs_arm64, run_arm
 from oracle import ort_run, single_op_model
 from x86_helpers import compile_and_run, needs_avx512
@@ -77,7 +77,7 @@ def test_special_values_x86(op, ins, attrs, consts, tmp_path):
 @needs_avx512
 def test_relu_epilogue_of_a_fused_matmul_keeps_nan(tmp_path):
     """The epilogue path (MatMul + bias + Relu fused into one GEMM kernel) as well as the standalone op."""
-    import runtime_stub
+    from aotc import runtime_stub
     import aotc
     r = np.random.default_rng(3)
     g = compiler.Graph("fused_relu")

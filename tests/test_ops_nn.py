@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from oracle import check_single_op, single_op_model
 
-import compiler
-from compiler.errors import AotcError
+from aotc import compiler
+from aotc.compiler.errors import AotcError
 
 SEEDS = range(24)
 

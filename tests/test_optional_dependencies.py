@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
-from compiler.optional_dependencies import MissingDependencyError, require
+from aotc import compiler
+from aotc.compiler.optional_dependencies import MissingDependencyError, require
 
 ROOT = Path(__file__).resolve().parent.parent
 NET = """import torch
@@ -45,7 +45,7 @@ def test_missing_torch_in_the_api(monkeypatch):
 
 def test_missing_graphsurgeon_names_the_ascend_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx_graphsurgeon", None)
-    from targets.ascend.onnx_model import atc_onnx_model
+    from aotc.targets.ascend.onnx_model import atc_onnx_model
     g = compiler.Graph("g")
     x = g.add_input("x", (2,), compiler.DType.float32)
     g.outputs = list(g.add_node("Relu", [x]).outputs)
@@ -61,7 +61,7 @@ def test_a_module_missing_inside_a_present_package_stays_a_bug(monkeypatch, tmp_
 
 
 def test_bfloat16_without_ml_dtypes_says_what_to_install(monkeypatch):
-    import runtime_stub
+    from aotc import runtime_stub
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)
     with pytest.raises(runtime_stub.RuntimeStubError, match="pip install ml-dtypes"):
         runtime_stub._dtype("bfloat16")

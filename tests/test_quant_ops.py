@@ -4,10 +4,10 @@ reference written here with plain NumPy int64 arithmetic."""
 import numpy as np
 import pytest
 
-import compiler
-from compiler.ir import Graph
-from compiler.ops import get_op
-from passes.quantization.params import activation_qparams, quantize_weight
+from aotc import compiler
+from aotc.compiler.ir import Graph
+from aotc.compiler.ops import get_op
+from aotc.passes.quantization.params import activation_qparams, quantize_weight
 from oracle import check_single_op
 
 R = np.random.default_rng(1234)
@@ -235,7 +235,7 @@ def test_quantized_attention_projections_exact():
 
 # -- the ops in graphs: inference, verifier, ONNX export -------------------------------------------------
 def test_quantized_ops_in_a_graph_verify_and_export(tmp_path):
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     g = Graph()
     x = g.add_input("x", (2, 8), compiler.DType.uint8)
     xs, xz = g.add_const("xs", np.array(0.1, np.float32)), g.add_const("xz", np.array(3, np.uint8))
@@ -253,7 +253,7 @@ def test_quantized_ops_in_a_graph_verify_and_export(tmp_path):
 
 
 def test_quantized_matmul_rejects_bad_operands():
-    from compiler.errors import ShapeError
+    from aotc.compiler.errors import ShapeError
     g = Graph()
     x = g.add_input("x", (2, 8), compiler.DType.float32)
     xs, xz = g.add_const("xs", np.array(0.1, np.float32)), g.add_const("xz", np.array(3, np.uint8))

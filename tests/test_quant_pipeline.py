@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
-from compiler.ir import Graph
-from passes.quantization import QuantizationError, quantize_graph
-from passes.quantization.quantize import copy_graph, output_error
+from aotc import compiler
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Graph
+from aotc.passes.quantization import QuantizationError, quantize_graph
+from aotc.passes.quantization.quantize import copy_graph, output_error
 
 R = np.random.default_rng(7)
 
@@ -64,9 +64,9 @@ def test_mlp_becomes_int8_ops_and_stays_close():
 def test_fused_graph_matches_its_explicit_qdq_form():
     """Before fusion the graph is float code on fake-quantized values; the int8 kernels compute the same up to
     float32 rounding (the int32 accumulation is exact, the Q/DQ form sums rounded float products)."""
-    from passes.quantization.calibrate import calibrate
-    from passes.quantization.qdq import activation_values, find_sites, insert_qdq
-    from passes.fuse_quantized import fuse_quantized_ops
+    from aotc.passes.quantization.calibrate import calibrate
+    from aotc.passes.quantization.qdq import activation_values, find_sites, insert_qdq
+    from aotc.passes.fuse_quantized import fuse_quantized_ops
     g = mlp()
     sites, _ = find_sites(g, ["FusedMatMul", "Gemm"], [])
     cal = calibrate(g, feeds(4), activation_values(sites))
@@ -123,8 +123,8 @@ def test_weights_shrink_about_4x():
 
 
 def test_smoothquant_keeps_the_float_function_and_helps_outliers():
-    from passes.quantization.qdq import find_sites
-    from passes.quantization.smoothquant import smooth_sites
+    from aotc.passes.quantization.qdq import find_sites
+    from aotc.passes.quantization.smoothquant import smooth_sites
     g = mlp(outlier_channel=True)
     before = [compiler.interpret(g, f) for f in feeds(3, seed=2)]
     sites, _ = find_sites(g, ["FusedMatMul", "Gemm"], [])
@@ -167,7 +167,7 @@ def test_conv_net_quantized(tmp_path):
     path = tmp_path / "cnn.onnx"
     torch.onnx.export(net, (torch.randn(1, 3, 16, 16),), str(path), dynamo=False, opset_version=13,
                       input_names=["x"], output_names=["y"])
-    from passes import PassManager
+    from aotc.passes import PassManager
     g = compiler.load_onnx(path)
     PassManager(None).run(g)
     cal = feeds(6, (1, 3, 16, 16))
@@ -198,7 +198,7 @@ def test_generator_calibration_takes_the_first_samples():
 
 
 def test_calibration_mismatch_is_one_clear_error():
-    from compiler.calibration import CalibrationError
+    from aotc.compiler.calibration import CalibrationError
     with pytest.raises(CalibrationError) as e:
         quantize_graph(mlp(), calibration=[{"x": np.zeros((8, 31), np.float32)}])
     msg = str(e.value)
@@ -212,7 +212,7 @@ def test_calibration_mismatch_is_one_clear_error():
 
 
 def test_npz_with_objects_is_refused(tmp_path):
-    from compiler.calibration import CalibrationError, load_calibration
+    from aotc.compiler.calibration import CalibrationError, load_calibration
     p = tmp_path / "evil.npz"
     np.savez(p, x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(CalibrationError, match="pickle"):
@@ -221,7 +221,7 @@ def test_npz_with_objects_is_refused(tmp_path):
 
 # -- the pass and the CLI -----------------------------------------------------------------------------
 def test_quantize_int8_pass_in_a_pipeline():
-    from passes import PassContext, PassManager, insert_pass
+    from aotc.passes import PassContext, PassManager, insert_pass
     pipeline = insert_pass(["canonicalize", "fuse_matmul_epilogue", "eliminate_dead_code"],
                            ("quantize_int8", {"method": "entropy", "samples": 3}), ("fuse_", "prune_"))
     assert [n for n, _ in pipeline] == ["canonicalize", "fuse_matmul_epilogue", "quantize_int8", "eliminate_dead_code"]
@@ -237,7 +237,7 @@ def _cli(*args, cwd=None):
 
 
 def _save_mlp_onnx(path):
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     save_onnx(mlp(), path)
 
 
@@ -295,7 +295,7 @@ def attention_feeds(n, seed=0, b=2, s=6, e=32):
 
 
 def test_attention_projections_quantized_and_decomposed():
-    from passes.decompose_quantized import decompose_quantized_attention
+    from aotc.passes.decompose_quantized import decompose_quantized_attention
     g = attention_graph()
     want = [compiler.interpret(g, f) for f in attention_feeds(3, seed=1)]
     quantize_graph(g, calibration=attention_feeds(4))

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import aotc
-import compiler
-from compiler.dtypes import DType
-from compiler.onnx_export import save_onnx
+from aotc import compiler
+from aotc.compiler.dtypes import DType
+from aotc.compiler.onnx_export import save_onnx
 from arm64_helpers import MISSING as ARM64_MISSING
 from x86_helpers import has_avx512
 
@@ -95,7 +95,7 @@ def test_unknown_target_names_the_known_ones(tmp_path):
                                                                              "arm64-neon", "arm64-neon-dotprod")))
     assert not (tmp_path / "out").exists()
     # the Python API says the same in its own words
-    from targets.base import UnknownTargetError
+    from aotc.targets.base import UnknownTargetError
     with pytest.raises(UnknownTargetError, match="Unknown target 'nosuch'; aotc knows: host, .*x86-avx512"):
         aotc.compile(mlp_onnx(tmp_path), tmp_path / "out", target="nosuch")
 
@@ -108,7 +108,7 @@ def test_an_option_of_another_target_is_refused(tmp_path):
 
 
 def test_get_target_resolves_aliases_and_host():
-    from targets.base import get_target
+    from aotc.targets.base import get_target
     t = get_target("arm64-neon-dotprod", mcpu="cortex-a76")
     assert t.name == "arm64-neon" and t.capabilities.int8_dot == "sdot" and t.mcpu == "cortex-a76"
     assert get_target("arm64").capabilities.int8_dot is None
@@ -202,3 +202,25 @@ def test_int8_cnn_on_arm64_keeps_convolutions_in_float(tmp_path):
         x86 = aotc.compile(model, tmp_path / "x86", target="x86-avx512", quantize="int8",
                            calibration=tmp_path / "cnn_cal.npz").run(feeds)
         np.testing.assert_allclose(got[name], x86[name], rtol=1e-3, atol=2e-3 * float(np.abs(x86[name]).max()))
+
+
+def test_the_package_api_is_one_lazy_import_package(tmp_path):
+    """`import aotc` loads none of the compiler (a runtime-only install can import aotc.runtime_stub); the API
+    names load it on first use; aotc.inspect is `aotc inspect --json` for a model and for a bundle."""
+    probe = subprocess.run([sys.executable, "-c", "import sys, aotc, aotc.runtime_stub; "
+                            "print(sorted(m for m in sys.modules if m.startswith('aotc')))"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert eval(probe.stdout) == ["aotc", "aotc.runtime_stub", "aotc.runtime_stub.errors",
+                                  "aotc.runtime_stub.manifest"]
+    assert {"compile", "load", "trace", "inspect", "list_targets", "__version__"} <= set(dir(aotc))
+    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
+        aotc.nosuch  # noqa: B018
+    model = mlp_onnx(tmp_path)
+    report = aotc.inspect(model)
+    res = cli("inspect", model, "--json")
+    assert res.returncode == 0, res.stderr
+    assert report == json.loads(res.stdout) and report["error"] is None
+    bundle = aotc.compile(model, tmp_path / "b", target="x86-avx512") if has_avx512() else None
+    if bundle is not None:
+        assert aotc.inspect(bundle.path) == json.loads(cli("inspect", bundle.path, "--json").stdout)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 
 
 def has_avx512() -> bool:
@@ -37,7 +37,7 @@ def build_graph(op_type: str, inputs, attrs=None, consts=(), num_outputs=None) -
 
 
 def compile_and_run(graph: compiler.Graph, feeds: dict, out_dir: Path, target: str = "x86-avx512") -> dict:
-    import runtime_stub
+    from aotc import runtime_stub
     import aotc
     digest = hashlib.sha256((str(graph) + repr(target)).encode()).hexdigest()[:10]
     bundle = aotc.compile(graph, out_dir / f"{graph.name}-{digest}", target=target, passes="none").path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def build_artifact(job: ArtifactJob) -> ArtifactOutcome:
     artifact cannot stop the others."""
     import socket
     from aotc.api import compile as compile_model
-    from targets.base import get_target
+    from aotc.targets.base import get_target
     t0 = time.perf_counter()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="aotc-artifact-") as tmp:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compiler.user_files import file_sha256
+from aotc.compiler.user_files import file_sha256
 
 from .spec import Artifact
 
@@ -34,9 +34,9 @@ def model_files(model: Path) -> list[Path]:
 
 def key_material(art: Artifact, target, files: list[Path]) -> dict[str, Any]:
     """What the key hashes, as JSON-able data (also what `aotc build -v` can show for a miss)."""
-    from compiler import __version__
-    from targets.bundle import FORMAT_VERSION
-    from targets.toolchains import package_version
+    from aotc.compiler import __version__
+    from aotc.targets.bundle import FORMAT_VERSION
+    from aotc.targets.toolchains import package_version
     options = art.compile_options()
     if "calibration" in options:
         options["calibration"] = {"sha256": file_sha256(Path(options["calibration"]))}

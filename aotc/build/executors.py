@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 from .artifact import ArtifactJob, ArtifactOutcome, build_artifact, ship_inputs
 

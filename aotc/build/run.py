@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from compiler import progress
-from compiler.errors import AotcError
+from aotc.compiler import progress
+from aotc.compiler.errors import AotcError
 
 from .artifact import ArtifactJob
 from .cache import BundleCache, read_files, write_files
@@ -135,7 +135,7 @@ def select(spec: BuildSpec, only: Sequence[str]) -> list[Artifact]:
 
 def artifact_job(art: Artifact) -> tuple[ArtifactJob, str]:
     """The artifact as a job for an executor, and its cache key."""
-    from targets.base import get_target
+    from aotc.targets.base import get_target
     target = get_target(art.target.target, **art.target_options())
     try:
         files = model_files(art.model.path)
@@ -155,8 +155,8 @@ def artifact_job(art: Artifact) -> tuple[ArtifactJob, str]:
 def toolchain_mismatch(outcome, art: Artifact) -> str | None:
     """A worker elsewhere may have other tools than this machine, whose versions the key holds; its bundle
     would then be cached under a key that does not describe it."""
-    from compiler import __version__
-    from targets.base import get_target
+    from aotc.compiler import __version__
+    from aotc.targets.base import get_target
     ours = get_target(art.target.target, **art.target_options()).toolchain_versions()
     theirs = outcome.toolchains
     manifest = json.loads(outcome.files["manifest.json"])
@@ -201,7 +201,7 @@ def write_release(report: BuildReport) -> None:
 def release_document(report: BuildReport) -> dict:
     """What a deployment pipeline reads: per artifact its folder, model, target, options, cache key and the
     SHA-256 of its manifest (which holds the SHA-256 of every other file). No times, no absolute paths."""
-    from compiler import __version__
+    from aotc.compiler import __version__
     base = report.spec.path.parent
     items = []
     for r in sorted(report.results, key=lambda r: r.artifact.name):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -110,7 +110,7 @@ class Artifact:
 
     def target_options(self) -> dict[str, Any]:
         """The target's options, then the variant's that this target has (the rest are for other targets)."""
-        from targets.base import find_spec
+        from aotc.targets.base import find_spec
         spec, _ = find_spec(self.target.target)
         own = {k: v for k, v in self.variant.target_options.items() if spec.option(k) is not None}
         return {**self.target.options, **own}
@@ -245,7 +245,7 @@ class _Reader:
         tops = table.get("target_options", {})
         if not isinstance(tops, dict):
             raise self.error(f"{where} target_options", f"must be a table, got {tops!r}.")
-        from targets.base import all_target_options
+        from aotc.targets.base import all_target_options
         known = {o.name for o in all_target_options()}
         bad = sorted(set(tops) - known)
         if bad:
@@ -292,7 +292,7 @@ class _Reader:
 
     def check_target(self, art: Artifact) -> None:
         """The target and its options, configured the way the worker will (unknown names and bad values)."""
-        from targets.base import get_target
+        from aotc.targets.base import get_target
         try:
             get_target(art.target.target, **art.target_options())
         except AotcError as e:

@@ -10,8 +10,10 @@ import types
 from pathlib import Path
 
 _FRONTEND_DIR = str(Path(__file__).resolve().parent)
-_AOTC_DIRS = [str(Path(__file__).resolve().parents[2] / d) for d in ("aotc", "compiler", "passes", "targets",
-                                                                     "runtime_stub")]
+# This file is aotc/compiler/frontend/usercode.py (in a checkout aotc/compiler links to compiler/): the aotc
+# package and, by their real paths, its subpackages.
+_AOTC_PACKAGE = Path(__file__).parents[2]
+_AOTC_DIRS = [str(_AOTC_PACKAGE)] + [str(_AOTC_PACKAGE / d) for d in ("compiler", "passes", "targets", "runtime_stub")]
 
 # The code objects aotc's conversion produced (convert.py adds them; guard.py asks, to say whether a frame's
 # control flow was converted). Kept here, below both, so neither imports the other for it.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compiler import bounded
+from aotc.compiler import bounded
 
 FEATURES, CLASSES = 16, 4
 
@@ -89,9 +89,9 @@ def main() -> None:
 
     import numpy as np
 
-    import compiler
-    from compiler.onnx_export import save_onnx
-    from passes import PassManager
+    from aotc import compiler
+    from aotc.compiler.onnx_export import save_onnx
+    from aotc.passes import PassManager
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="examples/out/control_flow.onnx")
@@ -135,8 +135,8 @@ def compile_and_run(model: EarlyExitClassifier, bundle_dir: str) -> None:
     for the pipeline's fused ops yet, so this compiles the traced graph as it is."""
     import numpy as np
 
-    import compiler
-    import runtime_stub
+    from aotc import compiler
+    from aotc import runtime_stub
     import aotc
 
     graph = compiler.trace(model, (torch.randn(2, FEATURES),))

@@ -1,6 +1,6 @@
 """INT8 post-training quantization (see docs/quantization.md).
 
-    from passes.quantization import quantize_graph
+    from aotc.passes.quantization import quantize_graph
     report = quantize_graph(graph, calibration=feeds, method="percentile", percentile=99.99)
 
 One module per concern: `calibrate` (observers and range methods), `params`

@@ -24,10 +24,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from compiler import progress
-from compiler.errors import AotcError
-from compiler.interpreter import interpret
-from compiler.ir import Graph
+from aotc.compiler import progress
+from aotc.compiler.errors import AotcError
+from aotc.compiler.interpreter import interpret
+from aotc.compiler.ir import Graph
 
 METHODS = ("minmax", "percentile", "entropy")
 

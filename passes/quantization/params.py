@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ops.quant import dequantize, quantize
+from aotc.compiler.ops.quant import dequantize, quantize
 
 
 def activation_qparams(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:

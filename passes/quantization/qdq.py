@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Graph, Node, Value
 from .params import activation_qparams, quantize_weight
 
 # op type -> kind of int8 kernel it becomes

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from compiler.interpreter import interpret
-from compiler.ir import Graph
+from aotc.compiler.interpreter import interpret
+from aotc.compiler.ir import Graph
 from .calibrate import METHODS, QuantizationError, calibrate
 from .qdq import DEFAULT_QUANTIZE_OPS, QUANTIZABLE_OPS, Site, activation_values, find_sites, insert_qdq
 

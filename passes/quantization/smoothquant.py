@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 from .calibrate import calibrate
 
 

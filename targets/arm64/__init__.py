@@ -6,9 +6,9 @@ register_target(TargetSpec(
     name="arm64-neon",
     description="aarch64 with NEON (cross-compiled; runs under qemu-aarch64 on other machines); sdot int8 "
                 "kernels with +dotprod",
-    factory="targets.arm64.target:arm64_target",
-    loader="targets.arm64.qemu:QemuBundle",
-    host="targets.arm64.target:host_arm64",
+    factory="aotc.targets.arm64.target:arm64_target",
+    loader="aotc.targets.arm64.qemu:QemuBundle",
+    host="aotc.targets.arm64.target:host_arm64",
     host_rank=0,
     aliases={"arm64": {}, "arm64-neon-dotprod": {"cpu_features": ("dotprod",)}},
     options=(

@@ -19,13 +19,13 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Node
-from targets.cpu.dot_intrin import register_broadcast_dot
-from targets.cpu.lower_elementwise import injective_call
-from targets.cpu.int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const
-from targets.cpu.lowering import Call, LoweringContext, NoLoweringError, lowers, sig
-from targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
+from aotc.targets.cpu.dot_intrin import register_broadcast_dot
+from aotc.targets.cpu.lower_elementwise import injective_call
+from aotc.targets.cpu.int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const
+from aotc.targets.cpu.lowering import Call, LoweringContext, NoLoweringError, lowers, sig
+from aotc.targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 SDOT_N, SDOT_K = 4, 4  # one sdot: 4 int32 lanes, 4 byte products each
 MR_CHOICES = (4, 6, 8, 3, 2, 1)

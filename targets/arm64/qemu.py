@@ -16,8 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
-from compiler.errors import AotcError
-from targets.base import LoadedBundle
+from aotc.compiler.errors import AotcError
+from aotc.targets.base import LoadedBundle
 
 from .target import RUNNER
 

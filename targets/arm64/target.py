@@ -11,10 +11,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler.errors import AotcError
-from targets.base import UnknownTargetError
-from targets.cpu.target import CpuTarget
-from targets.runtime_library import RUNTIME_LIB, compile_c
+from aotc.compiler.errors import AotcError
+from aotc.targets.base import UnknownTargetError
+from aotc.targets.cpu.target import CpuTarget
+from aotc.targets.runtime_library import RUNTIME_LIB, compile_c
 
 HERE = Path(__file__).resolve().parent
 TRIPLE = "aarch64-linux-gnu"
@@ -76,7 +76,7 @@ def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, cpu_features
     return Arm64Target(name="arm64-neon", llvm=llvm, lanes=4, cc=cross_cc or os.environ.get("AOTC_ARM64_CC", CROSS_CC),
                        cflags=tuple(cflags), runtime_cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE,
                        int8_dot="sdot" if "dotprod" in feats else None, platform="arm64",
-                       rule_modules=("targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot)
+                       rule_modules=("aotc.targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot)
 
 
 def host_arm64() -> dict | None:

@@ -11,9 +11,9 @@ register_target(TargetSpec(
     description="Huawei Ascend NPUs via CANN: ATC-ready ONNX (ops checked against ATC's parser registrations), the "
                 "atc command, an AscendCL C++ driver; --quantize int8 is refused (INT8 for Ascend goes through "
                 "CANN's AMCT, see targets/ascend/README.md)",
-    factory="targets.ascend.target:ascend_target",
-    loader="targets.ascend.loader:AscendBundle",
-    reference="targets.ascend.loader:reference_run",
+    factory="aotc.targets.ascend.target:ascend_target",
+    loader="aotc.targets.ascend.loader:AscendBundle",
+    reference="aotc.targets.ascend.loader:reference_run",
     options=(
         TargetOption("soc_version", "ascend: the Ascend chip ATC compiles for, 'Ascend' + the Chip Name that "
                      "`npu-smi info` prints (e.g. Ascend310P3, Ascend910B1, Ascend310B1); required."),

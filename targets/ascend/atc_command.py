@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 PRECISION_MODE = {"fp16": "force_fp16", "fp32": "force_fp32"}
 ATC_TIMEOUT_S = 3600

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import onnx
 
-from compiler.errors import AotcError
-from compiler.ir import Graph
-from compiler.onnx_import import AOTC_DOMAIN
-from compiler.ops import get_op
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph
+from aotc.compiler.onnx_import import AOTC_DOMAIN
+from aotc.compiler.ops import get_op
 
 TABLE = Path(__file__).with_name("atc_onnx_ops.json")
 OPSETS = range(11, 19)  # opsets aotc exports for ATC: Clip/Pad/Resize take inputs from 11; nothing is registered above 18

@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from targets.runtime_library import RUNTIME_DIR
+from aotc.targets.runtime_library import RUNTIME_DIR
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"

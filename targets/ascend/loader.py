@@ -20,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from targets.base import BundleRunError, CannotRunHereError, LoadedBundle
+from aotc.targets.base import BundleRunError, CannotRunHereError, LoadedBundle
 
 
 def _ascend_home() -> Path | None:
@@ -91,7 +91,7 @@ class AscendBundle(LoadedBundle):
 
 def reference_run(bundle_dir, feeds: Mapping[str, np.ndarray]) -> dict:
     """The bundle's model.onnx run by onnxruntime on the CPU: what ATC was handed, not what the NPU computes."""
-    from compiler.optional_dependencies import require
+    from aotc.compiler.optional_dependencies import require
     ort = require("onnxruntime", "Running an Ascend bundle's model.onnx on the CPU (--reference)", extra="ascend")
     path = Path(bundle_dir) / "model.onnx"
     if not path.is_file():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import onnx
 
-from compiler.ir import Graph
-from compiler.onnx_export import to_onnx
-from compiler.optional_dependencies import require
+from aotc.compiler.ir import Graph
+from aotc.compiler.onnx_export import to_onnx
+from aotc.compiler.optional_dependencies import require
 
 
 def atc_onnx_model(graph: Graph, opset: int) -> onnx.ModelProto:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
-from compiler.ir import Graph, Node
-from passes.decompose_for_opset import INTRODUCED_AT
-from passes.decompose_fused import DECOMPOSABLE
-from targets.base import BuildContext, Capabilities, Target, TargetBuild, UnknownTargetError
-from targets.bundle import io_description
+from aotc.compiler.ir import Graph, Node
+from aotc.passes.decompose_for_opset import INTRODUCED_AT
+from aotc.passes.decompose_fused import DECOMPOSABLE
+from aotc.targets.base import BuildContext, Capabilities, Target, TargetBuild, UnknownTargetError
+from aotc.targets.bundle import io_description
 
 from .atc_command import PRECISION_MODE, atc_argv, build_script, run_atc_if_present
 from .atc_support import OPSETS, atc_table, check_graph, check_model, why_unsupported

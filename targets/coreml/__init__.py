@@ -7,8 +7,8 @@ register_target(TargetSpec(
     name="coreml",
     description="Apple Core ML ML Program (.mlpackage) for iOS/macOS: CPU, GPU and Neural Engine; built with "
                 "coremltools (the [coreml] extra), runs on macOS",
-    factory="targets.coreml.target:coreml_target",
-    loader="targets.coreml.loader:CoreMLBundle",
+    factory="aotc.targets.coreml.target:coreml_target",
+    loader="aotc.targets.coreml.loader:CoreMLBundle",
     options=(
         TargetOption("coreml_target", f"coreml: the oldest OS the model must run on (default {DEFAULT_DEPLOYMENT}); "
                      "iOS17/macOS14 add run-time int8 activations, iOS18/macOS15 fused attention.",

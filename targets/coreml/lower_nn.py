@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ops import get_op
-from compiler.ops.nn import Pad, Resize, window_geometry
+from aotc.compiler.ops import get_op
+from aotc.compiler.ops.nn import Pad, Resize, window_geometry
 
 from .lower_elementwise import activation
 from .lowering import LoweringContext, lowers

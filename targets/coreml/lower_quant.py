@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ops.quant import QRANGE
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ops.quant import QRANGE
 
 from .lower_nn import conv, epilogue
 from .lowering import LoweringContext, lowers
@@ -79,7 +79,7 @@ def dequantize_linear(ctx, node):
     if x.const is not None:  # a constant (a weight in a QDQ model): stored int8 where it is int8
         axis = node.attrs["axis"] % max(x.rank, 1)
         if x.dtype == DType.int32 or x.rank == 0:
-            from compiler.ops.quant import dequantize
+            from aotc.compiler.ops.quant import dequantize
             return ctx.mb.const(val=dequantize(x.const, scale.const, None if zp is None else zp.const, axis),
                                 name=ctx.name(node))
         return int8_constant(ctx, x.const, scale.const, None if zp is None else zp.const, axis, ctx.name(node))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ops import get_op
+from aotc.compiler.ops import get_op
 
 from .lowering import LoweringContext, lowers
 

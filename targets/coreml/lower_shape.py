@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ops import get_op
-from compiler.ops.shape_ops import slice_index
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ops import get_op
+from aotc.compiler.ops.shape_ops import slice_index
 
 from .lowering import LoweringContext, const, lowers
 

@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.errors import AotcError
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.dtypes import DType
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph, Node, Value
 
 from .deployment import Deployment
 

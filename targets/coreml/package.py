@@ -14,7 +14,7 @@ import json
 import uuid
 from pathlib import Path
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 PACKAGE = "model.mlpackage"
 SPEC_PATH = "Data/com.apple.CoreML/model.mlmodel"

@@ -1,7 +1,7 @@
 """The coreml Target: options, what it can run, and compile (lower -> convert -> normalized package)."""
 from __future__ import annotations
 
-from compiler.ir import Graph, Node
+from aotc.compiler.ir import Graph, Node
 
 from ..base import BuildContext, Capabilities, Target, TargetBuild
 from .deployment import DEFAULT_DEPLOYMENT, DEFAULT_PRECISION, DEPLOYMENTS, Deployment

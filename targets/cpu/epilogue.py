@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.ir import Value
+from aotc.compiler.ir import Value
 
 from .lower_elementwise import ferf, fsigmoid, ftanh
 from .lowering import NoLoweringError, Operand, operand

@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from compiler.ir import Node
-from compiler.ops.layout import blocks
-from compiler.ops.nn import Conv
+from aotc.compiler.ir import Node
+from aotc.compiler.ops.layout import blocks
+from aotc.compiler.ops.nn import Conv
 
 from .epilogue import Epilogue
 from .lower_elementwise import injective_call

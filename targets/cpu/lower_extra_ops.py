@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Node, Value
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node, Value
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lower_reduce import (placeholders, reduce_index, row_view, generic_reduce_call, row_call, row_moments,
@@ -257,8 +257,8 @@ def lower_conv_transpose(node: Node, ctx: LoweringContext):
     and flipped taps over Xp[p] = x[i] if p = i*s + (k-1)*d - pb (else 0), p < o + (k-1)*d, gives
     y[o'] = sum_t Xp[o' + (k-1-t)*d] W[t], which is x[i]*W[t] exactly where o' + pb = i*s + t*d."""
     from tvm import tirx as T
-    from compiler.ops import get_op
-    from compiler.ops.nn import ConvTranspose
+    from aotc.compiler.ops import get_op
+    from aotc.compiler.ops.nn import ConvTranspose
     from .lower_nn import lower_conv
 
     x, w = node.inputs[0], node.inputs[1]

@@ -31,9 +31,9 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Node
-from compiler.ops.nn import Conv
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
+from aotc.compiler.ops.nn import Conv
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Node
-from compiler.ops.shape_ops import Split, Transpose, slice_index
+from aotc.compiler.ir import Node
+from aotc.compiler.ops.shape_ops import Split, Transpose, slice_index
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Alias, LoweringContext, NoLoweringError, lowers
@@ -190,7 +190,7 @@ def _pad_source(i, n: int, b: int, mode: str):
 @lowers("Pad")
 def lower_pad(node: Node, ctx: LoweringContext):
     from tvm import tirx as T
-    from compiler.ops.nn import Pad
+    from aotc.compiler.ops.nn import Pad
     x, y = node.inputs[0], node.outputs[0]
     dt = tvm_dtype(x.dtype)
     widths = Pad.widths(x.shape, node.attrs)

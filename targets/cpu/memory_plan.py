@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from compiler.ir import Graph, Value
+from aotc.compiler.ir import Graph, Value
 
 from .lowering import Alias, Call
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compiler.ir import Graph, Node
+from aotc.compiler.ir import Graph, Node
 
 from ..base import BucketVariant, BuildContext, Capabilities, Target, TargetBuild
 
@@ -87,7 +87,7 @@ class CpuTarget(Target):
         constants of all of them can be laid out once (memory_plan.share_weights) before any kernel is built."""
         from .codegen import build_model, plan_graph
         from .memory_plan import share_weights
-        from targets.memory_limit import check_memory_limit
+        from aotc.targets.memory_limit import check_memory_limit
         planned = [plan_graph(v.graph, self, ctx.max_memory) for v in variants]
         share_weights([p.plan for p in planned])
         for p in planned:  # each bucket loads the union of the weights

@@ -6,8 +6,8 @@ from ..base import TargetOption, TargetSpec, register_target
 register_target(TargetSpec(
     name="cuda",
     description="NVIDIA GPUs: one fatbin with sm_80 + sm_90 SASS and compute_90 PTX (aliases pick one arch)",
-    factory="targets.cuda.target:make_cuda_target",
-    loader="targets.cuda.loader:CudaBundle",
+    factory="aotc.targets.cuda.target:make_cuda_target",
+    loader="aotc.targets.cuda.loader:CudaBundle",
     options=(
         TargetOption("arch", "GPU architectures in the fatbin (all: sm_80 and sm_90 SASS + compute_90 PTX)",
                      choices=("all", "sm_80", "sm_90"), default="all"),

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Callable
 
 import jinja2
 
-from compiler.errors import AotcError
-from compiler.dtypes import DType
-from compiler.ir import Graph, Value
-from compiler.progress import task
-from targets.cpu.codegen import _cstr, kernel_name
-from targets.cpu.lowering import Call, Operand
-from targets.cpu.memory_plan import MemoryPlan, align, plan_memory
-from targets.cpu.rules import lower_graph
-from targets.cpu.schedules import compute_only
-from targets.memory_limit import check_memory_limit
+from aotc.compiler.errors import AotcError
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Graph, Value
+from aotc.compiler.progress import task
+from aotc.targets.cpu.codegen import _cstr, kernel_name
+from aotc.targets.cpu.lowering import Call, Operand
+from aotc.targets.cpu.memory_plan import MemoryPlan, align, plan_memory
+from aotc.targets.cpu.rules import lower_graph
+from aotc.targets.cpu.schedules import compute_only
+from aotc.targets.memory_limit import check_memory_limit
 
 from .fatbin import ARCH_LIMITS, build_fatbin, nvcc_path
 from .kernels import build_cuda, schedule_for_gpu

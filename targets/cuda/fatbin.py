@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 # Shared memory one block may use (static + dynamic), CUDA C Programming Guide table 21 (compute capability
 # 8.0: 163 KB, 9.0: 227 KB), and the registers one thread may use.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 from .launches import Launch, launches_of
 

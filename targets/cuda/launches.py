@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 
 class LaunchReadError(AotcError):

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from targets.base import BundleRunError, CannotRunHereError, LoadedBundle
+from aotc.targets.base import BundleRunError, CannotRunHereError, LoadedBundle
 
 CUDA_ABI_VERSION = 1  # targets/cuda/codegen.py ABI_VERSION (not imported: the loader must not pull in TVM)
 
@@ -64,7 +64,7 @@ def _verified_files(bundle: Path, manifest: Mapping[str, Any]) -> dict[str, byte
 
 class CudaBundle(LoadedBundle):
     def __init__(self, bundle_dir, manifest=None, public_key=None):
-        from runtime_stub.manifest import read_manifest
+        from aotc.runtime_stub.manifest import read_manifest
         bundle = Path(bundle_dir)
         man = read_manifest(bundle, public_key) if manifest is None else manifest
         archs = list(man.get("archs") or man.get("target", {}).get("archs") or [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.ir import Graph, Node
+from aotc.compiler.ir import Graph, Node
 
 from ..base import BuildContext, Capabilities, Target, TargetBuild
 
@@ -61,8 +61,8 @@ class CudaTarget(Target):
                 "cc": command_version(self.cc)}
 
     def supports(self, node: Node) -> str | None:
-        from targets.cpu.rules import check_node
-        from targets.cpu.schedules import compute_only
+        from aotc.targets.cpu.rules import check_node
+        from aotc.targets.cpu.schedules import compute_only
         with compute_only():
             return check_node(node, Graph("scratch"), self)
 

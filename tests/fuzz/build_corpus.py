@@ -39,7 +39,7 @@ def _save(models: dict[str, tuple[str, bytes]], prefix: str, model: onnx.ModelPr
 def from_op_tests(models: dict) -> None:
     import pytest
 
-    import compiler
+    from aotc import compiler
 
     real = compiler.load_onnx
 

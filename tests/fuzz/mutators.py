@@ -119,7 +119,7 @@ def rename_output(m, rng):
 
 
 def change_op_type(m, rng):
-    from compiler.onnx_import import supported_onnx_ops
+    from aotc.compiler.onnx_import import supported_onnx_ops
     n = _pick(rng, _all_nodes(m))
     if n is None:
         return "change_op_type: none"

@@ -123,7 +123,7 @@ def _inspect_argv(case: Case, path: str) -> list[str]:
 
 def run_target(case: Case, path: str) -> None:
     if case.target == "load":
-        import compiler
+        from aotc import compiler
         compiler.load_onnx(path, input_shapes=case.input_shapes)
     else:  # the command's function itself: typer would rebuild its command tree on every call
         from aotc import cli
@@ -133,7 +133,7 @@ def run_target(case: Case, path: str) -> None:
 
 def execute(case: Case, path: str) -> dict:
     """Runs the case in this process and classifies the result."""
-    from compiler.errors import AotcError, VerificationError
+    from aotc.compiler.errors import AotcError, VerificationError
     try:
         run_target(case, path)
     except AotcError as e:
@@ -314,7 +314,7 @@ def campaign(seed: int, cases: int, start: int = 0, timeout: float = 10.0, out: 
 def replay(seed: int, index: int, save: Path | None) -> None:
     case = make_case(load_corpus(), seed, index)
     print(f"case {index} of seed {seed}: {case.corpus}, target {case.target}, mutations {case.mutations}")
-    from compiler.errors import AotcError
+    from aotc.compiler.errors import AotcError
     with tempfile.TemporaryDirectory() as d:
         path = save or Path(d) / "case.onnx"
         Path(path).write_bytes(case.data)

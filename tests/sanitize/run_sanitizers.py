@@ -34,7 +34,7 @@ REPORT_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime er
 
 def model():
     """Two GEMMs big enough that their kernels run on the thread pool, and a softmax."""
-    import compiler
+    from aotc import compiler
     r = np.random.default_rng(0)
     g = compiler.Graph("sanitize")
     x = g.add_input("x", (64, 256), compiler.DType.float32)
