@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aotc import compiler
-from x86_helpers import assert_close, build_graph
+from x86_helpers import assert_close
 
 coremltools = pytest.importorskip("coremltools", reason="the coreml tests need coremltools (the [coreml] extra)")
 ON_MACOS = platform.system() == "Darwin"
@@ -54,8 +54,3 @@ def check_graph(g: compiler.Graph, feeds: dict, out_dir: Path, rtol=1e-5, atol=1
             assert_close(got[name], ref, f"{g.name} output {name} ({how}, {compile_options})", rtol, atol)
     return bundle
 
-
-def check_op(op_type: str, inputs, out_dir: Path, attrs=None, consts=(), rtol=1e-5, atol=1e-5, num_outputs=None,
-             **compile_options):
-    g = build_graph(op_type, inputs, attrs, consts, num_outputs)
-    return check_graph(g, dict(inputs), out_dir, rtol, atol, **compile_options)

@@ -1,6 +1,6 @@
-"""The coreml target: every op lowering compiled alone into a bundle (model.mlpackage), the saved package
-evaluated by the NumPy MIL evaluator (and on macOS by Core ML's predict) and compared with aotc's reference
-interpreter; fp16 and int8; the deployment targets' differences; the compile-time errors; determinism; the
+"""The coreml target: every case of the shared op table (tests/op_cases.py) compiled alone into a bundle
+(model.mlpackage), the saved package evaluated by the NumPy MIL evaluator (and on macOS by Core ML's predict)
+and compared with aotc's reference interpreter; fp16 and int8; the deployment targets' differences; the compile-time errors; determinism; the
 loader off macOS."""
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+import op_cases
 from aotc import compiler
 from aotc.compiler.dtypes import DType
-from coreml_helpers import ON_MACOS, check_graph, check_op, compile_coreml, evaluate
+from coreml_helpers import ON_MACOS, check_graph, compile_coreml, evaluate
 from x86_helpers import build_graph
 
 R = np.random.default_rng(1234)
@@ -28,342 +29,26 @@ def out_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("coreml-ops")
 
 
-# -- elementwise -----------------------------------------------------------------------------------
-UNARY = ["Neg", "Abs", "Relu", "Exp", "Tanh", "Erf", "Sigmoid", "Floor", "Ceil", "Sin", "Cos", "Sign",
-         "Softplus", "HardSwish", "Identity", "Dropout"]
+# -- the shared op table (tests/op_cases.py), each case at the default deployment target (iOS16) --------
+# Options a case needs on this target: GatherND's batch_dims is an iOS17 op.
+CASE_OPTIONS = {"gathernd-batch-dims": {"coreml_target": "iOS17"}}
+# Cases of the shared table this target refuses, each with the reason its one-paragraph error gives.
+REFUSED = {"move-pad-edge-leading-axis": "MIL pads in edge mode only the last two axes"}
 
 
-@pytest.mark.parametrize("op", UNARY)
-def test_unary(op, out_dir):
-    check_op(op, [("x", f32(3, 5, 37) * 3)], out_dir, rtol=2e-6, atol=2e-6)
+@pytest.mark.parametrize("case", op_cases.CASES, ids=op_cases.case_id)
+def test_op(case, out_dir):
+    options = CASE_OPTIONS.get(case.id, {})
+    op_cases.run(case, lambda g, feeds: check_graph(g, feeds, out_dir, case.rtol, case.atol, **options), REFUSED)
 
 
-@pytest.mark.parametrize("op", ["Log", "Sqrt", "Reciprocal"])
-def test_unary_positive(op, out_dir):
-    check_op(op, [("x", f32(4, 64, lo=0.1))], out_dir, rtol=2e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("op,attrs", [("LeakyRelu", {"alpha": 0.2}), ("Elu", {"alpha": 0.7}),
-                                      ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("Gelu", {}),
-                                      ("Gelu", {"approximate": "tanh"}), ("Clip", {"min": -0.5, "max": 0.7}),
-                                      ("Clip", {"max": 6.0})])
-def test_unary_with_attrs(op, attrs, out_dir):
-    check_op(op, [("x", f32(2, 8, 48) * 3)], out_dir, attrs, rtol=2e-6, atol=2e-6)
-
-
-@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual",
-                                "GreaterOrEqual"])
-def test_binary_broadcast(op, out_dir):
-    a, b = f32(2, 3, 40), f32(3, 1)
-    if op == "Pow":
-        a = np.abs(a) + 0.1
-    if op in ("Equal", "LessOrEqual", "GreaterOrEqual"):
-        b = a[:, :, :1][0]  # ties
-    check_op(op, [("a", a), ("b", b)], out_dir, rtol=2e-6, atol=2e-6)
-
-
-@pytest.mark.parametrize("op", ["Add", "Mul", "Div", "Sub"])
-def test_binary_int64(op, out_dir):
-    """int64 tensors travel and compute as int32 in Core ML; Div truncates toward zero like ONNX."""
-    a = R.integers(-50, 50, (4, 33)).astype(np.int64)
-    b = R.integers(1, 7, (33,)).astype(np.int64) * np.where(R.random(33) < 0.5, -1, 1)
-    check_op(op, [("a", a), ("b", b)], out_dir)
-
-
-@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
-def test_logic(op, out_dir):
-    check_op(op, [("a", R.random((5, 20)) < 0.5), ("b", R.random((20,)) < 0.5)], out_dir)
-
-
-def test_not_where_isnan_isinf(out_dir):
-    x = f32(4, 32)
-    x[0, :3] = [np.nan, np.inf, -np.inf]
-    check_op("Not", [("c", R.random((3, 17)) < 0.5)], out_dir)
-    check_op("IsNaN", [("x", x)], out_dir)
-    check_op("IsInf", [("x", x)], out_dir, {"detect_negative": 0})
-    check_op("IsInf", [("x", x)], out_dir)
-    check_op("Where", [("c", R.random((4, 1)) < 0.5), ("x", f32(4, 32)), ("y", f32(32))], out_dir)
-
-
-@pytest.mark.parametrize("op", ["Min", "Max", "Sum", "Mean"])
-def test_variadic(op, out_dir):
-    check_op(op, [("a", f32(3, 16)), ("b", f32(16)), ("c", f32(3, 1))], out_dir, rtol=2e-6, atol=2e-6)
-
-
-@pytest.mark.parametrize("src,to", [("int64", "float32"), ("float32", "int32"), ("bool", "float32"),
-                                    ("float32", "bool"), ("int64", "int32"), ("int32", "int64")])
-def test_cast(src, to, out_dir):
-    x = (R.standard_normal((3, 21)) * 40).astype(src) if src != "bool" else R.random((3, 21)) < 0.5
-    if src == "float32":
-        x[0, :3] = 0.0
-    check_op("Cast", [("x", x)], out_dir, {"to": to})
-
-
-# -- data movement -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("op,attrs,shape", [
-    ("Reshape", {"shape": [4, -1]}, (2, 2, 12)), ("Flatten", {"axis": 2}, (2, 3, 4, 5)),
-    ("Squeeze", {"axes": [1]}, (3, 1, 7)), ("Unsqueeze", {"axes": [0, 3]}, (3, 7)),
-    ("Transpose", {"perm": [0, 2, 1, 3]}, (2, 16, 12, 32)), ("Transpose", {}, (5, 7, 3)),
-    ("Slice", {"starts": [1, -1], "ends": [3, 0], "axes": [0, 2], "steps": [1, -2]}, (4, 6, 9)),
-    ("Slice", {"starts": [5, 0], "ends": [-100, 4], "axes": [2, 1], "steps": [-1, 3]}, (4, 6, 9)),
-    ("Expand", {"shape": [2, 4, 6]}, (4, 1)), ("Tile", {"repeats": [2, 1, 3]}, (2, 3, 5)),
-    ("Trilu", {"upper": 0, "k": 1}, (2, 6, 6)), ("Trilu", {"upper": 1, "k": -1}, (3, 5, 7)),
-    ("Pad", {"pads": [0, 1, 2, 0, 2, 1], "value": np.array(1.5, np.float32)}, (2, 5, 6)),
-    ("Pad", {"pads": [0, 0, 2, 0, 1, 3], "mode": "reflect"}, (2, 5, 6)),
-    ("Pad", {"pads": [0, 0, 1, 0, 0, 3], "mode": "edge"}, (2, 5, 6)),
-    ("Pad", {"pads": [0, -1, 2, 0, 1, -2]}, (2, 5, 6)),
-])
-def test_data_movement(op, attrs, shape, out_dir):
-    check_op(op, [("x", f32(*shape))], out_dir, attrs)
-
-
-def test_gather_family(out_dir):
-    table = f32(50, 24)
-    g = compiler.Graph("gather_const_table")
-    t = g.add_const("table", table)
-    i = g.add_input("idx", (2, 3), DType.int64)
-    g.outputs = list(g.add_node("Gather", [t, i], {"axis": 0}).outputs)
-    check_graph(g, {"idx": np.array([[0, 3, -1], [49, -50, 7]], np.int64)}, out_dir)
-    check_op("Gather", [("x", f32(3, 9, 4)), ("i", np.array([2, -1, 0, 8], np.int32))], out_dir, {"axis": 1})
-    check_op("Gather", [("x", f32(3, 9, 4))], out_dir, {"axis": -1}, consts=[("i", np.array([[3, -4]], np.int64))])
-    check_op("GatherElements", [("x", f32(4, 6)), ("i", R.integers(-6, 6, (4, 3)).astype(np.int64))], out_dir,
-             {"axis": 1})
-    check_op("GatherElements", [("x", f32(5, 6)), ("i", R.integers(-5, 5, (3, 2)).astype(np.int64))], out_dir,
-             {"axis": 0})
-    check_op("Gather", [("x", R.random((6, 3)) < 0.5)], out_dir, consts=[("i", np.array([5, 0, -2], np.int64))])
-    check_op("GatherND", [("x", f32(3, 4, 5)), ("i", np.array([[1, 2], [0, -1]], np.int64))], out_dir)
-    check_op("GatherND", [("x", f32(2, 4, 5)), ("i", np.array([[1], [3]], np.int64))], out_dir, {"batch_dims": 1},
-             coreml_target="iOS17")
-
-
-def test_split_concat(out_dir):
-    check_op("Split", [("x", f32(2, 10, 3))], out_dir, {"axis": 1, "split": [3, 7]}, num_outputs=2)
-    check_op("Concat", [("a", f32(2, 3, 5)), ("b", f32(2, 1, 5)), ("c", f32(2, 4, 5))], out_dir, {"axis": 1})
-
-
-def test_static_shape_ops(out_dir):
-    """Shape/Size (of a run-time input) and ConstantOfShape/Range are constants: shapes are static."""
-    g = compiler.Graph("shape_ops")
-    x = g.add_input("x", (3, 5, 2), DType.float32)
-    s = g.add_node("Shape", [x], {"start": 1}).outputs[0]
-    n = g.add_node("Size", [x]).outputs[0]
-    c = g.add_node("ConstantOfShape", [], {"shape": [2, 3], "value": np.array([7], np.int64)}).outputs[0]
-    r = g.add_node("Range", [g.add_const("a", np.array(1.0, np.float32)), g.add_const("b", np.array(4.0, np.float32)),
-                             g.add_const("d", np.array(0.5, np.float32))]).outputs[0]
-    y = g.add_node("Mul", [x, g.add_node("Cast", [n], {"to": "float32"}).outputs[0]]).outputs[0]
-    g.outputs = [s, c, r, y]
-    check_graph(g, {"x": f32(3, 5, 2)}, out_dir)
-
-
-# -- reductions and normalization ---------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(2, 3, 128), (4, 7)])
-def test_softmax(shape, out_dir):
-    x = f32(*shape) * 4
-    x[..., 0] = -3.4e38  # a masked position, as attention masks do
-    check_op("Softmax", [("x", x)], out_dir, {"axis": -1}, rtol=1e-5, atol=1e-6)
-    check_op("LogSoftmax", [("x", f32(*shape))], out_dir, {"axis": -1}, rtol=1e-5, atol=1e-5)
-    check_op("Softmax", [("x", f32(*shape))], out_dir, {"axis": 0}, rtol=1e-5, atol=1e-6)
-    check_op("LogSoftmax", [("x", f32(*shape))], out_dir, {"axis": 0}, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("shape,axis,bias", [((2, 16, 384), -1, True), ((3, 5, 6), 1, False), ((4, 20), -1, True)])
-def test_layernorm(shape, axis, bias, out_dir):
-    norm = shape[axis % len(shape):]
-    consts = [("scale", f32(*norm))] + ([("bias", f32(*norm))] if bias else [])
-    check_op("LayerNormalization", [("x", f32(*shape) * 2 + 1)], out_dir, {"axis": axis, "epsilon": 1e-5},
-             consts=consts, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare",
-                                "ReduceProd"])
-@pytest.mark.parametrize("axes,keepdims", [([1, 2], 1), ([-1], 0), ([0], 1), ([0, 2], 0)])
-def test_reduce(op, axes, keepdims, out_dir):
-    check_op(op, [("x", f32(3, 4, 6))], out_dir, {"axes": axes, "keepdims": keepdims}, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
-@pytest.mark.parametrize("axis,keepdims,last", [(1, 1, 0), (0, 0, 1), (-1, 0, 0)])
-def test_argreduce(op, axis, keepdims, last, out_dir):
-    x = np.round(f32(4, 6, 5) * 2)  # ties, so first/last index matters
-    check_op(op, [("x", x)], out_dir, {"axis": axis, "keepdims": keepdims, "select_last_index": last})
-
-
-@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
-def test_global_pool(op, out_dir):
-    check_op(op, [("x", f32(2, 24, 7, 7))], out_dir, rtol=1e-5, atol=1e-6)
-
-
-# -- GEMM family -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("a_shape,b_shape", [((1, 12, 384), (384, 64)), ((20, 33), (33, 40)), ((6, 64), (64, 1000)),
-                                             ((2, 3, 5, 16), (16, 8))])
-def test_matmul_const_weight(a_shape, b_shape, out_dir):
-    check_op("MatMul", [("a", f32(*a_shape))], out_dir, consts=[("w", f32(*b_shape) * 0.1)], rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("a_shape,b_shape", [((1, 4, 24, 32), (1, 4, 32, 24)), ((2, 3, 16, 8), (3, 8, 32)),
-                                             ((5, 7), (7, 3)), ((2, 10, 16), (16, 48))])
-def test_matmul_batched(a_shape, b_shape, out_dir):
-    check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("attrs,bias_shape", [({}, (48,)), ({"transB": 1, "alpha": 0.5, "beta": 2.0}, (1, 48)),
-                                              ({"transB": 1}, None)])
-def test_gemm_const(attrs, bias_shape, out_dir):
-    w = f32(48, 64) if attrs.get("transB") else f32(64, 48)
-    consts = [("w", w * 0.1)] + ([("c", f32(*bias_shape))] if bias_shape else [])
-    check_op("Gemm", [("a", f32(5, 64))], out_dir, attrs, consts=consts, rtol=1e-5, atol=1e-5)
-
-
-def test_gemm_dynamic_b(out_dir):
-    check_op("Gemm", [("a", f32(8, 16)), ("b", f32(32, 16))], out_dir, {"transB": 1, "alpha": 0.25}, rtol=1e-5,
-             atol=1e-5)
-
-
-# -- CNN family --------------------------------------------------------------------------------------
-CONVS = [
-    ("pointwise_wide", (1, 16, 16, 16), (32, 16, 1, 1), {}),
-    ("depthwise_s1", (1, 8, 14, 14), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
-    ("depthwise_s2_5x5", (1, 16, 15, 15), (16, 1, 5, 5), {"group": 16, "strides": [2, 2]}),
-    ("stem_s2", (2, 3, 18, 18), (8, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
-    ("grouped_dilated", (1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
-    ("same_upper", (1, 4, 9, 9), (6, 4, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
-    ("same_lower", (1, 4, 8, 8), (6, 4, 2, 2), {"auto_pad": "SAME_LOWER"}),
-    ("conv1d", (2, 6, 20), (5, 6, 3), {"pads": [1, 2], "strides": [2]}),
-]
-
-
-@pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONVS, ids=[c[0] for c in CONVS])
-@pytest.mark.parametrize("bias", [True, False])
-def test_conv(name, x_shape, w_shape, attrs, bias, out_dir):
-    consts = [("w", f32(*w_shape) * 0.3)] + ([("b", f32(w_shape[0]))] if bias else [])
-    check_op("Conv", [("x", f32(*x_shape))], out_dir, attrs, consts=consts, rtol=1e-4, atol=1e-4)
-
-
-CONV_T = [
-    ("plain_3x3", (1, 4, 6, 6), (4, 5, 3, 3), {}),
-    ("stride2_pads", (2, 6, 5, 7), (6, 8, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
-    ("stride2_outpad", (1, 8, 7, 7), (8, 4, 4, 4), {"strides": [2, 2], "pads": [1, 1, 2, 2], "output_padding": [1, 1]}),
-    ("grouped_dilated", (1, 6, 5, 5), (6, 2, 3, 3), {"group": 3, "dilations": [2, 2]}),
-]
-
-
-@pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONV_T, ids=[c[0] for c in CONV_T])
-def test_conv_transpose(name, x_shape, w_shape, attrs, out_dir):
-    m = w_shape[1] * attrs.get("group", 1)
-    check_op("ConvTranspose", [("x", f32(*x_shape))], out_dir, attrs,
-             consts=[("w", f32(*w_shape) * 0.3), ("b", f32(m))], rtol=1e-4, atol=1e-4)
-
-
-def test_batch_instance_lrn(out_dir):
-    c = 6
-    check_op("BatchNormalization", [("x", f32(2, c, 5, 5))], out_dir, {"epsilon": 1e-3},
-             consts=[("s", f32(c)), ("b", f32(c)), ("m", f32(c)), ("v", f32(c, lo=0.5))], rtol=1e-5, atol=1e-5)
-    check_op("InstanceNormalization", [("x", f32(2, c, 5, 7) * 2 + 1)], out_dir, {"epsilon": 1e-5},
-             consts=[("s", f32(c)), ("b", f32(c))], rtol=1e-4, atol=1e-4)
-    check_op("LRN", [("x", f32(2, 7, 4, 4))], out_dir, {"size": 3, "alpha": 0.2, "beta": 0.6, "bias": 1.5},
-             rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("op,attrs", [
-    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
-    ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
-    ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
-    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
-    ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
-])
-def test_pool(op, attrs, out_dir):
-    check_op(op, [("x", f32(1, 4, 11, 11))], out_dir, attrs, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("attrs", [
-    {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]},
-    {"mode": "nearest", "sizes": [1, 3, 7, 5], "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
-    {"mode": "linear", "scales": [1.0, 1.0, 2.0, 1.5]},
-    {"mode": "linear", "sizes": [1, 3, 4, 9], "coordinate_transformation_mode": "align_corners"},
-    {"mode": "cubic", "scales": [1.0, 1.0, 2.0, 2.0]},
-])
-def test_resize(attrs, out_dir):
-    check_op("Resize", [("x", f32(1, 3, 6, 6))], out_dir, attrs, rtol=1e-5, atol=1e-5)
-
-
-# -- fused ops (what the default pass pipeline produces) --------------------------------------------------
-@pytest.mark.parametrize("act,alpha,beta", [("none", None, None), ("gelu", None, None), ("clip", 0.0, 6.0),
-                                            ("hardswish", None, None), ("silu", None, None), ("relu", None, None),
-                                            ("gelu_tanh", None, None), ("sigmoid", None, None),
-                                            ("leakyrelu", 0.1, None), ("hardsigmoid", 0.2, 0.5), ("tanh", None, None)])
-@pytest.mark.parametrize("residual", ["none", "after", "before"])
-def test_fused_matmul(act, alpha, beta, residual, out_dir):
-    attrs = {"activation": act, "act_alpha": alpha, "act_beta": beta,
-             "residual_before_activation": int(residual == "before")}
-    g = compiler.Graph("fused_matmul")
-    a = g.add_input("a", (2, 16, 48), DType.float32)
-    ins = [a, g.add_const("w", f32(48, 64) * 0.2), g.add_const("b", f32(64))]
-    if residual != "none":
-        ins.append(g.add_input("r", (2, 16, 64), DType.float32))
-    g.outputs = list(g.add_node("FusedMatMul", ins, attrs).outputs)
-    feeds = {"a": f32(2, 16, 48), "r": f32(2, 16, 64)}
-    check_graph(g, {k: v for k, v in feeds.items() if k in [i.name for i in g.inputs]}, out_dir, rtol=1e-5,
-                atol=2e-5)
-
-
-def test_fused_matmul_dynamic_b(out_dir):
-    g = compiler.Graph("fused_matmul_dyn")
-    a = g.add_input("a", (2, 3, 8, 16), DType.float32)
-    b = g.add_input("b", (2, 3, 16, 32), DType.float32)
-    r = g.add_input("r", (2, 3, 8, 32), DType.float32)
-    g.outputs = list(g.add_node("FusedMatMul", [a, b, None, r], {"activation": "relu",
-                                                                 "residual_before_activation": 1}).outputs)
-    check_graph(g, {"a": f32(2, 3, 8, 16), "b": f32(2, 3, 16, 32), "r": f32(2, 3, 8, 32)}, out_dir)
-
-
-@pytest.mark.parametrize("name,x_shape,w_shape,attrs", CONVS, ids=[c[0] for c in CONVS])
-def test_fused_conv(name, x_shape, w_shape, attrs, out_dir):
-    g = compiler.Graph("fused_conv")
-    x = g.add_input("x", x_shape, DType.float32)
-    w = g.add_const("w", f32(*w_shape) * 0.3)
-    b = g.add_const("b", f32(w_shape[0]))
-    conv = g.add_node("Conv", [x, w, b], attrs).outputs[0]
-    r = g.add_input("r", conv.shape, DType.float32)
-    fa = {**attrs, "activation": "clip", "act_alpha": 0.0, "act_beta": 6.0}
-    g.outputs = list(g.add_node("FusedConv", [x, w, b, r], fa).outputs)
-    g.nodes = [n for n in g.nodes if n.op_type == "FusedConv"]
-    check_graph(g, {"x": f32(*x_shape), "r": f32(*conv.shape)}, out_dir, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("b_shape", [(2, 16, 384), (384,)])
-def test_skip_layernorm(b_shape, out_dir):
-    g = build_graph("SkipLayerNormalization", [("a", f32(2, 16, 384)), ("b", f32(*b_shape))], {"epsilon": 1e-5},
-                    consts=[("scale", f32(384)), ("beta", f32(384))])
-    check_graph(g, {"a": f32(2, 16, 384), "b": f32(*b_shape)}, out_dir)
-
-
-def attention_graph(masks: str, mask_fill=float("-inf"), nan_to_zero=1, cross=False):
-    b, s, e, h, d = 2, 16, 64, 4, 16
-    skv = 12 if cross else s
-    g = compiler.Graph("attention")
-    x = g.add_input("x", (b, s, e), DType.float32)
-    kv = g.add_input("kv", (b, skv, e), DType.float32) if cross else x
-    ws = [g.add_const(f"w{i}", f32(e, h * d) * 0.2) for i in range(3)]
-    bs = [g.add_const(f"b{i}", f32(h * d)) for i in range(3)]
-    add = g.add_input("add", (b, 1, 1, skv), DType.float32) if masks in ("add", "both") else None
-    keep = g.add_input("keep", (b, 1, s, skv), DType.bool) if masks in ("keep", "both") else None
-    node = g.add_node("Attention", [x, kv, ws[0], bs[0], ws[1], bs[1], ws[2], bs[2], add, keep],
-                      {"num_heads": h, "head_dim": d, "scale": 0.3, "nan_to_zero": nan_to_zero,
-                       "mask_fill": mask_fill})
-    g.outputs = list(node.outputs)
-    feeds = {"x": f32(b, s, e), "kv": f32(b, skv, e)}
-    if add is not None:
-        feeds["add"] = np.where(R.random((b, 1, 1, skv)) < 0.2, -1e4, 0).astype(np.float32)
-    if keep is not None:
-        k = R.random((b, 1, s, skv)) < 0.8
-        k[0, 0, 3] = False  # a fully masked row: NaN in the softmax, zeroed by nan_to_zero
-        feeds["keep"] = k
-    return g, {i.name: feeds[i.name] for i in g.inputs}
+def attention_graph(masks: str, **kw):
+    return op_cases.attention_graph(op_cases.Data(7), masks, **kw)
 
 
 @pytest.mark.parametrize("deployment", ["iOS16", "iOS18"])
 @pytest.mark.parametrize("masks", ["none", "add", "keep", "both"])
-def test_attention(masks, deployment, out_dir):
+def test_attention_uses_mil_attention_from_ios18(masks, deployment, out_dir):
     g, feeds = attention_graph(masks)
     bundle = check_graph(g, feeds, out_dir, coreml_target=deployment)
     ops = _mil_ops(bundle)

@@ -53,15 +53,19 @@ def assert_close(got: np.ndarray, want: np.ndarray, what: str, rtol=1e-5, atol=1
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what, equal_nan=True)
 
 
-def check_op(op_type: str, inputs, out_dir: Path, attrs=None, consts=(), rtol=1e-5, atol=1e-5, num_outputs=None,
-             target="x86-avx512"):
-    g = build_graph(op_type, inputs, attrs, consts, num_outputs)
-    feeds = dict(inputs)
+def check_graph(g: compiler.Graph, feeds: dict, out_dir: Path, rtol=1e-5, atol=1e-5, target="x86-avx512") -> dict:
+    """Compile `g` (no passes), run it with the thin runtime, compare every output with the interpreter."""
     want = compiler.interpret(g, feeds)
     got = compile_and_run(g, feeds, out_dir, target=target)
     for name, ref in want.items():
-        assert_close(got[name], ref, f"{op_type} output {name}", rtol, atol)
+        assert_close(got[name], ref, f"{g.name} output {name}", rtol, atol)
     return got
+
+
+def check_op(op_type: str, inputs, out_dir: Path, attrs=None, consts=(), rtol=1e-5, atol=1e-5, num_outputs=None,
+             target="x86-avx512"):
+    return check_graph(build_graph(op_type, inputs, attrs, consts, num_outputs), dict(inputs), out_dir, rtol, atol,
+                       target)
 
 
 def copy_bundle(bundle: Path, tmp_path: Path, name: str = "copy") -> Path:
