@@ -66,6 +66,13 @@ def check_against_ort(path: Path, graph: compiler.Graph, feeds: dict, got: np.nd
     return diff
 
 
+def _check_x86_bundle(path: Path, graph: compiler.Graph, feeds: dict, tmp_path: Path) -> None:
+    """The graph's x86-avx512 bundle (VNNI kernels), where this machine has AVX-512, against onnxruntime."""
+    from x86_helpers import compile_and_run, has_avx512
+    if has_avx512():
+        check_against_ort(path, graph, feeds, got=compile_and_run(graph, feeds, tmp_path)[graph.outputs[0].name])
+
+
 def test_qat_cnn_runs_int8_with_its_own_scales(tmp_path):
     path, x = qat_cnn_onnx(tmp_path / "qat_cnn.onnx")
     graph, report = prequantized_graph(path)
@@ -82,6 +89,7 @@ def test_qat_cnn_runs_int8_with_its_own_scales(tmp_path):
             assert float(n.inputs[1].const.reshape(())) in model_scales
     assert report["int8_ops"] == {"QuantizedConv": 3}
     check_against_ort(path, graph, {"x": x})
+    _check_x86_bundle(path, graph, {"x": x}, tmp_path)
 
 
 def test_qat_transformer_block_runs_int8_attention(tmp_path):
@@ -91,6 +99,7 @@ def test_qat_transformer_block_runs_int8_attention(tmp_path):
     assert not report["float"]
     check_against_ort(path, graph, {"x": x})
     assert "1 QuantizedAttention" in format_prequantized(report)
+    _check_x86_bundle(path, graph, {"x": x}, tmp_path)
 
 
 def _small_cnn_onnx(path: Path) -> Path:
@@ -211,9 +220,7 @@ def test_com_microsoft_qoperator_ops_match_onnxruntime(model_cache, tmp_path):
     assert not set(ms) & set(graph.op_histogram()) and report["int8_ops"] == {"QuantizedConv": 3,
                                                                               "QuantizedMatMul": 1}
     check_against_ort(path, graph, feeds)
-    from x86_helpers import compile_and_run, has_avx512
-    if has_avx512():
-        check_against_ort(path, graph, feeds, got=compile_and_run(graph, feeds, tmp_path)["y"])
+    _check_x86_bundle(path, graph, feeds, tmp_path)
 
 
 def test_matmul_integer_is_exact(tmp_path):
