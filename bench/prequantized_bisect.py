@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("model", choices=["minilm", "efficientnet"])
     args = ap.parse_args(argv)
     import aotc
-    import compiler
-    from passes import PassContext, PassManager
+    from aotc import compiler
+    from aotc.passes import PassContext, PassManager
     from test_prequantized import output_step
     path, feeds, shapes = case(args.model)
     ref = ort_all_values(path, feeds)

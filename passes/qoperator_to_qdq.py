@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
-from compiler.ops.qoperator_ms import QSPECS, QGemm, float_attrs
+from aotc.compiler.ir import Graph, Node, Value
+from aotc.compiler.ops.qoperator_ms import QSPECS, QGemm, float_attrs
 
 from .pass_manager import register_pass
 from .patterns import replace_nodes

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
-import compiler
-from passes import PassContext, PassManager
-from passes.prequantized import format_prequantized
+from aotc import compiler
+from aotc.passes import PassContext, PassManager
+from aotc.passes.prequantized import format_prequantized
 from prequantized_models import ort_quantize_static, qat_cnn_onnx, qat_transformer_onnx
 
 
@@ -204,7 +204,7 @@ def test_com_microsoft_qoperator_ops_match_onnxruntime(model_cache, tmp_path):
     QLinearAveragePool, QLinearGlobalAveragePool and QGemm import (reference kernels equal to onnxruntime),
     become Q/DQ around float ops and int8 convs/GEMMs, and the x86 bundle computes onnxruntime's numbers."""
     from onnxruntime.quantization import QuantFormat
-    from compiler.model_summary import summarize_onnx
+    from aotc.compiler.model_summary import summarize_onnx
     r = np.random.default_rng(5)
     cal = [{"x": r.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
     path = ort_quantize_static(_com_microsoft_ops_onnx(model_cache / "prequant_ms_ops_op13.onnx"),
@@ -250,7 +250,7 @@ def test_matmul_integer_is_exact(tmp_path):
 
 
 def test_inspect_says_how_a_model_is_quantized(tmp_path):
-    from compiler.model_summary import format_report, summarize_onnx
+    from aotc.compiler.model_summary import format_report, summarize_onnx
     path, _ = qat_cnn_onnx(tmp_path / "qat_cnn.onnx")
     report, error = summarize_onnx(path)
     assert error is None

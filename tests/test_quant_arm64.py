@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 from arm64_helpers import compare, compile_arm, needs_arm64, run_arm
 from test_quant_x86 import qmm_graph
 from x86_helpers import compile_and_run, has_avx512
@@ -21,7 +21,7 @@ R = np.random.default_rng(7)
 
 
 def arm(dotprod: bool):
-    from targets.arm64.target import arm64_target
+    from aotc.targets.arm64.target import arm64_target
     return arm64_target(cpu_features=["dotprod"] if dotprod else [])
 
 
@@ -64,7 +64,7 @@ def test_sdot_float_epilogue_and_requantized_output(tmp_path):
 def test_quantized_attention(tmp_path, dotprod):
     """QuantizedAttention: three int8 projections (Q from one activation, K and V sharing another), then the
     Attention lowering's float core."""
-    from passes.quantization import quantize_graph
+    from aotc.passes.quantization import quantize_graph
     from test_quant_pipeline import attention_feeds, attention_graph
     g = attention_graph(b=2, s=8, e=32, h=2, d=16)
     quantize_graph(g, calibration=attention_feeds(3, b=2, s=8, e=32))
@@ -77,7 +77,7 @@ def test_quantized_attention(tmp_path, dotprod):
 
 
 def quantized_mlp():
-    from passes.quantization import quantize_graph
+    from aotc.passes.quantization import quantize_graph
     g = compiler.Graph("qmlp_arm")
     x = g.add_input("x", (32, 64), DType.float32)
     h = g.add_node("FusedMatMul", [x, g.add_const("w1", R.standard_normal((64, 128)).astype(np.float32)),
@@ -109,7 +109,7 @@ def test_quantized_mlp_matches_the_reference_and_the_x86_bundle(tmp_path):
 def test_cli_compile_quantize_int8_for_arm(tmp_path):
     import json
     import sys
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     g = compiler.Graph("mlp")
     x = g.add_input("x", (16, 64), DType.float32)
     h = g.add_node("FusedMatMul", [x, g.add_const("w1", (R.standard_normal((64, 64)) * 0.2).astype(np.float32)),

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 from x86_helpers import compile_and_run, has_avx512
 
 pytestmark = pytest.mark.skipif(not (has_avx512() and "avx512_vnni" in Path("/proc/cpuinfo").read_text()),
@@ -114,8 +114,8 @@ def test_requantizing_epilogue_is_vectorized_by_tvm():
     loop, and LLVM then re-vectorized the wrong axis (gathers, byte extracts: 4x slower epilogues)."""
     import tvm
     from tvm import te
-    from targets.base import get_target
-    from targets.cpu.int8_common import quantize_expr
+    from aotc.targets.base import get_target
+    from aotc.targets.cpu.int8_common import quantize_expr
     tgt = get_target("x86-avx512").tvm_target()
     acc = te.placeholder((8, 64), "int32", name="acc")
     scale = te.placeholder((8,), "float32", name="scale")
@@ -133,7 +133,7 @@ def test_qconv_int8_activations_run_in_float(tmp_path):
     """vpdpbusd takes u8 x s8: a QuantizedConv on int8 activations has no VNNI kernel, so fit_to_target runs
     it in float (DequantizeLinear -> FusedConv), says which node and why, and the result matches the reference."""
     import aotc
-    import runtime_stub
+    from aotc import runtime_stub
     g, _ = qconv_graph((1, 8, 8, 8), (8, 8, 1, 1))
     g.nodes[-1].inputs[2].const = np.array(0, np.int8)
     g.inputs[0].dtype = DType.int8
@@ -157,9 +157,9 @@ def test_int8_efficientnet_bundle_matches_the_interpreter(model_cache, tmp_path)
     are compared by cosine and class, not bit for bit."""
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("PIL")
-    import runtime_stub
-    from passes.quantization import quantize_graph
-    from passes import PassManager
+    from aotc import runtime_stub
+    from aotc.passes.quantization import quantize_graph
+    from aotc.passes import PassManager
     import aotc
     from test_model_x86 import efficientnet_lite0_onnx
     from test_quant_models import calibration_images, photo_test_set

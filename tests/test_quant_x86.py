@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 from x86_helpers import compile_and_run, has_avx512
 
 needs_vnni = pytest.mark.skipif(not (has_avx512() and "avx512_vnni" in Path("/proc/cpuinfo").read_text()),
@@ -86,7 +86,7 @@ def test_quantize_dequantize_kernels(tmp_path):
 
 def test_quantized_mlp_end_to_end(tmp_path):
     """quantize_graph's output (Q -> int8 matmul with requantized relu -> int8 matmul) compiles and runs."""
-    from passes.quantization import quantize_graph
+    from aotc.passes.quantization import quantize_graph
     g = compiler.Graph("qmlp")
     x = g.add_input("x", (32, 64), DType.float32)
     h = g.add_node("FusedMatMul", [x, g.add_const("w1", R.standard_normal((64, 128)).astype(np.float32)),
@@ -108,11 +108,11 @@ def test_quantized_mlp_end_to_end(tmp_path):
 def test_int8_minilm_bundle_matches_the_interpreter(model_cache, tmp_path):
     """The whole int8 MiniLM-L6 (VNNI GEMMs, float attention core and LayerNorms) as a bundle, against the
     reference interpreter on the same quantized graph."""
-    import runtime_stub
-    from passes.quantization import quantize_graph
-    from passes.quantization.quantize import output_error
+    from aotc import runtime_stub
+    from aotc.passes.quantization import quantize_graph
+    from aotc.passes.quantization.quantize import output_error
     from models import export_minilm, minilm_feeds
-    from passes import PassManager
+    from aotc.passes import PassManager
     import aotc
     from test_quant_models import _batches, CALIBRATION_SENTENCES, TEST_SENTENCES, BATCH, SEQ
     g = compiler.load_onnx(export_minilm(model_cache, "legacy", "eager", dynamic=True),
@@ -134,8 +134,8 @@ def test_cli_compile_quantize_int8(tmp_path):
     import json
     import subprocess
     import sys
-    import runtime_stub
-    from compiler.onnx_export import save_onnx
+    from aotc import runtime_stub
+    from aotc.compiler.onnx_export import save_onnx
     g = compiler.Graph("mlp")
     x = g.add_input("x", (16, 64), DType.float32)
     h = g.add_node("FusedMatMul", [x, g.add_const("w1", (R.standard_normal((64, 64)) * 0.2).astype(np.float32)),
@@ -165,7 +165,7 @@ def test_cli_compile_quantize_int8(tmp_path):
 
 def test_quantized_attention_kernel(tmp_path):
     """QuantizedAttention on x86: three VNNI projections, then the Attention lowering's float core."""
-    from passes.quantization import quantize_graph
+    from aotc.passes.quantization import quantize_graph
     from test_quant_pipeline import attention_feeds, attention_graph
     g = attention_graph(b=2, s=8, e=32, h=2, d=16)
     quantize_graph(g, calibration=attention_feeds(3, b=2, s=8, e=32))

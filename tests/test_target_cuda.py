@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
@@ -34,7 +34,7 @@ def test_every_registered_op_lowers_for_cuda_or_runs_in_float():
     """Every registered op either has a CUDA kernel (the op cases) or is one the CUDA pipeline never hands
     the kernels: the NCHWc ops (a CPU vector layout; conv_block=0 here) and the int8 ops fit_to_target runs in
     float (no int8 kernels on CUDA yet)."""
-    from compiler.ops import ops_targets_see
+    from aotc.compiler.ops import ops_targets_see
     from cuda_op_cases import all_cases_graph
     covered = {n.op_type for n in all_cases_graph()[0].nodes}
     not_on_cuda = {"BlockedConv", "ToBlockedLayout", "FromBlockedLayout", "QuantizedMatMul", "QuantizedConv",
@@ -64,7 +64,7 @@ def test_op_cases_bundle_launch_table_and_resources(op_bundle):
 
 def build_with_fake_cudart(bundle: Path, tmp_path: Path) -> Path:
     """driver.c of `bundle` linked with tests/c/fake_cudart.c instead of the CUDA runtime."""
-    from targets.cuda.codegen import cuda_home, nvcc_path
+    from aotc.targets.cuda.codegen import cuda_home, nvcc_path
     work = tmp_path / "fake"
     work.mkdir()
     for f in ("driver.c", "model.fatbin"):
@@ -116,7 +116,7 @@ def test_driver_against_recording_fake_runtime(op_bundle, tmp_path, monkeypatch)
 
 def test_rebuilds_are_byte_identical_and_no_gpu_is_one_clear_error(tmp_path):
     import aotc
-    from targets.base import CannotRunHereError
+    from aotc.targets.base import CannotRunHereError
     from x86_helpers import build_graph
     r = np.random.default_rng(0)
     g = build_graph("FusedMatMul", [("a", r.standard_normal((2, 16, 64), dtype=np.float32))],

@@ -7,8 +7,8 @@ at run time (the same clamp-round-shift as the constant-scale QuantizeLinear, wi
 onnxruntime's MLAS kernel does)."""
 from __future__ import annotations
 
-from compiler.dtypes import DType
-from compiler.ir import Node
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
 
 from .lower_reduce import row_reduce, te_reducer
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import importlib
 
-from compiler.ir import Graph, Node
+from aotc.compiler.ir import Graph, Node
 
 from . import lower_blocked  # noqa: F401  (NCHWc convolutions, after passes.blocked_layout)
 from . import lower_elementwise, lower_fused, lower_gemm, lower_nn, lower_reduce, lower_shape  # noqa: F401
