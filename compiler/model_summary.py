@@ -79,7 +79,10 @@ def summarize_onnx(path: str | os.PathLike, input_shapes: Mapping[str, Sequence[
     return report, error
 
 
-QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")
+QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
+                 # onnxruntime's com.microsoft QOperator ops (compiler/ops/qoperator_ms.py)
+                 "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearGlobalAveragePool",
+                 "QLinearAveragePool", "QLinearConcat", "QGemm")
 
 
 def quantization_summary(model) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ class _Exporter:
         self.initializers: list[onnx.TensorProto] = []
         self.nodes: list[onnx.NodeProto] = []
         self.uses_custom_domain = False
+        self.vendor_domains: set[str] = set()  # com.microsoft, for its QOperator ops
 
     def const_input(self, node: Node, attr: str, value: Any, dtype) -> str:
         name = f"{node.name}/{attr}"
@@ -102,8 +103,10 @@ class _Exporter:
             attrs.pop("allowzero", None)
         if op_type == "LayerNormalization" and attrs.get("stash_type") == 1:
             attrs.pop("stash_type")
-        domain = ""
-        if not _is_onnx_op(op_type):
+        domain = get_op(op_type).domain
+        if domain:
+            self.vendor_domains.add(domain)
+        elif not _is_onnx_op(op_type):
             domain, self.uses_custom_domain = AOTC_DOMAIN, True
         op = get_op(op_type)
         known = self.schema_attrs(op_type) if not domain else None
@@ -138,6 +141,7 @@ class _Exporter:
         opsets = [helper.make_opsetid("", self.opset)]
         if self.uses_custom_domain:
             opsets.append(helper.make_opsetid(AOTC_DOMAIN, 1))
+        opsets += [helper.make_opsetid(d, 1) for d in sorted(self.vendor_domains)]
         from . import __version__
         model = helper.make_model(graph, opset_imports=opsets, producer_name="aotc", producer_version=_aotc_version())
         model.ir_version = 8 if self.opset <= 18 else 9 if self.opset <= 20 else 10

@@ -64,11 +64,13 @@ AOTC_DOMAIN = "ai.aotc"  # aotc's own (fused) ops, as the exporter writes them
 
 
 def supported_onnx_ops() -> set[str]:
-    """Op keys the importer accepts: ONNX ops aotc defines, and aotc's own ops in their domain."""
+    """Op keys the importer accepts: ONNX ops aotc defines, aotc's own ops in their domain, and the other
+    vendors' ops aotc defines (onnxruntime's com.microsoft QOperator ops) in theirs."""
     from .ops import get_op, registered_ops
-    onnx_ops = {n for n in registered_ops() if get_op(n).onnx_op}
+    onnx_ops = {n for n in registered_ops() if get_op(n).onnx_op and not get_op(n).domain}
     own = {f"{AOTC_DOMAIN}::{n}" for n in registered_ops() if not get_op(n).onnx_op}
-    return onnx_ops | own | IMPORTER_OPS
+    vendor = {f"{get_op(n).domain}::{n}" for n in registered_ops() if get_op(n).domain}  # com.microsoft QLinear*
+    return onnx_ops | own | vendor | IMPORTER_OPS
 
 
 # -- loading the file --------------------------------------------------------

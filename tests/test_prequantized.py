@@ -66,6 +66,13 @@ def check_against_ort(path: Path, graph: compiler.Graph, feeds: dict, got: np.nd
     return diff
 
 
+def _check_x86_bundle(path: Path, graph: compiler.Graph, feeds: dict, tmp_path: Path) -> None:
+    """The graph's x86-avx512 bundle (VNNI kernels), where this machine has AVX-512, against onnxruntime."""
+    from x86_helpers import compile_and_run, has_avx512
+    if has_avx512():
+        check_against_ort(path, graph, feeds, got=compile_and_run(graph, feeds, tmp_path)[graph.outputs[0].name])
+
+
 def test_qat_cnn_runs_int8_with_its_own_scales(tmp_path):
     path, x = qat_cnn_onnx(tmp_path / "qat_cnn.onnx")
     graph, report = prequantized_graph(path)
@@ -82,6 +89,7 @@ def test_qat_cnn_runs_int8_with_its_own_scales(tmp_path):
             assert float(n.inputs[1].const.reshape(())) in model_scales
     assert report["int8_ops"] == {"QuantizedConv": 3}
     check_against_ort(path, graph, {"x": x})
+    _check_x86_bundle(path, graph, {"x": x}, tmp_path)
 
 
 def test_qat_transformer_block_runs_int8_attention(tmp_path):
@@ -91,6 +99,7 @@ def test_qat_transformer_block_runs_int8_attention(tmp_path):
     assert not report["float"]
     check_against_ort(path, graph, {"x": x})
     assert "1 QuantizedAttention" in format_prequantized(report)
+    _check_x86_bundle(path, graph, {"x": x}, tmp_path)
 
 
 def _small_cnn_onnx(path: Path) -> Path:
@@ -149,20 +158,69 @@ def test_onnxruntime_quantize_static_layouts(layout, model_cache, tmp_path):
 
 
 def test_qoperator_model_runs_int8(model_cache, tmp_path):
-    """onnxruntime's QOperator format (QLinearConv, QLinearMatMul around QuantizeLinear/DequantizeLinear at the
-    model's edges): the same int8 ops as the QDQ format, and onnxruntime's numbers."""
+    """onnxruntime's QOperator format (QLinearConv, and its com.microsoft QLinearAdd and QGemm, around
+    QuantizeLinear/DequantizeLinear at the model's edges): the same int8 ops as the QDQ format, and
+    onnxruntime's numbers."""
     from onnxruntime.quantization import QuantFormat
     r = np.random.default_rng(0)
     cal = [{"x": r.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)]
     path = ort_quantize_static(_small_cnn_onnx(model_cache / "prequant_small_cnn_op13.onnx"),
-                               tmp_path / "small_cnn_qoperator.onnx", cal, quant_format=QuantFormat.QOperator,
-                               op_types_to_quantize=["Conv"])  # (Add, Gemm: com.microsoft ops aotc does not import)
+                               tmp_path / "small_cnn_qoperator.onnx", cal, quant_format=QuantFormat.QOperator)
     ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
-    assert ops["QLinearConv"] == 3, ops
+    assert ops["QLinearConv"] == 3 and ops["QLinearAdd"] == 1 and ops["QGemm"] == 1, ops
     graph, report = prequantized_graph(path)
     hist = graph.op_histogram()
-    assert hist.get("QuantizedConv") == 3 and "QLinearConv" not in hist, hist
+    assert hist.get("QuantizedConv") == 3 and hist.get("QuantizedMatMul") == 1, hist
+    assert not {"QLinearConv", "QLinearAdd", "QGemm"} & set(hist) and not report["float"]
     check_against_ort(path, graph, {"x": r.standard_normal((1, 3, 32, 32)).astype(np.float32)})
+
+
+def _com_microsoft_ops_onnx(path: Path) -> Path:
+    """Conv + LeakyRelu, x * sigmoid(conv(x)), Concat, AveragePool, GlobalAveragePool, Linear: every op
+    onnxruntime's QOperator format writes as a com.microsoft QLinear* op."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+            self.c3, self.fc = nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, 10)
+
+        def forward(self, x):
+            a = nn.functional.leaky_relu(self.c1(x), 0.1)
+            b = a * torch.sigmoid(self.c2(a))
+            y = self.c3(nn.functional.avg_pool2d(torch.cat([a, b], 1), 2))
+            return self.fc(nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.onnx.export(Net().eval(), (torch.zeros(1, 3, 16, 16),), str(path), input_names=["x"],
+                          output_names=["y"], dynamo=False, opset_version=13)
+    return path
+
+
+def test_com_microsoft_qoperator_ops_match_onnxruntime(model_cache, tmp_path):
+    """onnxruntime's com.microsoft QLinearLeakyRelu, QLinearSigmoid, QLinearMul, QLinearConcat,
+    QLinearAveragePool, QLinearGlobalAveragePool and QGemm import (reference kernels equal to onnxruntime),
+    become Q/DQ around float ops and int8 convs/GEMMs, and the x86 bundle computes onnxruntime's numbers."""
+    from onnxruntime.quantization import QuantFormat
+    from aotc.compiler.model_summary import summarize_onnx
+    r = np.random.default_rng(5)
+    cal = [{"x": r.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+    path = ort_quantize_static(_com_microsoft_ops_onnx(model_cache / "prequant_ms_ops_op13.onnx"),
+                               tmp_path / "ms_ops_qoperator.onnx", cal, quant_format=QuantFormat.QOperator)
+    ms = Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft")
+    assert set(ms) == {"QLinearLeakyRelu", "QLinearSigmoid", "QLinearMul", "QLinearConcat", "QLinearAveragePool",
+                       "QLinearGlobalAveragePool", "QGemm"}, ms
+    assert set(ms) <= set(summarize_onnx(path)[0]["quantization"]["qoperator_ops"])
+    feeds = {"x": r.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    imported = compiler.load_onnx(path)
+    check_against_ort(path, imported, feeds)  # the reference kernels, before any pass
+    graph, report = prequantized_graph(path)
+    assert not set(ms) & set(graph.op_histogram()) and report["int8_ops"] == {"QuantizedConv": 3,
+                                                                              "QuantizedMatMul": 1}
+    check_against_ort(path, graph, feeds)
+    _check_x86_bundle(path, graph, feeds, tmp_path)
 
 
 def test_matmul_integer_is_exact(tmp_path):

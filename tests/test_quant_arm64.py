@@ -12,7 +12,7 @@ import pytest
 
 from aotc import compiler
 from aotc.compiler.dtypes import DType
-from arm64_helpers import compile_arm, needs_arm64, run_arm
+from arm64_helpers import compare, compile_arm, needs_arm64, run_arm
 from test_quant_x86 import qmm_graph
 from x86_helpers import compile_and_run, has_avx512
 
@@ -132,3 +132,13 @@ def test_cli_compile_quantize_int8_for_arm(tmp_path):
     got = run_arm(tmp_path / "bundle", feeds)[g.outputs[0].name]
     want = compiler.interpret(g, feeds)[g.outputs[0].name]
     assert float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)) > 0.995
+
+
+@pytest.mark.parametrize("shape", [(4, 1000), (7, 13)])
+def test_dynamic_quantize_linear_on_arm64(tmp_path, shape):
+    """The CPU targets' DynamicQuantizeLinear kernels (targets/cpu/lower_dynamic_quant.py) on aarch64 under qemu:
+    y, scale and zero point equal the reference (itself checked against onnxruntime in test_quant_x86.py)."""
+    g = compiler.Graph(f"dql_{shape[0]}x{shape[1]}")
+    n = g.add_node("DynamicQuantizeLinear", [g.add_input("x", shape, DType.float32)], name="dql", num_outputs=3)
+    g.outputs = list(n.outputs)
+    compare(g, {"x": (np.random.default_rng(4).standard_normal(shape) * 2).astype(np.float32)}, tmp_path)

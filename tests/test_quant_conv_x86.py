@@ -95,6 +95,40 @@ def test_qconv_requantized_output(tmp_path, case):
     assert len(np.unique(want)) > 20  # the requantized range is actually exercised, not saturated
 
 
+@pytest.mark.parametrize("zp", [30, 128])
+def test_qconv_requantization_is_exact_at_ties_and_saturation(tmp_path, zp):
+    """A pointwise conv without activation, requantized with y_scale 2 (1/y_scale is exact): every odd sum is a
+    .5 tie (half to even), the large sums saturate at both ends, so the kernel must equal the reference bit
+    for bit. (The epilogue without an activation was the one TVM left unvectorized, targets/cpu/int8_common.py.)"""
+    g, feeds = qconv_graph((1, 32, 12, 12), (24, 32, 1, 1), xz=131, requant=(2.0, zp))
+    g.nodes[-1].inputs[3].const = R.integers(-2, 3, (24, 32, 1, 1)).astype(np.int8)  # sums in the output range
+    want = compiler.interpret(g, feeds)["qconv:0"]
+    got = compile_and_run(g, feeds, tmp_path)["qconv:0"]
+    np.testing.assert_array_equal(got, want)
+    assert (want == 0).any() and (want == 255).any() and len(np.unique(want)) > 100
+
+
+def test_requantizing_epilogue_is_vectorized_by_tvm():
+    """The requantization expression (clamp, round half to even, zero point, 8-bit cast) inside a loop the
+    schedule vectorizes must stay a vector loop after TVM's lowering: T.nearbyint made TVM scalarize the whole
+    loop, and LLVM then re-vectorized the wrong axis (gathers, byte extracts: 4x slower epilogues)."""
+    import tvm
+    from tvm import te
+    from aotc.targets.base import get_target
+    from aotc.targets.cpu.int8_common import quantize_expr
+    tgt = get_target("x86-avx512").tvm_target()
+    acc = te.placeholder((8, 64), "int32", name="acc")
+    scale = te.placeholder((8,), "float32", name="scale")
+    for qdtype, zp in (("uint8", 3), ("int8", -5)):
+        y = te.compute((8, 64), lambda i, j: quantize_expr(acc[i, j].astype("float32") * scale[i], 0.05, zp, qdtype,
+                                                           reciprocal=True), name="Y")
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([acc, scale, y])}))
+        sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("Y"))[-1], [None, 16])[-1])
+        mod = tvm.tirx.transform.BindTarget(tgt.with_host(tgt))(sch.mod)
+        lowered = tvm.tirx.get_tir_pipeline("s_tir")[0](mod).script()
+        assert f'"{qdtype}x16"' in lowered and "_s in" not in lowered, lowered
+
+
 def test_qconv_int8_activations_run_in_float(tmp_path):
     """vpdpbusd takes u8 x s8: a QuantizedConv on int8 activations has no VNNI kernel, so fit_to_target runs
     it in float (DequantizeLinear -> FusedConv), says which node and why, and the result matches the reference."""

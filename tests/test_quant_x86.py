@@ -200,3 +200,36 @@ def test_quantized_attention_projection_paths(tmp_path, cross):
     want = compiler.interpret(g, feeds)["qattn:0"]
     got = compile_and_run(g, feeds, tmp_path)["qattn:0"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _dynamic_quantize_model(path: Path, shape) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "y_scale", "y_zero_point"])
+    g = helper.make_graph([node], "dql", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, list(shape)),
+                           helper.make_tensor_value_info("y_scale", TensorProto.FLOAT, []),
+                           helper.make_tensor_value_info("y_zero_point", TensorProto.UINT8, [])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("shape,kind", [((1, 128, 384), "normal"), ((4, 1000), "normal"), ((7, 13), "normal"),
+                                        ((64,), "positive"), ((64,), "negative"), ((32,), "zeros")])
+def test_dynamic_quantize_linear_matches_onnxruntime(tmp_path, shape, kind):
+    """DynamicQuantizeLinear's x86 kernels (run-time range, scale, zero point, then the quantization) and its
+    reference kernel against onnxruntime, bit for bit: ranges that straddle 0, lie on one side of it (zero point
+    0 or 255) or are all zero (scale 1), sizes with and without whole vectors and row partials."""
+    import aotc
+    import onnxruntime as ort
+    x = {"normal": R.standard_normal(shape) * 3, "positive": np.abs(R.standard_normal(shape)),
+         "negative": -np.abs(R.standard_normal(shape)), "zeros": np.zeros(shape)}[kind].astype(np.float32)
+    path = _dynamic_quantize_model(tmp_path / "dql.onnx", shape)
+    want = dict(zip(("y", "y_scale", "y_zero_point"),
+                    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})))
+    ref = compiler.interpret(compiler.load_onnx(path), {"x": x})
+    got = aotc.compile(path, tmp_path / "b", target="x86-avx512").run({"x": x})
+    for name, w in want.items():
+        np.testing.assert_array_equal(ref[name], w, err_msg=f"reference {name}")
+        np.testing.assert_array_equal(got[name], w, err_msg=f"bundle {name}")
+    assert kind == "zeros" or len(np.unique(want["y"])) > 40  # the quantized range is exercised

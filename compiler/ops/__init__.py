@@ -5,4 +5,5 @@ from . import elementwise, linalg, nn, reduce, shape_ops  # noqa: F401  (registr
 from . import fused  # noqa: F401,E402  (fused ops build on the families above)
 from . import quant  # noqa: F401,E402  (int8 ops build on the fused epilogues)
 from . import qoperator  # noqa: F401,E402  (ONNX QLinear*/ *Integer ops, on the quantization helpers)
+from . import qoperator_ms  # noqa: F401,E402  (onnxruntime's com.microsoft QLinear* ops)
 from . import layout  # noqa: F401,E402  (blocked-layout convolution, made by a target pass)

@@ -4,7 +4,7 @@ write them: QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, DynamicQuant
 The reference kernels compute the ONNX definitions (integer accumulation exactly, in float64, then one
 requantization in float32). passes/qoperator_to_qdq.py rewrites the first four into
 DequantizeLinear -> Conv/MatMul -> QuantizeLinear, the form passes/fuse_quantized.py turns into aotc's int8
-ops; DynamicQuantizeLinear (scales computed at run time) has a reference kernel but no target kernel yet.
+ops; DynamicQuantizeLinear (scales computed at run time) runs as itself (x86/arm64: targets/cpu/lower_dynamic_quant.py).
 """
 from __future__ import annotations
 
@@ -135,9 +135,11 @@ class DynamicQuantizeLinear(OpDef):
         return [(inputs[0].shape, DType.uint8), ((), DType.float32), ((), DType.uint8)]
 
     def run(self, inputs, attrs):
+        # In float32, as onnxruntime computes it; an all-zero x gets scale 1 (ONNX's formula would divide 0 by 0).
         x = inputs[0].astype(np.float32)
-        lo, hi = min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0)
-        scale = np.float32((hi - lo) / 255.0)
-        zp = np.uint8(np.clip(np.rint(-lo / scale), 0, 255)) if scale else np.uint8(0)
-        y = quantize(x, scale if scale else np.float32(1.0), zp, np.uint8)
+        lo, hi = np.minimum(x.min(initial=0.0), np.float32(0)), np.maximum(x.max(initial=0.0), np.float32(0))
+        scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255.0)
+        with np.errstate(invalid="ignore"):
+            zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)).astype(np.uint8)
+        y = quantize(x, scale, zp, np.uint8)
         return [y, np.array(scale, np.float32), np.array(zp, np.uint8)]

@@ -94,6 +94,7 @@ class OpDef:
     optional_inputs: ClassVar[frozenset[int]] = frozenset()
     num_outputs: ClassVar[int] = 1
     onnx_op: ClassVar[bool] = True  # False for aotc's own ops (exported in the ai.aotc domain)
+    domain: ClassVar[str] = ""  # another vendor's ONNX domain the op is imported from (com.microsoft)
 
     def normalize_attrs(self, attrs: dict[str, Any], node_name: str = "") -> dict[str, Any]:
         unknown = sorted(set(attrs) - set(self.attrs))

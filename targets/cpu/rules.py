@@ -16,6 +16,7 @@ from . import lower_blocked  # noqa: F401  (NCHWc convolutions, after passes.blo
 from . import lower_elementwise, lower_fused, lower_gemm, lower_nn, lower_reduce, lower_shape  # noqa: F401
 from . import lower_extra_ops  # noqa: F401  (ConvTranspose, InstanceNormalization, LRN, ReduceProd, Shape & co.)
 from . import lower_quant, lower_quant_conv  # noqa: F401  (int8: GEMM, attention, convolutions, Q/DQ)
+from . import lower_dynamic_quant  # noqa: F401  (DynamicQuantizeLinear: run-time range, scale, zero point)
 from .lowering import (LoweringContext, NoLoweringError, UnsupportedOnTargetError, drop_dead_steps,
                        registered_rules, rule_for)
 
