@@ -323,6 +323,8 @@ def binary_expr(op: str, a, b, dt: str):
         return T.Or(a, b)
     if op == "Xor":
         return _xor(a, b)
+    if op == "Mod":  # (the fmod=1 form; lower_mod handles the integer fmod=0 form)
+        return T.truncmod(a, b) if dt.startswith(("int", "uint")) else T.fmod(a, b)
     if op in ("Min", "Max", "Sum", "Mean"):
         return {"Min": nan_min, "Max": nan_max}.get(op, lambda p, q: p + q)(a, b)
     raise NoLoweringError(f"no CPU kernel for {op}")
@@ -345,6 +347,18 @@ def lower_binary(node: Node, ctx: LoweringContext):
         raise NoLoweringError("Pow has CPU kernels for float32 only")
     return [injective_call(node, ctx, [a, b], node.outputs[0],
                            lambda ld, i: binary_expr(node.op_type, ld[0](i), ld[1](i), dt))]
+
+
+@lowers("Mod")
+def lower_mod(node: Node, ctx: LoweringContext):
+    from tvm import tirx as T
+    a, b = node.inputs
+    dt = tvm_dtype(a.dtype)
+    if node.attrs["fmod"]:
+        f = lambda ld, i: binary_expr("Mod", ld[0](i), ld[1](i), dt)  # noqa: E731
+    else:
+        f = lambda ld, i: T.floormod(ld[0](i), ld[1](i))  # noqa: E731  (the divisor's sign)
+    return [injective_call(node, ctx, [a, b], node.outputs[0], f, extra_key=f"fmod={node.attrs['fmod']}")]
 
 
 @lowers("Min", "Max", "Sum", "Mean")
