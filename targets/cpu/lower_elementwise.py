@@ -324,7 +324,10 @@ def binary_expr(op: str, a, b, dt: str):
     if op == "Xor":
         return _xor(a, b)
     if op == "Mod":  # (the fmod=1 form; lower_mod handles the integer fmod=0 form)
-        return T.truncmod(a, b) if dt.startswith(("int", "uint")) else T.fmod(a, b)
+        if dt.startswith(("int", "uint")):
+            return T.truncmod(a, b)
+        # LLVM codegen has no frem lowering here; a - b*trunc(a/b) is C's fmod up to the quotient's rounding.
+        return a - b * T.trunc(a / b)
     if op in ("Min", "Max", "Sum", "Mean"):
         return {"Min": nan_min, "Max": nan_max}.get(op, lambda p, q: p + q)(a, b)
     raise NoLoweringError(f"no CPU kernel for {op}")
