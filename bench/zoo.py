@@ -88,7 +88,8 @@ def bench_model(name: str, threads_list: list[int], rounds: int, torch_too: bool
     bundle, compile_s = bundle_for(name, log)
     manifest = json.loads((bundle / "manifest.json").read_text())
     model = runtime_stub.load(bundle)
-    row = {"model": name, "note": m.note, "source": path.name, "compile_s": compile_s, "flops": manifest["flops"],
+    row = {"model": name, "note": m.note, "source": path.name, "bundle": str(bundle.relative_to(ROOT)),
+           "compile_s": compile_s, "flops": manifest["flops"],
            "kernels": manifest["kernels"], "kernel_calls": manifest["kernel_calls"],
            "weight_bytes": manifest["weight_bytes"], "by_threads": {}}
     torch_fn = None
