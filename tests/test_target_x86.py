@@ -61,6 +61,15 @@ def test_binary_broadcast(op, out_dir):
     check_op(op, [("a", a), ("b", b)], out_dir, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize("e", [2.0, 3.0, 4.0, 0.5, -1.0, 1.0, 2.5])
+def test_pow_by_constant_exponent(e, out_dir):
+    """Pow by a constant scalar runs as multiplies (or sqrt, or a reciprocal); other exponents keep powf."""
+    a = f32(3, 45) * 2
+    if e in (0.5, 2.5):
+        a = np.abs(a) + 0.1
+    check_op("Pow", [("a", a)], out_dir, consts=[("e", np.array(e, np.float32))], rtol=2e-6, atol=2e-6)
+
+
 @pytest.mark.parametrize("op", ["Add", "Mul", "Div", "Sub"])
 def test_binary_int64(op, out_dir):
     a = R.integers(-50, 50, (4, 33)).astype(np.int64)
@@ -134,7 +143,7 @@ def test_split_concat(out_dir):
 
 
 # -- reductions and normalization ---------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(2, 3, 128), (4, 7)])
+@pytest.mark.parametrize("shape", [(2, 3, 128), (4, 7), (3, 197), (2, 49), (2, 1500)])
 def test_softmax(shape, out_dir):
     x = f32(*shape) * 4
     x[..., 0] = -3.4e38  # a masked position, as attention masks do
@@ -144,12 +153,24 @@ def test_softmax(shape, out_dir):
     check_op("LogSoftmax", [("x", f32(*shape))], out_dir, {"axis": 0}, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape,axis,bias", [((2, 16, 384), -1, True), ((3, 5, 6), 1, False), ((4, 20), -1, True)])
+@pytest.mark.parametrize("shape,axis,bias", [((2, 16, 384), -1, True), ((3, 5, 6), 1, False), ((4, 20), -1, True),
+                                             ((2, 5, 197), -1, True)])
 def test_layernorm(shape, axis, bias, out_dir):
     norm = shape[axis % len(shape):]
     consts = [("scale", f32(*norm))] + ([("bias", f32(*norm))] if bias else [])
     check_op("LayerNormalization", [("x", f32(*shape) * 2 + 1)], out_dir, {"axis": axis, "epsilon": 1e-5},
              consts=consts, rtol=1e-5, atol=1e-5)
+
+
+# Ragged rows (not a whole number of vectors): vector partials plus a scalar tail, combined by the same
+# reducer; a NaN in either part must win for Max/Min as in the reference.
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceMean"])
+@pytest.mark.parametrize("nan_at", [None, 5, 51])
+def test_reduce_ragged_rows(op, nan_at, out_dir):
+    x = f32(3, 53) * (0.3 if op == "ReduceProd" else 1.0) + (1.0 if op == "ReduceProd" else 0.0)
+    if nan_at is not None:
+        x[1, nan_at] = np.nan
+    check_op(op, [("x", x)], out_dir, {"axes": [-1], "keepdims": 0}, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare"])
@@ -189,6 +210,36 @@ def test_matmul_const_width_not_whole_vectors(m, n, bias, out_dir):
     """Widths that are not a multiple of 16 run on zero-padded weight panels; only real columns are stored."""
     consts = [("w", f32(64, n) * 0.2)] + ([("c", f32(n))] if bias else [])
     check_op("Gemm", [("a", f32(m, 64))], out_dir, {}, consts=consts, rtol=1e-5, atol=1e-5)
+
+
+# Ragged widths (issue 17's zoo): GPT-2's odd 50,257-token vocabulary and PP-OCR's 6,625 classes ran on
+# TVM's unscheduled loop; tiny odd widths pad to quarter vectors.
+@pytest.mark.parametrize("m,k,n", [(3, 96, 50257), (40, 120, 6625), (1, 64, 3), (7, 16, 33), (2, 32, 21)])
+def test_matmul_const_odd_width(m, k, n, out_dir):
+    check_op("MatMul", [("a", f32(m, k))], out_dir, consts=[("w", f32(k, n) * 0.1)], rtol=1e-5, atol=1e-5)
+
+
+# Runtime B of a ragged width (attention scores over 197 or 1500 positions): B is padded at run time.
+@pytest.mark.parametrize("a_shape,b_shape", [((1, 3, 20, 64), (1, 3, 64, 197)), ((2, 5, 24), (24, 1500)),
+                                             ((2, 2, 9, 16), (2, 1, 16, 49))])
+def test_matmul_batched_ragged_width(a_shape, b_shape, out_dir):
+    check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_dynamic_b_ragged_width_transposed(out_dir):
+    check_op("Gemm", [("a", f32(6, 16)), ("b", f32(197, 16))], out_dir, {"transB": 1}, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_matmul_dynamic_b_ragged_width(out_dir):
+    g = compiler.Graph("fused_matmul_dyn_ragged")
+    a = g.add_input("a", (2, 8, 16), compiler.DType.float32)
+    b = g.add_input("b", (2, 16, 77), compiler.DType.float32)
+    r = g.add_input("r", (2, 8, 77), compiler.DType.float32)
+    g.outputs = list(g.add_node("FusedMatMul", [a, b, None, r], {"activation": "gelu",
+                                                                 "residual_before_activation": 1}).outputs)
+    feeds = {"a": f32(2, 8, 16), "b": f32(2, 16, 77), "r": f32(2, 8, 77)}
+    got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=1e-5)
 
 
 def test_gemm_dynamic_b(out_dir):
@@ -384,3 +435,22 @@ def test_reduce_any_axes(op, axes, keepdims, out_dir):
 def test_argreduce(op, axis, keepdims, last, out_dir):
     x = np.round(f32(4, 6, 5) * 2)  # ties, so first/last index matters
     check_op(op, [("x", x)], out_dir, {"axis": axis, "keepdims": keepdims, "select_last_index": last})
+
+
+# Attention over a ragged number of keys (ViT's 197 tokens, Swin's 49-token windows): K^T is padded to
+# whole vectors and only the real score columns are stored.
+@pytest.mark.parametrize("sq,skv,self_attention", [(37, 37, True), (5, 50, False), (49, 49, True)])
+def test_attention_ragged_keys(sq, skv, self_attention, out_dir):
+    h, d = 2, 16
+    e = h * d
+    g = compiler.Graph(f"attention_{sq}x{skv}")
+    xq = g.add_input("xq", (1, sq, e), compiler.DType.float32)
+    xkv = xq if self_attention else g.add_input("xkv", (1, skv, e), compiler.DType.float32)
+    w = [g.add_const(n, f32(e, e) * 0.2 if n.startswith("w") else f32(e)) for n in ("wq", "bq", "wk", "bk", "wv", "bv")]
+    add = g.add_input("add_mask", (1, 1, sq, skv), compiler.DType.float32)
+    att = g.add_node("Attention", [xq, xkv, *w, add, None],
+                     {"num_heads": h, "head_dim": d, "scale": d ** -0.5, "mask_fill": float("-inf"), "nan_to_zero": 0})
+    g.outputs = list(att.outputs)
+    feeds = {v.name: f32(*v.shape) for v in g.inputs}
+    got = compile_and_run(g, feeds, out_dir)[g.outputs[0].name]
+    np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-5, atol=1e-5)
