@@ -43,11 +43,17 @@ def classify(k: dict, lanes: int = 16) -> str:
     their kernel (from the lowering's kind), row reductions by their row length, the rest by op family."""
     op, shapes, kind = k["op"], k.get("shapes") or [], k.get("kind") or ""
     out = shapes[-1] if shapes else []
+    if op == "Attention":  # one fused node, several kernels: name the part (scores, softmax, context...)
+        part = kind.split("|")[0]
+        if part == "packed_gemm":
+            return "Attention projection GEMM"
+        keys = shapes[0][-1] if part == "attn_softmax" and shapes else out[-1] if out else 0
+        return f"Attention {part} ({'ragged' if keys % lanes else 'whole-vector'} key count)"
     if op in GEMM_OPS and len(out) >= 2:
         n = out[-1]
-        batched = kind.startswith("matmul")  # both operands computed at run time (attention scores, context)
-        m = out[-2] if batched else math.prod(out[:-1])
-        tags = ["batched" if batched else "weight"]
+        runtime_b = kind.startswith("matmul")  # the unpacked path: B computed at run time, or not packable
+        m = out[-2] if runtime_b else math.prod(out[:-1])
+        tags = ["unpacked B" if runtime_b else "packed weight"]
         if n % lanes:
             tags.append("ragged N")
         if m < 8:
@@ -67,9 +73,9 @@ def classify(k: dict, lanes: int = 16) -> str:
         return f"conv {ks.replace(', ', 'x')} stride {stride.replace(', ', 'x')} ({'stem' if first else sub})"
     if op in LAYOUT_OPS:
         return f"layout ({op})"
-    if op in ROW_OPS or op == "Attention":
+    if op in ROW_OPS:
         row = shapes[0][-1] if shapes and shapes[0] else 0
-        return f"{op} (row {'< 64' if row < 64 else '>= 64'})"
+        return f"{op} ({'ragged' if row % lanes else 'whole-vector'} rows of {'< 64' if row < 64 else '>= 64'})"
     return f"elementwise/other ({op})"
 
 
