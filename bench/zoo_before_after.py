@@ -4,6 +4,7 @@ onnxruntime beside them, in one process, interleaved (bench/timing.py), so the t
 same machine load. Checks that both agree with onnxruntime first. Writes bench/results/zoo_before_after.json.
 
     .venv/bin/python bench/zoo_before_after.py --before bench/results/zoo_before.json [--models a,b] [--threads 2,1]
+        [--out bench/results/zoo_before_after.json]
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import runtime_stub
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    before = {r["model"]: ROOT / r["bundle"] for r in json.loads(Path(args.before).read_text())["results"]
-              if "bundle" in r}
+    # A zoo.py run's rows name their bundle; an earlier run of this script's, its "after" bundle.
+    before = {r["model"]: ROOT / (r.get("bundle") or r["after_bundle"])
+              for r in json.loads(Path(args.before).read_text())["results"] if "bundle" in r or "after_bundle" in r}
     names = args.models.split(",") if args.models else list(before)
     rows = []
     for name in names:

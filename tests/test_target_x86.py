@@ -219,6 +219,17 @@ def test_matmul_const_odd_width(m, k, n, out_dir):
     check_op("MatMul", [("a", f32(m, k))], out_dir, consts=[("w", f32(k, n) * 0.1)], rtol=1e-5, atol=1e-5)
 
 
+# Row counts with no good divisor (ViT's 197 tokens, YOLOS's 677: primes) take full register tiles with a
+# guarded last tile instead of one-row tiles.
+@pytest.mark.parametrize("a_shape,b_shape,const_b", [((197, 96), (96, 80), True), ((1, 13, 64), (64, 48), True),
+                                                     ((2, 37, 32), (2, 32, 64), False), ((11, 40), (40, 197), False)])
+def test_matmul_rows_without_divisor(a_shape, b_shape, const_b, out_dir):
+    if const_b:
+        check_op("MatMul", [("a", f32(*a_shape))], out_dir, consts=[("w", f32(*b_shape) * 0.1)], rtol=1e-5, atol=1e-5)
+    else:
+        check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir, rtol=1e-5, atol=1e-5)
+
+
 # Runtime B of a ragged width (attention scores over 197 or 1500 positions): B is padded at run time.
 @pytest.mark.parametrize("a_shape,b_shape", [((1, 3, 20, 64), (1, 3, 64, 197)), ((2, 5, 24), (24, 1500)),
                                              ((2, 2, 9, 16), (2, 1, 16, 49))])

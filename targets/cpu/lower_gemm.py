@@ -45,11 +45,15 @@ def packed_width(n: int, lanes: int) -> tuple[int, int]:
 
 
 def pick_mr(m: int, nr: int, lanes: int) -> int:
+    """Rows per register tile: the most that fit 16 accumulators. A row count whose best divisor is less
+    than half of that (ViT's 197 tokens and YOLOS's 677 are primes: 1-row tiles, latency-bound at a third of
+    the speed) takes full tiles and a guarded last tile instead."""
     regs = max(-(-nr // lanes), 1)
-    for c in MR_CHOICES:
-        if m % c == 0 and c * regs <= 16:
-            return c
-    return 1
+    fits = [c for c in MR_CHOICES if c * regs <= 16 and c <= m]
+    exact = next((c for c in fits if m % c == 0), 1)
+    if fits and fits[0] >= 2 * exact:
+        return fits[0]
+    return exact
 
 
 def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
