@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import AotcError
+from aotc.compiler.errors import AotcError
 
 from .api import load
 from .bench import feeds_for

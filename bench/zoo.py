@@ -81,7 +81,7 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def bench_model(name: str, threads_list: list[int], rounds: int, torch_too: bool, log) -> dict:
-    import runtime_stub
+    from aotc import runtime_stub
     m = ZOO[name]
     path = onnx_path(name)
     feeds = feeds_for(name, path)

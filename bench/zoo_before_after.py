@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "zoo_before_after.json"))
     args = ap.parse_args(argv)
-    import runtime_stub
+    from aotc import runtime_stub
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     # A zoo.py run's rows name their bundle; an earlier run of this script's, its "after" bundle.
     before = {r["model"]: ROOT / (r.get("bundle") or r["after_bundle"])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node, Value
 
 from .decompose_fused import DECOMPOSABLE, decompose_nodes
 from .decompose_quantized import decompose_quantized_attention_nodes
@@ -69,7 +69,7 @@ def _reshape(graph: Graph, x: Value, shape, name: str) -> Value:
 
 def _conv_as_2d(graph: Graph, node: Node) -> Value:
     """[N, C, L] conv -> [N, C, 1, L] conv: the same window along L, a window of 1 along the new axis."""
-    from compiler.ops.nn import Conv
+    from aotc.compiler.ops.nn import Conv
     x, w = node.inputs[0], node.inputs[1]
     kernel, _, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, node.attrs)
     base = node.name

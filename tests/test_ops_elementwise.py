@@ -13,7 +13,7 @@ import pytest
 from onnx import helper
 from oracle import check_against_ort, check_single_op
 
-from compiler.dtypes import DType
+from aotc.compiler.dtypes import DType
 
 SEEDS = [0, 1, 2, 3]
 BF16 = np.dtype(ml_dtypes.bfloat16)

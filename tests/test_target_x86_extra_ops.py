@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 from x86_helpers import assert_close, build_graph, check_op, compile_and_run, needs_avx512
 
 pytestmark = needs_avx512
@@ -65,7 +65,7 @@ def test_conv_transpose(name, x_shape, w_shape, attrs, bias, out_dir):
 
 def test_conv_transpose_dynamic_weight_is_refused(tmp_path):
     import aotc
-    from targets.cpu.lowering import UnsupportedOnTargetError
+    from aotc.targets.cpu.lowering import UnsupportedOnTargetError
     g = build_graph("ConvTranspose", [("x", f32(1, 2, 4, 4)), ("w", f32(2, 3, 3, 3))])
     with pytest.raises(UnsupportedOnTargetError, match="non-constant ConvTranspose weight"):
         aotc.compile(g, tmp_path / "b", target="x86-avx512", passes="none").path
@@ -180,7 +180,7 @@ def test_range(start, limit, delta, dtype, out_dir):
 def test_range_kernel_path_keeps_weights_small(tmp_path):
     """A long Range is computed by a kernel: weights.bin does not hold its 400 KB."""
     import aotc
-    from targets.cpu.lower_extra_ops import RANGE_CONST_MAX_ELEMENTS
+    from aotc.targets.cpu.lower_extra_ops import RANGE_CONST_MAX_ELEMENTS
     g = compiler.Graph("long_range")
     ins = [g.add_const(n, np.array(v, np.float32)) for n, v in (("s", 0.0), ("l", 100000.0), ("d", 1.0))]
     g.outputs = list(g.add_node("Range", ins).outputs)
@@ -194,7 +194,7 @@ def test_onnx_import_folds_shape_ops_and_keeps_big_ones(out_dir, tmp_path):
     into constants, a ConstantOfShape over the fold limit stays a node and is lowered (a fill kernel)."""
     import onnx
     from onnx import TensorProto, helper
-    from compiler.onnx_import import FOLD_LIMIT_ELEMENTS
+    from aotc.compiler.onnx_import import FOLD_LIMIT_ELEMENTS
     big = [2, FOLD_LIMIT_ELEMENTS // 2 + 64]
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
@@ -241,7 +241,7 @@ def test_conv_1d_runs_as_2d(name, x_shape, w_shape, b_shape, attrs, tmp_path):
     """fit_to_target rewrites a 1-D Conv into the 2-D one over a map of height 1 (the CPU kernels are 2-D;
     without the rewrite the compile fails naming the Conv)."""
     import aotc
-    import runtime_stub
+    from aotc import runtime_stub
     consts = [("w", f32(*w_shape))] + ([("b", f32(*b_shape))] if b_shape else [])
     g = build_graph("Conv", [("x", f32(*x_shape))], attrs, consts=consts)
     feeds = {"x": f32(*x_shape)}

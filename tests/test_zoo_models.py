@@ -26,7 +26,7 @@ MAX_REL_ERR = 1e-4
 @needs_avx512
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_model_matches_onnxruntime(name):
-    import runtime_stub
+    from aotc import runtime_stub
     from timing import ort_session
     from zoo import bundle_for, relative_error
     try:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import jinja2
 
-from compiler.dtypes import DType
-from compiler.progress import task
-from compiler.errors import AotcError
-from compiler.ir import Graph
+from aotc.compiler.dtypes import DType
+from aotc.compiler.progress import task
+from aotc.compiler.errors import AotcError
+from aotc.compiler.ir import Graph
 
-from targets.memory_limit import check_memory_limit
+from aotc.targets.memory_limit import check_memory_limit
 
 from .lowering import Call
 from .memory_plan import MemoryPlan, plan_memory

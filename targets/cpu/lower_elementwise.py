@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-from compiler.dtypes import DType
-from compiler.ir import Node, Value
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node, Value
 
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import prim_func, schedule_injective

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Node
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call, tvm_dtype

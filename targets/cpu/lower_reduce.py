@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from compiler.dtypes import DType
-from compiler.ir import Node
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
 
 from .lower_elementwise import fexp, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
