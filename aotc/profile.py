@@ -74,7 +74,8 @@ def profile_bundle(path, inputs: str | None = None, threads: int = 0, warmup: in
     kernels: dict[str, dict] = {}
     for call, us in zip(calls, median_us):
         k = kernels.setdefault(call["kernel"], {"kernel": call["kernel"], "op": call["op"], "nodes": [], "calls": 0,
-                                                "us": 0.0, "flops": 0, "bytes": 0})
+                                                "us": 0.0, "flops": 0, "bytes": 0,
+                                                "shapes": call.get("shapes"), "kind": call.get("kind")})
         k["nodes"].append(call["node"])
         k["calls"] += 1
         k["us"] += float(us)

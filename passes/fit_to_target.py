@@ -12,6 +12,8 @@ refuses:
   with the same epilogue, and QuantizeLinear where the int8 op requantized
   its output. The float op computes Σ (x - zx)·sx · w·sw, the int8 op the
   same sum exactly in int32 then scaled: they agree to float rounding;
+- a 1-D `Conv` / `FusedConv` (Whisper's and wav2vec's front ends) → the 2-D one over a map of height 1,
+  between two Reshapes (aliases: no copy), with the weight reshaped at compile time;
 - fused float ops (`Attention`, `FusedMatMul`, `SkipLayerNormalization`) →
   the primitive ops they stand for (decompose_fused).
 
@@ -61,6 +63,33 @@ def _to_float(graph: Graph, node: Node) -> Value:
     return y
 
 
+def _reshape(graph: Graph, x: Value, shape, name: str) -> Value:
+    return graph.add_node("Reshape", [x], {"shape": [int(d) for d in shape]}, name=name).outputs[0]
+
+
+def _conv_as_2d(graph: Graph, node: Node) -> Value:
+    """[N, C, L] conv -> [N, C, 1, L] conv: the same window along L, a window of 1 along the new axis."""
+    from aotc.compiler.ops.nn import Conv
+    x, w = node.inputs[0], node.inputs[1]
+    kernel, _, strides, dils, pb, pe = Conv.geometry(x.shape, w.shape, node.attrs)
+    base = node.name
+    x4 = _reshape(graph, x, (x.shape[0], x.shape[1], 1, x.shape[2]), f"{base}/as_2d_input")
+    w4 = graph.add_const(f"{w.name}.as_2d", w.const.reshape(w.shape[0], w.shape[1], 1, w.shape[2]))
+    y = node.outputs[0]
+    inputs = [x4, w4] + list(node.inputs[2:])
+    if node.op_type == "FusedConv" and len(inputs) > 3 and inputs[3] is not None:  # the residual, as y is
+        r = inputs[3]
+        inputs[3] = _reshape(graph, r, (y.shape[0], y.shape[1], 1, y.shape[2]), f"{base}/as_2d_residual")
+    attrs = {**node.attrs, "auto_pad": "NOTSET", "kernel_shape": [1, kernel[0]], "strides": [1, strides[0]],
+             "dilations": [1, dils[0]], "pads": [0, pb[0], 0, pe[0]]}
+    y4 = graph.add_node(node.op_type, inputs, attrs, name=f"{base}/2d").outputs[0]
+    return _reshape(graph, y4, y.shape, f"{base}/from_2d")
+
+
+def _is_1d_conv(node: Node) -> bool:
+    return node.inputs[0].rank == 3 and node.inputs[1].const is not None
+
+
 def _replace(graph: Graph, node: Node, make) -> None:
     with graph.inserting_before(node):
         new = make(graph, node)
@@ -98,6 +127,11 @@ def fit_to_target(graph: Graph, context: PassContext) -> int:
         _replace(graph, node, _to_float)
         changed.append({"node": node.name, "op": node.op_type, "now": f"float {FLOAT_FALLBACK[node.op_type]}",
                         "why": why})
+    for node, why in refused(("Conv", "FusedConv")):
+        if _is_1d_conv(node):
+            _replace(graph, node, _conv_as_2d)
+            changed.append({"node": node.name, "op": node.op_type, "now": "2-D convolution over height 1",
+                            "why": why})
     fused = refused(DECOMPOSABLE)
     if fused:
         changed += [{"node": n.name, "op": n.op_type, "now": "primitive ops", "why": why} for n, why in fused]

@@ -44,6 +44,9 @@ def cases() -> list[tuple]:
         add(op, op, [("a", a), ("b", f32(3, 1))])
     for op in ("And", "Or", "Xor"):
         add(op, op, [("a", R.random((4, 9)) < 0.5), ("b", R.random((9,)) < 0.5)])
+    b = f32(9) * 9
+    b[np.abs(b) < 1] = 3
+    add("Mod", "Mod", [("a", f32(4, 9) * 40), ("b", b)], {"fmod": 1})
     add("Where", "Where", [("c", R.random((3, 8)) < 0.5), ("a", f32(3, 8)), ("b", f32(8))])
     for op in ("Max", "Min", "Sum", "Mean"):
         add(op, op, [("a", f32(2, 7)), ("b", f32(7)), ("c", f32(2, 1))])

@@ -109,6 +109,13 @@ def _int64_operands(d):
     return [("a", d.ints(-50, 50, (4, 33))), ("b", b)]
 
 
+def _mod_operands(d, dtype):
+    a = (d.f32(3, 37) * 40).astype(dtype)
+    b = (d.f32(37) * 9).astype(dtype)
+    b[np.abs(b) < 1] = 3
+    return [("a", a), ("b", b)]
+
+
 def _special_floats(d):
     x = d.f32(4, 32)
     x[0, :3] = [np.nan, np.inf, -np.inf]
@@ -137,8 +144,16 @@ ELEMENTWISE = (
                                        ("Clip", {"max": 6.0})])]
     + [op(f"binary-{n}", n, _binary_inputs(n), rtol=2e-6, atol=2e-6)
        for n in ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")]
+    # Pow by a constant scalar: multiplies, sqrt or a reciprocal where the exponent allows, else powf
+    + [op(f"pow-const-{e}", "Pow", (lambda e: lambda d: [("a", np.abs(d.f32(3, 45) * 2) + 0.1 if e in (0.5, 2.5)
+                                                           else d.f32(3, 45) * 2)])(e),
+          consts=(lambda e: lambda d: [("e", np.array(e, np.float32))])(e), rtol=2e-6, atol=2e-6)
+       for e in (2.0, 3.0, 4.0, 0.5, -1.0, 1.0, 2.5)]
     # int64 Div truncates toward zero, as ONNX says
     + [op(f"binary-int64-{n}", n, _int64_operands) for n in ("Add", "Mul", "Div", "Sub")]
+    # ONNX Mod: fmod=0 (integers) takes the divisor's sign, fmod=1 the dividend's
+    + [op(f"mod-fmod{fmod}-{dtype.__name__}", "Mod", (lambda dtype: lambda d: _mod_operands(d, dtype))(dtype),
+          {"fmod": fmod}) for fmod, dtype in [(0, np.int64), (1, np.int32), (1, np.float32)]]
     + [op(f"logic-{n}", n, lambda d: [("a", d.bools(5, 20)), ("b", d.bools(20))]) for n in ("And", "Or", "Xor")]
     + [op("not", "Not", lambda d: [("c", d.bools(3, 17))]),
        op("isnan", "IsNaN", _special_floats),
@@ -241,16 +256,30 @@ def _layernorm(shape, axis, bias):
               rtol=1e-5, atol=1e-5)
 
 
+def _ragged_row(d, name, nan_at):
+    x = d.f32(3, 53) * (0.3 if name == "ReduceProd" else 1.0) + (1.0 if name == "ReduceProd" else 0.0)
+    if nan_at is not None:
+        x[1, nan_at] = np.nan
+    return x
+
+
 REDUCE_OPS = ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare"]
 REDUCE_AXES = [([1, 2], 1), ([-1], 0), ([0], 1), ([0, 2], 0)]
 
 REDUCTIONS = (
-    [c for s in [(2, 3, 128), (4, 7)] for c in (
+    # rows of whole vectors, short rows, and ragged ones (ViT's 197 tokens, Swin's 49, Whisper's 1500)
+    [c for s in [(2, 3, 128), (4, 7), (3, 197), (2, 49), (2, 1500)] for c in (
         op(f"softmax-last-masked-{s[-1]}", "Softmax", _masked_rows(s), {"axis": -1}, rtol=1e-5, atol=1e-6),
         op(f"logsoftmax-last-{s[-1]}", "LogSoftmax", lambda d, s=s: [("x", d.f32(*s))], {"axis": -1}),
         op(f"softmax-axis0-{s[-1]}", "Softmax", lambda d, s=s: [("x", d.f32(*s))], {"axis": 0}, rtol=1e-5, atol=1e-6),
         op(f"logsoftmax-axis0-{s[-1]}", "LogSoftmax", lambda d, s=s: [("x", d.f32(*s))], {"axis": 0}))]
-    + [_layernorm(*a) for a in [((2, 16, 384), -1, True), ((3, 5, 6), 1, False), ((4, 20), -1, True)]]
+    + [_layernorm(*a) for a in [((2, 16, 384), -1, True), ((3, 5, 6), 1, False), ((4, 20), -1, True),
+                                ((2, 5, 197), -1, True)]]
+    # ragged rows: vector partials plus a scalar tail, combined by the same reducer; a NaN in either part must
+    # win for Max/Min as in the reference
+    + [op(f"{n}-ragged-row{'-nan' + str(nan_at) if nan_at is not None else ''}", n,
+          (lambda n, nan_at: lambda d: [("x", _ragged_row(d, n, nan_at))])(n, nan_at), {"axes": [-1], "keepdims": 0})
+       for n in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceMean") for nan_at in (None, 5, 51)]
     # a trailing width that is not a multiple of the vector length (40), and a single trailing axis
     + [op(f"{n}-axes{''.join(map(str, axes))}-keep{keep}", n, lambda d: [("x", d.f32(3, 4, 40))],
           {"axes": axes, "keepdims": keep}) for n in REDUCE_OPS for axes, keep in REDUCE_AXES]
@@ -292,6 +321,21 @@ GEMM = (
     + [op(f"gemm-width{n}-m{m}{'-bias' if bias else ''}", "Gemm", lambda d, m=m: [("a", d.f32(m, 64))], {},
           lambda d, n=n, bias=bias: [("w", d.f32(64, n) * 0.2)] + ([("c", d.f32(n))] if bias else []))
        for m, n in [(1, 1000), (5, 40), (3, 72)] for bias in (True, False)]
+    # odd widths (GPT-2's 50,257-token vocabulary, PP-OCR's 6,625 classes) and tiny ones
+    + [op(f"matmul-const-odd-width-{m}x{k}x{n}", "MatMul", lambda d, m=m, k=k: [("a", d.f32(m, k))],
+          consts=lambda d, k=k, n=n: [("w", d.f32(k, n) * 0.1)])
+       for m, k, n in [(3, 96, 50257), (40, 120, 6625), (1, 64, 3), (7, 16, 33), (2, 32, 21)]]
+    # row counts with no good divisor (ViT's 197 tokens; primes): full register tiles and a guarded last one
+    + [op(f"matmul-rows-{_shape_id(a, b)}", "MatMul", lambda d, a=a: [("a", d.f32(*a))],
+          consts=lambda d, b=b: [("w", d.f32(*b) * 0.1)]) for a, b in [((197, 96), (96, 80)), ((1, 13, 64), (64, 48))]]
+    + [op(f"matmul-rows-batched-{_shape_id(a, b)}", "MatMul", lambda d, a=a, b=b: [("a", d.f32(*a)), ("b", d.f32(*b))])
+       for a, b in [((2, 37, 32), (2, 32, 64)), ((11, 40), (40, 197))]]
+    # a run-time B of a ragged width (attention scores over 197 or 1500 positions)
+    + [op(f"matmul-batched-ragged-{_shape_id(a, b)}", "MatMul",
+          lambda d, a=a, b=b: [("a", d.f32(*a)), ("b", d.f32(*b))])
+       for a, b in [((1, 3, 20, 64), (1, 3, 64, 197)), ((2, 5, 24), (24, 1500)), ((2, 2, 9, 16), (2, 1, 16, 49))]]
+    + [op("gemm-dynamic-b-ragged-transposed", "Gemm", lambda d: [("a", d.f32(6, 16)), ("b", d.f32(197, 16))],
+          {"transB": 1})]
     + [op("gemm-dynamic-b", "Gemm", lambda d: [("a", d.f32(8, 16)), ("b", d.f32(32, 16))], {"transB": 1}),
        op("gemm-dynamic-b-alpha", "Gemm", lambda d: [("a", d.f32(8, 16)), ("b", d.f32(32, 16))],
           {"transB": 1, "alpha": 0.25})]
@@ -407,6 +451,34 @@ def _fused_matmul_dynamic_b(d):
     return g, {"a": d.f32(2, 3, 8, 16), "b": d.f32(2, 3, 16, 32), "r": d.f32(2, 3, 8, 32)}
 
 
+def _fused_matmul_dynamic_b_ragged(d):
+    g = compiler.Graph("fused_matmul_dyn_ragged")
+    a = g.add_input("a", (2, 8, 16), DType.float32)
+    b = g.add_input("b", (2, 16, 77), DType.float32)
+    r = g.add_input("r", (2, 8, 77), DType.float32)
+    g.outputs = list(g.add_node("FusedMatMul", [a, b, None, r], {"activation": "gelu",
+                                                                 "residual_before_activation": 1}).outputs)
+    return g, {"a": d.f32(2, 8, 16), "b": d.f32(2, 16, 77), "r": d.f32(2, 8, 77)}
+
+
+def _attention_ragged_keys(sq, skv, self_attention):
+    """Attention over a ragged number of keys (ViT's 197 tokens, Swin's 49-token windows), additive mask."""
+    def make(d):
+        h, hd = 2, 16
+        e = h * hd
+        g = compiler.Graph(f"attention_{sq}x{skv}")
+        xq = g.add_input("xq", (1, sq, e), DType.float32)
+        xkv = xq if self_attention else g.add_input("xkv", (1, skv, e), DType.float32)
+        w = [g.add_const(n, d.f32(e, e) * 0.2 if n.startswith("w") else d.f32(e))
+             for n in ("wq", "bq", "wk", "bk", "wv", "bv")]
+        add = g.add_input("add_mask", (1, 1, sq, skv), DType.float32)
+        g.outputs = list(g.add_node("Attention", [xq, xkv, *w, add, None],
+                                    {"num_heads": h, "head_dim": hd, "scale": hd ** -0.5, "mask_fill": float("-inf"),
+                                     "nan_to_zero": 0}).outputs)
+        return g, {v.name: d.f32(*v.shape) for v in g.inputs}
+    return graph_case(f"attention-ragged-keys-{sq}x{skv}", make)
+
+
 def _skip_layernorm(b_shape):
     def make(d):
         a, b = d.f32(2, 16, 384), d.f32(*b_shape)
@@ -444,7 +516,8 @@ def attention_graph(d: Data, masks: str, mask_fill=float("-inf"), nan_to_zero=1,
 
 FUSED = (
     [_fused_matmul(*a, residual) for a in FUSED_ACTIVATIONS for residual in ("none", "after", "before")]
-    + [graph_case("fused-matmul-dynamic-b", _fused_matmul_dynamic_b)]
+    + [graph_case("fused-matmul-dynamic-b", _fused_matmul_dynamic_b),
+       graph_case("fused-matmul-dynamic-b-ragged", _fused_matmul_dynamic_b_ragged)]
     + [_fused_conv(*c) for c in CONVS]
     + [_skip_layernorm(s) for s in [(2, 16, 384), (384,)]]
     + [graph_case(f"attention-{m}", lambda d, m=m: attention_graph(d, m)) for m in ("none", "add", "keep", "both")]
@@ -452,6 +525,7 @@ FUSED = (
     + [graph_case("cross-attention-finite-fill",
                   lambda d: attention_graph(d, "both", mask_fill=-1e4, nan_to_zero=0, cross=True)),
        graph_case("cross-attention-keep", lambda d: attention_graph(d, "keep", cross=True))]
+    + [_attention_ragged_keys(*a) for a in [(37, 37, True), (5, 50, False), (49, 49, True)]]
 )
 
 CASES = ELEMENTWISE + DATA_MOVEMENT + REDUCTIONS + GEMM + CNN + FUSED

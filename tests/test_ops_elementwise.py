@@ -471,3 +471,20 @@ def test_dropout_inference(opset):
                                                         ("training_mode", np.array(False))], opset=opset)
         check_single_op("Dropout", [("x", x)], {"seed": 3}, consts=[("ratio", np.array(0.5, np.float32))],
                         opset=opset)
+
+
+@pytest.mark.parametrize("fmod,dtype", [(0, np.int64), (0, np.int32), (1, np.int64), (1, np.float32)])
+def test_mod_matches_onnxruntime(fmod, dtype):
+    """Mod's two forms: fmod=0 takes the divisor's sign (Python's %), fmod=1 the dividend's (C's fmod); the
+    reference interpreter and onnxruntime must agree on both (Swin exports integer Mod for window padding)."""
+    rng = np.random.default_rng(7)
+    if np.dtype(dtype).kind == "f":
+        a, b = randn(rng, (4, 9)) * 10, randn(rng, (9,)) * 3
+        b = np.where(np.abs(b) < 0.1, 1.5, b).astype(np.float32)
+    else:
+        a = randint(rng, (4, 9), dtype, -50, 50)
+        b = randint(rng, (9,), dtype, -7, 8)
+        b[b == 0] = 3
+    got = check_single_op("Mod", [("a", a), ("b", b)], attrs={"fmod": fmod}, opset=13)
+    want = np.fmod(a, b) if fmod else np.mod(a, b)
+    np.testing.assert_allclose(got["y0"], want, rtol=1e-6)

@@ -23,7 +23,6 @@ def out_dir(tmp_path_factory):
 # Cases of the shared table this target refuses, each with the reason its one-paragraph error gives.
 REFUSED = {
     "gemm-dynamic-b-alpha": "Gemm with a non-constant B and a bias or alpha has no CPU kernel yet",
-    **{c: "only 2-D convolution has a CPU kernel yet" for c in ("conv-conv1d-bias", "conv-conv1d", "fused-conv-conv1d")},
 }
 
 

@@ -217,3 +217,28 @@ def test_onnx_import_folds_shape_ops_and_keeps_big_ones(out_dir, tmp_path):
     got = run_graph(g, feeds, out_dir, rtol=0, atol=0)
     assert (got["big"] == -1.5).all() and got["big"].shape == tuple(big)
     np.testing.assert_array_equal(got["y"], feeds["x"] * 2)
+
+
+# -- 1-D Conv (found by the model zoo: Whisper; Mod, found by Swin, is in tests/op_cases.py) -----------------------------------------
+CONV_1D = [
+    ("whisper_stem", (1, 8, 40), (12, 8, 3), None, {"pads": [1, 1]}),
+    ("stride2_bias", (2, 6, 33), (8, 6, 3), (8,), {"pads": [1, 1], "strides": [2]}),
+    ("grouped_dilated", (1, 8, 30), (8, 2, 5), (8,), {"group": 4, "dilations": [2], "pads": [4, 0]}),
+    ("same_upper", (1, 4, 17), (16, 4, 4), None, {"auto_pad": "SAME_UPPER"}),
+]
+
+
+@pytest.mark.parametrize("name,x_shape,w_shape,b_shape,attrs", CONV_1D, ids=[c[0] for c in CONV_1D])
+def test_conv_1d_runs_as_2d(name, x_shape, w_shape, b_shape, attrs, tmp_path):
+    """fit_to_target rewrites a 1-D Conv into the 2-D one over a map of height 1 (the CPU kernels are 2-D;
+    without the rewrite the compile fails naming the Conv)."""
+    import aotc
+    from aotc import runtime_stub
+    consts = [("w", f32(*w_shape))] + ([("b", f32(*b_shape))] if b_shape else [])
+    g = build_graph("Conv", [("x", f32(*x_shape))], attrs, consts=consts)
+    feeds = {"x": f32(*x_shape)}
+    want = compiler.interpret(g, feeds)
+    bundle = aotc.compile(g, tmp_path / name, target="x86-avx512")
+    got = runtime_stub.load(bundle.path).run(feeds)
+    for k, ref in want.items():
+        assert_close(got[k], ref, f"1-D Conv {name}", 1e-5, 1e-5)

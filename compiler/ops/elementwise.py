@@ -217,6 +217,32 @@ _binary("Or", np.logical_or, result_bool=True, allowed="bool")
 _binary("Xor", np.logical_xor, result_bool=True, allowed="bool")
 
 
+class Mod(Binary):
+    """ONNX Mod. fmod=0 (integers only): the remainder takes the divisor's sign, Python's %; fmod=1: C's
+    fmod, the dividend's sign (the only form ONNX allows for floats). Exporters emit it for shape arithmetic
+    (Swin's window padding), which constant folding usually removes."""
+
+    name = "Mod"
+    attrs = {"fmod": Attr(INT, 0)}
+
+    def infer(self, inputs, attrs):
+        if not attrs["fmod"] and inputs[0].dtype.is_float:
+            raise ShapeError("Mod of floating-point inputs needs fmod=1 (ONNX).")
+        return super().infer(inputs, attrs)
+
+    def run(self, inputs, attrs):
+        a, b = inputs
+        if attrs["fmod"]:
+            out = np.fmod(a, b)
+        else:
+            with np.errstate(divide="ignore"):
+                out = np.mod(a, b)
+        return [as_out(out, a.dtype)]
+
+
+register(Mod)
+
+
 class Variadic(OpDef):
     """Min/Max/Sum/Mean over any number of broadcasting inputs."""
 

@@ -130,6 +130,27 @@ def div(ctx, node):
     return mb.cast(x=q, dtype="int32", name=ctx.name(node))
 
 
+@lowers("Mod")
+def mod(ctx, node):
+    """fmod=0 (integers): MIL's mod, the divisor's sign (x - floor(x / y) * y). fmod=1: C's fmod, the
+    dividend's sign: a - trunc(a / b) * b, with trunc(q) = sign(q) * floor(|q|) for floats, and for integers
+    the float quotient cast back to int32 (MIL casts toward zero; exact for |a| < 2**24, as Div)."""
+    mb = ctx.mb
+    a, b = (ctx.x(v) for v in node.inputs)
+    if not node.attrs["fmod"]:
+        return mb.mod(x=a, y=b, name=ctx.name(node))
+    if node.inputs[0].dtype.is_float:
+        q = mb.real_div(x=a, y=b, name=ctx.name(node, "q"))
+        t = mb.mul(x=mb.sign(x=q, name=ctx.name(node, "sign")),
+                   y=mb.floor(x=mb.abs(x=q, name=ctx.name(node, "abs")), name=ctx.name(node, "floor")),
+                   name=ctx.name(node, "trunc"))
+    else:
+        q = mb.real_div(x=mb.cast(x=a, dtype="fp32", name=ctx.name(node, "a")),
+                        y=mb.cast(x=b, dtype="fp32", name=ctx.name(node, "b")), name=ctx.name(node, "q"))
+        t = mb.cast(x=q, dtype="int32", name=ctx.name(node, "trunc"))
+    return mb.sub(x=a, y=mb.mul(x=t, y=b, name=ctx.name(node, "tb")), name=ctx.name(node))
+
+
 @lowers("Not")
 def logical_not(ctx, node):
     return ctx.mb.logical_not(x=ctx.x(node.inputs[0]), name=ctx.name(node))

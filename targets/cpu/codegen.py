@@ -51,7 +51,7 @@ class CompiledModel:
     model_so: bytes
     driver_c: str
     plan: MemoryPlan
-    calls_info: list  # per kernel call, in order: kernel, node, op, flops, bytes moved
+    calls_info: list  # per kernel call, in order: kernel, node, op, flops, bytes moved, operand shapes
     kernels: list[str]
     calls: int
     flops: int
@@ -169,9 +169,11 @@ def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_i
                          "code": code, "bits": bits, "shape_id": shape_ids[o.shape]})
         call_specs.append({"kernel": c.kernel, "node": c.node.name, "first_arg": first,
                            "num_args": len(c.operands)})
-        # What `aotc profile` sets each call's measured time against (the roofline's two axes).
+        # What `aotc profile` sets each call's measured time against (the roofline's two axes), and the
+        # operands' shapes (outputs last), which say what kind of a kernel a slow one is (bench/cliffs.py).
         profile.append({"kernel": c.kernel, "node": c.node.name, "op": c.node.op_type, "flops": int(c.flops),
-                        "bytes": bytes_moved(c)})
+                        "bytes": bytes_moved(c), "shapes": [list(o.shape) for o in c.operands],
+                        "kind": "|".join(c.key.split("|")[:3])[:160]})
 
     def io(v):
         where, off = plan.place[v.name]

@@ -323,6 +323,11 @@ def binary_expr(op: str, a, b, dt: str):
         return T.Or(a, b)
     if op == "Xor":
         return _xor(a, b)
+    if op == "Mod":  # (the fmod=1 form; lower_mod handles the integer fmod=0 form)
+        if dt.startswith(("int", "uint")):
+            return T.truncmod(a, b)
+        # LLVM codegen has no frem lowering here; a - b*trunc(a/b) is C's fmod up to the quotient's rounding.
+        return a - b * T.trunc(a / b)
     if op in ("Min", "Max", "Sum", "Mean"):
         return {"Min": nan_min, "Max": nan_max}.get(op, lambda p, q: p + q)(a, b)
     raise NoLoweringError(f"no CPU kernel for {op}")
@@ -337,14 +342,39 @@ BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOr
           "And", "Or", "Xor")
 
 
+def _pow_by_constant(e: float):
+    """x ** e as multiplies (or a square root) for the exponents models use; None for others. Exact for
+    integer exponents as powf is to within an ulp or so (the tests compare at 1e-5)."""
+    from tvm import tirx as T
+    return {1.0: lambda x: x, 2.0: lambda x: x * x, 3.0: lambda x: x * x * x, 4.0: lambda x: (x * x) * (x * x),
+            0.5: T.sqrt, -1.0: lambda x: T.const(1.0, "float32") / x}.get(e)
+
+
 @lowers(*BINARY)
 def lower_binary(node: Node, ctx: LoweringContext):
     a, b = node.inputs
     dt = tvm_dtype(a.dtype)
     if node.op_type == "Pow" and (a.dtype != DType.float32 or b.dtype != DType.float32):
         raise NoLoweringError("Pow has CPU kernels for float32 only")
+    if node.op_type == "Pow" and b.const is not None and b.size == 1:
+        small = _pow_by_constant(float(b.const.reshape(-1)[0]))
+        if small is not None:  # T5's RMSNorm squares with Pow(x, 2): a call to powf per element ran at 4% of roofline
+            return [injective_call(node, ctx, [a], node.outputs[0], lambda ld, i: small(ld[0](i)),
+                                   extra_key=f"pow_const={float(b.const.reshape(-1)[0])!r}")]
     return [injective_call(node, ctx, [a, b], node.outputs[0],
                            lambda ld, i: binary_expr(node.op_type, ld[0](i), ld[1](i), dt))]
+
+
+@lowers("Mod")
+def lower_mod(node: Node, ctx: LoweringContext):
+    from tvm import tirx as T
+    a, b = node.inputs
+    dt = tvm_dtype(a.dtype)
+    if node.attrs["fmod"]:
+        f = lambda ld, i: binary_expr("Mod", ld[0](i), ld[1](i), dt)  # noqa: E731
+    else:
+        f = lambda ld, i: T.floormod(ld[0](i), ld[1](i))  # noqa: E731  (the divisor's sign)
+    return [injective_call(node, ctx, [a, b], node.outputs[0], f, extra_key=f"fmod={node.attrs['fmod']}")]
 
 
 @lowers("Min", "Max", "Sum", "Mean")

@@ -155,11 +155,18 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     lanes = ctx.lanes
     steps = []
     name = out.name
-    # K^T per head, so the score contraction reads unit-stride rows of K.
-    kt = ctx.temp(f"{name}.kt", (bsz, h, d, skv), DType.float32)
-    call = injective_call(node, ctx, [k.value], kt, None, raw=lambda t, o: t[0][o[0], o[3], k.offset + o[1] * d + o[2]],
-                          in_shapes=[(bsz, skv, k.total)])
-    call.key = f"attn_kt|{k.offset}|{sig(*call.operands)}"
+    # K^T per head, so the score contraction reads unit-stride rows of K; padded with zero columns to whole
+    # vectors when the key length is ragged (ViT's 197 tokens: otherwise no vector tile fits and the scores
+    # ran unscheduled), the padding scores computed in registers and never stored.
+    skvp = -(-skv // lanes) * lanes if skv % lanes and skv > 2 * lanes else skv
+
+    def kt_at(t, o):
+        j = T.min(o[3], skv - 1)
+        val = t[0][o[0], j, k.offset + o[1] * d + o[2]]
+        return val if skvp == skv else T.Select(o[3] < skv, val, T.const(0.0, "float32"))
+    kt = ctx.temp(f"{name}.kt", (bsz, h, d, skvp), DType.float32)
+    call = injective_call(node, ctx, [k.value], kt, None, raw=kt_at, in_shapes=[(bsz, skv, k.total)])
+    call.key = f"attn_kt|{k.offset}|{skv}|{sig(*call.operands)}"
     steps.append(call)
 
     scores = ctx.temp(f"{name}.scores", (bsz, h, sq, skv), DType.float32)
@@ -172,8 +179,8 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
         qt, ktt = phs[0], phs[1]
         mts = phs[2:]
         r = te.reduce_axis((0, d), name="k")
-        acc = te.compute(sshape, lambda b_, h_, i, j: te.sum(qt[b_, i, q.offset + h_ * d + r] * ktt[b_, h_, r, j],
-                                                             axis=r), name="acc")
+        acc = te.compute((bsz, h, sq, skvp), lambda b_, h_, i, j: te.sum(
+            qt[b_, i, q.offset + h_ * d + r] * ktt[b_, h_, r, j], axis=r), name="acc")
 
         def epi(b_, h_, i, j):
             val = acc[b_, h_, i, j] * T.const(scale, "float32")
@@ -193,9 +200,9 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
         phs = [_te.placeholder(o.shape, "bool" if o.dtype == DType.bool else "float32", name=f"in{i}")
                for i, o in enumerate(ops[:-1])]
         acc, res = scores_compute(phs)
-        nr = pick_nr(skv, lanes)
+        nr = pick_nr(skvp, lanes)
         mr = pick_mr(sq, nr or 1, lanes) if nr else 1
-        sched = (lambda sch: schedule_contraction(sch, "acc", sq, skv, d, lanes, mr, nr, batch_loops=2,  # noqa
+        sched = (lambda sch: schedule_contraction(sch, "acc", sq, skvp, d, lanes, mr, nr, batch_loops=2,  # noqa
                                                   epilogue="out")) if nr else None
         return prim_func(phs + [res], sched)
     steps.append(Call(f"attn_scores|h={h},d={d},s={scale},fill={fill},{[k_ for _, k_ in masks]}|q@{q.offset}|"

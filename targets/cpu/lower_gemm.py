@@ -15,7 +15,7 @@ from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
-from .lower_elementwise import bcast_index, tvm_dtype
+from .lower_elementwise import bcast_index, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import pick_vec, prim_func, schedule_contraction
 
@@ -28,12 +28,32 @@ def pick_nr(n: int, lanes: int) -> int:
     return c if c > 1 else 0
 
 
+def packed_width(n: int, lanes: int) -> tuple[int, int]:
+    """(NR, padded N) of a packed weight. A width that is not a whole number of vectors (a 1000-class
+    classifier, GPT-2's 50,257-token vocabulary) would get half or quarter vectors, or none at all for an odd
+    width (TVM's untuned loop: ~1.7 GFLOP/s): pad the packed weight with zero columns instead, to whole
+    vectors when it is wider than two of them and to quarter vectors below; the padding columns are
+    computed in registers and never stored."""
+    if n % lanes and n > 2 * lanes:
+        return lanes, -(-n // lanes) * lanes
+    nr = pick_nr(n, lanes)
+    if nr:
+        return nr, n
+    quarter = max(lanes // 4, 1)
+    npad = -(-n // quarter) * quarter
+    return pick_nr(npad, lanes), npad
+
+
 def pick_mr(m: int, nr: int, lanes: int) -> int:
+    """Rows per register tile: the most that fit 16 accumulators. A row count whose best divisor is less
+    than half of that (ViT's 197 tokens and YOLOS's 677 are primes: 1-row tiles, latency-bound at a third of
+    the speed) takes full tiles and a guarded last tile instead."""
     regs = max(-(-nr // lanes), 1)
-    for c in MR_CHOICES:
-        if m % c == 0 and c * regs <= 16:
-            return c
-    return 1
+    fits = [c for c in MR_CHOICES if c * regs <= 16 and c <= m]
+    exact = next((c for c in fits if m % c == 0), 1)
+    if fits and fits[0] >= 2 * exact:
+        return fits[0]
+    return exact
 
 
 def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
@@ -47,13 +67,7 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
     """out[M, N] = epilogue(A[M, K] @ B) with B a compile-time constant."""
     lanes = ctx.lanes
     m = math.prod(a_shape) // k
-    nr = pick_nr(n, lanes)
-    # A width that is not a whole number of vectors (a 1000-class classifier) would get half or quarter
-    # vectors: pad the packed weight with zero columns to whole vectors instead; the padding columns are
-    # computed in registers and never stored.
-    npad = n
-    if n % lanes and n > 2 * lanes:
-        nr, npad = lanes, -(-n // lanes) * lanes
+    nr, npad = packed_width(n, lanes)
     mr = pick_mr(m, nr, lanes)
     epi = epi if epi is not None and not epi.trivial else None
     if npad != n and epi is None:
@@ -90,18 +104,29 @@ def _pad_columns(b: np.ndarray, npad: int) -> np.ndarray:
 
 
 def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bool = False,
-                        trans_b: bool = False, epi: Epilogue | None = None) -> Call:
+                        trans_b: bool = False, epi: Epilogue | None = None) -> list[Call]:
     """out[batch..., M, N] = epilogue(A[batch..., M, K] @ B[batch..., K, N]), batch axes broadcasting."""
     lanes = ctx.lanes
     ash, bsh, osh = a.shape, b.shape, out.shape
     m, n = osh[-2], osh[-1]
     k = ash[-2] if trans_a else ash[-1]
     batch = osh[:-2]
-    nr = pick_nr(n, lanes) or (n if n <= 2 * lanes else 0)
-    mr = pick_mr(m, nr or 1, lanes) if nr else 1
+    steps = []
     epi = epi if epi is not None and not epi.trivial else None
+    npad = n
+    if n % lanes and n > 2 * lanes:
+        # A ragged width (attention over 197 or 1500 positions): an odd one would get no schedule at all,
+        # an even one quarter vectors. B is computed at run time, so pad it then: one copy of B into
+        # [batch..., K, whole vectors] (also undoing a transposed B, so the contraction reads unit-stride rows),
+        # then the padded contraction in registers with only the real columns stored, as for packed weights.
+        npad = -(-n // lanes) * lanes
+        b, bsh = _pad_b_call(node, ctx, b, k, n, npad, trans_b, steps), bsh[:-2] + (k, npad)
+        trans_b = False
+        epi = epi or Epilogue()
+    nr = pick_nr(npad, lanes) or (n if n <= 2 * lanes else 0)
+    mr = pick_mr(m, nr or 1, lanes) if nr else 1
     ops = [operand(a), operand(b)] + (epi.operands(n, osh) if epi else []) + [operand(out)]
-    key = f"matmul|ta={trans_a},tb={trans_b}|{epi.key() if epi else ''}|{sig(*ops)}"
+    key = f"matmul|ta={trans_a},tb={trans_b},n={npad}|{epi.key() if epi else ''}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -119,20 +144,36 @@ def batched_matmul_call(node: Node, ctx: LoweringContext, a, b, out, trans_a: bo
         if epi is not None:
             ep_t = epi.placeholders(n, osh)
             args += ep_t
-            acc = te.compute(osh, f, name="acc")
+            acc = te.compute(osh[:-1] + (npad,), f, name="acc")
             C = te.compute(osh, lambda *idx: epi.apply(acc[idx], ep_t, (idx[-1],), idx), name="C")
             block, ep = "acc", "C"
         else:
             C = te.compute(osh, f, name="C")
             block, ep = "C", None
         if nr:
-            sched = lambda sch: schedule_contraction(sch, block, m, n, k, lanes, mr, nr,  # noqa: E731
+            sched = lambda sch: schedule_contraction(sch, block, m, npad, k, lanes, mr, nr,  # noqa: E731
                                                      batch_loops=len(batch), epilogue=ep)
         else:
             sched = None
         return prim_func(args + [C], sched)
 
-    return Call(key, build, ops, node, flops=2 * out.size * k)
+    return steps + [Call(key, build, ops, node, flops=2 * out.size * k)]
+
+
+def _pad_b_call(node: Node, ctx: LoweringContext, b, k: int, n: int, npad: int, trans_b: bool, steps: list):
+    """A temporary Bp[batch..., K, npad] = B (or B^T), zero past column n; appends its copy kernel."""
+    from tvm import tirx as T
+    bp = ctx.temp(f"{node.outputs[0].name}.b_padded", b.shape[:-2] + (k, npad), b.dtype)
+
+    def f(t, o):
+        kk, j = o[-2], o[-1]
+        jc = T.min(j, n - 1)
+        return T.Select(j < n, t[0][tuple(o[:-2]) + ((jc, kk) if trans_b else (kk, jc))],
+                        T.const(0.0, tvm_dtype(b.dtype)))
+    call = injective_call(node, ctx, [b], bp, None, raw=f)
+    call.key = f"matmul_pad_b|tb={trans_b},n={n}|{sig(*call.operands)}"
+    steps.append(call)
+    return bp
 
 
 @lowers("MatMul")
@@ -144,11 +185,11 @@ def lower_matmul(node: Node, ctx: LoweringContext):
     if a.rank < 2 or b.rank < 2:
         raise NoLoweringError("MatMul of a 1-D operand has no CPU kernel yet")
     k, n = b.shape[-2], b.shape[-1]
-    if b.const is not None and math.prod(b.shape[:-2]) == 1 and pick_nr(n, ctx.lanes):
+    if b.const is not None and math.prod(b.shape[:-2]) == 1:
         w = b
         return [packed_gemm_call(node, ctx, a, a.shape, w.name, lambda: w.const.reshape(k, n).astype(np.float32),
                                  k, n, out)]
-    return [batched_matmul_call(node, ctx, a, b, out)]
+    return batched_matmul_call(node, ctx, a, b, out)
 
 
 @lowers("Gemm")
@@ -161,7 +202,7 @@ def lower_gemm(node: Node, ctx: LoweringContext):
         raise NoLoweringError(f"{a.dtype} Gemm has no CPU kernel yet")
     m, n = out.shape
     k = a.shape[0] if at["transA"] else a.shape[1]
-    if b.const is not None and not at["transA"] and pick_nr(n, ctx.lanes):
+    if b.const is not None and not at["transA"]:
         alpha, beta = at["alpha"], at["beta"]
         w = b
         make_b = lambda: (alpha * (w.const.T if at["transB"] else w.const)).astype(np.float32)  # noqa: E731
@@ -177,7 +218,7 @@ def lower_gemm(node: Node, ctx: LoweringContext):
         return [packed_gemm_call(node, ctx, a, a.shape, key, make_b, k, n, out, Epilogue(bias=bias))]
     if c is not None or at["alpha"] != 1.0:
         raise NoLoweringError("Gemm with a non-constant B and a bias or alpha has no CPU kernel yet")
-    return [batched_matmul_call(node, ctx, a, b, out, bool(at["transA"]), bool(at["transB"]))]
+    return batched_matmul_call(node, ctx, a, b, out, bool(at["transA"]), bool(at["transB"]))
 
 
 @lowers("FusedMatMul")
@@ -195,9 +236,8 @@ def lower_fused_matmul(node: Node, ctx: LoweringContext):
         raise NoLoweringError("a FusedMatMul residual that broadcasts")
     epi = Epilogue.from_attrs(node.attrs, bias, res)
     k = b.shape[-2]
-    if b.const is not None and math.prod(b.shape[:-2]) == 1 and pick_nr(n, ctx.lanes) and \
-            out.shape[:-1] == a.shape[:-1]:
+    if b.const is not None and math.prod(b.shape[:-2]) == 1 and out.shape[:-1] == a.shape[:-1]:
         w = b
         return [packed_gemm_call(node, ctx, a, a.shape, w.name, lambda: w.const.reshape(k, n).astype(np.float32),
                                  k, n, out, epi)]
-    return [batched_matmul_call(node, ctx, a, b, out, epi=epi)]
+    return batched_matmul_call(node, ctx, a, b, out, epi=epi)

@@ -34,11 +34,23 @@ def row_reduce(x, rows: int, length: int, kind: str, lanes: int, name: str, fn=N
     from tvm import te
     fn = fn or (lambda r, l: x[r, l])
     red = te_reducer(kind)
-    if length % lanes == 0 and length >= 2 * lanes:
-        k = te.reduce_axis((0, length // lanes), name=f"{name}_k")
+    if length >= 2 * lanes:
+        whole = length // lanes
+        k = te.reduce_axis((0, whole), name=f"{name}_k")
         part = te.compute((rows, lanes), lambda r, v: red(fn(r, k * lanes + v), axis=k), name=f"{name}_part")
         v = te.reduce_axis((0, lanes), name=f"{name}_v")
-        return te.compute((rows,), lambda r: red(part[r, v], axis=v), name=name), [f"{name}_part", name]
+        if length % lanes == 0:
+            return te.compute((rows,), lambda r: red(part[r, v], axis=v), name=name), [f"{name}_part", name]
+        # A ragged row (attention over 197 or 1500 positions): vector partials over the whole vectors, a
+        # scalar tail for the rest, then the two combined by the same reducer (its NaN rule included).
+        # Without this a row of 1500 was one scalar chain, one add's latency per element (~7% of roofline).
+        from tvm import tirx as T
+        main = te.compute((rows,), lambda r: red(part[r, v], axis=v), name=f"{name}_main")
+        t = te.reduce_axis((0, length - whole * lanes), name=f"{name}_t")
+        tail = te.compute((rows,), lambda r: red(fn(r, whole * lanes + t), axis=t), name=f"{name}_tail")
+        two = te.reduce_axis((0, 2), name=f"{name}_two")
+        total = te.compute((rows,), lambda r: red(T.Select(two == 0, main[r], tail[r]), axis=two), name=name)
+        return total, [f"{name}_part", f"{name}_main", f"{name}_tail", name]
     k = te.reduce_axis((0, length), name=f"{name}_k")
     return te.compute((rows,), lambda r: red(fn(r, k), axis=k), name=name), [name]
 
