@@ -178,8 +178,7 @@ class QGemm(OpDef):
                              "many of B's dtype.")
         c = _at(inputs, 6)
         if c is not None and c.dtype != DType.int32:
-            raise ShapeError(f"QGemm: C must be int32 (quantized with scale alpha·a_scale·b_scale), "
-                             f"got {c.type_str}.")
+            raise ShapeError(f"QGemm: C must be int32 (quantized with scale alpha·a_scale·b_scale), got {c.type_str}.")
         ys, yz = _at(inputs, 7), _at(inputs, 8)
         if ys is not None:
             _check_grid("QGemm", ys, yz)

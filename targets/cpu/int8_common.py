@@ -53,23 +53,14 @@ def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = Fals
         q = y * T.const(float(np.float32(1.0) / np.float32(scale)), "float32")
     else:
         q = y / T.const(scale, "float32")
-    # Clamped to the integer bounds before rounding (the same result: the bounds are integers), then shifted
-    # by the zero point in int32.
+    # Clamped to the integer bounds before rounding (the same result: the bounds are integers) and rounded by
+    # LLVM's nearbyint (half to even in the default rounding mode) called directly: TVM's vectorizer cannot
+    # vectorize T.nearbyint and scalarizes the whole epilogue loop, which LLVM then re-vectorized across
+    # output channels with gathers and byte extracts wherever nothing else bounded the value (a conv without
+    # activation: 4x slower requantizing epilogues; with a Clip activation LLVM happened to pick the pixel loop).
     q = T.max(T.min(q, T.const(float(hi - zp), "float32")), T.const(float(lo - zp), "float32"))
-    return T.Cast(qdtype, T.Cast("int32", round_half_even(q)) + T.const(zp, "int32"))
-
-
-def round_half_even(x):
-    """nearbyint (half to even in the default rounding mode). On the CPU targets LLVM's intrinsic called
-    directly: TVM's vectorizer cannot vectorize T.nearbyint and scalarizes the whole loop around it, which LLVM
-    then re-vectorized across output channels with gathers and byte extracts wherever nothing else bounded
-    the value (a requantizing conv without activation: 4x slower epilogues). The GPU's own schedules
-    (targets/cuda reuses these computes under compute_only) have no LLVM intrinsics: T.nearbyint there."""
-    from tvm import tirx as T
-    from .schedules import _COMPUTE_ONLY
-    if _COMPUTE_ONLY.get():
-        return T.nearbyint(x)
-    return T.call_llvm_pure_intrin("float32", "llvm.nearbyint", x)
+    q = T.call_llvm_pure_intrin("float32", "llvm.nearbyint", q)
+    return T.Cast(qdtype, T.Cast("int32", q) + T.const(zp, "int32"))
 
 
 def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str, xscale: float, ws, bias, res,

@@ -10,7 +10,6 @@ from __future__ import annotations
 from compiler.dtypes import DType
 from compiler.ir import Node
 
-from .int8_common import round_half_even
 from .lower_reduce import row_reduce, te_reducer
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
@@ -53,7 +52,7 @@ def lower_dynamic_quantize_linear(node: Node, ctx: LoweringContext):
 
         def zp_of(i):  # round_half_even(clamp(0 - min(lo, 0) / scale, 0, 255))
             z = T.max(T.min(zero - T.min(lo[i], zero) / S[i], T.const(255.0, f32)), zero)
-            return T.Cast("uint8", T.Cast("int32", round_half_even(z)))
+            return T.Cast("uint8", T.Cast("int32", T.call_llvm_pure_intrin(f32, "llvm.nearbyint", z)))
         Z = te.compute((1,), zp_of, name="zp")
 
         def schedule(sch):
@@ -80,7 +79,7 @@ def lower_dynamic_quantize_linear(node: Node, ctx: LoweringContext):
         def q(i):  # clamp to the integer bounds, round half to even, shift (as quantize_expr, scale at run time)
             zpf = T.Cast(f32, Z[0])
             v = T.max(T.min(X[i] / S[0], T.const(255.0, f32) - zpf), T.const(0.0, f32) - zpf)
-            v = round_half_even(v)
+            v = T.call_llvm_pure_intrin(f32, "llvm.nearbyint", v)
             return T.Cast("uint8", T.Cast("int32", v) + T.Cast("int32", Z[0]))
         Y = te.compute((n,), q, name="y")
 
