@@ -42,7 +42,7 @@ def activation_expr(y, attrs):
     return unary_expr(op, y, "float32", a)
 
 
-def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = False):
+def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = False, vector_round: bool = True):
     """saturate(round_half_even(y / scale) + zp), as QuantizeLinear. With `reciprocal`, y * float32(1 / scale):
     vdivps on zmm issues once per 10-16 cycles and bounded the requantizing epilogues of short-K GEMMs (a
     16 -> 96 channel conv writes 1.2 M outputs for 38 M multiply-adds); the product differs from the quotient
@@ -58,8 +58,10 @@ def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = Fals
     # vectorize T.nearbyint and scalarizes the whole epilogue loop, which LLVM then re-vectorized across
     # output channels with gathers and byte extracts wherever nothing else bounded the value (a conv without
     # activation: 4x slower requantizing epilogues; with a Clip activation LLVM happened to pick the pixel loop).
+    # `vector_round` False: a target whose kernels are not LLVM CPU code (CUDA reuses these computes) gets
+    # TVM's nearbyint, which every codegen knows.
     q = T.max(T.min(q, T.const(float(hi - zp), "float32")), T.const(float(lo - zp), "float32"))
-    q = T.call_llvm_pure_intrin("float32", "llvm.nearbyint", q)
+    q = T.call_llvm_pure_intrin("float32", "llvm.nearbyint", q) if vector_round else T.nearbyint(q)
     return T.Cast(qdtype, T.Cast("int32", q) + T.const(zp, "int32"))
 
 

@@ -37,8 +37,10 @@ def lower_quantize_linear(node: Node, ctx: LoweringContext):
     scale = float(np.float32(scalar_const(s, "the scale", node)))
     z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
     qdt = tvm_dtype(out.dtype)
-    return [injective_call(node, ctx, [x], out, lambda ld, i: quantize_expr(ld[0](i), scale, z, qdt),
-                           extra_key=f"s={scale!r},z={z}")]
+    vector_round = ctx.target.capabilities.vector_lanes_f32 > 0  # CPU vector code (LLVM), not CUDA's
+    return [injective_call(node, ctx, [x], out, lambda ld, i: quantize_expr(ld[0](i), scale, z, qdt,
+                                                                           vector_round=vector_round),
+                           extra_key=f"s={scale!r},z={z},vr={vector_round}")]
 
 
 @lowers("DequantizeLinear")
