@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Node
+from aotc.compiler.ir import Node
 
 from .lower_elementwise import tvm_dtype, unary_expr
 from .lowering import LoweringContext, NoLoweringError, operand

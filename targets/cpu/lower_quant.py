@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Node
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
 
 from .lower_elementwise import injective_call, tvm_dtype
 from .dot_intrin import register_broadcast_dot
