@@ -147,9 +147,11 @@ def _file_sha256(path: Path) -> str:
 CALIBRATED_PASSES = ("quantize_int8", "prune_heads")  # the passes that read PassContext.calibration
 
 
-def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str], None] | None = None):
+def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str], None] | None = None,
+                       activation_ranges: Mapping[str, tuple[float, float]] | None = None):
     """The PassManager `options` ask for: the generic pipeline (default, none or given), head pruning and INT8
-    quantization at their places after fusion, then `target`'s own passes."""
+    quantization at their places after fusion, then `target`'s own passes. With `activation_ranges` (another
+    shape bucket's), quantize_int8 uses them and the calibration data is not read."""
     from aotc.passes import DEFAULT_PIPELINE, PassContext, PassManager, insert_pass, parse_pipeline
     qstep = quantization_step(options.quantize, _calibration_name(options.calibration), options.calibration_method,
                               options.calibration_percentile, options.calibration_samples, options.quantize_ops,
@@ -177,8 +179,9 @@ def build_pass_manager(options: CompileOptions, target=None, log: Callable[[str]
                         "--prune-heads (or their passes in --passes); add one of them, or drop --calibration.")
     if target is not None:
         pipeline += target.pipeline()
-    context = PassContext(calibration=_calibration_data(options.calibration),
-                          supports=target.supports if target is not None else None)
+    context = PassContext(calibration=None if activation_ranges else _calibration_data(options.calibration),
+                          supports=target.supports if target is not None else None,
+                          activation_ranges=dict(activation_ranges) if activation_ranges else None)
     return PassManager(pipeline, disabled=options.disable_pass or (), verify_each=options.verify,
                        print_ir_after=options.print_ir_after or (), print_pass_times=options.print_pass_times,
                        context=context)
@@ -250,11 +253,12 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
     if opts.buckets is not None:  # one bundle holding a variant per bucket
         from .buckets import compile_bucketed
 
-        def prepare(variant_opts: CompileOptions, keep_imported: bool, report: bool):
+        def prepare(variant_opts: CompileOptions, keep_imported: bool, report: bool, activation_ranges=None):
             graph, source = load_model(model, variant_opts)
             imported = graph.copy() if keep_imported else None
-            passes = run_pipeline(graph, build_pass_manager(variant_opts, tgt), log if report else None, tgt.name)
-            return graph, source, passes, imported
+            pm = build_pass_manager(variant_opts, tgt, activation_ranges=activation_ranges)
+            passes = run_pipeline(graph, pm, log if report else None, tgt.name)
+            return graph, source, passes, imported, pm.context.activation_ranges
         compile_bucketed(model, out, tgt, opts, prepare, log, verbose, signing_key, max_memory)
         return Bundle(out)
     if opts.pad:

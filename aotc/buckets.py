@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from aotc import compiler
+from aotc.compiler.calibration import CalibrationError
 from aotc.compiler.errors import AotcError
 
 # Above this relative difference at valid positions, padding is reported as changing the result.
@@ -203,9 +204,12 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
         raise BucketError(why)
     if not isinstance(model, (str, Path)) or str(model).endswith(".py") or ":" in Path(str(model)).name:
         raise BucketError("--bucket sizes an ONNX model's named (dim_param) dimensions; give an ONNX file.")
-    if opts.quantize or opts.prune_heads or opts.prune_heads_spec or opts.calibration is not None:
-        raise BucketError("--bucket cannot be combined with --quantize, --prune-heads or --calibration yet "
-                          "(their calibration data has one shape); compile one bundle per shape for those.")
+    if opts.prune_heads or opts.prune_heads_spec:
+        raise BucketError("--bucket cannot be combined with --prune-heads yet (head scores are computed at one "
+                          "shape); compile one bundle per shape for that.")
+    if opts.smoothquant is not None or opts.max_drop is not None:
+        raise BucketError("--smoothquant and --max-drop run the model on the calibration data at its own shape; "
+                          "with --bucket, quantize without them.")
     buckets = bucket_sizes(opts.buckets)
     pad = dict(opts.pad or {})
     given = dict(opts.input_shapes or {})
@@ -214,15 +218,30 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
 
     case = _check_case(buckets)
     a, b = case or (-1, -1)
+    # INT8: the largest bucket is calibrated (the calibration data must have its shape) and every other bucket
+    # is quantized with the same activation ranges, so all buckets compute with one set of scales.
+    calibrated = max(range(len(buckets)), key=lambda i: math.prod(buckets[i].values())) if opts.quantize else 0
+    order = [calibrated] + [i for i in range(len(buckets)) if i != calibrated]
     with BundleWriter(out) as writer:
-        variants, loaded, out_shapes, sources, passes = [], {}, [], [], []
-        for i, (sizes, folder) in enumerate(zip(buckets, folders)):
+        done, loaded, ranges = {}, {}, None
+        for i in order:
             vopts = dataclasses.replace(opts, buckets=None, pad=None,
-                                        input_shapes={**given, **{d: (n,) for d, n in sizes.items()}})
+                                        input_shapes={**given, **{d: (n,) for d, n in buckets[i].items()}})
             # The padding check reads the model as imported; the pipeline's reports are told once.
-            graph, source, applied, imported = prepare(vopts, i in (a, b), i == 0)
+            try:
+                graph, source, applied, imported, used = prepare(vopts, i in (a, b), i == order[0],
+                                                                 activation_ranges=ranges)
+            except CalibrationError as e:
+                raise CalibrationError(f"With --bucket, INT8 calibrates the largest bucket ({_label(buckets[i])}) "
+                                       f"and quantizes every other bucket with its scales: {e}") from None
+            if opts.quantize and ranges is None:
+                ranges = used
             if imported is not None:
                 loaded[i] = imported
+            done[i] = (graph, source, applied)
+        variants, out_shapes, sources, passes = [], [], [], []
+        for i, (sizes, folder) in enumerate(zip(buckets, folders)):
+            graph, source, applied = done[i]
             out_shapes.append([o.shape for o in graph.outputs])
             variants.append(BucketVariant(folder, sizes, graph,
                                           model_id_for(compiler.__version__, tgt.manifest(), source, applied, graph)))

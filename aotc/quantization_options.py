@@ -58,10 +58,12 @@ def format_summary(report: dict) -> str:
         by_op[item["op"]] = by_op.get(item["op"], 0) + 1
     cb = report["constant_bytes"]
     fb = [f["node"] for f in report["float"] if f.get("reason", "").startswith(("sensitivity", "excluded"))]
+    err = report["output_error"]
+    calibrated = (f"calibration {report['method']} on {report['samples']} sample(s); output error (1 - cosine) on "
+                  f"the calibration set {err['value']:.4g}") if err["value"] is not None else err["why"]
     text = (f"int8: {len(q)} node(s) quantized ({', '.join(f'{k} {v}' for k, v in sorted(by_op.items()))}), "
-            f"calibration {report['method']} on {report['samples']} sample(s); output error (1 - cosine) on the "
-            f"calibration set {report['output_error']['value']:.4g}; constants {cb['float'] / 1e6:.1f} MB -> "
-            f"{cb['int8'] / 1e6:.1f} MB ({cb['ratio']:.2f}x smaller)")
+            f"{calibrated}; constants {cb['float'] / 1e6:.1f} MB -> {cb['int8'] / 1e6:.1f} MB "
+            f"({cb['ratio']:.2f}x smaller)")
     if fb:
         text += f"; kept float: {', '.join(fb[:6])}" + (f" and {len(fb) - 6} more" if len(fb) > 6 else "")
     return text

@@ -36,10 +36,14 @@ class PassContext:
     the bundle manifest by `PassManager.applied()`).
     `supports`: the target's `supports(node) -> None | reason` when compiling for one (target passes such as
     fit_to_target read it); None otherwise.
+    `activation_ranges`: {value name: (lo, hi)}, the activation ranges quantize_int8 used. Given, it quantizes
+    with them instead of calibrating (a shape bucket takes the ranges calibrated on another bucket of the same
+    model, so every bucket computes with the same scales); else quantize_int8 leaves the ranges it calibrated.
     """
     calibration: Any = None
     reports: dict[str, Any] = field(default_factory=dict)
     supports: Callable[[Any], str | None] | None = None
+    activation_ranges: dict[str, tuple[float, float]] | None = None
     _feeds: Any = field(default=None, repr=False, init=False)
 
     def has_calibration(self) -> bool:

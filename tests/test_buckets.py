@@ -252,3 +252,46 @@ def test_minilm_buckets_match_onnxruntime(model_cache, tmp_path):
         valid = feeds["attention_mask"].astype(bool)
         assert got.shape == want.shape
         assert np.abs(got - want)[valid].max() <= 1e-4
+
+
+def test_int8_buckets_share_one_set_of_scales(models, tmp_path):
+    """--quantize int8 with buckets: the largest bucket is calibrated (the calibration data has its shape) and
+    every other bucket is quantized with the same activation ranges. The per-position model then gives at seq 4
+    exactly the first 4 positions of its seq-8 output, and seq 8 equals a single-shape int8 bundle's."""
+    r = np.random.default_rng(3)
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=(r.standard_normal((6, 8, HIDDEN)) * [1, 1, 1, 1, 3, 3, 3, 3][:HIDDEN]).astype(np.float32))
+    out = tmp_path / "q"
+    aotc.compile(models["position"], out, target="x86-avx512", input_shapes={"batch": (1,)},
+                 buckets={"seq": (4, 8)}, pad={"x": 0}, quantize="int8", calibration=cal)
+    single = aotc.compile(models["position"], tmp_path / "single", target="x86-avx512",
+                          input_shapes={"batch": (1,), "seq": (8,)}, quantize="int8", calibration=cal)
+    m = runtime_stub.load(out)
+    x = r.standard_normal((1, 8, HIDDEN)).astype(np.float32)
+    y8 = m.run({"x": x})["y"]
+    np.testing.assert_array_equal(y8, runtime_stub.load(single.path).run({"x": x})["y"])
+    np.testing.assert_array_equal(m.run({"x": x[:, :4]})["y"], y8[:, :4])
+    want = _reference(models["position"], x)
+    assert 0 < np.abs(y8 - want).max() < 0.05 * np.abs(want).max()  # int8, not float
+    reports = {}
+    for folder in ("seq4", "seq8"):
+        man = json.loads((out / folder / "manifest.json").read_text())
+        reports[folder] = next(p["report"] for p in man["passes"] if p["name"] == "quantize_int8")
+    assert reports["seq8"]["samples"] == 6 and reports["seq8"]["output_error"]["value"] is not None
+    assert reports["seq4"]["output_error"]["why"] == "ranges calibrated on another shape of this model"
+    assert [q["node"] for q in reports["seq4"]["quantized"]] == [q["node"] for q in reports["seq8"]["quantized"]]
+
+
+def test_int8_bucket_errors(models, tmp_path):
+    cal = tmp_path / "cal4.npz"
+    np.savez(cal, x=np.ones((2, 4, HIDDEN), np.float32))
+    with pytest.raises(compiler.AotcError, match=r"calibrates the largest bucket \(seq=8\).*x has shape \[2, 4, 8\]"):
+        aotc.compile(models["position"], tmp_path / "a", target="x86-avx512", input_shapes={"batch": (1,)},
+                     buckets={"seq": (4, 8)}, pad={"x": 0}, quantize="int8", calibration=cal)
+    with pytest.raises(compiler.AotcError, match="--smoothquant and --max-drop run the model"):
+        aotc.compile(models["position"], tmp_path / "b", target="x86-avx512", input_shapes={"batch": (1,)},
+                     buckets={"seq": (4, 8)}, pad={"x": 0}, quantize="int8", calibration=cal, smoothquant=0.5)
+    with pytest.raises(compiler.AotcError, match="--prune-heads"):
+        aotc.compile(models["position"], tmp_path / "c", target="x86-avx512", buckets={"seq": (4, 8)},
+                     pad={"x": 0}, prune_heads=0.25, calibration=cal)
+    assert not any(p.name in "abc" for p in tmp_path.iterdir())

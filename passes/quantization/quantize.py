@@ -152,6 +152,9 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
     from ..pass_manager import PassContext
     config = config or QuantConfig(**options)
     config.check()
+    if isinstance(calibration, PassContext) and calibration.activation_ranges is not None \
+            and not calibration.has_calibration():
+        return _quantize_with_ranges(graph, config, calibration.activation_ranges)
     if calibration is None or (isinstance(calibration, PassContext) and not calibration.has_calibration()):
         raise QuantizationError(
             "INT8 quantization calibrates activation ranges by running the model on sample inputs, and none were "
@@ -191,6 +194,7 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
             [s.name for s in sites], float(config.max_drop))
         names -= set(fallback)
 
+    calibration.activation_ranges = dict(cal.ranges)  # for the caller (other shape buckets of this model)
     kinds = {s.name: (s.node.op_type, s.kind) for s in sites}
     _apply(graph, names, sites, cal.ranges, config.requantize)
     new_ops = {n.name: n.op_type for n in graph.nodes}
@@ -205,6 +209,37 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
     err = mean_output_error(graph, feeds, references)
     report.output_error = {"metric": "1 - cosine(float, int8), mean over calibration samples and outputs",
                            "value": err}
+    bytes_after = constant_bytes(graph)
+    report.constant_bytes = {"float": bytes_before, "int8": bytes_after,
+                             "ratio": bytes_before / bytes_after if bytes_after else None}
+    report.op_histogram = graph.op_histogram()
+    return report.to_dict()
+
+
+def _quantize_with_ranges(graph: Graph, config: QuantConfig, ranges: dict[str, tuple[float, float]]) -> dict:
+    """quantize_graph with activation ranges calibrated elsewhere (another shape bucket of the same model): the
+    same sites, no calibration run; smoothquant and max_drop, which run the model, are refused."""
+    if config.smoothquant is not None or config.max_drop is not None:
+        raise QuantizationError("--smoothquant and --max-drop run the model on the calibration data at its own "
+                                "shape; with shape buckets, quantize without them.")
+    bytes_before = constant_bytes(graph)
+    sites, skipped = find_sites(graph, split_names(config.quantize_ops) or list(DEFAULT_QUANTIZE_OPS),
+                                split_names(config.exclude_nodes))
+    missing = sorted(set(activation_values(sites)) - set(ranges))
+    if missing:
+        raise QuantizationError(
+            f"No calibrated range for {len(missing)} activation(s) of this shape ({', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}): the graph at this shape differs from the one that was "
+            "calibrated. Compile this shape on its own with --calibration data of its shape.")
+    report = QuantReport(SCHEME, config.method, float(config.percentile) if config.method == "percentile" else None, 0)
+    kinds = {s.name: s.node.op_type for s in sites}
+    _apply(graph, {s.name for s in sites}, sites, ranges, config.requantize)
+    new_ops = {n.name: n.op_type for n in graph.nodes}
+    report.quantized = [{"node": s.name, "op": kinds[s.name],
+                         "as": new_ops.get(s.name, "Gather of int8 rows, Cast, Mul by row scales")} for s in sites]
+    report.float_nodes = [{"node": name, "reason": why} for name, why in skipped.items()]
+    report.output_error = {"metric": "1 - cosine(float, int8), mean over calibration samples and outputs",
+                           "value": None, "why": "ranges calibrated on another shape of this model"}
     bytes_after = constant_bytes(graph)
     report.constant_bytes = {"float": bytes_before, "int8": bytes_after,
                              "ratio": bytes_before / bytes_after if bytes_after else None}
