@@ -258,7 +258,7 @@ def compile(model, output: str | os.PathLike, target="host", *, target_options: 
             imported = graph.copy() if keep_imported else None
             pm = build_pass_manager(variant_opts, tgt, activation_ranges=activation_ranges)
             passes = run_pipeline(graph, pm, log if report else None, tgt.name)
-            return graph, source, passes, imported, pm.context.activation_ranges
+            return graph, source, passes, imported, pm.context
         compile_bucketed(model, out, tgt, opts, prepare, log, verbose, signing_key, max_memory)
         return Bundle(out)
     if opts.pad:

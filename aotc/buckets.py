@@ -190,6 +190,22 @@ def _check_case(buckets: list[dict[str, int]]) -> tuple[int, int] | None:
     return (0, (larger or holds)[0]) if holds else None
 
 
+def _chosen_on_the_calibrated_bucket(opts, context) -> dict[str, Any]:
+    """The options every other bucket compiles with: the heads pruning removed on the calibrated bucket as an
+    explicit spec (no scoring, so no calibration data for pruning), and no calibration data at all unless INT8
+    still needs the option (its ranges come from the context, the data is not read)."""
+    same: dict[str, Any] = {}
+    if opts.prune_heads is not None:
+        removed = context.reports["prune_heads"]["removed"]
+        spec = ",".join(f"{layer}:{h}" for layer, heads in sorted(removed.items(), key=lambda kv: int(kv[0]))
+                        for h in heads)
+        same.update(prune_heads=None, prune_heads_spec=spec or None, prune_heads_importance="drift",
+                    prune_heads_samples=None)
+    if not opts.quantize:
+        same["calibration"] = None
+    return same
+
+
 def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callable[[str], None] | None,
                      verbose: bool, signing_key, max_memory) -> None:
     """aotc.compile with CompileOptions.buckets: every bucket compiled, one bundle written (see the module).
@@ -204,9 +220,6 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
         raise BucketError(why)
     if not isinstance(model, (str, Path)) or str(model).endswith(".py") or ":" in Path(str(model)).name:
         raise BucketError("--bucket sizes an ONNX model's named (dim_param) dimensions; give an ONNX file.")
-    if opts.prune_heads or opts.prune_heads_spec:
-        raise BucketError("--bucket cannot be combined with --prune-heads yet (head scores are computed at one "
-                          "shape); compile one bundle per shape for that.")
     if opts.smoothquant is not None or opts.max_drop is not None:
         raise BucketError("--smoothquant and --max-drop run the model on the calibration data at its own shape; "
                           "with --bucket, quantize without them.")
@@ -218,24 +231,28 @@ def compile_bucketed(model, out: Path, tgt, opts, prepare: Callable, log: Callab
 
     case = _check_case(buckets)
     a, b = case or (-1, -1)
-    # INT8: the largest bucket is calibrated (the calibration data must have its shape) and every other bucket
-    # is quantized with the same activation ranges, so all buckets compute with one set of scales.
-    calibrated = max(range(len(buckets)), key=lambda i: math.prod(buckets[i].values())) if opts.quantize else 0
+    # What reads calibration data runs on the largest bucket (the data must have its shape); every other bucket
+    # reuses its decisions, so all buckets compute the same model: INT8 with the same activation ranges (one set
+    # of scales), head pruning of the same heads (as an explicit --prune-heads-spec).
+    calibrated = max(range(len(buckets)), key=lambda i: math.prod(buckets[i].values())) \
+        if opts.quantize or opts.prune_heads is not None else 0
     order = [calibrated] + [i for i in range(len(buckets)) if i != calibrated]
     with BundleWriter(out) as writer:
-        done, loaded, ranges = {}, {}, None
+        done, loaded, ranges, same = {}, {}, None, {}
         for i in order:
-            vopts = dataclasses.replace(opts, buckets=None, pad=None,
+            vopts = dataclasses.replace(opts, buckets=None, pad=None, **same,
                                         input_shapes={**given, **{d: (n,) for d, n in buckets[i].items()}})
             # The padding check reads the model as imported; the pipeline's reports are told once.
             try:
-                graph, source, applied, imported, used = prepare(vopts, i in (a, b), i == order[0],
-                                                                 activation_ranges=ranges)
+                graph, source, applied, imported, context = prepare(vopts, i in (a, b), i == order[0],
+                                                                    activation_ranges=ranges)
             except CalibrationError as e:
-                raise CalibrationError(f"With --bucket, INT8 calibrates the largest bucket ({_label(buckets[i])}) "
-                                       f"and quantizes every other bucket with its scales: {e}") from None
-            if opts.quantize and ranges is None:
-                ranges = used
+                raise CalibrationError(f"With --bucket, --quantize and --prune-heads read the calibration data on "
+                                       f"the largest bucket ({_label(buckets[i])}) and apply what they chose to every "
+                                       f"other bucket: {e}") from None
+            if i == order[0]:
+                ranges = context.activation_ranges if opts.quantize else None
+                same = _chosen_on_the_calibrated_bucket(opts, context)
             if imported is not None:
                 loaded[i] = imported
             done[i] = (graph, source, applied)
