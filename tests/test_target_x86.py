@@ -293,9 +293,23 @@ def test_batchnorm(out_dir):
     ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    # Strided/padded windows read stride phases of x with the padding filled in (lower_pool).
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1], "ceil_mode": 1}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [2, 3], "strides": [3, 2], "ceil_mode": 1}),
 ])
 def test_pool(op, attrs, out_dir):
     check_op(op, [("x", f32(1, 4, 11, 11))], out_dir, attrs, rtol=1e-5, atol=1e-5)
+
+
+def test_maxpool_stem_shape_with_nan_and_negatives(out_dir):
+    """ResNet's 3x3/2 max pool (padding -inf, not 0: every value negative must stay so) at a width that fills
+    whole vectors, with a NaN that must win its windows as in the reference."""
+    x = -np.abs(f32(1, 3, 32, 32)) - 1
+    x[0, 1, 5, 7] = np.nan
+    check_op("MaxPool", [("x", x)], out_dir, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+             rtol=1e-6, atol=1e-6)
 
 
 # -- compile-time errors -------------------------------------------------------------------------------
