@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from x86_helpers import build_graph, check_op, compile_and_run, needs_avx512
 
 pytestmark = needs_avx512
@@ -276,7 +276,7 @@ def test_conv(name, x_shape, w_shape, attrs, bias, layout, out_dir):
     """Both convolution paths: the default NCHW16c kernels and the plain NCHW ones (which other targets
     and the convolutions the layout pass leaves alone use)."""
     import dataclasses
-    from targets.cpu.target import X86_AVX512
+    from aotc.targets.cpu.target import X86_AVX512
     target = X86_AVX512 if layout == "nchwc" else dataclasses.replace(X86_AVX512, conv_block=0)
     consts = [("w", f32(*w_shape) * 0.3)] + ([("b", f32(w_shape[0]))] if bias else [])
     check_op("Conv", [("x", f32(*x_shape))], out_dir, attrs, consts=consts, rtol=1e-4, atol=1e-4, target=target)
@@ -317,7 +317,7 @@ def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
     """Every registered op has a lowering now, so this uses nodes the lowerings refuse (float16 LRN and
     InstanceNormalization raise NoLoweringError): each is named, with the lowering's reason."""
     import aotc
-    from targets.cpu.lowering import UnsupportedOnTargetError
+    from aotc.targets.cpu.lowering import UnsupportedOnTargetError
     g = compiler.Graph("needs_missing_ops")
     x = g.add_input("x", (1, 4, 5, 5), compiler.DType.float16)
     a = g.add_node("LRN", [x], {"size": 3}, name="lrn_a").outputs[0]
@@ -338,7 +338,7 @@ def test_unlowerable_ops_are_all_named_and_leave_nothing(tmp_path):
 
 
 def test_all_minilm_and_efficientnet_ops_have_lowerings():
-    from targets.cpu.rules import lowered_ops
+    from aotc.targets.cpu.rules import lowered_ops
     have = set(lowered_ops())
     need = {"MatMul", "Add", "Mul", "Div", "Reshape", "Transpose", "LayerNormalization", "Softmax", "Erf", "Gelu",
             "Gather", "GatherND", "Where", "Cast", "And", "IsNaN", "Expand", "Flatten", "Conv", "BatchNormalization",
@@ -349,8 +349,8 @@ def test_all_minilm_and_efficientnet_ops_have_lowerings():
 
 def test_every_registered_op_has_an_x86_lowering():
     """A new op registered in compiler.ops without an x86 lowering fails here, not in a user's compile."""
-    from compiler.ops import ops_targets_see, registered_ops
-    from targets.cpu.rules import lowered_ops
+    from aotc.compiler.ops import ops_targets_see, registered_ops
+    from aotc.targets.cpu.rules import lowered_ops
     have = set(lowered_ops())
     no_kernel_yet = {"DynamicQuantizeLinear"}  # scales computed at run time: a reference kernel, no target kernel yet
     missing = [op for op in ops_targets_see() if op not in have and op not in no_kernel_yet]

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
-from compiler.ir import Node
-from compiler.ops.nn import Conv, window_geometry
+from aotc.compiler.dtypes import DType
+from aotc.compiler.ir import Node
+from aotc.compiler.ops.nn import Conv, window_geometry
 
 from .epilogue import Epilogue
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
@@ -24,7 +24,7 @@ from .nan_math import reducer as nan_reducer
 
 def folded_pad(x):
     """A zero spatial Pad in front of a convolution is read through (its own kernel becomes dead)."""
-    from compiler.ops.nn import Pad
+    from aotc.compiler.ops.nn import Pad
     return Pad.zero_spatial_source(x)
 
 
@@ -439,7 +439,7 @@ def lower_pool(node: Node, ctx: LoweringContext):
 def lower_resize(node: Node, ctx: LoweringContext):
     """Separable resampling of the two trailing axes: per output row/column, the input taps and their
     weights are compile-time tables (from the reference op's own coordinate and weight rules)."""
-    from compiler.ops.nn import Resize
+    from aotc.compiler.ops.nn import Resize
     x, y = node.inputs[0], node.outputs[0]
     at = node.attrs
     if x.dtype != DType.float32 or x.rank != 4:
