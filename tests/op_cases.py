@@ -396,7 +396,20 @@ _POOLS = [
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
     ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    # strided/padded windows (x86 reads stride phases of x with the padding filled in)
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1], "ceil_mode": 1}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [2, 3], "strides": [3, 2], "ceil_mode": 1}),
 ]
+
+
+def _maxpool_stem_nan(d):
+    """ResNet's 3x3/2 max pool (padding -inf, not 0: every value negative must stay so) at a width of whole
+    vectors, with a NaN that must win its windows as in the reference."""
+    x = -np.abs(d.f32(1, 3, 32, 32)) - 1
+    x[0, 1, 5, 7] = np.nan
+    return [("x", x)]
 _RESIZES = [
     {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]},
     {"mode": "nearest", "sizes": [1, 3, 7, 5], "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
@@ -415,6 +428,8 @@ CNN = (
           lambda d: [("s", d.f32(C)), ("b", d.f32(C))], rtol=1e-4, atol=1e-4),
        op("lrn", "LRN", lambda d: [("x", d.f32(2, 7, 4, 4))], {"size": 3, "alpha": 0.2, "beta": 0.6, "bias": 1.5})]
     + [op(f"pool-{i}-{n}", n, lambda d: [("x", d.f32(1, 4, 11, 11))], attrs) for i, (n, attrs) in enumerate(_POOLS)]
+    + [op("maxpool-stem-negative-nan", "MaxPool", _maxpool_stem_nan,
+          {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, rtol=1e-6, atol=1e-6)]
     + [op(f"resize-{i}-{attrs['mode']}", "Resize", lambda d: [("x", d.f32(1, 3, 6, 6))], attrs)
        for i, attrs in enumerate(_RESIZES)]
 )

@@ -33,7 +33,8 @@ def out_dir(tmp_path_factory):
 # Options a case needs on this target: GatherND's batch_dims is an iOS17 op.
 CASE_OPTIONS = {"gathernd-batch-dims": {"coreml_target": "iOS17"}}
 # Cases of the shared table this target refuses, each with the reason its one-paragraph error gives.
-REFUSED = {"move-pad-edge-leading-axis": "MIL pads in edge mode only the last two axes"}
+REFUSED = {"move-pad-edge-leading-axis": "MIL pads in edge mode only the last two axes",
+           "pool-7-MaxPool": "MIL pooling has no dilations"}
 
 
 @pytest.mark.parametrize("case", op_cases.CASES, ids=op_cases.case_id)

@@ -372,10 +372,25 @@ def lower_pool(node: Node, ctx: LoweringContext):
     is_max = node.op_type == "MaxPool"
     include_pad = bool(node.attrs.get("count_include_pad", 0))
     h, w = x.shape[2:]
-    ops = [operand(x), operand(y)]
-    key = f"{node.op_type}|{attrs_key(node)}|{sig(*ops)}"
     lanes = ctx.lanes
     nb, c, oh, ow = y.shape
+    steps = []
+    # A strided or padded window (ResNet's 3x3/2 max pool after the stem) read straight from x is a gather
+    # per lane and a bounds select per tap (measured 1.4% of roofline, 11% of ResNet-50). As for convolutions,
+    # first split x into stride phases with the padding filled in (-inf for max, 0 for the average, whose
+    # divisors are counted apart), so every tap is a unit-stride vector load.
+    phased = any(pb) or any(pe) or strides[0] > 1 or strides[1] > 1
+    if phased:
+        # Enough end padding for every window read (ceil_mode's last window may reach past it).
+        pe_all = [max(e, (o - 1) * s_ + (k - 1) * d + 1 - (n_ + b)) for e, o, s_, k, d, n_, b in
+                  zip(pe, (oh, ow), strides, kernel, dils, (h, w), pb)]
+        call, src = phase_split_call(node, ctx, x, pb, pe_all, strides, fill=float("-inf") if is_max else 0.0)
+        steps.append(call)
+        src_shape = src.shape
+    else:
+        src, src_shape = x, x.shape[:2] + (1, 1) + x.shape[2:]
+    ops = [operand(src, src_shape), operand(y)]
+    key = f"{node.op_type}|{attrs_key(node)}|phases|{sig(*ops)}"
 
     def count(i, sp, s, d, b, e, k):
         lo = i * s - b
@@ -395,16 +410,15 @@ def lower_pool(node: Node, ctx: LoweringContext):
 
     def build():
         from tvm import te
-        X = te.placeholder(x.shape, "float32", name="X")
+        X = te.placeholder(src_shape, "float32", name="X")
         rh = te.reduce_axis((0, kernel[0]), name="rh")
         rw = te.reduce_axis((0, kernel[1]), name="rw")
+        sh, sw = strides
 
         def tap(nn, cc, i, j):
-            hi = i * strides[0] - pb[0] + rh * dils[0]
-            wi = j * strides[1] - pb[1] + rw * dils[1]
-            inside = T.And(T.And(hi >= 0, hi < h), T.And(wi >= 0, wi < w))
-            v = X[nn, cc, T.min(T.max(hi, 0), h - 1), T.min(T.max(wi, 0), w - 1)]
-            return T.Select(inside, v, T.const(float("-inf") if is_max else 0.0, "float32"))
+            # Input row sh*i + dh*rh (padding included) lives in phase (dh*rh) % sh at row i + (dh*rh) // sh.
+            return X[nn, cc, (rh * dils[0]) % sh, (rw * dils[1]) % sw, i + (rh * dils[0]) // sh,
+                     j + (rw * dils[1]) // sw]
         if is_max:
             Y = te.compute(y.shape, lambda *o: nan_reducer("max")(tap(*o), axis=[rh, rw]), name="Y")
             args = [X, Y]
@@ -418,7 +432,7 @@ def lower_pool(node: Node, ctx: LoweringContext):
             schedule_direct_conv(sch, "S", y.shape, lanes, 1, 1, pick_vec(ow, lanes))
         return prim_func([X, INV, Y], sched)
 
-    return [Call(key, build, ops, node, flops=y.size * kernel[0] * kernel[1])]
+    return steps + [Call(key, build, ops, node, flops=y.size * kernel[0] * kernel[1])]
 
 
 @lowers("Resize")
