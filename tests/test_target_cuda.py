@@ -101,17 +101,66 @@ def test_driver_against_recording_fake_runtime(op_bundle, tmp_path, monkeypatch)
     weights_at = -(-table["arena_bytes"] // 256) * 256
     assert lines[1] == f"malloc {weights_at + table['weight_bytes'] + 1}"
     copies = [ln for ln in lines if ln.startswith("memcpy")]
-    assert copies[0] == f"memcpy kind=1 bytes={table['weight_bytes']}"  # weights uploaded once, at load
+    assert copies[0].startswith(f"memcpy kind=1 bytes={table['weight_bytes']} ")  # weights uploaded once, at load
     assert len(copies) == 1 + len(g.inputs) + len(g.outputs)
     launches = [ln.split() for ln in lines if ln.startswith("launch ")]
     want = table["launches"]
     assert [ln[1] for ln in launches] == [w["symbol"] for w in want]  # every kernel, in graph order
     for got, w in zip(launches, want):
         assert [int(x) for x in got[2:9]] == w["grid"] + w["block"] + [w["dyn_smem"]]
-        ptrs = got[9:]
+        ptrs = got[10:]
         assert len(ptrs) == w["num_args"]
         for p in ptrs:  # inside the one allocation: the arena or the weights behind it
             assert p.startswith("m+") and int(p[2:]) < weights_at + table["weight_bytes"] + 1, (w["symbol"], p)
+
+
+def test_device_pointer_entry_binds_the_callers_buffers(op_bundle, tmp_path, monkeypatch):
+    """aotc_cuda_run_device (zero-copy): kernels read and write the caller's buffers directly where an input or
+    output has storage of its own (launch arguments at the caller's pointer + the planned offset), everything
+    else stays in the one allocation, the only copies are device-to-device ones for the shared values, and
+    every launch and copy is on the caller's stream."""
+    from aotc.targets.cuda.codegen import BASE_IO
+    bundle, g, feeds = op_bundle
+    table = json.loads((bundle / "launches.json").read_text())
+    man = json.loads((bundle / "manifest.json").read_text())
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_CUDART_LOG", str(log))
+    lib = ctypes.CDLL(str(build_with_fake_cudart(bundle, tmp_path)))
+    lib.aotc_cuda_load.restype = ctypes.c_void_p
+    lib.aotc_cuda_load.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    lib.aotc_cuda_run_device.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                         ctypes.c_char_p, ctypes.c_size_t]
+    lib.aotc_cuda_free.argtypes = [ctypes.c_void_p]
+    weights = (bundle / "weights.bin").read_bytes()
+    err = ctypes.create_string_buffer(512)
+    h = lib.aotc_cuda_load(weights, len(weights), 0, err, 512)
+    assert h, err.value
+    ins = [np.ascontiguousarray(feeds[v.name]) for v in g.inputs]  # stand-ins for device buffers
+    outs = [np.empty(o["shape"], o["dtype"]) for o in man["outputs"]]
+    buffers = [x.ctypes.data for x in ins + outs]
+    arr = lambda xs: (ctypes.c_void_p * len(xs))(*[x.ctypes.data for x in xs])  # noqa: E731
+    stream = 0x7700
+    assert lib.aotc_cuda_run_device(h, arr(ins), arr(outs), ctypes.c_void_p(stream), err, 512) == 0, err.value
+    lib.aotc_cuda_free(h)
+    lines = log.read_text().splitlines()
+    copies = [ln.split() for ln in lines if ln.startswith("memcpy")]
+    assert copies[0][1] == "kind=1"  # the weights, uploaded at load
+    run_copies = copies[1:]
+    assert all(c[1] == "kind=3" and c[3] == f"s={hex(stream)}" for c in run_copies), run_copies  # device to device
+    bound = {a["base"] - BASE_IO for a in table["args"] if a["base"] >= BASE_IO}
+    assert bound, "no input or output was bound to the caller's buffer"
+    assert len(run_copies) <= len(buffers) - len(bound)
+    launches = [ln.split() for ln in lines if ln.startswith("launch ")]
+    assert len(launches) == len(table["launches"])
+    for got, w in zip(launches, table["launches"]):
+        assert got[9] == f"s={hex(stream)}", got
+        for j, token in enumerate(got[10:]):
+            a = table["args"][w["first_arg"] + j]
+            if a["base"] >= BASE_IO:  # the caller's buffer, at the planned offset
+                assert token.startswith("x") and int(token[1:], 16) == buffers[a["base"] - BASE_IO] + a["offset"], \
+                    (w["symbol"], j, token)
+            else:
+                assert token.startswith("m+"), (w["symbol"], j, token)
 
 
 def test_rebuilds_are_byte_identical_and_no_gpu_is_one_clear_error(tmp_path):

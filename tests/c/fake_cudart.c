@@ -1,8 +1,8 @@
 /* A recording stand-in for the few CUDA runtime functions a CUDA bundle's driver.c calls, so the generated
  * driver runs on a CPU: memory is host memory, a "kernel" is its index, and every launch is written to the
- * file named by FAKE_CUDART_LOG as one line: kernel name, grid, block, dynamic smem, then each argument
- * pointer as an offset into the one device allocation ("m+OFFSET") or "x" for anything else (a caller's
- * buffer). tests/test_target_cuda.py compiles driver.c against this file and checks the log. */
+ * file named by FAKE_CUDART_LOG as one line: kernel name, grid, block, dynamic smem, the stream ("s=0x..."),
+ * then each argument pointer as an offset into the one device allocation ("m+OFFSET") or "x" and its address
+ * for anything else (a caller's buffer bound by the device-pointer entry point). tests/test_target_cuda.py compiles driver.c against this file and checks the log. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,19 +54,17 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 }
 cudaError_t cudaFree(void* p) { free(p); return cudaSuccess; }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind k, cudaStream_t s) {
-  (void)s;
   memcpy(dst, src, n);
-  fprintf(log_file, "memcpy kind=%d bytes=%zu\n", (int)k, n);
+  fprintf(log_file, "memcpy kind=%d bytes=%zu s=%p\n", (int)k, n, (void*)s);
   return cudaSuccess;
 }
 cudaError_t cudaLaunchKernel(const void* f, dim3 g, dim3 b, void** args, size_t smem, cudaStream_t s) {
-  (void)s;
   int k = (int)(uintptr_t)f - 1;
-  fprintf(log_file, "launch %s %u %u %u %u %u %u %zu", names[k], g.x, g.y, g.z, b.x, b.y, b.z, smem);
+  fprintf(log_file, "launch %s %u %u %u %u %u %u %zu s=%p", names[k], g.x, g.y, g.z, b.x, b.y, b.z, smem, (void*)s);
   for (int i = 0; args[i]; ++i) {  /* the driver ends the list with NULL */
     char* p = *(char**)args[i];
     if (p >= alloc_base && p < alloc_base + alloc_size) fprintf(log_file, " m+%zu", (size_t)(p - alloc_base));
-    else fprintf(log_file, " x");
+    else fprintf(log_file, " x%p", (void*)p);
   }
   fprintf(log_file, "\n");
   return cudaSuccess;
