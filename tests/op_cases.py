@@ -338,7 +338,14 @@ GEMM = (
           {"transB": 1})]
     + [op("gemm-dynamic-b", "Gemm", lambda d: [("a", d.f32(8, 16)), ("b", d.f32(32, 16))], {"transB": 1}),
        op("gemm-dynamic-b-alpha", "Gemm", lambda d: [("a", d.f32(8, 16)), ("b", d.f32(32, 16))],
-          {"transB": 1, "alpha": 0.25})]
+          {"transB": 1, "alpha": 0.25}),
+       # C given at run time or not one value per column, with alpha and beta: scaled and added after the GEMM
+       op("gemm-dynamic-b-runtime-c", "Gemm",
+          lambda d: [("a", d.f32(8, 16)), ("b", d.f32(16, 32)), ("c", d.f32(8, 32))], {"alpha": 0.5, "beta": 1.5}),
+       op("gemm-const-b-row-c", "Gemm", lambda d: [("a", d.f32(8, 16))], {"beta": 0.5},
+          consts=lambda d: [("w", d.f32(16, 32) * 0.1), ("c", d.f32(8, 1))]),
+       op("gemm-transposed-a-const-c", "Gemm", lambda d: [("a", d.f32(16, 8))], {"transA": 1, "alpha": 2.0},
+          consts=lambda d: [("w", d.f32(16, 32) * 0.1), ("c", d.f32(32))])]
 )
 
 

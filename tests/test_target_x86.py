@@ -22,7 +22,6 @@ def out_dir(tmp_path_factory):
 
 # Cases of the shared table this target refuses, each with the reason its one-paragraph error gives.
 REFUSED = {
-    "gemm-dynamic-b-alpha": "Gemm with a non-constant B and a bias or alpha has no CPU kernel yet",
 }
 
 

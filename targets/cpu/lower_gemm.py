@@ -202,22 +202,32 @@ def lower_gemm(node: Node, ctx: LoweringContext):
         raise NoLoweringError(f"{a.dtype} Gemm has no CPU kernel yet")
     m, n = out.shape
     k = a.shape[0] if at["transA"] else a.shape[1]
-    if b.const is not None and not at["transA"]:
-        alpha, beta = at["alpha"], at["beta"]
+    alpha, beta = at["alpha"], at["beta"]
+    per_column = c is None or (c.const is not None and c.const.size in (1, n)
+                               and not (c.const.ndim == 2 and c.const.shape[0] != 1))
+    if b.const is not None and not at["transA"] and per_column:
         w = b
         make_b = lambda: (alpha * (w.const.T if at["transB"] else w.const)).astype(np.float32)  # noqa: E731
         bias = None
         if c is not None:
-            if c.const is None:
-                raise NoLoweringError("a non-constant Gemm bias has no CPU kernel yet")
-            if c.const.size not in (1, n) or (c.const.ndim == 2 and c.const.shape[0] != 1):
-                raise NoLoweringError("a Gemm bias that is not per output column has no CPU kernel yet")
             bias = ctx.derived_const(f"{c.name}.bias{n}x{beta}",
                                      lambda: (beta * np.broadcast_to(c.const.reshape(-1), (n,))).astype(np.float32))
         key = f"{w.name}.a{alpha}.t{at['transB']}"
         return [packed_gemm_call(node, ctx, a, a.shape, key, make_b, k, n, out, Epilogue(bias=bias))]
-    if c is not None or at["alpha"] != 1.0:
-        raise NoLoweringError("Gemm with a non-constant B and a bias or alpha has no CPU kernel yet")
+    if c is not None or alpha != 1.0:
+        # Any other form (a run-time B with alpha or C, a run-time C, a C that is not one value per column):
+        # A·B into a temporary, then alpha·t + beta·C in one elementwise kernel, C broadcast as ONNX allows.
+        from tvm import tirx as T
+        if c is not None and c.dtype != DType.float32:
+            raise NoLoweringError(f"a {c.dtype} Gemm C has no CPU kernel yet")
+        tmp = ctx.temp(out.name, out.shape, DType.float32)
+        steps = batched_matmul_call(node, ctx, a, b, tmp, bool(at["transA"]), bool(at["transB"]))
+
+        def scale_and_add(ld, i):
+            y = ld[0](i) * T.const(float(alpha), "float32") if alpha != 1.0 else ld[0](i)
+            return y + ld[1](i) * T.const(float(beta), "float32") if c is not None else y
+        return steps + [injective_call(node, ctx, [tmp] + ([c] if c is not None else []), out, scale_and_add,
+                                       extra_key=f"alpha={alpha!r},beta={beta!r}")]
     return batched_matmul_call(node, ctx, a, b, out, bool(at["transA"]), bool(at["transB"]))
 
 
