@@ -331,7 +331,12 @@ def test_comparisons_logic_variadic(out_dir):
     nodes += [(op, ["a", "b", "c"], {}) for op in ("Max", "Min", "Sum", "Mean")]
     nodes += [(op, ["p", "q"], {}) for op in ("And", "Or", "Xor")] + [("Not", ["p"], {})]
     nodes += [("IsNaN", ["x"], {}), ("IsInf", ["x"], {"detect_negative": 0})]
-    inputs = {"a": a, "b": b, "c": f32(3, 1), "p": R.random((5, 20)) < 0.5, "q": R.random((20,)) < 0.5, "x": x}
+    nodes += [("Mod", ["m", "d"], {"fmod": 1}), ("Mod", ["mi", "di"], {"fmod": 0})]  # C's fmod; Python's %
+    d = f32(40) * 9
+    d[np.abs(d) < 1] = 3
+    inputs = {"a": a, "b": b, "c": f32(3, 1), "p": R.random((5, 20)) < 0.5, "q": R.random((20,)) < 0.5, "x": x,
+              "m": f32(3, 40) * 40, "d": d, "mi": R.integers(-50, 50, (3, 40)), "di": R.integers(1, 9, 40) *
+              np.where(R.random(40) < 0.5, -1, 1)}
     compare(*multi("compare_logic", inputs, nodes), out_dir)
 
 
