@@ -66,6 +66,14 @@ def test_binary_broadcast(op, out_dir):
     check_op(op, [("a", a), ("b", b)], out_dir)
 
 
+@pytest.mark.parametrize("fmod,dtype", [(0, np.int64), (1, np.float32)])
+def test_mod(fmod, dtype, out_dir):
+    a = (f32(3, 37) * 40).astype(dtype)
+    b = (f32(37) * 9).astype(dtype)
+    b[np.abs(b) < 1] = 3
+    check_op("Mod", [("a", a), ("b", b)], out_dir, {"fmod": fmod})
+
+
 def test_int64_where_cast(out_dir):
     a = R.integers(-50, 50, (4, 33)).astype(np.int64)
     check_op("Add", [("a", a), ("b", R.integers(1, 7, (33,)).astype(np.int64))], out_dir)
@@ -120,6 +128,17 @@ def test_matmul_const_weight(a_shape, b_shape, out_dir):
 @pytest.mark.parametrize("a_shape,b_shape", [((1, 4, 24, 32), (1, 4, 32, 24)), ((5, 7), (7, 3))])
 def test_matmul_batched(a_shape, b_shape, out_dir):
     check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir)
+
+
+# The shared rules for ragged shapes (issue 17's zoo) at NEON's 4 lanes: odd constant widths, a ragged
+# runtime B (padded at run time), a prime row count (guarded last register tile).
+@pytest.mark.parametrize("a_shape,b_shape,const_b", [((3, 40), (40, 101), True), ((13, 16), (16, 21), True),
+                                                     ((2, 11, 8), (2, 8, 37), False)])
+def test_matmul_ragged_shapes(a_shape, b_shape, const_b, out_dir):
+    if const_b:
+        check_op("MatMul", [("a", f32(*a_shape))], out_dir, consts=[("w", f32(*b_shape) * 0.1)])
+    else:
+        check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir)
 
 
 def test_gemm(out_dir):
