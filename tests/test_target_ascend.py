@@ -127,6 +127,8 @@ def _cases():
         cases.append((op, op, [("a", a), ("b", c)], {}, ()))
     cases += [(f"{op}-int64", op, [("a", R.integers(-50, 50, (4, 33))), ("b", R.integers(1, 7, (33,)))], {}, ())
               for op in ["Add", "Mul", "Sub"]]
+    cases += [("Mod-int64", "Mod", [("a", R.integers(-50, 50, (4, 33))), ("b", R.integers(1, 7, (33,)))], {}, ()),
+              ("Mod-fmod", "Mod", [("a", f32(4, 33) * 20), ("b", f32(33, lo=0.5))], {"fmod": 1}, ())]
     cases += [(op, op, [("a", R.random((5, 20)) < 0.5), ("b", R.random((20,)) < 0.5)], {}, ())
               for op in ["And", "Or", "Xor"]]
     cases += [(op, op, [("a", f32(3, 16)), ("b", f32(16)), ("c", f32(3, 1))], {}, ())

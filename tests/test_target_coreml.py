@@ -70,6 +70,14 @@ def test_binary_int64(op, out_dir):
     check_op(op, [("a", a), ("b", b)], out_dir)
 
 
+@pytest.mark.parametrize("fmod,dtype", [(0, np.int64), (1, np.int64), (1, np.float32)])
+def test_mod(fmod, dtype, out_dir):
+    a = (f32(3, 37) * 40).astype(dtype)
+    b = (f32(37) * 9).astype(dtype)
+    b[np.abs(b) < 1] = 3
+    check_op("Mod", [("a", a), ("b", b)], out_dir, {"fmod": fmod}, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("op", ["And", "Or", "Xor"])
 def test_logic(op, out_dir):
     check_op(op, [("a", R.random((5, 20)) < 0.5), ("b", R.random((20,)) < 0.5)], out_dir)

@@ -130,6 +130,27 @@ def div(ctx, node):
     return mb.cast(x=q, dtype="int32", name=ctx.name(node))
 
 
+@lowers("Mod")
+def mod(ctx, node):
+    """fmod=0 (integers): MIL's floor `mod`, the divisor's sign, as ONNX says. fmod=1: C's fmod,
+    a - b*trunc(a/b) with trunc as sign*floor(abs) (MIL has no trunc); integers go through float32 as Div
+    does (exact for |a| < 2**24)."""
+    mb = ctx.mb
+    a, b = (ctx.x(v) for v in node.inputs)
+    if not node.attrs["fmod"]:
+        return mb.mod(x=a, y=b, name=ctx.name(node))
+    is_int = not node.inputs[0].dtype.is_float
+    if is_int:
+        a = mb.cast(x=a, dtype="fp32", name=ctx.name(node, "a"))
+        b = mb.cast(x=b, dtype="fp32", name=ctx.name(node, "b"))
+    q = mb.real_div(x=a, y=b, name=ctx.name(node, "q"))
+    t = mb.mul(x=mb.sign(x=q, name=ctx.name(node, "sign")),
+               y=mb.floor(x=mb.abs(x=q, name=ctx.name(node, "abs")), name=ctx.name(node, "floor")),
+               name=ctx.name(node, "trunc"))
+    r = mb.sub(x=a, y=mb.mul(x=b, y=t, name=ctx.name(node, "bt")), name=ctx.name(node, "r" if is_int else ""))
+    return mb.cast(x=r, dtype="int32", name=ctx.name(node)) if is_int else r
+
+
 @lowers("Not")
 def logical_not(ctx, node):
     return ctx.mb.logical_not(x=ctx.x(node.inputs[0]), name=ctx.name(node))
