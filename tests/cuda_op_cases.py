@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 
 R = np.random.default_rng(1234)
 

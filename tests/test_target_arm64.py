@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 from arm64_helpers import compare, compile_arm, needs_arm64, run_arm
 from x86_helpers import build_graph
 
@@ -265,7 +265,7 @@ def test_bundle_manifest_contents_and_determinism(tmp_path):
 
 
 def test_dotprod_target_and_features(tmp_path):
-    from targets.arm64.target import arm64_target
+    from aotc.targets.arm64.target import arm64_target
     g, feeds = small_model()
     tgt = arm64_target(cpu_features=["+dotprod"], mcpu="cortex-a76")
     b = compile_arm(g, tmp_path, target=tgt)
@@ -277,7 +277,7 @@ def test_dotprod_target_and_features(tmp_path):
 
 
 def test_runtime_refuses_a_corrupted_bundle(tmp_path):
-    from targets.arm64.qemu import QemuRunError
+    from aotc.targets.arm64.qemu import QemuRunError
     g, feeds = small_model()
     b = compile_arm(g, tmp_path)
     w = bytearray((b / "weights.bin").read_bytes())
@@ -290,7 +290,7 @@ def test_runtime_refuses_a_corrupted_bundle(tmp_path):
 def test_cli_compile_and_run(tmp_path):
     import subprocess
     import sys
-    from compiler.onnx_export import save_onnx
+    from aotc.compiler.onnx_export import save_onnx
     g, feeds = small_model()
     save_onnx(g, tmp_path / "small.onnx")
     np.savez(tmp_path / "in.npz", **feeds)
@@ -410,7 +410,7 @@ def test_shape_size_range_constant_of_shape(out_dir):
 def test_blocked_layout_convs_on_neon(out_dir):
     """BlockedConv and the layout conversions with 4-channel blocks (NEON's vector), on the inverted-residual
     block of the x86 tests; arm64-neon itself compiles convolutions in NCHW (conv_block 0)."""
-    from passes.blocked_layout import nchwc_layout
+    from aotc.passes.blocked_layout import nchwc_layout
     from test_blocked_layout import mbconv_graph
     g = mbconv_graph(c=12, e=20, m=12, hw=6)
     nchwc_layout(g, block=4)
@@ -442,7 +442,7 @@ def test_quantized_conv_runs_in_float_on_arm64(tmp_path):
 def test_every_lowered_op_is_checked_here():
     """Each op the CPU lowering registers appears in this file or in test_quant_arm64.py."""
     from pathlib import Path
-    from targets.cpu.rules import lowered_ops
+    from aotc.targets.cpu.rules import lowered_ops
     here = Path(__file__).read_text() + (Path(__file__).parent / "test_quant_arm64.py").read_text()
     missing = [op for op in lowered_ops() if f'"{op}"' not in here]
     assert not missing, f"ops without an arm64 test: {missing}"
@@ -451,7 +451,7 @@ def test_every_lowered_op_is_checked_here():
 def test_the_host_runtime_names_the_bundles_cpu(tmp_path):
     """Loading an aarch64 bundle with the x86 runtime says what the library is built for, not 'no such file'."""
     import platform
-    import runtime_stub
+    from aotc import runtime_stub
     if platform.machine() in ("aarch64", "arm64"):
         pytest.skip("this machine runs aarch64 bundles natively")
     g, _ = small_model()
@@ -461,7 +461,7 @@ def test_the_host_runtime_names_the_bundles_cpu(tmp_path):
 
 def test_runner_reads_raw_inputs(tmp_path):
     import subprocess
-    from targets.arm64.qemu import npy_name, runner_command
+    from aotc.targets.arm64.qemu import npy_name, runner_command
     g, feeds = small_model()
     b = compile_arm(g, tmp_path)
     (tmp_path / "x.bin").write_bytes(feeds["x"].tobytes())

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-import compiler
+from aotc import compiler
 from ascend_helpers import ROOT, SOC, assert_atc_registered, check_graph, compile_ascend
-from compiler.dtypes import DType
+from aotc.compiler.dtypes import DType
 from x86_helpers import build_graph
 
 R = np.random.default_rng(2024)
@@ -245,7 +245,7 @@ QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "QuantizedMatMul", "Quantized
 
 def test_every_registered_op_is_covered():
     """A new op in compiler.ops gets an ascend case here (or a stated reason), not a surprise in a user's compile."""
-    from compiler.ops import ops_targets_see
+    from aotc.compiler.ops import ops_targets_see
     covered = {c[1] for c in CASES} | {"Split", "Shape", "Size", "Range", "ConstantOfShape", "FusedMatMul",
                                        "FusedConv", "SkipLayerNormalization", "Attention"}
     missing = set(ops_targets_see()) - covered - LAYOUT_ONLY - QUANTIZED - {"DynamicQuantizeLinear"}  # no kernel yet
@@ -256,7 +256,7 @@ def test_every_registered_op_is_covered():
 def test_ops_atc_lacks_are_all_named_and_nothing_is_written(tmp_path):
     """QuantizeLinear/DequantizeLinear (ATC registers neither) and an x86 layout op: one error naming each node,
     its op type and why; nothing written; exit 2."""
-    from targets.ascend.atc_support import AtcUnsupportedError
+    from aotc.targets.ascend.atc_support import AtcUnsupportedError
     import aotc
     g = compiler.Graph("needs_missing_ops")
     x = g.add_input("x", (1, 16, 4, 4), DType.float32)
@@ -279,7 +279,7 @@ def test_ops_atc_lacks_are_all_named_and_nothing_is_written(tmp_path):
 def test_quantize_int8_is_refused_naming_the_qdq_nodes(tmp_path):
     """--quantize int8: aotc's int8 ops run in float with Q/DQ around them, which ATC cannot parse; the error
     names them and points at AMCT."""
-    from targets.ascend.atc_support import AtcUnsupportedError
+    from aotc.targets.ascend.atc_support import AtcUnsupportedError
     import aotc
     g = compiler.Graph("mlp")
     x = g.add_input("x", (4, 32), DType.float32)
@@ -368,7 +368,7 @@ def test_atc_on_path_is_run_and_adds_model_om(tmp_path, monkeypatch):
     argv = json.loads((bundle / "manifest.json").read_text())["ascend"]["atc_command"]
     assert (bundle / "model.om").read_text().splitlines() == argv[1:]
     monkeypatch.setenv("FAIL_ATC", "1")
-    from targets.ascend.atc_command import AtcRunError
+    from aotc.targets.ascend.atc_command import AtcRunError
     with pytest.raises(AtcRunError, match="E19010"):
         compile_ascend(_gelu_graph(), tmp_path / "failing")
     assert not (tmp_path / "failing").exists()
@@ -377,7 +377,7 @@ def test_atc_on_path_is_run_and_adds_model_om(tmp_path, monkeypatch):
 # -- running ---------------------------------------------------------------------------------------------------
 def test_run_here_says_what_is_missing_and_reference_runs(tmp_path, monkeypatch):
     import aotc
-    from targets.base import CannotRunHereError
+    from aotc.targets.base import CannotRunHereError
     monkeypatch.delenv("ASCEND_HOME_PATH", raising=False)
     g = _gelu_graph()
     bundle = compile_ascend(g, tmp_path)
@@ -397,7 +397,7 @@ def test_run_here_says_what_is_missing_and_reference_runs(tmp_path, monkeypatch)
 
 
 def test_reference_is_refused_for_a_target_without_one(tmp_path):
-    from targets.base import UnknownTargetError, reference_runner_for
+    from aotc.targets.base import UnknownTargetError, reference_runner_for
     with pytest.raises(UnknownTargetError, match="has no reference run.*ascend"):
         reference_runner_for({"target": {"name": "x86-avx512"}})
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-import compiler
-from compiler.dtypes import DType
+from aotc import compiler
+from aotc.compiler.dtypes import DType
 from coreml_helpers import ON_MACOS, check_graph, check_op, compile_coreml, evaluate
 from x86_helpers import build_graph
 
@@ -389,7 +389,7 @@ def test_cross_attention_finite_fill(out_dir):
 
 
 def _mil_ops(bundle) -> list[str]:
-    from targets.coreml.mil_eval import MilPackage
+    from aotc.targets.coreml.mil_eval import MilPackage
     return MilPackage(bundle / "model.mlpackage").op_types
 
 
@@ -427,7 +427,7 @@ def test_fp16_keeps_io_float32_and_is_close(case, out_dir):
         g, feeds = build_graph(op, inputs, attrs, consts), dict(inputs)
     want = compiler.interpret(g, feeds)
     bundle = compile_coreml(g, out_dir, coreml_target=deployment, precision="fp16")
-    from targets.coreml.mil_eval import MilPackage
+    from aotc.targets.coreml.mil_eval import MilPackage
     pkg = MilPackage(bundle / "model.mlpackage")
     assert "cast" in pkg.op_types  # fp32 in, fp16 inside, fp32 out
     for out in pkg.spec.description.output:
@@ -516,7 +516,7 @@ def test_quantized_conv(deployment, requantize, out_dir):
 
 def test_int8_weights_are_stored_as_int8(out_dir):
     """The package's weight blob holds the int8 weights themselves (a quarter of the float bytes)."""
-    from targets.coreml.mil_eval import MilPackage
+    from aotc.targets.coreml.mil_eval import MilPackage
     g, feeds = _quantized_matmul_graph(False)
     pkg = MilPackage(compile_coreml(g, out_dir) / "model.mlpackage")
     op = next(o for o in pkg.ops if o.type == "constexpr_affine_dequantize")
@@ -556,7 +556,7 @@ def test_quantize_dequantize_per_tensor(out_dir):
 # -- compile-time errors, options, determinism, the loader -----------------------------------------------
 def test_unmappable_nodes_are_all_named_and_nothing_is_written(tmp_path):
     import aotc
-    from targets.coreml.lowering import UnsupportedOnCoreMLError
+    from aotc.targets.coreml.lowering import UnsupportedOnCoreMLError
     g = compiler.Graph("needs_missing_ops")
     x = g.add_input("x", (1, 4, 6, 6), DType.float32)
     a = g.add_node("ToBlockedLayout", [x], {"block": 4}, name="to_blocked").outputs[0]
@@ -578,8 +578,8 @@ def test_unmappable_nodes_are_all_named_and_nothing_is_written(tmp_path):
 
 
 def test_every_registered_op_has_a_lowering_or_is_layout_internal():
-    from compiler.ops import ops_targets_see, registered_ops
-    from targets.coreml.rules import LOWERINGS
+    from aotc.compiler.ops import ops_targets_see, registered_ops
+    from aotc.targets.coreml.rules import LOWERINGS
     cpu_only = {"BlockedConv", "ToBlockedLayout", "FromBlockedLayout"}  # the CPU targets' NCHWc layout
     fit_to_target = {"QuantizedAttention"}  # decomposed by the target pass before lowering
     no_kernel_yet = {"DynamicQuantizeLinear"}  # scales computed at run time: a reference kernel, no target kernel yet
@@ -633,7 +633,7 @@ def test_int64_bool_inputs_and_outputs_cross_as_int32(out_dir):
 
 
 def test_options_and_defaults():
-    from targets.base import UnknownTargetError, get_target
+    from aotc.targets.base import UnknownTargetError, get_target
     t = get_target("coreml")
     assert (t.deployment.name, t.precision) == ("iOS16", "fp16")  # Core ML's default precision
     assert t.capabilities.level == "graph"
@@ -675,14 +675,14 @@ def test_cli_error_exit_code_2_names_the_nodes(tmp_path):
 @pytest.mark.skipif(ON_MACOS, reason="on macOS the loader runs Core ML")
 def test_loader_off_macos_says_it_needs_macos(out_dir):
     import aotc
-    from targets.base import CannotRunHereError
+    from aotc.targets.base import CannotRunHereError
     bundle = compile_coreml(build_graph("Relu", [("x", f32(2, 3))]), out_dir)
     with pytest.raises(CannotRunHereError, match="needs macOS"):
         aotc.load(bundle).run({"x": f32(2, 3)})
 
 
 def test_missing_coremltools_names_the_extra(monkeypatch):
-    from targets.coreml.package import CoreMLToolsMissingError, import_coremltools
+    from aotc.targets.coreml.package import CoreMLToolsMissingError, import_coremltools
     monkeypatch.setitem(sys.modules, "coremltools", None)
     with pytest.raises(CoreMLToolsMissingError, match=r"\[coreml\] extra"):
         import_coremltools()
@@ -692,7 +692,7 @@ def test_missing_coremltools_names_the_extra(monkeypatch):
 def test_evaluator_reads_weights_like_coremltools(out_dir):
     """Blob records read by mil_eval equal what coremltools' own blob reader returns."""
     from coremltools.libmilstoragepython import _BlobStorageReader
-    from targets.coreml.mil_eval import MilPackage
+    from aotc.targets.coreml.mil_eval import MilPackage
     g = build_graph("MatMul", [("a", f32(3, 32))], consts=[("w", f32(32, 24))])
     for precision, read in (("fp32", "read_float_data"), ("fp16", "read_fp16_data")):
         pkg = MilPackage(compile_coreml(g, out_dir, precision=precision) / "model.mlpackage")

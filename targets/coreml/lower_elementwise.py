@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.dtypes import DType
+from aotc.compiler.dtypes import DType
 
 from .lowering import LoweringContext, lowers
 
