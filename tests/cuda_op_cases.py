@@ -42,11 +42,13 @@ def cases() -> list[tuple]:
     for op in BINARY:
         a = np.abs(f32(2, 3, 40)) + 0.1 if op == "Pow" else f32(2, 3, 40)
         add(op, op, [("a", a), ("b", f32(3, 1))])
+    b = f32(9) * 6
+    b[np.abs(b) < 1] = 3
+    add("Mod_fmod", "Mod", [("a", f32(4, 9) * 30), ("b", b)], {"fmod": 1})
+    add("Mod_int", "Mod", [("a", i64(-50, 50, 4, 9)),
+                           ("b", np.where(b.astype(np.int64) == 0, 3, b.astype(np.int64)))])
     for op in ("And", "Or", "Xor"):
         add(op, op, [("a", R.random((4, 9)) < 0.5), ("b", R.random((9,)) < 0.5)])
-    b = f32(9) * 9
-    b[np.abs(b) < 1] = 3
-    add("Mod", "Mod", [("a", f32(4, 9) * 40), ("b", b)], {"fmod": 1})
     add("Where", "Where", [("c", R.random((3, 8)) < 0.5), ("a", f32(3, 8)), ("b", f32(8))])
     for op in ("Max", "Min", "Sum", "Mean"):
         add(op, op, [("a", f32(2, 7)), ("b", f32(7)), ("c", f32(2, 1))])

@@ -123,6 +123,17 @@ def test_matmul_batched(a_shape, b_shape, out_dir):
     check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir)
 
 
+# The shared rules for ragged shapes (issue 17's zoo) at NEON's 4 lanes: odd constant widths, a ragged
+# runtime B (padded at run time), a prime row count (guarded last register tile).
+@pytest.mark.parametrize("a_shape,b_shape,const_b", [((3, 40), (40, 101), True), ((13, 16), (16, 21), True),
+                                                     ((2, 11, 8), (2, 8, 37), False)])
+def test_matmul_ragged_shapes(a_shape, b_shape, const_b, out_dir):
+    if const_b:
+        check_op("MatMul", [("a", f32(*a_shape))], out_dir, consts=[("w", f32(*b_shape) * 0.1)])
+    else:
+        check_op("MatMul", [("a", f32(*a_shape)), ("b", f32(*b_shape))], out_dir)
+
+
 def test_gemm(out_dir):
     check_op("Gemm", [("a", f32(5, 64))], out_dir, {"transB": 1, "alpha": 0.5, "beta": 2.0},
              consts=[("w", f32(48, 64) * 0.1), ("c", f32(1, 48))])
