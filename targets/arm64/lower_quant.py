@@ -23,7 +23,7 @@ from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 from aotc.targets.cpu.dot_intrin import register_broadcast_dot
 from aotc.targets.cpu.lower_elementwise import injective_call
-from aotc.targets.cpu.int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const
+from aotc.targets.cpu.int8_common import int8_gemm_compute, int8_gemm_operands, scalar_const
 from aotc.targets.cpu.lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from aotc.targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
@@ -99,37 +99,8 @@ def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias
     call_key = f"qmatmul_arm|sdot={dotprod}|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
 
     def build():
-        from tvm import te
-        A = te.placeholder((m, k), "int8", name="A")
-        B = te.placeholder(bp.shape, "int8", name="Bp")
-        CS = te.placeholder((n,), "int32", name="colsum")
-        S = te.placeholder((n,), "float32", name="scale")
-        args = [A, B, CS, S]
-        Bias = Res = None
-        if bias is not None:
-            Bias = te.placeholder((n,), "float32", name="bias")
-            args.append(Bias)
-        if res is not None:
-            Res = te.placeholder((m, n), "float32", name="residual")
-            args.append(Res)
-        kk = te.reduce_axis((0, k), name="k")
-        acc = te.compute((m, n), lambda i, j: te.sum(
-            A[i, kk].astype("int32") * b_index(B, j, kk).astype("int32"),
-            axis=kk), name="acc")
-
-        def epilogue(i, j):
-            y = (acc[i, j] - CS[j]).astype("float32") * S[j]
-            if Bias is not None:
-                y = y + Bias[j]
-            if Res is not None and epi["residual_before_activation"]:
-                y = y + Res[i, j]
-            y = activation_expr(y, epi)
-            if Res is not None and not epi["residual_before_activation"]:
-                y = y + Res[i, j]
-            if requant is not None:
-                y = quantize_expr(y, requant[0], requant[1], requant[2])
-            return y
-        C = te.compute((m, n), epilogue, name="C")
+        args, C = int8_gemm_compute(m, k, n, n, "int8", bp.shape, b_index, bias is not None, res is not None, epi,
+                                    requant)
         if dotprod:
             return prim_func(args + [C], lambda sch: schedule_sdot_gemm(sch, m, n, k))
         return prim_func(args + [C], lambda sch: schedule_widening_gemm(sch, m, n, nr))

@@ -65,6 +65,40 @@ def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = Fals
     return T.Cast(qdtype, T.Cast("int32", q) + T.const(zp, "int32"))
 
 
+def int8_gemm_compute(m: int, k: int, n: int, acc_n: int, a_dtype: str, b_shape, b_at, has_bias: bool,
+                      has_residual: bool, epi: dict, requant, reciprocal: bool = False):
+    """The TE every target's int8 GEMM kernel computes, over the operands int8_gemm_operands gives:
+    acc[m, acc_n] = sum_k A[m, k] * B(j, k) (B packed as the target's dot instruction reads it, `b_at(B, j, k)`;
+    acc_n >= n: padding columns computed and never stored), then C[m, n] = requantize?(activation((acc - colsum)
+    * scale + bias, residual before or after)). Returns (placeholders in operand order, C)."""
+    from tvm import te
+    A = te.placeholder((m, k), a_dtype, name="A")
+    B = te.placeholder(tuple(b_shape), "int8", name="Bp")
+    CS = te.placeholder((n,), "int32", name="colsum")
+    S = te.placeholder((n,), "float32", name="scale")
+    args = [A, B, CS, S]
+    Bias = te.placeholder((n,), "float32", name="bias") if has_bias else None
+    Res = te.placeholder((m, n), "float32", name="residual") if has_residual else None
+    args += [t for t in (Bias, Res) if t is not None]
+    kk = te.reduce_axis((0, k), name="k")
+    acc = te.compute((m, acc_n), lambda i, j: te.sum(A[i, kk].astype("int32") * b_at(B, j, kk).astype("int32"),
+                                                     axis=kk), name="acc")
+
+    def epilogue(i, j):
+        y = (acc[i, j] - CS[j]).astype("float32") * S[j]
+        if Bias is not None:
+            y = y + Bias[j]
+        if Res is not None and epi["residual_before_activation"]:
+            y = y + Res[i, j]
+        y = activation_expr(y, epi)
+        if Res is not None and not epi["residual_before_activation"]:
+            y = y + Res[i, j]
+        if requant is not None:
+            y = quantize_expr(y, requant[0], requant[1], requant[2], reciprocal=reciprocal)
+        return y
+    return args, te.compute((m, n), epilogue, name="C")
+
+
 def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str, xscale: float, ws, bias, res,
                        ys, yz, out, attrs, m: int, k: int, n: int):
     """What every target's int8 GEMM kernel takes: the operands [A [M, K], packed B, zero-point column sums,

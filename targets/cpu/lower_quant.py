@@ -20,7 +20,7 @@ from aotc.compiler.ir import Node
 
 from .lower_elementwise import injective_call, tvm_dtype
 from .dot_intrin import register_broadcast_dot
-from .int8_common import activation_expr, int8_gemm_operands, quantize_expr, scalar_const, tiles_per_block
+from .int8_common import int8_gemm_compute, int8_gemm_operands, quantize_expr, scalar_const, tiles_per_block
 from .lower_fused import Columns, attention_core_steps
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
@@ -116,37 +116,9 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     mr, panels = pick_tile(m, npad)
 
     def build():
-        from tvm import te
-        A = te.placeholder((m, k), "uint8", name="A")
-        B = te.placeholder(bp.shape, "int8", name="Bp")
-        CS = te.placeholder((n,), "int32", name="colsum")
-        S = te.placeholder((n,), "float32", name="scale")
-        args = [A, B, CS, S]
-        Bias = Res = None
-        if bias is not None:
-            Bias = te.placeholder((n,), "float32", name="bias")
-            args.append(Bias)
-        if res is not None:
-            Res = te.placeholder((m, n), "float32", name="residual")
-            args.append(Res)
-        kk = te.reduce_axis((0, k), name="k")
-        acc = te.compute((m, npad), lambda i, j: te.sum(
-            A[i, kk].astype("int32") * B[j // VNNI_N, kk // VNNI_K, j % VNNI_N, kk % VNNI_K].astype("int32"),
-            axis=kk), name="acc")
-
-        def epilogue(i, j):
-            y = (acc[i, j] - CS[j]).astype("float32") * S[j]
-            if Bias is not None:
-                y = y + Bias[j]
-            if Res is not None and epi["residual_before_activation"]:
-                y = y + Res[i, j]
-            y = activation_expr(y, epi)
-            if Res is not None and not epi["residual_before_activation"]:
-                y = y + Res[i, j]
-            if requant is not None:
-                y = quantize_expr(y, requant[0], requant[1], requant[2], reciprocal=True)
-            return y
-        C = te.compute((m, n), epilogue, name="C")
+        args, C = int8_gemm_compute(m, k, n, npad, "uint8", bp.shape,
+                                    lambda B, j, kk: B[j // VNNI_N, kk // VNNI_K, j % VNNI_N, kk % VNNI_K],
+                                    bias is not None, res is not None, epi, requant, reciprocal=True)
         return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, npad, k, mr, panels))
 
     return Call(call_key, build, ops, node, flops=2 * m * n * k)
