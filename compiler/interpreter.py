@@ -47,7 +47,19 @@ def interpret(graph: Graph, feeds: Mapping[str, np.ndarray], observer: Observer 
 
     With `keep_all`, every intermediate value is returned too (by value name).
     Otherwise values are freed after their last use, so big models fit.
+
+    numpy's BLAS runs on one thread here: a multi-threaded sgemm sums in an order that depends on the
+    thread count (MiniLM's outputs moved by 1.3e-5 between 1 and 2 threads), and what the interpreter
+    computes decides INT8 scales and pruned heads at compile time, so a bundle would depend on the
+    compiling machine's core count; the reference is also the same on every machine.
     """
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _interpret(graph, feeds, observer, keep_all)
+
+
+def _interpret(graph: Graph, feeds: Mapping[str, np.ndarray], observer: Observer | None,
+               keep_all: bool) -> dict[str, np.ndarray]:
     env: dict[str, np.ndarray] = dict(check_feeds(graph, feeds))
     for name, v in graph.initializers.items():
         env[name] = v.const

@@ -177,6 +177,14 @@ class PassManager:
         self.context = context if context is not None else PassContext()
 
     def run(self, graph: Graph) -> Graph:
+        # Passes compute with numpy (constant folding, calibration, head scores): on one BLAS thread, whose
+        # summation order is the same on every machine, so the same model gives the same graph everywhere
+        # (compiler.interpret says why).
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run(graph)
+
+    def _run(self, graph: Graph) -> Graph:
         if self.verify_each:
             verify(graph, after="<input>")
         for name, opts in self.steps:
