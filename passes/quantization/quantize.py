@@ -152,51 +152,52 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
     from ..pass_manager import PassContext
     config = config or QuantConfig(**options)
     config.check()
-    if isinstance(calibration, PassContext) and calibration.activation_ranges is not None \
-            and not calibration.has_calibration():
-        return _quantize_with_ranges(graph, config, calibration.activation_ranges)
-    if calibration is None or (isinstance(calibration, PassContext) and not calibration.has_calibration()):
-        raise QuantizationError(
-            "INT8 quantization calibrates activation ranges by running the model on sample inputs, and none were "
-            "given: pass --calibration FILE.npz (one array per model input; Python: calibration=a list or generator "
-            "of feed dicts, or passes.PassContext(calibration=...)).")
-    if not isinstance(calibration, PassContext):
-        if not isinstance(calibration, (Mapping, Sequence)) or isinstance(calibration, (str, bytes)):
-            if isinstance(calibration, (str, bytes)) or not isinstance(calibration, Iterable):
-                raise QuantizationError(f"Calibration data must be feeds (a list or generator of dicts) or a dict of "
-                                        f"arrays, not {type(calibration).__name__}; the CLI reads .npz files.")
-            calibration = list(itertools.islice(calibration, config.samples))  # a generator
-        calibration = PassContext(calibration=calibration)
-    feeds = calibration.calibration_feeds(graph)
-    if config.samples is not None:
-        feeds = feeds[:int(config.samples)]
+    # Ranges calibrated elsewhere (another shape bucket of the same model): the same sites, no calibration run.
+    given = None
+    if isinstance(calibration, PassContext) and not calibration.has_calibration():
+        given = calibration.activation_ranges
+    if given is not None:
+        if config.smoothquant is not None or config.max_drop is not None:
+            raise QuantizationError("--smoothquant and --max-drop run the model on the calibration data at its own "
+                                    "shape; with shape buckets, quantize without them.")
+        feeds = []
+    else:
+        calibration = _calibration_context(calibration, config)
+        feeds = calibration.calibration_feeds(graph)
+        if config.samples is not None:
+            feeds = feeds[:int(config.samples)]
     bytes_before = constant_bytes(graph)
     quantize_ops = split_names(config.quantize_ops) or list(DEFAULT_QUANTIZE_OPS)
     sites, skipped = find_sites(graph, quantize_ops, split_names(config.exclude_nodes))
     report = QuantReport(SCHEME, config.method, float(config.percentile) if config.method == "percentile" else None,
                          len(feeds))
-
-    smooth = None
-    if config.smoothquant is not None:
-        from .smoothquant import smooth_sites
-        smooth = smooth_sites(graph, sites, feeds, float(config.smoothquant))
-        report.smoothquant = smooth
-    cal = calibrate(graph, feeds, activation_values(sites), config.method, float(config.percentile),
-                    config.num_bins, keep_outputs=True)
-    references = cal.outputs
     names = {s.name for s in sites}
 
-    fallback: list[str] = []
-    if config.max_drop is not None and sites:
-        from .sensitivity import choose_fallback
-        fallback, report.sensitivity = choose_fallback(
-            lambda keep: mean_output_error(_trial(graph, keep, cal.ranges, config.requantize), feeds, references),
-            [s.name for s in sites], float(config.max_drop))
-        names -= set(fallback)
+    if given is not None:
+        ranges, references = given, None
+        missing = sorted(set(activation_values(sites)) - set(ranges))
+        if missing:
+            raise QuantizationError(
+                f"No calibrated range for {len(missing)} activation(s) of this shape ({', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}): the graph at this shape differs from the one that was "
+                "calibrated. Compile this shape on its own with --calibration data of its shape.")
+    else:
+        if config.smoothquant is not None:
+            from .smoothquant import smooth_sites
+            report.smoothquant = smooth_sites(graph, sites, feeds, float(config.smoothquant))
+        cal = calibrate(graph, feeds, activation_values(sites), config.method, float(config.percentile),
+                        config.num_bins, keep_outputs=True)
+        ranges, references = cal.ranges, cal.outputs
+        if config.max_drop is not None and sites:
+            from .sensitivity import choose_fallback
+            fallback, report.sensitivity = choose_fallback(
+                lambda keep: mean_output_error(_trial(graph, keep, ranges, config.requantize), feeds, references),
+                [s.name for s in sites], float(config.max_drop))
+            names -= set(fallback)
+        calibration.activation_ranges = dict(ranges)  # for the caller (other shape buckets of this model)
 
-    calibration.activation_ranges = dict(cal.ranges)  # for the caller (other shape buckets of this model)
     kinds = {s.name: (s.node.op_type, s.kind) for s in sites}
-    _apply(graph, names, sites, cal.ranges, config.requantize)
+    _apply(graph, names, sites, ranges, config.requantize)
     new_ops = {n.name: n.op_type for n in graph.nodes}
     for s in sites:
         op, _ = kinds[s.name]
@@ -206,9 +207,10 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
             report.float_nodes.append({"node": s.name, "op": op, "reason": "sensitivity fallback (max_drop)"})
     for name, why in skipped.items():
         report.float_nodes.append({"node": name, "reason": why})
-    err = mean_output_error(graph, feeds, references)
     report.output_error = {"metric": "1 - cosine(float, int8), mean over calibration samples and outputs",
-                           "value": err}
+                           "value": mean_output_error(graph, feeds, references) if feeds else None}
+    if given is not None:
+        report.output_error["why"] = "ranges calibrated on another shape of this model"
     bytes_after = constant_bytes(graph)
     report.constant_bytes = {"float": bytes_before, "int8": bytes_after,
                              "ratio": bytes_before / bytes_after if bytes_after else None}
@@ -216,32 +218,19 @@ def quantize_graph(graph: Graph, config: QuantConfig | None = None, calibration:
     return report.to_dict()
 
 
-def _quantize_with_ranges(graph: Graph, config: QuantConfig, ranges: dict[str, tuple[float, float]]) -> dict:
-    """quantize_graph with activation ranges calibrated elsewhere (another shape bucket of the same model): the
-    same sites, no calibration run; smoothquant and max_drop, which run the model, are refused."""
-    if config.smoothquant is not None or config.max_drop is not None:
-        raise QuantizationError("--smoothquant and --max-drop run the model on the calibration data at its own "
-                                "shape; with shape buckets, quantize without them.")
-    bytes_before = constant_bytes(graph)
-    sites, skipped = find_sites(graph, split_names(config.quantize_ops) or list(DEFAULT_QUANTIZE_OPS),
-                                split_names(config.exclude_nodes))
-    missing = sorted(set(activation_values(sites)) - set(ranges))
-    if missing:
+def _calibration_context(calibration: Any, config: QuantConfig):
+    """The calibration data as a PassContext, or the one-paragraph error for none or the wrong kind."""
+    from ..pass_manager import PassContext
+    if calibration is None or (isinstance(calibration, PassContext) and not calibration.has_calibration()):
         raise QuantizationError(
-            f"No calibrated range for {len(missing)} activation(s) of this shape ({', '.join(missing[:5])}"
-            f"{' ...' if len(missing) > 5 else ''}): the graph at this shape differs from the one that was "
-            "calibrated. Compile this shape on its own with --calibration data of its shape.")
-    report = QuantReport(SCHEME, config.method, float(config.percentile) if config.method == "percentile" else None, 0)
-    kinds = {s.name: s.node.op_type for s in sites}
-    _apply(graph, {s.name for s in sites}, sites, ranges, config.requantize)
-    new_ops = {n.name: n.op_type for n in graph.nodes}
-    report.quantized = [{"node": s.name, "op": kinds[s.name],
-                         "as": new_ops.get(s.name, "Gather of int8 rows, Cast, Mul by row scales")} for s in sites]
-    report.float_nodes = [{"node": name, "reason": why} for name, why in skipped.items()]
-    report.output_error = {"metric": "1 - cosine(float, int8), mean over calibration samples and outputs",
-                           "value": None, "why": "ranges calibrated on another shape of this model"}
-    bytes_after = constant_bytes(graph)
-    report.constant_bytes = {"float": bytes_before, "int8": bytes_after,
-                             "ratio": bytes_before / bytes_after if bytes_after else None}
-    report.op_histogram = graph.op_histogram()
-    return report.to_dict()
+            "INT8 quantization calibrates activation ranges by running the model on sample inputs, and none were "
+            "given: pass --calibration FILE.npz (one array per model input; Python: calibration=a list or generator "
+            "of feed dicts, or passes.PassContext(calibration=...)).")
+    if isinstance(calibration, PassContext):
+        return calibration
+    if not isinstance(calibration, (Mapping, Sequence)) or isinstance(calibration, (str, bytes)):
+        if isinstance(calibration, (str, bytes)) or not isinstance(calibration, Iterable):
+            raise QuantizationError(f"Calibration data must be feeds (a list or generator of dicts) or a dict of "
+                                    f"arrays, not {type(calibration).__name__}; the CLI reads .npz files.")
+        calibration = list(itertools.islice(calibration, config.samples))  # a generator
+    return PassContext(calibration=calibration)
