@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aotc import compiler
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
@@ -76,25 +75,38 @@ def build_with_fake_cudart(bundle: Path, tmp_path: Path) -> Path:
     return work / "fake.so"
 
 
-def test_driver_against_recording_fake_runtime(op_bundle, tmp_path, monkeypatch):
-    bundle, g, feeds = op_bundle
-    table = json.loads((bundle / "launches.json").read_text())
-    man = json.loads((bundle / "manifest.json").read_text())
+def load_with_fake_cudart(op_bundle, tmp_path, monkeypatch):
+    """The op bundle's driver on the recording fake runtime, loaded: (library, handle, error buffer, launch table,
+    manifest, the fake runtime's log file)."""
+    bundle, _, _ = op_bundle
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_CUDART_LOG", str(log))
     lib = ctypes.CDLL(str(build_with_fake_cudart(bundle, tmp_path)))
     lib.aotc_cuda_load.restype = ctypes.c_void_p
     lib.aotc_cuda_load.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
     lib.aotc_cuda_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.aotc_cuda_run_device.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                         ctypes.c_char_p, ctypes.c_size_t]
     lib.aotc_cuda_free.argtypes = [ctypes.c_void_p]
     weights = (bundle / "weights.bin").read_bytes()
     err = ctypes.create_string_buffer(512)
     h = lib.aotc_cuda_load(weights, len(weights), 0, err, 512)
     assert h, err.value
+    table = json.loads((bundle / "launches.json").read_text())
+    man = json.loads((bundle / "manifest.json").read_text())
+    return lib, h, err, table, man, log
+
+
+def host_pointers(arrays):
+    return (ctypes.c_void_p * len(arrays))(*[x.ctypes.data for x in arrays])
+
+
+def test_driver_against_recording_fake_runtime(op_bundle, tmp_path, monkeypatch):
+    _, g, feeds = op_bundle
+    lib, h, err, table, man, log = load_with_fake_cudart(op_bundle, tmp_path, monkeypatch)
     ins = [np.ascontiguousarray(feeds[v.name]) for v in g.inputs]
     outs = [np.empty(o["shape"], o["dtype"]) for o in man["outputs"]]
-    arr = lambda xs: (ctypes.c_void_p * len(xs))(*[x.ctypes.data for x in xs])  # noqa: E731
-    assert lib.aotc_cuda_run(h, arr(ins), arr(outs), err, 512) == 0, err.value
+    assert lib.aotc_cuda_run(h, host_pointers(ins), host_pointers(outs), err, 512) == 0, err.value
     lib.aotc_cuda_free(h)
     lines = log.read_text().splitlines()
     assert lines[0] == "library magic=ba55ed50"  # the embedded image is a fatbin
@@ -120,27 +132,14 @@ def test_device_pointer_entry_binds_the_callers_buffers(op_bundle, tmp_path, mon
     else stays in the one allocation, the only copies are device-to-device ones for the shared values, and
     every launch and copy is on the caller's stream."""
     from aotc.targets.cuda.codegen import BASE_IO
-    bundle, g, feeds = op_bundle
-    table = json.loads((bundle / "launches.json").read_text())
-    man = json.loads((bundle / "manifest.json").read_text())
-    log = tmp_path / "calls.log"
-    monkeypatch.setenv("FAKE_CUDART_LOG", str(log))
-    lib = ctypes.CDLL(str(build_with_fake_cudart(bundle, tmp_path)))
-    lib.aotc_cuda_load.restype = ctypes.c_void_p
-    lib.aotc_cuda_load.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-    lib.aotc_cuda_run_device.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                         ctypes.c_char_p, ctypes.c_size_t]
-    lib.aotc_cuda_free.argtypes = [ctypes.c_void_p]
-    weights = (bundle / "weights.bin").read_bytes()
-    err = ctypes.create_string_buffer(512)
-    h = lib.aotc_cuda_load(weights, len(weights), 0, err, 512)
-    assert h, err.value
+    _, g, feeds = op_bundle
+    lib, h, err, table, man, log = load_with_fake_cudart(op_bundle, tmp_path, monkeypatch)
     ins = [np.ascontiguousarray(feeds[v.name]) for v in g.inputs]  # stand-ins for device buffers
     outs = [np.empty(o["shape"], o["dtype"]) for o in man["outputs"]]
     buffers = [x.ctypes.data for x in ins + outs]
-    arr = lambda xs: (ctypes.c_void_p * len(xs))(*[x.ctypes.data for x in xs])  # noqa: E731
     stream = 0x7700
-    assert lib.aotc_cuda_run_device(h, arr(ins), arr(outs), ctypes.c_void_p(stream), err, 512) == 0, err.value
+    assert lib.aotc_cuda_run_device(h, host_pointers(ins), host_pointers(outs), ctypes.c_void_p(stream), err,
+                                    512) == 0, err.value
     lib.aotc_cuda_free(h)
     lines = log.read_text().splitlines()
     copies = [ln.split() for ln in lines if ln.startswith("memcpy")]
