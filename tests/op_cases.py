@@ -325,12 +325,12 @@ GEMM = (
     + [op(f"matmul-const-odd-width-{m}x{k}x{n}", "MatMul", lambda d, m=m, k=k: [("a", d.f32(m, k))],
           consts=lambda d, k=k, n=n: [("w", d.f32(k, n) * 0.1)])
        for m, k, n in [(3, 96, 50257), (40, 120, 6625), (1, 64, 3), (7, 16, 33), (2, 32, 21)]]
-    # row counts with no good divisor (ViT's 197 tokens; primes): full register tiles and a guarded last one
+    # row counts with no good divisor (ViT's 197 tokens; primes): whole register tiles over padded rows
     + [op(f"matmul-rows-{_shape_id(a, b)}", "MatMul", lambda d, a=a: [("a", d.f32(*a))],
           consts=lambda d, b=b: [("w", d.f32(*b) * 0.1)]) for a, b in [((197, 96), (96, 80)), ((1, 13, 64), (64, 48))]]
     + [op(f"matmul-rows-batched-{_shape_id(a, b)}", "MatMul", lambda d, a=a, b=b: [("a", d.f32(*a)), ("b", d.f32(*b))])
        for a, b in [((2, 37, 32), (2, 32, 64)), ((11, 40), (40, 197))]]
-    # a prime row count with an epilogue (bias): the guarded last tile's epilogue runs once per K-blocked panel
+    # a prime row count with an epilogue (bias): padded rows, only the real ones stored
     + [op(f"gemm-rows-{m}-bias-width{n}", "Gemm", lambda d, m=m: [("a", d.f32(m, 96))], {},
           lambda d, n=n: [("w", d.f32(96, n) * 0.1), ("c", d.f32(n))]) for m, n in [(197, 80), (13, 1000)]]
     # a run-time B of a ragged width (attention scores over 197 or 1500 positions)

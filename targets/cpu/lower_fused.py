@@ -14,7 +14,7 @@ from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call
-from .lower_gemm import packed_gemm_call, pick_mr, pick_nr
+from .lower_gemm import packed_gemm_call, padded_rows, pick_mr, pick_nr
 from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import prim_func, schedule_contraction, schedule_injective
@@ -66,18 +66,20 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
     return [Call(key, build, ops, node, num_outputs=2, flops=9 * a.size)]
 
 
-def _contraction_call(node, key, ops, shape, batch, m, n, k, lanes, compute, flops):
-    """A custom batched contraction: `compute(tensors) -> (acc, out or None)`, scheduled register-tiled."""
+def _contraction_call(node, key, ops, batch, m, n, k, lanes, compute, flops):
+    """A custom batched contraction: `compute(tensors, padded m) -> (acc, out or None)` (`out` stores the real
+    rows of an `acc` computed over whole row tiles, see padded_rows), scheduled register-tiled."""
     nr = pick_nr(n, lanes)
     mr = pick_mr(m, nr or 1, lanes) if nr else 1
+    mp = padded_rows(m, mr)
 
     def build():
         from tvm import te
         phs = [te.placeholder(o.shape, "float32", name=f"in{i}") for i, o in enumerate(ops[:-1])]
-        acc, out = compute(phs)
-        block, ep = ("acc", "out") if out is not None else ("out", None)
+        acc, out = compute(phs, mp)
+        block, ep = ("acc", "out") if out is not None else ("acc", None)
         res = out if out is not None else acc
-        sched = (lambda sch: schedule_contraction(sch, block, m, n, k, lanes, mr, nr, batch_loops=batch,  # noqa
+        sched = (lambda sch: schedule_contraction(sch, block, mp, n, k, lanes, mr, nr, batch_loops=batch,  # noqa
                                                   epilogue=ep)) if nr else None
         return prim_func(phs + [res], sched)
     return Call(key, build, ops, node, flops=flops)
@@ -175,12 +177,16 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     sshape = (bsz, h, sq, skv)
     fill = at["mask_fill"]
 
+    nr_s = pick_nr(skvp, lanes)
+    mr_s = pick_mr(sq, nr_s or 1, lanes) if nr_s else 1
+    sqp = padded_rows(sq, mr_s)
+
     def scores_compute(phs):
         qt, ktt = phs[0], phs[1]
         mts = phs[2:]
         r = te.reduce_axis((0, d), name="k")
-        acc = te.compute((bsz, h, sq, skvp), lambda b_, h_, i, j: te.sum(
-            qt[b_, i, q.offset + h_ * d + r] * ktt[b_, h_, r, j], axis=r), name="acc")
+        acc = te.compute((bsz, h, sqp, skvp), lambda b_, h_, i, j: te.sum(
+            qt[b_, T.min(i, sq - 1), q.offset + h_ * d + r] * ktt[b_, h_, r, j], axis=r), name="acc")
 
         def epi(b_, h_, i, j):
             val = acc[b_, h_, i, j] * T.const(scale, "float32")
@@ -200,10 +206,8 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
         phs = [_te.placeholder(o.shape, "bool" if o.dtype == DType.bool else "float32", name=f"in{i}")
                for i, o in enumerate(ops[:-1])]
         acc, res = scores_compute(phs)
-        nr = pick_nr(skvp, lanes)
-        mr = pick_mr(sq, nr or 1, lanes) if nr else 1
-        sched = (lambda sch: schedule_contraction(sch, "acc", sq, skvp, d, lanes, mr, nr, batch_loops=2,  # noqa
-                                                  epilogue="out")) if nr else None
+        sched = (lambda sch: schedule_contraction(sch, "acc", sqp, skvp, d, lanes, mr_s, nr_s,  # noqa: E731
+                                                  batch_loops=2, epilogue="out")) if nr_s else None
         return prim_func(phs + [res], sched)
     steps.append(Call(f"attn_scores|h={h},d={d},s={scale},fill={fill},{[k_ for _, k_ in masks]}|q@{q.offset}|"
                       f"{sig(*ops)}",
@@ -219,13 +223,16 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     ctx4 = ctx.temp(f"{name}.ctx", (bsz, h, sq, d), DType.float32)
     c_ops = [operand(probs), operand(v.value, (bsz, skv, v.total)), operand(ctx4)]
 
-    def ctx_compute(phs):
+    def ctx_compute(phs, sqp):
         pt, vt = phs
         r = te.reduce_axis((0, skv), name="k")
-        return te.compute((bsz, h, sq, d), lambda b_, h_, i, j: te.sum(
-            pt[b_, h_, i, r] * vt[b_, r, v.offset + h_ * d + j], axis=r), name="out"), None
-    steps.append(_contraction_call(node, f"attn_ctx|h={h},d={d}|v@{v.offset}|{sig(*c_ops)}", c_ops, None, 2, sq, d, skv, lanes,
-                                   ctx_compute, 2 * bsz * h * sq * skv * d))
+        acc = te.compute((bsz, h, sqp, d), lambda b_, h_, i, j: te.sum(
+            pt[b_, h_, T.min(i, sq - 1), r] * vt[b_, r, v.offset + h_ * d + j], axis=r), name="acc")
+        if sqp == sq:
+            return acc, None
+        return acc, te.compute((bsz, h, sq, d), lambda *o: acc[o], name="out")
+    steps.append(_contraction_call(node, f"attn_ctx|h={h},d={d}|v@{v.offset}|{sig(*c_ops)}", c_ops, 2, sq, d, skv,
+                                   lanes, ctx_compute, 2 * bsz * h * sq * skv * d))
 
     call = injective_call(node, ctx, [ctx4], out, None, raw=lambda t, o: t[0][o[0], o[2], o[1], o[3]],
                           out_shape=(bsz, sq, h, d))

@@ -23,7 +23,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 14
 # A kernel with this much work runs in parallel whatever its output size (~20 us on one core): long
 # reductions into small outputs (a 1280 -> 1000 classifier, 1152 -> 192 channels on a 7x7 map).
 PARALLEL_MIN_FLOPS = 2_000_000
-EPILOGUE_PANEL_BYTES = 64 << 10
 
 
 # Set (by `compute_only`) while a GPU target builds kernels from these lowerings: the lowerings' TE compute
@@ -127,13 +126,10 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
     lk = sch.fuse(*red) if len(red) > 1 else red[0]
     mo, mi = sch.split(lm, [None, mr])
     no, ni = sch.split(ln, [None, nr])
-    # With an epilogue the accumulators normally stay in registers over all of K, tile by tile. But when the
-    # row count leaves a guarded last tile (197 rows), that per-tile reduction + epilogue ran 3x slower
-    # (measured 4.4 vs 1.5 ms, 197x768x1000 with bias); then the accumulators of a whole column panel
-    # (all M rows x NR, at most 64 KB) live in a local buffer, K is blocked and the epilogue runs once per
-    # panel. For whole tiles that costs ~10% (128x768x3072), so only the guarded case takes it.
-    block_k = kc and k > kc and k % kc == 0 and (
-        epilogue is None or (m % mr != 0 and m * nr * 4 <= EPILOGUE_PANEL_BYTES))
+    # With an epilogue the accumulators stay in registers over all of K, tile by tile (callers pad M to whole
+    # row tiles, lower_gemm.padded_rows, so no tile is guarded); without one, K is blocked so B's panel stays
+    # in L1 across the row tiles.
+    block_k = kc and k > kc and k % kc == 0 and epilogue is None
     if block_k:
         ko, ki = sch.split(lk, [None, kc])
         sch.reorder(*b_loops, no, ko, mo, ki, mi, ni)
