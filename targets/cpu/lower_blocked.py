@@ -110,8 +110,14 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     h, wd = spatial
     pointwise = (not depthwise and blocked_in and kh == kw == 1 and strides == [1, 1] and not any(pb)
                  and oh == h and ow == wd)
+    direct = not pointwise and not depthwise
     p = oh * ow
-    mr, nb_tile = pointwise_tile(p, mb) if pointwise else (0, 1)
+    if pointwise:
+        mr, nb_tile = pointwise_tile(p, mb)
+    elif direct:
+        mr, nb_tile = direct_tile(ow, mb)
+    else:
+        mr, nb_tile = 0, 1
     mbp = -(-mb // nb_tile) * nb_tile  # output blocks the kernel computes (the last group may be padding)
     if pointwise:
         # In the order the tile reads them: [group of NB output blocks, input channel, NB, c], so each task
@@ -120,13 +126,29 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         wp = ctx.derived_const(f"{w.name}.pointwise{b}.{cp}.{mbp}x{nb_tile}", lambda: np.ascontiguousarray(
             pack_weight(w.const.astype(np.float32), b, cp, depthwise, mbp)[:, :, 0, 0, :]
             .reshape(mbp // nb_tile, nb_tile, cp, b).transpose(0, 2, 1, 3)))
+    elif direct and blocked_in:
+        # [Mb, Cb, kh, kw, c_in, c_out]: the order the tile reads them, input channels innermost per tap.
+        wp = ctx.derived_const(f"{w.name}.direct{b}.{cp}.{mbp}", lambda: np.ascontiguousarray(
+            pack_weight(w.const.astype(np.float32), b, cp, depthwise, mbp)
+            .reshape(mbp, cp // b, b, kh, kw, b).transpose(0, 1, 3, 4, 2, 5)))
     else:
         wp = ctx.derived_const(f"{w.name}.blocked{b}.{cp}.{mbp}", lambda: pack_weight(
             w.const.astype(np.float32), b, cp, depthwise, mbp))
     bv = ctx.derived_const(f"{bias.name if bias is not None else 'zero' + str(w.shape[0])}.blocked{b}",
                            lambda: pack_bias(None if bias is None else bias.const.astype(np.float32), w.shape[0], b))
     epi = Epilogue.from_attrs(at, None, res)
-    kind = f"pointwise{mr}x{nb_tile}" if pointwise else "depthwise" if depthwise else "direct"
+    kind = f"pointwise{mr}x{nb_tile}" if pointwise else f"direct{mr}x{nb_tile}" if direct else "depthwise"
+    steps = []
+    # The input window the convolution reads: rows/columns from -pb up to this extent.
+    hp, wp_ = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+    guarded = bool(pb[0] or pb[1] or hp > h or wp_ > wd)
+    if direct and guarded:
+        # A full convolution reads every input pixel kh*kw times per output block as a broadcast scalar: a
+        # bounds select on each of those reads cost more than the FMAs (3x3 64->64 on 56x56 at 35% of peak).
+        # One copy of the input with its zero border (a few % of the convolution's time) makes every read
+        # unconditional.
+        x = _zero_padded_copy(node, ctx, x, blocked_in, pb, (hp, wp_), steps)
+        h, wd, pb, guarded = hp, wp_, [0, 0], False
     if pointwise:
         x_op, y_shape = operand(x, (nb, x.shape[1], p, b)), (nb, mb, p, b)
     else:
@@ -146,6 +168,8 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
 
         def read(n, c_outer, c_inner, i, j):
             """X at input pixel (i, j) (may be in the padding), channel block/lane or NCHW channel."""
+            if not guarded:
+                return X[n, c_outer, i, j, c_inner] if blocked_in else X[n, c_outer, i, j]
             inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < wd))
             ii, jj = T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), wd - 1)
             v = X[n, c_outer, ii, jj, c_inner] if blocked_in else X[n, c_outer, ii, jj]
@@ -165,15 +189,16 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         else:
             rh = te.reduce_axis((0, kh), "rh")
             rw = te.reduce_axis((0, kw), "rw")
+            acc_shape = (nb, mbp, oh, ow, b)
             if blocked_in:
                 rco = te.reduce_axis((0, x.shape[1]), "rco")
                 rci = te.reduce_axis((0, b), "rci")
-                acc = te.compute(y_shape, lambda n, mo, i, j, mi: te.sum(
+                acc = te.compute(acc_shape, lambda n, mo, i, j, mi: te.sum(
                     read(n, rco, rci, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1])
-                    * W[mo, rco * b + rci, rh, rw, mi], axis=[rco, rci, rh, rw]), name="acc")
+                    * W[mo, rco, rh, rw, rci, mi], axis=[rco, rh, rw, rci]), name="acc")
             else:
                 rc = te.reduce_axis((0, cp), "rc")
-                acc = te.compute(y_shape, lambda n, mo, i, j, mi: te.sum(
+                acc = te.compute(acc_shape, lambda n, mo, i, j, mi: te.sum(
                     read(n, rc, None, i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1])
                     * W[mo, rc, rh, rw, mi], axis=[rc, rh, rw]), name="acc")
         Y = te.compute(y_shape, lambda *o: epi.apply(acc[o] + BT[o[1], o[-1]], ep_t, None, o), name="Y")
@@ -182,9 +207,30 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         big = math.prod(y_shape) >= PARALLEL_MIN_ELEMENTS or flops >= PARALLEL_MIN_FLOPS
         if pointwise:
             return prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb_tile, big))
+        if direct:
+            return prim_func(args, lambda sch: _schedule_direct(sch, mr, nb_tile, big))
         return prim_func(args, lambda sch: _schedule_spatial(sch, y_shape, depthwise, big))
 
-    return [Call(key, build, ops, node, flops=flops)]
+    return steps + [Call(key, build, ops, node, flops=flops)]
+
+
+def _zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb, extent, steps: list):
+    """A temporary holding x's pixels shifted by the leading pads `pb` inside a zero border, `extent` rows x
+    columns (what the convolution's windows cover); appends its copy kernel to `steps`."""
+    from tvm import tirx as T
+    h, wd = x.shape[2], x.shape[3]
+    shape = x.shape[:2] + tuple(extent) + x.shape[4:]
+    xp = ctx.temp(f"{node.outputs[0].name}.padded_input", shape, x.dtype)
+
+    def f(t, o):
+        i, j = o[2] - pb[0], o[3] - pb[1]
+        inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < wd))
+        ii, jj = T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), wd - 1)
+        return T.Select(inside, t[0][(o[0], o[1], ii, jj) + tuple(o[4:])], T.const(0.0, "float32"))
+    call = injective_call(node, ctx, [x], xp, None, raw=f)
+    call.key = f"conv_zero_pad|{list(pb)}|{sig(*call.operands)}"
+    steps.append(call)
+    return xp
 
 
 def _finish(sch, blk, at_loop, big, outer, red_first, registers: bool = True):
@@ -259,6 +305,38 @@ def _schedule_pointwise_kblocked(sch, blk, n, moo, moi, qo, qi, mi, reds, kb: in
     sch.unroll(moi)
     sch.vectorize(mi)
     _finish(sch, blk, outer, big, outer, rko, registers=False)
+
+
+def direct_tile(ow: int, mb: int) -> tuple[int, int]:
+    """(output columns, output blocks) of a full convolution's register tile. Per input channel and tap the
+    tile broadcasts TW input values (embedded-broadcast FMA operands, no register) and loads NB weight
+    vectors, so NB + TW*NB registers; more output blocks per tile means fewer broadcasts per FMA. The
+    number of output blocks is padded up to a multiple of NB when that costs at most a quarter of the work."""
+    best = None
+    for nb in (4, 3, 2, 1):
+        padded = -(-mb // nb) * nb
+        if (padded - mb) * 4 > padded:
+            continue
+        tw = _pick(ow, [t for t in (14, 8, 7, 12, 6, 10, 5, 4, 3, 2) if t * nb + nb <= MAX_ACC + 2])
+        score = (tw * nb, -(padded - mb))
+        if best is None or score > best[0]:
+            best = (score, tw, nb)
+    return best[1], best[2]
+
+
+def _schedule_direct(sch, tw: int, nb: int, big: bool) -> None:
+    """Tile: TW output columns x NB output blocks of one output row, over (input block, kh, kw, input lane):
+    per tap the TW input pixels' addresses are fixed while the 16 lanes of their channel block stream by."""
+    blk = sch.get_sblock("acc")
+    n, mo, i, j, mi, *reds = sch.get_loops(blk)
+    moo, moi = sch.split(mo, [None, nb])
+    jo, ji = sch.split(j, [None, tw])
+    sch.reorder(n, moo, i, jo, *reds, ji, moi, mi)
+    sch.unroll(ji)
+    sch.unroll(moi)
+    sch.vectorize(mi)
+    outer = sch.fuse(n, moo, i)
+    _finish(sch, blk, jo, big, outer, reds[0])
 
 
 def _schedule_spatial(sch, y_shape, depthwise: bool, big: bool) -> None:
