@@ -6,7 +6,9 @@ so later patterns see one shape of graph.
 - Squeeze, Unsqueeze and Flatten become Reshape (one op for "same data, new
   shape"), and chains of Reshapes collapse into one.
 - Transpose of Transpose composes into one Transpose.
-- x·HardSigmoid(x) with HardSwish's constants becomes HardSwish; a zero
+- x·HardSigmoid(x) with HardSwish's constants becomes HardSwish, and so does
+  its spelled-out form x·relu6(x + 3)/6 (torch's and Paddle's exports: four
+  elementwise kernels otherwise, none of which fuses into the conv); a zero
   Pad of the spatial axes in front of a Conv moves into the Conv's pads.
 - Gemm becomes MatMul (+ Add) with alpha/beta and transA/transB folded into
   its constant operands, so the matmul fusions see one form.
@@ -21,7 +23,7 @@ import numpy as np
 from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
-from .patterns import Match, Op, Rule, Var, apply_rules
+from .patterns import AnyOf, Const, Match, Op, Product, Rule, Var, apply_rules
 
 
 def _same_type(m: Match, a: str = "x") -> bool:
@@ -94,6 +96,18 @@ def _pad_into_conv(g: Graph, m: Match):
     return g.add_node("Conv", [x] + conv.inputs[1:], {**conv.attrs, "pads": pads}, name=conv.name).outputs[0]
 
 
+def _relu6_of_x_plus_3():
+    return Op("Clip", Op("Add", Var("x"), Const(value=3.0)), name="relu6",
+              where=lambda n: n.attrs["min"] == 0.0 and n.attrs["max"] == 6.0)
+
+
+# x * relu6(x + 3) / 6, however the exporter placed the division by 6.
+HARDSWISH_SPELLED_OUT = AnyOf(
+    Op("Div", Op("Mul", Var("x"), _relu6_of_x_plus_3()), Const(value=6.0)),
+    Product(Var("x"), _relu6_of_x_plus_3(), Const(value=1 / 6)),
+    Op("Mul", Var("x"), Op("Div", _relu6_of_x_plus_3(), Const(value=6.0))),
+)
+
 RULES = [
     Rule("remove_identity", Op(("Identity", "Dropout"), Var("x")), lambda g, m: m["x"]),
     Rule("remove_noop_cast", Op("Cast", Var("x")), lambda g, m: m["x"], where=_same_type),
@@ -108,6 +122,9 @@ RULES = [
     Rule("hardswish_from_hardsigmoid", Op("Mul", Var("x"), Op("HardSigmoid", Var("x"), name="hs")),
          lambda g, m: g.add_node("HardSwish", [m["x"]], name=m.root.name).outputs[0],
          where=lambda m: abs(m.node("hs").attrs["alpha"] - 1 / 6) < 1e-6 and abs(m.node("hs").attrs["beta"] - 0.5) < 1e-6),
+    Rule("hardswish_spelled_out", HARDSWISH_SPELLED_OUT,
+         lambda g, m: g.add_node("HardSwish", [m["x"]], name=m.root.name).outputs[0],
+         where=lambda m: m["x"].dtype == m.root.outputs[0].dtype and m["x"].shape == m.root.outputs[0].shape),
     Rule("fold_pad_into_conv", Op("Conv", Op("Pad", Var("x"), name="pad"), Var("w")), _pad_into_conv),
     Rule("fold_pad_into_conv_with_bias", Op("Conv", Op("Pad", Var("x"), name="pad"), Var("w"), Var("b")),
          _pad_into_conv),

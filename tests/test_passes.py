@@ -130,6 +130,35 @@ def test_canonicalize_removes_noops_and_collapses_chains():
     assert g.op_histogram() == {"Reshape": 1, "Relu": 1}
 
 
+def hardswish_spelled_out_graph(form: str, three=3.0, six=6.0, clip_max=6.0):
+    """x * relu6(x + 3) / 6 as exporters write it: the division last, a multiplication by 1/6, or
+    relu6(x + 3) / 6 first."""
+    g = Graph()
+    x = g.add_input("x", (2, 3, 5), F32)
+    r6 = g.add_node("Clip", [g.add_node("Add", [x, c(g, "three", three)]).outputs[0]],
+                    {"min": 0.0, "max": clip_max}).outputs[0]
+    if form == "div_last":
+        y = g.add_node("Div", [g.add_node("Mul", [x, r6]).outputs[0], c(g, "six", six)]).outputs[0]
+    elif form == "times_sixth":
+        y = g.add_node("Mul", [g.add_node("Mul", [r6, x]).outputs[0], c(g, "sixth", 1 / six)]).outputs[0]
+    else:
+        y = g.add_node("Mul", [x, g.add_node("Div", [r6, c(g, "six", six)]).outputs[0]]).outputs[0]
+    out(g, y)
+    return g
+
+
+@pytest.mark.parametrize("form", ["div_last", "times_sixth", "div_first"])
+def test_spelled_out_hardswish_becomes_hardswish(form):
+    g = run_pass_checked(hardswish_spelled_out_graph(form), "canonicalize")
+    assert g.op_histogram() == {"HardSwish": 1}
+
+
+@pytest.mark.parametrize("near_miss", [{"three": 2.0}, {"six": 5.0}, {"clip_max": 5.0}])
+def test_hardswish_near_misses_stay(near_miss):
+    g = run_pass_checked(hardswish_spelled_out_graph("div_last", **near_miss), "canonicalize")
+    assert "HardSwish" not in g.op_histogram()
+
+
 def test_gemm_becomes_matmul_with_folded_transpose_and_scales():
     g = Graph()
     a = g.add_input("a", (3, 5), F32)
