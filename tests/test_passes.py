@@ -302,6 +302,35 @@ def test_batchnorm_near_miss_runtime_statistics():
     assert g.op_histogram() == {"Conv": 1, "BatchNormalization": 1}
 
 
+def conv_affine_graph(scale_shape, shift_shape, bias=True):
+    """Conv, times a constant, plus a constant, HardSwish (PP-LCNet's learnable affine block)."""
+    g = Graph()
+    x = g.add_input("x", (1, 3, 6, 6), F32)
+    ins = [x, c(g, "w", RNG.standard_normal((4, 3, 3, 3)))] + ([c(g, "b", RNG.standard_normal(4))] if bias else [])
+    v = g.add_node("Conv", ins, {"pads": [1, 1, 1, 1]}).outputs[0]
+    v = g.add_node("Mul", [c(g, "k", RNG.uniform(0.5, 2, scale_shape)), v]).outputs[0]
+    v = g.add_node("Add", [v, c(g, "t", RNG.standard_normal(shift_shape))]).outputs[0]
+    return out(g, g.add_node("HardSwish", [v]).outputs[0])
+
+
+@pytest.mark.parametrize("scale_shape,shift_shape,bias", [((1,), (1,), True), ((4, 1, 1), (1, 4, 1, 1), False),
+                                                          ((), (4, 1, 1), True)])
+def test_conv_affine_folds_into_conv(scale_shape, shift_shape, bias):
+    g = run_pass_checked(conv_affine_graph(scale_shape, shift_shape, bias), "fold_batchnorm", "fuse_conv_epilogue")
+    assert g.op_histogram() == {"FusedConv": 1}
+
+
+@pytest.mark.parametrize("scale_shape", [(4,), (1, 4, 1), (2, 4, 1, 1)])
+def test_conv_affine_near_misses_stay(scale_shape):
+    """Constants that vary along a spatial axis (a [4] vector aligns with W) or broadcast the batch."""
+    g = Graph()
+    x = g.add_input("x", (1, 3, 4, 4), F32)
+    v = g.add_node("Conv", [x, c(g, "w", RNG.standard_normal((4, 3, 1, 1)))]).outputs[0]
+    out(g, g.add_node("Mul", [v, c(g, "k", RNG.uniform(0.5, 2, scale_shape))]).outputs[0])
+    g = run_pass_checked(g, "fold_batchnorm")
+    assert g.op_histogram() == {"Conv": 1, "Mul": 1}
+
+
 @pytest.mark.parametrize("act,residual", [("Relu", None), ("Clip", "after"), ("Relu", "before"), ("HardSwish", None),
                                           (None, "after")])
 def test_conv_epilogue(act, residual):
