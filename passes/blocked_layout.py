@@ -8,6 +8,13 @@ dead ones go with dead-code elimination). A network's first convolution reads
 its few-channel NCHW input as is. A zero Pad in front of a convolution is
 folded into its padding, which the blocked kernels apply while reading.
 
+Elementwise ops between convolutions (a residual Add, a squeeze-and-excitation
+Mul by per-channel gates, activations left outside a conv) and the global
+average pool of a squeeze-and-excitation block run on the blocked tensors too
+(`blocked_elementwise`), so a chain pays no layout conversion per op; the
+padding channels then hold f(padding), always finite, which the next
+convolution multiplies by zero weights and FromBlockedLayout drops.
+
 This is a target pass, like TVM's AlterOpLayout: the x86 targets run it before
 lowering with their vector width as the block; it is not part of the default
 (target-independent) pipeline."""
@@ -22,6 +29,13 @@ from .pass_manager import register_pass
 # An NCHW input with at most this many channels is read directly (an image's 3 channels would be 13/16
 # padding in the blocked layout).
 DIRECT_INPUT_CHANNELS = 4
+
+
+# Elementwise ops that map finite values to finite values (so padding channels stay finite: 0 * inf in the
+# next convolution would be NaN), with a blocked twin for every tensor operand.
+BLOCKED_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Gelu", "Neg", "Abs",
+                 "Erf"}
+BLOCKED_BINARY = {"Add", "Sub", "Mul", "Max", "Min", "Div"}
 
 
 def convertible(node: Node) -> bool:
@@ -51,6 +65,7 @@ def nchwc_layout(graph: Graph, block: int = 16) -> int:
 
     for node in list(graph.nodes):
         if not convertible(node):
+            converted += blocked_elementwise(graph, node, twin, block)
             continue
         attrs = dict(node.attrs)
         x = node.inputs[0]
@@ -78,6 +93,80 @@ def nchwc_layout(graph: Graph, block: int = 16) -> int:
         graph.replace_all_uses(y, y2)
         twin[y2.name] = yb
         converted += 1
-    if converted:
-        graph.remove_unused()
+    graph.remove_unused()  # also constants blocked for an op that then stayed NCHW
     return converted
+
+
+def _blocked_operand(graph: Graph, v: Value, out: Value, twin: dict, block: int, divisor: bool):
+    """The operand `v` of an elementwise op with NCHW result `out`, on the blocked layout: its twin (the same
+    channels, spatial axes equal to out's or 1 x 1), or a constant of one value per channel (or one value)
+    as a [1, Cb, 1, 1, c] constant; None when neither. A divisor's padding channels get ones, not zeros."""
+    import numpy as np
+    if v.name in twin:
+        t = twin[v.name]
+        ok = v.shape[:2] == out.shape[:2] and v.shape[2:] in (out.shape[2:], (1, 1))
+        return t if ok else None
+    if v.const is None or v.dtype != out.dtype:
+        return None
+    c = np.asarray(v.const)
+    if c.ndim > 4:
+        return None
+    shape = (1,) * (4 - c.ndim) + c.shape
+    channels = out.shape[1]
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    if c.size == 1 and not divisor:
+        return v  # a single value broadcasts over the blocked tensor as it is
+    from aotc.compiler.ops.layout import blocks
+    cb = blocks(channels, block)
+    per_channel = np.broadcast_to(c.reshape(-1), (channels,))
+    full = np.full((cb * block,), 1 if divisor else 0, c.dtype)
+    full[:channels] = per_channel
+    return graph.add_const(f"{v.name}/blocked{block}", full.reshape(1, cb, 1, 1, block))
+
+
+def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int:
+    """Run an elementwise op (or a GlobalAveragePool) whose tensor operands all have blocked twins on the
+    blocked layout; its NCHW result is then a FromBlockedLayout of the blocked one, which later blocked
+    consumers bypass. Returns 1 when the node was converted."""
+    op = node.op_type
+    if len(node.outputs) != 1 or node.outputs[0].rank != 4 or node.outputs[0].dtype != DType.float32:
+        return 0
+    out = node.outputs[0]
+    if op == "GlobalAveragePool":
+        x = node.inputs[0]
+        if x.name not in twin:
+            return 0
+        attrs, inputs, new_op = {"axes": [2, 3], "keepdims": 1}, [twin[x.name]], "ReduceMean"
+    elif op in BLOCKED_UNARY or op in BLOCKED_BINARY:
+        tensors = [v for v in node.inputs if v is not None and v.const is None]
+        if not tensors or any(v.name not in twin for v in tensors):
+            return 0
+        if op == "Div" and node.inputs[1].const is None:
+            return 0  # 0 / 0 in the padding channels
+        if any(v.shape[:2] != out.shape[:2] for v in tensors):
+            return 0
+        with graph.inserting_before(node):
+            inputs = [_blocked_operand(graph, v, out, twin, block, divisor=(op == "Div" and i == 1))
+                      for i, v in enumerate(node.inputs)]
+        if any(v is None for v in inputs):
+            return 0
+        if op == "Div" and np_any_zero(inputs[1]):
+            return 0
+        attrs, new_op = dict(node.attrs), op
+    else:
+        return 0
+    graph._node_names.discard(node.name)  # the blocked op takes over the user's node name
+    with graph.inserting_before(node):
+        yb = graph.add_node(new_op, inputs, attrs, name=node.name).outputs[0]
+        y2 = graph.add_node("FromBlockedLayout", [yb], {"channels": out.shape[1]},
+                            name=f"{node.name}/from_blocked").outputs[0]
+    graph.nodes.remove(node)
+    graph.replace_all_uses(out, y2)
+    twin[y2.name] = yb
+    return 1
+
+
+def np_any_zero(v: Value) -> bool:
+    import numpy as np
+    return v.const is None or bool(np.any(np.asarray(v.const) == 0))
