@@ -285,8 +285,9 @@ REDUCTIONS = (
           {"axes": axes, "keepdims": keep}) for n in REDUCE_OPS for axes, keep in REDUCE_AXES]
     + [op(f"{n}-row64", n, lambda d: [("x", d.f32(3, 64))], {"axes": [-1], "keepdims": 0}) for n in REDUCE_OPS]
     # middle axes with a kept trailing axis of whole vectors (a mean over a blocked tensor's spatial axes)
-    + [op(f"{n}-middle-axes-lanes", n, lambda d: [("x", d.f32(1, 3, 5, 6, 32))], {"axes": [2, 3], "keepdims": 1})
-       for n in ("ReduceMean", "ReduceMax", "ReduceSumSquare")]
+    # (the second one big enough to run in parallel)
+    + [op(f"{n}-middle-axes-lanes-{s[1]}", n, lambda d, s=s: [("x", d.f32(*s))], {"axes": [2, 3], "keepdims": 1})
+       for n in ("ReduceMean", "ReduceMax", "ReduceSumSquare") for s in [(1, 3, 5, 6, 32), (1, 72, 3, 4, 32)]]
     + [op(f"ReduceProd-axes{''.join(map(str, axes))}-keep{keep}", "ReduceProd", lambda d: [("x", d.f32(3, 4, 6))],
           {"axes": axes, "keepdims": keep}) for axes, keep in REDUCE_AXES]
     # rounded inputs have ties, so first/last index matters

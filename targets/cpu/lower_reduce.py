@@ -300,18 +300,21 @@ def generic_reduce_call(node: Node, ctx: LoweringContext, x, y, axes, op: str, k
             blk = sch.get_sblock("acc")
             loops = sch.get_loops(blk)
             outer = list(loops[:y.rank])
+            parallel = y.size >= PARALLEL_MIN_ELEMENTS // 16
             if vector_lane:
                 reds = list(loops[y.rank:])
                 lo, li = sch.split(outer[-1], [None, lanes])
                 sch.reorder(*outer[:-1], lo, *reds, li)
+                fused = sch.fuse(*outer[:-1], lo) if len(outer) > 1 else lo
                 sch.set_scope(blk, 0, "local")
-                sch.reverse_compute_at(sch.get_sblock("out"), lo)
+                sch.reverse_compute_at(sch.get_sblock("out"), fused)
                 sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
                 sch.vectorize(li)
+                if parallel:
+                    sch.parallel(fused)
                 init = sch.decompose_reduction(blk, reds[0])
                 sch.vectorize(sch.get_loops(init)[-1])
-                outer = outer[:-1] + [lo]
-            if y.size >= PARALLEL_MIN_ELEMENTS // 16 and len(outer) >= 1:
+            elif parallel and len(outer) >= 1:
                 sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
         return prim_func([X, out], sched)
     return Call(key, build, ops, node, flops=x.size)
