@@ -11,7 +11,7 @@ needs ([B,H,S,D] for Q and V, [B,H,D,S] for Kᵀ, [B,S,H·D] for the output).
 
 Recognized (forward order): Q/K/V projections (MatMul with constant weight,
 optional constant bias) → head split (any Reshape/Transpose chain) →
-optional scalar scale on Q and/or K → Q·Kᵀ → scalar Mul/Div → optional
+optional scalar scale on Q and/or K (before or after the head split) → Q·Kᵀ → scalar Mul/Div → optional
 Where(bool, fill) → optional additive mask → Softmax(last axis) → optional
 Where(IsNaN(p), 0, p) → ·V → head merge (any Reshape/Transpose chain).
 """
@@ -121,12 +121,14 @@ class _Matcher:
         return start, start + p.shape[-1]
 
     def heads(self, v: Value, perm: tuple[int, ...], h: int, d: int):
-        """Q/K/V as a head-split view of a projection: returns (x, W, b)."""
+        """Q/K/V as a head-split view of a projection, optionally scaled by a scalar before the split (Whisper
+        scales q_proj's output): returns (x, W, b, scale)."""
         src, chain = self.trace_back_layout(v)
         _need(src.rank == 3 and src.shape[-1] == h * d)
         b, s = src.shape[0], src.shape[1]
         _need(_layout_matches(chain, src.shape, lambda a: a.reshape(b, s, h, d).transpose(perm)))
-        return self.projection(src)
+        src, scale = self.scalar_factor(src)
+        return self.projection(src) + (scale,)
 
     def scalar_factor(self, v: Value) -> tuple[Value, float]:
         """Peel Mul/Div by scalar constants off v."""
@@ -209,9 +211,11 @@ class _Matcher:
         q4, q_scale = self.scalar_factor(qk.inputs[0])
         kt, k_scale = self.scalar_factor(qk.inputs[1])
         scale *= q_scale * k_scale
-        xq, wq, bq = self.heads(q4, (0, 2, 1, 3), h, d)
-        xk, wk, bk = self.heads(kt, (0, 2, 3, 1), h, d)
-        xv, wv, bv = self.heads(v4, (0, 2, 1, 3), h, d)
+        xq, wq, bq, q_scale = self.heads(q4, (0, 2, 1, 3), h, d)
+        xk, wk, bk, k_scale = self.heads(kt, (0, 2, 3, 1), h, d)
+        xv, wv, bv, v_scale = self.heads(v4, (0, 2, 1, 3), h, d)
+        _need(v_scale == 1.0)
+        scale *= q_scale * k_scale
         _need(xk is xv and all(_dtype(w) == xq.dtype.numpy for w in (wq, wk, wv)))
         self.check_private(out)
         return dict(out=out, xq=xq, xkv=xk, w=(wq, bq, wk, bk, wv, bv), add_mask=add_mask, keep=keep, fill=fill,

@@ -375,8 +375,10 @@ def test_matmul_epilogue_near_misses():
 
 
 # -- attention --------------------------------------------------------------------------------------
-def attention_graph(k_perm=(0, 2, 3, 1), softmax_axis=-1, scale_shape=(), mask=True, b=1, s=8, h=2, d=8):
-    """BERT-style self-attention written out op by op (d == s so wrong layouts still type-check)."""
+def attention_graph(k_perm=(0, 2, 3, 1), softmax_axis=-1, scale_shape=(), mask=True, b=1, s=8, h=2, d=8,
+                    prescale=None):
+    """BERT-style self-attention written out op by op (d == s so wrong layouts still type-check). `prescale`
+    = (projection, factor): that projection's output is scaled before the head split, as Whisper does to Q."""
     g = Graph()
     e = h * d
     x = g.add_input("x", (b, s, e), F32)
@@ -384,6 +386,8 @@ def attention_graph(k_perm=(0, 2, 3, 1), softmax_axis=-1, scale_shape=(), mask=T
     def proj(name, perm):
         v = g.add_node("MatMul", [x, c(g, f"w{name}", RNG.standard_normal((e, e)) * 0.3)]).outputs[0]
         v = g.add_node("Add", [v, c(g, f"b{name}", RNG.standard_normal(e))]).outputs[0]
+        if prescale and prescale[0] == name:
+            v = g.add_node("Mul", [v, c(g, f"s{name}", prescale[1])]).outputs[0]
         v = g.add_node("Reshape", [v], {"shape": [b, s, h, d]}).outputs[0]
         return g.add_node("Transpose", [v], {"perm": list(perm)}).outputs[0]
 
@@ -406,7 +410,14 @@ def test_attention_fused():
     assert (a["num_heads"], a["head_dim"]) == (2, 8) and abs(a["scale"] - 1 / math.sqrt(8)) < 1e-7
 
 
+def test_attention_fused_with_q_scaled_before_the_head_split():
+    g = run_pass_checked(attention_graph(prescale=("q", 0.25)), "fuse_attention")
+    assert g.op_histogram() == {"Attention": 1}
+    assert abs(g.nodes[0].attrs["scale"] - 0.25 / math.sqrt(8)) < 1e-7
+
+
 @pytest.mark.parametrize("kw", [{"k_perm": (0, 2, 1, 3)},  # K not transposed: a different computation
+                                {"prescale": ("v", 0.5)},  # V scaled: not a scale on the scores
                                 {"softmax_axis": 2},  # normalizing over queries
                                 {"scale_shape": (1, 2, 1, 1)}])  # a different scale per head
 def test_attention_near_misses(kw):
