@@ -517,11 +517,14 @@ def _skip_layernorm(b_shape):
     return graph_case(f"skip-layernorm-b{_shape_id(b_shape)}", make)
 
 
-def attention_graph(d: Data, masks: str, mask_fill=float("-inf"), nan_to_zero=1, cross=False):
+def attention_graph(d: Data, masks: str, mask_fill=float("-inf"), nan_to_zero=1, cross=False, s=16, skv=12,
+                    h=4, hd=16, scale=0.3):
     """Fused multi-head attention (b=2, s=16, e=64, 4 heads of 16): masks none/add/keep/both; `cross` attends
-    to another sequence of 12."""
-    b, s, e, h, hd = 2, 16, 64, 4, 16
-    skv = 12 if cross else s
+    to another sequence of 12. Longer sequences (`s`, `skv`) take the x86 one-kernel core (whole vectors of
+    keys, query rows padded to whole tiles)."""
+    b = 2
+    e = h * hd
+    skv = skv if cross else s
     g = compiler.Graph("attention")
     x = g.add_input("x", (b, s, e), DType.float32)
     kv = g.add_input("kv", (b, skv, e), DType.float32) if cross else x
@@ -530,7 +533,7 @@ def attention_graph(d: Data, masks: str, mask_fill=float("-inf"), nan_to_zero=1,
     add = g.add_input("add", (b, 1, 1, skv), DType.float32) if masks in ("add", "both") else None
     keep = g.add_input("keep", (b, 1, s, skv), DType.bool) if masks in ("keep", "both") else None
     node = g.add_node("Attention", [x, kv, ws[0], bs[0], ws[1], bs[1], ws[2], bs[2], add, keep],
-                      {"num_heads": h, "head_dim": hd, "scale": 0.3, "nan_to_zero": nan_to_zero,
+                      {"num_heads": h, "head_dim": hd, "scale": scale, "nan_to_zero": nan_to_zero,
                        "mask_fill": mask_fill})
     g.outputs = list(node.outputs)
     feeds = {"x": d.f32(b, s, e), "kv": d.f32(b, skv, e)}
@@ -555,6 +558,15 @@ FUSED = (
                   lambda d: attention_graph(d, "both", mask_fill=-1e4, nan_to_zero=0, cross=True)),
        graph_case("cross-attention-keep", lambda d: attention_graph(d, "keep", cross=True))]
     + [_attention_ragged_keys(*a) for a in [(37, 37, True), (5, 50, False), (49, 49, True)]]
+    # the one-kernel core: padded query rows, ragged keys, every mask kind, a fully masked row, d = 64
+    + [graph_case(f"attention-core-{m}", lambda d, m=m: attention_graph(d, m, s=21, skv=37, cross=True))
+       for m in ("none", "add", "keep", "both")]
+    + [graph_case("attention-core-finite-fill",
+                  lambda d: attention_graph(d, "both", mask_fill=-1e4, nan_to_zero=0, s=40)),
+       # (scaled by 1/sqrt(d) as models do; the scores reach ~+-15 and exp amplifies their float32 rounding to
+       # ~4e-4 relative in a few outputs, in the unfused kernels' summation order as well)
+       graph_case("attention-core-d64", lambda d: attention_graph(d, "keep", s=40, h=2, hd=64, scale=0.125),
+                  rtol=1e-4, atol=1e-4)]
 )
 
 CASES = ELEMENTWISE + DATA_MOVEMENT + REDUCTIONS + GEMM + CNN + FUSED

@@ -14,6 +14,7 @@ from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call
+from .lower_attention_core import fused_core_call, fused_rows
 from .lower_gemm import packed_gemm_call, padded_rows, pick_mr, pick_nr
 from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
@@ -171,8 +172,16 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     call.key = f"attn_kt|{k.offset}|{skv}|{sig(*call.operands)}"
     steps.append(call)
 
-    scores = ctx.temp(f"{name}.scores", (bsz, h, sq, skv), DType.float32)
     masks = [(m_, kind) for m_, kind in ((keep_mask, "keep"), (add_mask, "add")) if m_ is not None]
+    if any(m_.dtype != (DType.bool if kind == "keep" else DType.float32) for m_, kind in masks):
+        raise NoLoweringError("masks of unexpected dtypes")
+    sqp = fused_rows(sq, d, skvp, lanes)
+    if sqp is not None:
+        ctx4 = ctx.temp(f"{name}.ctx", (bsz, h, sqp, d), DType.float32)
+        steps.append(fused_core_call(node, q, kt, v, masks, ctx4, sq, skv, skvp, lanes))
+        return steps + [_head_merge(node, ctx, ctx4, out)]
+
+    scores = ctx.temp(f"{name}.scores", (bsz, h, sq, skv), DType.float32)
     ops = [operand(q.value, (bsz, sq, q.total)), operand(kt)] + [operand(m_) for m_, _ in masks] + [operand(scores)]
     sshape = (bsz, h, sq, skv)
     fill = at["mask_fill"]
@@ -198,8 +207,6 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
                     val = val + mv
             return val
         return acc, te.compute(sshape, epi, name="out")
-    if any(m_.dtype != (DType.bool if kind == "keep" else DType.float32) for m_, kind in masks):
-        raise NoLoweringError("masks of unexpected dtypes")
 
     def scores_build():
         from tvm import te as _te
@@ -234,8 +241,14 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     steps.append(_contraction_call(node, f"attn_ctx|h={h},d={d}|v@{v.offset}|{sig(*c_ops)}", c_ops, 2, sq, d, skv,
                                    lanes, ctx_compute, 2 * bsz * h * sq * skv * d))
 
+    return steps + [_head_merge(node, ctx, ctx4, out)]
+
+
+def _head_merge(node: Node, ctx: LoweringContext, ctx4, out):
+    """out [B, Sq, H*D] from the per-head context [B, H, Sq or more, D] (rows past Sq are padding)."""
+    bsz, h, _, d = ctx4.shape
+    sq = out.shape[1]
     call = injective_call(node, ctx, [ctx4], out, None, raw=lambda t, o: t[0][o[0], o[2], o[1], o[3]],
                           out_shape=(bsz, sq, h, d))
     call.key = f"attn_merge|{sig(*call.operands)}"
-    steps.append(call)
-    return steps
+    return call

@@ -41,6 +41,13 @@ def compute_only():
         _COMPUTE_ONLY.reset(token)
 
 
+def cpu_schedules() -> bool:
+    """Whether the kernels being built get these CPU schedules (False while a GPU target reuses the
+    lowerings' computes): a lowering whose compute only pays under its CPU schedule (one kernel doing what
+    several would) picks the plain form otherwise."""
+    return not _COMPUTE_ONLY.get()
+
+
 def prim_func(args: Sequence, schedule: Callable | None = None):
     """TE tensors -> a scheduled PrimFunc (parameters in `args` order)."""
     import tvm
