@@ -565,6 +565,7 @@ FUSED = (
                   lambda d: attention_graph(d, "both", mask_fill=-1e4, nan_to_zero=0, s=40)),
        # (scaled by 1/sqrt(d) as models do; the scores reach ~+-15 and exp amplifies their float32 rounding to
        # ~4e-4 relative in a few outputs, in the unfused kernels' summation order as well)
+       graph_case("attention-core-d20", lambda d: attention_graph(d, "add", s=21, skv=37, cross=True, h=3, hd=20)),
        graph_case("attention-core-d64", lambda d: attention_graph(d, "keep", s=40, h=2, hd=64, scale=0.125),
                   rtol=1e-4, atol=1e-4)]
 )

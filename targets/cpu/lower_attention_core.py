@@ -17,10 +17,11 @@ MAX_ACC = 24
 
 
 def core_tile(d: int, skvp: int, lanes: int) -> tuple[int, int] | None:
-    """(MR, NR) for a head dimension d and padded key count, or None when no vector tile fits."""
-    if d % lanes or skvp % lanes or skvp < 2 * lanes:
-        return None  # (a row of one vector: the unfused kernels serve it; it is no cost anyway)
-    dv = d // lanes
+    """(MR, NR) for a head dimension d and padded key count, or None when no vector tile fits. A head
+    dimension that is not whole vectors (MobileViT's 36, 48, 60) is computed padded to whole vectors."""
+    if skvp % lanes:
+        return None
+    dv = -(-d // lanes)
     mr = max((m for m in (8, 6, 4, 3, 2) if m * dv <= MAX_ACC), default=0)
     if not mr or not cpu_schedules():
         return None  # one query row per tile (NEON's 4 lanes for d=64) would be latency-bound
@@ -28,15 +29,16 @@ def core_tile(d: int, skvp: int, lanes: int) -> tuple[int, int] | None:
     return mr, nr
 
 
-def fused_rows(sq: int, d: int, skvp: int, lanes: int) -> int | None:
-    """The query rows the fused core computes (whole MR-row tiles; the padding rows re-read the last query and
-    are never stored by the head merge), or None when it does not apply."""
+def fused_shape(sq: int, d: int, skvp: int, lanes: int) -> tuple[int, int] | None:
+    """(query rows, head columns) of the per-head context the fused core computes: whole MR-row tiles and
+    whole vectors (the padding rows re-read the last query, the padding columns the last column of V; the
+    head merge never reads either), or None when it does not apply."""
     tile = core_tile(d, skvp, lanes)
-    return None if tile is None else -(-sq // tile[0]) * tile[0]
+    return None if tile is None else (-(-sq // tile[0]) * tile[0], -(-d // lanes) * lanes)
 
 
 def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, lanes: int):
-    """The Call computing ctx4 [B, H, Sqp, D] (Sq rounded up to whole MR-row tiles, see fused_rows) from q (Columns of [B*Sq, *]), kt [B, H, D, Skvp] (zero past
+    """The Call computing ctx4 [B, H, Sqp, Dp] (see fused_shape) from q (Columns of [B*Sq, *]), kt [B, H, D, Skvp] (zero past
     Skv), v (Columns of [B*Skv, *]) and masks [(value, "keep"|"add")], or None when no tile fits."""
     at = node.attrs
     h, d, scale, fill, nan_to_zero = at["num_heads"], at["head_dim"], at["scale"], at["mask_fill"], at["nan_to_zero"]
@@ -45,9 +47,12 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
     if tile is None:
         return None
     mr, nr = tile
-    sqp = ctx4.shape[2]
-    assert sqp % mr == 0 and sqp >= sq
-    ops = [operand(q.value, (bsz, sq, q.total)), operand(kt), operand(v.value, (bsz, skv, v.total))]
+    sqp, dp = ctx4.shape[2], ctx4.shape[3]
+    assert sqp % mr == 0 and sqp >= sq and dp % lanes == 0 and dp >= d
+    # V is read as [B, Skv, H*D] columns when D is whole vectors; otherwise as `v`, a per-head copy
+    # [B, H, Skv, Dp] zero-padded to whole vectors (a clamped column index made every load a gather).
+    v_op = operand(v.value, (bsz, skv, v.total)) if dp == d else operand(v.value)
+    ops = [operand(q.value, (bsz, sq, q.total)), operand(kt), v_op]
     ops += [operand(m_) for m_, _ in masks] + [operand(ctx4)]
     key = (f"attn_core|h={h},d={d},s={scale},fill={fill},nz={nan_to_zero},{[k for _, k in masks]}|"
            f"q@{q.offset},v@{v.offset}|{sig(*ops)}")
@@ -72,34 +77,43 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
                 val = T.Select(mv, val, T.const(fill, f32)) if kind == "keep" else val + mv
             return val if skvp == skv else T.Select(j < skv, val, neg_inf)
         Z = te.compute((bsz, h, sqp, skvp), scored, name="Z")
-        whole = skvp // lanes
-        k1 = te.reduce_axis((0, whole), name="k1")
-        mxp = te.compute((bsz, h, sqp, lanes), lambda b, hh, i, l: te.max(Z[b, hh, i, k1 * lanes + l], axis=k1),
-                         name="mxp")
-        l1 = te.reduce_axis((0, lanes), name="l1")
-        mx = te.compute((bsz, h, sqp), lambda b, hh, i: te.max(mxp[b, hh, i, l1], axis=l1), name="mx")
+        def row_reduce(src, red, name):
+            """[B, H, Sqp] = red over the keys: vector partials, then across the lanes (one stage when the
+            row is a single vector)."""
+            whole = skvp // lanes
+            if whole == 1:
+                j = te.reduce_axis((0, skvp), name=f"{name}_j")
+                return te.compute((bsz, h, sqp), lambda b, hh, i: red(src[b, hh, i, j], axis=j), name=name)
+            k = te.reduce_axis((0, whole), name=f"{name}_k")
+            part = te.compute((bsz, h, sqp, lanes), lambda b, hh, i, l: red(src[b, hh, i, k * lanes + l], axis=k),
+                              name=f"{name}p")
+            ll = te.reduce_axis((0, lanes), name=f"{name}_l")
+            return te.compute((bsz, h, sqp), lambda b, hh, i: red(part[b, hh, i, ll], axis=ll), name=name)
+        mx = row_reduce(Z, te.max, "mx")
         E = te.compute((bsz, h, sqp, skvp), lambda b, hh, i, j: fexp(Z[b, hh, i, j] - mx[b, hh, i]), name="E")
-        k2 = te.reduce_axis((0, whole), name="k2")
-        smp = te.compute((bsz, h, sqp, lanes), lambda b, hh, i, l: te.sum(E[b, hh, i, k2 * lanes + l], axis=k2),
-                         name="smp")
-        l2 = te.reduce_axis((0, lanes), name="l2")
-        sm = te.compute((bsz, h, sqp), lambda b, hh, i: te.sum(smp[b, hh, i, l2], axis=l2), name="sm")
+        sm = row_reduce(E, te.sum, "sm")
         rj = te.reduce_axis((0, skv), name="rj")
-        C = te.compute((bsz, h, sqp, d), lambda b, hh, i, jd: te.sum(
-            E[b, hh, i, rj] * V[b, rj, v.offset + hh * d + jd], axis=rj), name="C")
+        if dp == d:
+            C = te.compute((bsz, h, sqp, dp), lambda b, hh, i, jd: te.sum(
+                E[b, hh, i, rj] * V[b, rj, v.offset + hh * d + jd], axis=rj), name="C")
+        else:
+            C = te.compute((bsz, h, sqp, dp), lambda b, hh, i, jd: te.sum(
+                E[b, hh, i, rj] * V[b, hh, rj, jd], axis=rj), name="C")
 
         def normalized(b, hh, i, jd):
             val = C[b, hh, i, jd] * (T.const(1.0, f32) / sm[b, hh, i])
             return T.Select(T.isnan(val), T.const(0.0, f32), val) if nan_to_zero else val
-        out = te.compute((bsz, h, sqp, d), normalized, name="out")
+        out = te.compute((bsz, h, sqp, dp), normalized, name="out")
 
         def schedule(sch):
             o = sch.get_sblock("out")
             b_, hh_, i_, jd_ = sch.get_loops(o)
             io, ii = sch.split(i_, [None, mr])
             tile_loop = sch.fuse(b_, hh_, io)
-            sch.vectorize(jd_)
-            for name in ("C", "sm", "smp", "E", "mx", "mxp", "Z", "S"):
+            # (loops over D in whole vectors: a 48-wide vector loop was legalized lane by lane, 15x slower)
+            sch.vectorize(sch.split(jd_, [None, lanes])[1])
+            partials = ("smp", "mxp") if skvp > lanes else ()
+            for name in ("C", "sm") + partials[:1] + ("E", "mx") + partials[1:] + ("Z", "S"):
                 sch.compute_at(sch.get_sblock(name), tile_loop)
             sch.parallel(tile_loop)
             # scores: an MR x NR register tile over the head dimension, stored (scaled, masked) into Z's row block
@@ -118,7 +132,7 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
             init = sch.decompose_reduction(sb, sr)
             sch.vectorize(sch.get_loops(init)[-1])
             # row max and row sum: vector partials
-            for part in ("mxp", "smp"):
+            for part in partials:
                 pb = sch.get_sblock(part)
                 pi, pl, pk = sch.get_loops(pb)[-3:]
                 sch.reorder(pi, pk, pl)
@@ -133,9 +147,11 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
             cb = sch.get_sblock("C")
             sch.set_scope(cb, 0, "local")
             ci, cjd, crj = sch.get_loops(cb)[-3:]
-            sch.reorder(crj, ci, cjd)
+            cjo, cji = sch.split(cjd, [None, lanes])
+            sch.reorder(crj, ci, cjo, cji)
             sch.unroll(ci)
-            sch.vectorize(cjd)
+            sch.unroll(cjo)
+            sch.vectorize(cji)
             init = sch.decompose_reduction(cb, crj)
             sch.vectorize(sch.get_loops(init)[-1])
         return prim_func(phs + [out], schedule)

@@ -14,7 +14,7 @@ from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call
-from .lower_attention_core import fused_core_call, fused_rows
+from .lower_attention_core import fused_core_call, fused_shape
 from .lower_gemm import packed_gemm_call, padded_rows, pick_mr, pick_nr
 from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
@@ -175,9 +175,12 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     masks = [(m_, kind) for m_, kind in ((keep_mask, "keep"), (add_mask, "add")) if m_ is not None]
     if any(m_.dtype != (DType.bool if kind == "keep" else DType.float32) for m_, kind in masks):
         raise NoLoweringError("masks of unexpected dtypes")
-    sqp = fused_rows(sq, d, skvp, lanes)
-    if sqp is not None:
-        ctx4 = ctx.temp(f"{name}.ctx", (bsz, h, sqp, d), DType.float32)
+    fused = fused_shape(sq, d, skvp, lanes)
+    if fused is not None:
+        ctx4 = ctx.temp(f"{name}.ctx", (bsz, h) + fused, DType.float32)
+        dp = fused[1]
+        if dp != d:
+            v = Columns.of(_per_head_padded(node, ctx, v, bsz, skv, h, d, dp, steps))
         steps.append(fused_core_call(node, q, kt, v, masks, ctx4, sq, skv, skvp, lanes))
         return steps + [_head_merge(node, ctx, ctx4, out)]
 
@@ -244,10 +247,26 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     return steps + [_head_merge(node, ctx, ctx4, out)]
 
 
+def _per_head_padded(node: Node, ctx: LoweringContext, v, bsz: int, skv: int, h: int, d: int, dp: int, steps: list):
+    """[B, H, Skv, Dp] = V's heads with zero columns up to Dp (whole vectors); appends its copy kernel."""
+    from tvm import tirx as T
+    vp = ctx.temp(f"{node.outputs[0].name}.v_padded", (bsz, h, skv, dp), DType.float32)
+
+    def f(t, o):
+        jd = o[3]
+        val = t[0][o[0], o[2], v.offset + o[1] * d + T.min(jd, d - 1)]
+        return T.Select(jd < d, val, T.const(0.0, "float32"))
+    call = injective_call(node, ctx, [v.value], vp, None, raw=f, in_shapes=[(bsz, skv, v.total)])
+    call.key = f"attn_v_padded|{v.offset}|{d}|{sig(*call.operands)}"
+    steps.append(call)
+    return vp
+
+
 def _head_merge(node: Node, ctx: LoweringContext, ctx4, out):
-    """out [B, Sq, H*D] from the per-head context [B, H, Sq or more, D] (rows past Sq are padding)."""
-    bsz, h, _, d = ctx4.shape
-    sq = out.shape[1]
+    """out [B, Sq, H*D] from the per-head context [B, H, Sq or more, D or more] (rows past Sq and columns past D
+    are padding)."""
+    bsz, h = ctx4.shape[:2]
+    sq, d = out.shape[1], out.shape[2] // h
     call = injective_call(node, ctx, [ctx4], out, None, raw=lambda t, o: t[0][o[0], o[2], o[1], o[3]],
                           out_shape=(bsz, sq, h, d))
     call.key = f"attn_merge|{sig(*call.operands)}"
