@@ -9,8 +9,9 @@ its few-channel NCHW input as is. A zero Pad in front of a convolution is
 folded into its padding, which the blocked kernels apply while reading.
 
 Elementwise ops between convolutions (a residual Add, a squeeze-and-excitation
-Mul by per-channel gates, activations left outside a conv) and the global
-average pool of a squeeze-and-excitation block run on the blocked tensors too
+Mul by per-channel gates, activations left outside a conv), max pools (ResNet's
+stem) and the global average pool of a squeeze-and-excitation block run on the
+blocked tensors too
 (`blocked_elementwise`), so a chain pays no layout conversion per op; the
 padding channels then hold f(padding), always finite, which the next
 convolution multiplies by zero weights and FromBlockedLayout drops.
@@ -126,14 +127,16 @@ def _blocked_operand(graph: Graph, v: Value, out: Value, twin: dict, block: int,
 
 
 def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int:
-    """Run an elementwise op (or a GlobalAveragePool) whose tensor operands all have blocked twins on the
+    """Run an elementwise op (or a MaxPool or GlobalAveragePool) whose tensor operands all have blocked twins on the
     blocked layout; its NCHW result is then a FromBlockedLayout of the blocked one, which later blocked
     consumers bypass. Returns 1 when the node was converted."""
     op = node.op_type
     if len(node.outputs) != 1 or node.outputs[0].rank != 4 or node.outputs[0].dtype != DType.float32:
         return 0
     out = node.outputs[0]
-    if op == "GlobalAveragePool":
+    if op == "MaxPool" and node.inputs[0].name in twin and len(node.attrs["kernel_shape"]) == 2:
+        attrs, inputs, new_op = {**node.attrs, "block": block}, [twin[node.inputs[0].name]], "BlockedMaxPool"
+    elif op == "GlobalAveragePool":
         x = node.inputs[0]
         if x.name not in twin:
             return 0

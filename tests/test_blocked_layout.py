@@ -198,3 +198,56 @@ def test_blocked_conv_kernels(name, x_shape, w_shape, attrs, epilogue, out_dir):
     got = compile_and_run(g, feeds, out_dir)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+POOLS = [  # ResNet's stem pool, ceil mode past the end, dilation, a pool on a map with padding channels
+    ("resnet_3x3_s2", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 24),
+    ("ceil_2x2_s2", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, 16),
+    ("dilated_3x3", {"kernel_shape": [3, 3], "dilations": [2, 2], "pads": [2, 1, 2, 1]}, 20),
+]
+
+
+@needs_avx512
+@pytest.mark.parametrize("name,attrs,channels", POOLS, ids=[p[0] for p in POOLS])
+def test_blocked_max_pool_between_convs(name, attrs, channels, out_dir):
+    """conv -> MaxPool -> conv -> (Sigmoid, a residual Add, a per-channel gate Mul) stays blocked end to end,
+    and agrees with the interpreter on the unrewritten graph (a NaN in the input propagates as MaxPool's)."""
+    g = compiler.Graph(f"pool_{name}")
+    x = g.add_input("x", (1, 8, 11, 11), DType.float32)
+    a = g.add_node("Conv", [x, g.add_const("w1", f32(channels, 8, 3, 3) * 0.3), g.add_const("b1", f32(channels))],
+                   {"pads": [1, 1, 1, 1]}, name="conv1").outputs[0]
+    p = g.add_node("MaxPool", [a], attrs, name="pool").outputs[0]
+    c = g.add_node("Conv", [p, g.add_const("w2", f32(channels, channels, 1, 1) * 0.3)], {}, name="conv2").outputs[0]
+    s = g.add_node("Sigmoid", [c], name="act").outputs[0]
+    r = g.add_node("Add", [s, p], name="residual").outputs[0]
+    gate = g.add_const("gate", f32(1, channels, 1, 1))
+    y = g.add_node("Mul", [r, gate], name="gate_mul").outputs[0]
+    g.outputs = [g.add_node("Conv", [y, g.add_const("w3", f32(4, channels, 1, 1))], {}, name="head").outputs[0]]
+    feeds = {"x": f32(1, 8, 11, 11)}
+    feeds["x"][0, 2, 5, 5] = np.nan
+    want = compiler.interpret(g, feeds)
+    got = compile_and_run(g, feeds, out_dir)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+def test_pass_runs_pools_and_elementwise_blocked():
+    g = compiler.Graph("chain")
+    x = g.add_input("x", (1, 8, 9, 9), DType.float32)
+    a = g.add_node("Conv", [x, g.add_const("w1", f32(20, 8, 3, 3)), g.add_const("b1", f32(20))],
+                   {"pads": [1, 1, 1, 1]}).outputs[0]
+    p = g.add_node("MaxPool", [a], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}).outputs[0]
+    d = g.add_node("Div", [p, g.add_const("six", np.full((1, 20, 1, 1), 6.0, np.float32))]).outputs[0]
+    z = g.add_node("Div", [d, g.add_input("den", (1, 20, 5, 5), DType.float32)]).outputs[0]  # 0/0 risk: stays
+    g.outputs = [g.add_node("Conv", [z, g.add_const("w2", f32(4, 20, 1, 1))]).outputs[0]]
+    feeds = {"x": f32(1, 8, 9, 9), "den": f32(1, 20, 5, 5)}
+    want = compiler.interpret(g, feeds)
+    nchwc_layout(g, block=16)
+    compiler.verify(g)
+    hist = g.op_histogram()
+    assert hist.get("BlockedMaxPool") == 1 and hist.get("Div") == 2 and hist.get("MaxPool") is None
+    div_inputs = [n.inputs[0].rank for n in g.nodes if n.op_type == "Div"]
+    assert sorted(div_inputs) == [4, 5]  # the constant divisor's Div runs blocked, the tensor divisor's does not
+    got = compiler.interpret(g, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)

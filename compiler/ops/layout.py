@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from .fused import EPILOGUE_ATTRS, _check_activation, apply_epilogue
-from .nn import CONV_ATTRS
+from .nn import CONV_ATTRS, POOL_ATTRS
 from .registry import INT, Attr, OpDef, as_out, get_op, register
 
 
@@ -170,3 +170,38 @@ class BlockedConv(OpDef):
         w, y = inputs[1], outputs[0]
         real_outputs = y.size // (y.shape[1] * y.shape[4]) * w.shape[0]
         return real_outputs * (2 * int(np.prod(w.shape[1:])) + 2)
+
+
+def _unblocked_all(x: np.ndarray) -> np.ndarray:
+    """[N, Cb, H, W, c] -> [N, Cb*c, H, W], padding channels included."""
+    n, cb, h, w, c = x.shape
+    return x.transpose(0, 1, 4, 2, 3).reshape(n, cb * c, h, w)
+
+
+@register
+class BlockedMaxPool(OpDef):
+    """MaxPool over a blocked tensor [N, Cb, H, W, c] -> [N, Cb, OH, OW, c]: every lane pooled on its own,
+    padding channels included (the max of what they hold)."""
+    name = "BlockedMaxPool"
+    onnx_op = False
+    attrs = {**POOL_ATTRS, "storage_order": Attr(INT, 0), "block": Attr(INT)}
+
+    @staticmethod
+    def _pool_attrs(attrs):
+        return {k: v for k, v in attrs.items() if k != "block"}
+
+    def infer(self, inputs, attrs):
+        x, b = inputs[0], attrs["block"]
+        if x.rank != 5 or x.shape[4] != b:
+            raise ShapeError(f"BlockedMaxPool needs a [N, Cb, H, W, {b}] input, got {x.type_str}.")
+        n, cb, h, w, _ = x.shape
+        out, *_ = get_op("MaxPool").geometry((n, cb * b, h, w), attrs)
+        return [((n, cb, *out, b), x.dtype)]
+
+    def run(self, inputs, attrs):
+        x = inputs[0]
+        y = get_op("MaxPool").run([_unblocked_all(x)], self._pool_attrs(attrs))[0]
+        return [to_blocked(y, attrs["block"])]
+
+    def flops(self, inputs, outputs, attrs):
+        return outputs[0].size * int(np.prod(attrs["kernel_shape"], dtype=np.int64))
