@@ -12,7 +12,7 @@ needs ([B,H,S,D] for Q and V, [B,H,D,S] for Kᵀ, [B,S,H·D] for the output).
 Recognized (forward order): Q/K/V projections (MatMul with constant weight,
 optional constant bias) → head split (any Reshape/Transpose chain) →
 optional scalar scale on Q and/or K (before or after the head split) → Q·Kᵀ → scalar Mul/Div → optional
-Where(bool, fill) → optional additive mask → Softmax(last axis) → optional
+Where(bool, fill) → optional additive masks (one or several) → Softmax(last axis) → optional
 Where(IsNaN(p), 0, p) → ·V → head merge (any Reshape/Transpose chain).
 """
 from __future__ import annotations
@@ -180,18 +180,22 @@ class _Matcher:
             chain.append(self.cover(nxt))
             out = nxt.outputs[0]
         # before Softmax: optional additive mask, optional Where mask, scalar scales, Q·Kᵀ
-        v, add_mask, keep, fill = s_in, None, None, None
-        if v.producer is not None and v.producer.op_type == "Add":
+        v, add_masks, keep, fill = s_in, [], None, None
+        # additive masks: one, or several in a row (T5 adds its position bias, then the padding mask)
+        while v.producer is not None and v.producer.op_type == "Add":
             n = v.producer
             for scores, mask in (n.inputs, n.inputs[::-1]):
-                if scores.producer is not None and scores.producer.op_type in ("Mul", "Div", "MatMul", "Where") \
-                        and scores.shape == s_in.shape:
+                if scores.producer is not None and scores.producer.op_type in ("Mul", "Div", "MatMul", "Where",
+                                                                              "Add") \
+                        and scores.shape == s_in.shape and mask.rank <= 4 and self.users(scores) == [n]:
                     break
             else:
                 raise _NoMatch
-            _need(mask.dtype == s_in.dtype and self.users(scores) == [n])
+            _need(mask.dtype == s_in.dtype)
             self.cover(n)
-            v, add_mask = scores, mask
+            v = scores
+            add_masks.insert(0, mask)
+        _need(len(add_masks) <= 3)
         if v.producer is not None and v.producer.op_type == "Where":
             n = v.producer
             cond, a, b = n.inputs
@@ -218,7 +222,7 @@ class _Matcher:
         scale *= q_scale * k_scale
         _need(xk is xv and all(_dtype(w) == xq.dtype.numpy for w in (wq, wk, wv)))
         self.check_private(out)
-        return dict(out=out, xq=xq, xkv=xk, w=(wq, bq, wk, bk, wv, bv), add_mask=add_mask, keep=keep, fill=fill,
+        return dict(out=out, xq=xq, xkv=xk, w=(wq, bq, wk, bk, wv, bv), add_masks=add_masks, keep=keep, fill=fill,
                     attrs={"num_heads": h, "head_dim": d, "scale": scale, "nan_to_zero": nan_to_zero})
 
     def check_private(self, out: Value) -> None:
@@ -239,7 +243,23 @@ def _dtype(v: Value | np.ndarray) -> np.dtype:
     return v.dtype.numpy if isinstance(v, Value) else v.dtype
 
 
-def _fuse_one(graph: Graph, sm: Node, consumers) -> bool:
+def _combined_mask(graph: Graph, masks: list[Value], base: str, cache: dict) -> Value | None:
+    """One additive mask for several (their sum, in the order the model added them), made once per distinct
+    list: every layer of T5 adds the same position bias and padding mask."""
+    if not masks:
+        return None
+    if len(masks) == 1:
+        return masks[0]
+    key = tuple(m.name for m in masks)
+    if key not in cache:
+        total = masks[0]
+        for i, m in enumerate(masks[1:]):
+            total = graph.add_node("Add", [total, m], name=f"{base}/mask_sum{i}").outputs[0]
+        cache[key] = total
+    return cache[key]
+
+
+def _fuse_one(graph: Graph, sm: Node, consumers, mask_cache: dict | None = None) -> bool:
     try:
         m = _Matcher(graph, sm, consumers).run()
     except _NoMatch:
@@ -263,7 +283,8 @@ def _fuse_one(graph: Graph, sm: Node, consumers) -> bool:
             else:
                 keep = graph.add_node("Not", [cond], name=f"{base}/keep_mask").outputs[0]
             attrs["mask_fill"] = m["fill"]
-        node = graph.add_node("Attention", [m["xq"], m["xkv"], wq, bq, wk, bk, wv, bv, m["add_mask"], keep], attrs,
+        add_mask = _combined_mask(graph, m["add_masks"], base, {} if mask_cache is None else mask_cache)
+        node = graph.add_node("Attention", [m["xq"], m["xkv"], wq, bq, wk, bk, wv, bv, add_mask, keep], attrs,
                               name=f"{base}/Attention")
     graph.replace_all_uses(out, node.outputs[0])
     graph.remove_unused()
@@ -275,10 +296,11 @@ def fuse_attention(graph: Graph) -> int:
     """Fuse multi-head attention (Q/K/V projections, scaled QKᵀ, additive or boolean mask, Softmax, ·V,
     head split/merge) into one Attention op recording num_heads and head_dim (see module doc)."""
     fused = 0
+    mask_cache: dict = {}
     while True:
         consumers = graph.consumers()
         for node in list(graph.nodes):
-            if node.op_type == "Softmax" and _fuse_one(graph, node, consumers):
+            if node.op_type == "Softmax" and _fuse_one(graph, node, consumers, mask_cache):
                 fused += 1
                 break
         else:

@@ -395,6 +395,8 @@ def attention_graph(k_perm=(0, 2, 3, 1), softmax_axis=-1, scale_shape=(), mask=T
     sc = g.add_node("MatMul", [q, k]).outputs[0]
     scale = math.sqrt(d) * (np.arange(1, h + 1).reshape(scale_shape) if scale_shape else 1.0)
     sc = g.add_node("Div", [sc, c(g, "scale", scale)]).outputs[0]
+    if mask == "two":  # T5: a position bias [1, H, S, S], then the padding mask
+        sc = g.add_node("Add", [sc, g.add_input("bias", (1, h, s, s), F32)]).outputs[0]
     if mask:
         sc = g.add_node("Add", [sc, g.add_input("mask", (b, 1, 1, s), F32)]).outputs[0]
     p = g.add_node("Softmax", [sc], {"axis": softmax_axis}).outputs[0]
@@ -408,6 +410,11 @@ def test_attention_fused():
     assert g.op_histogram() == {"Attention": 1}
     a = g.nodes[0].attrs
     assert (a["num_heads"], a["head_dim"]) == (2, 8) and abs(a["scale"] - 1 / math.sqrt(8)) < 1e-7
+
+
+def test_attention_fused_with_two_additive_masks():
+    g = run_pass_checked(attention_graph(mask="two"), "fuse_attention")
+    assert g.op_histogram() == {"Attention": 1, "Add": 1}  # the two masks summed once, outside
 
 
 def test_attention_fused_with_q_scaled_before_the_head_split():
