@@ -212,6 +212,15 @@ POOLS = [  # ResNet's stem pool, ceil mode past the end, dilation, a pool on a m
 def test_blocked_max_pool_between_convs(name, attrs, channels, out_dir):
     """conv -> MaxPool -> conv -> (Sigmoid, a residual Add, a per-channel gate Mul) stays blocked end to end,
     and agrees with the interpreter on the unrewritten graph (a NaN in the input propagates as MaxPool's)."""
+    g, feeds = pool_chain_graph(name, attrs, channels)
+    want = compiler.interpret(g, feeds)
+    got = compile_and_run(g, feeds, out_dir)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+def pool_chain_graph(name, attrs, channels):
+    """The graph of test_blocked_max_pool_between_convs and its feeds (x with a NaN)."""
     g = compiler.Graph(f"pool_{name}")
     x = g.add_input("x", (1, 8, 11, 11), DType.float32)
     a = g.add_node("Conv", [x, g.add_const("w1", f32(channels, 8, 3, 3) * 0.3), g.add_const("b1", f32(channels))],
@@ -225,10 +234,7 @@ def test_blocked_max_pool_between_convs(name, attrs, channels, out_dir):
     g.outputs = [g.add_node("Conv", [y, g.add_const("w3", f32(4, channels, 1, 1))], {}, name="head").outputs[0]]
     feeds = {"x": f32(1, 8, 11, 11)}
     feeds["x"][0, 2, 5, 5] = np.nan
-    want = compiler.interpret(g, feeds)
-    got = compile_and_run(g, feeds, out_dir)
-    for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+    return g, feeds
 
 
 def test_pass_runs_pools_and_elementwise_blocked():

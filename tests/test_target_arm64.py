@@ -407,8 +407,24 @@ def test_blocked_layout_convs_on_neon(out_dir):
     from test_blocked_layout import mbconv_graph
     g = mbconv_graph(c=12, e=20, m=12, hw=6)
     nchwc_layout(g, block=4)
-    assert {"BlockedConv", "ToBlockedLayout", "FromBlockedLayout"} <= set(g.op_histogram())
+    assert {"BlockedConv", "FromBlockedLayout", "ReduceMean"} <= set(g.op_histogram())
     compare(g, {"x": f32(1, 3, 12, 12)}, out_dir, rtol=1e-4, atol=1e-4)
+
+
+def test_blocked_max_pool_and_elementwise_on_neon(out_dir):
+    """BlockedMaxPool (a NaN in the input), ToBlockedLayout and blocked elementwise ops with 4-channel blocks."""
+    from aotc.passes.blocked_layout import nchwc_layout
+    from test_blocked_layout import pool_chain_graph
+    g, feeds = pool_chain_graph("neon", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 10)
+    want = compiler.interpret(g, feeds)
+    nchwc_layout(g, block=4)
+    g.outputs.append(g.add_node("ToBlockedLayout", [g.add_input("x2", (1, 5, 3, 3), DType.float32)],
+                                {"block": 4}).outputs[0])
+    feeds = {**feeds, "x2": f32(1, 5, 3, 3)}
+    assert {"BlockedConv", "BlockedMaxPool", "Mul", "Add"} <= set(g.op_histogram())
+    got = compare(g, feeds, out_dir, rtol=1e-4, atol=1e-4)
+    for k in want:  # and the graph before the pass
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
 def test_quantized_conv_runs_in_float_on_arm64(tmp_path):
