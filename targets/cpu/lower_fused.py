@@ -12,6 +12,7 @@ import numpy as np
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 
+from .dequantize_reads import read_key, read_through
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call
 from .lower_gemm import packed_gemm_call, pick_mr, pick_nr
@@ -33,10 +34,12 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
         raise NoLoweringError("operands that broadcast other than along rows")
     lanes, eps = ctx.lanes, node.attrs["epsilon"]
     b_shape = (rows, length) if b.size == a.size else (1, length)
+    # a residual the model dequantizes (its quantized LayerNorm output) is read as 8 bits
+    (a, b), dqs = read_through([a, b], ctx)
     ops = [operand(a, (rows, length)), operand(b, b_shape), operand(scale, (length,))]
     ops += [operand(beta, (length,))] if beta is not None else []
     ops += [operand(y, (rows, length)), operand(s_out, (rows, length))]
-    key = f"skip_layernorm|eps={eps}|{sig(*ops)}"
+    key = f"skip_layernorm|eps={eps}|{read_key(dqs)}|{sig(*ops)}"
 
     def build():
         from tvm import te
@@ -45,7 +48,10 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
         at, bt, sc = phs[0], phs[1], phs[2]
         bi = phs[3] if beta is not None else None
         f32 = "float32"
-        S = te.compute((rows, length), lambda r, l: at[r, l] + bt[r if b_shape[0] > 1 else 0, l], name="S")
+        def element(t, d, r, l):
+            return t[r, l] if d is None else d.expr(t[r, l])
+        S = te.compute((rows, length), lambda r, l: element(at, dqs[0], r, l)
+                       + element(bt, dqs[1], r if b_shape[0] > 1 else 0, l), name="S")
         inv_n = T.const(1.0 / length, f32)
         s, s_st = row_reduce(S, rows, length, "sum", lanes, "s")
         mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")
