@@ -111,3 +111,69 @@ def test_dequantize_still_runs_for_its_other_readers(tmp_path):
     assert sorted(calls) == ["Add", "DequantizeLinear", "QuantizeLinear", "Relu"]
     for v in g.outputs:
         np.testing.assert_array_equal(got[v.name], want[v.name])
+
+
+def dequantize_input(g: compiler.Graph, name: str, scale: float, zp: int) -> compiler.Graph:
+    """`g` with its float input `name` replaced by DequantizeLinear of a uint8 input `name`_q."""
+    g = g.copy()
+    old = next(v for v in g.inputs if v.name == name)
+    first_reader = next(n for n in g.nodes if any(v is old for v in n.inputs))
+    q8 = g.add_input(f"{name}_q", old.shape, DType.uint8)
+    with g.inserting_before(first_reader):
+        new = dq(g, q8, scale, zp, f"{name}_dq")
+    g.replace_all_uses(old, new)
+    g.inputs = [v for v in g.inputs if v is not old]
+    return g
+
+
+def float_epilogue_graph(op: str) -> tuple[compiler.Graph, dict]:
+    """FusedMatMul or FusedConv with a bias, ReLU and a float residual input `r`."""
+    R = np.random.default_rng(2)
+    g = compiler.Graph(f"{op}_residual")
+    if op == "FusedMatMul":
+        x_shape, w_shape, y_shape, attrs = (2, 24, 64), (64, 48), (2, 24, 48), {}
+    else:
+        x_shape, w_shape, y_shape, attrs = (1, 16, 10, 10), (8, 16, 3, 3), (1, 8, 10, 10), {"pads": [1, 1, 1, 1]}
+    ins = [g.add_input("x", x_shape, DType.float32), g.add_const("w", R.standard_normal(w_shape).astype(np.float32)),
+           g.add_const("b", R.standard_normal(y_shape[-1] if op == "FusedMatMul" else w_shape[0]).astype(np.float32)),
+           g.add_input("r", y_shape, DType.float32)]
+    g.outputs = list(g.add_node(op, ins, {"activation": "relu", **attrs}, name="fused").outputs)
+    return g, {"x": R.standard_normal(x_shape).astype(np.float32)}
+
+
+def quantized_epilogue_graph(case: str) -> tuple[compiler.Graph, dict]:
+    from test_quant_conv_x86 import EXACT_CASES, qconv_graph
+    from test_quant_x86 import qmm_graph
+    R = np.random.default_rng(3)
+    if case.startswith("qmm"):
+        ws = R.uniform(0.001, 0.01, 64).astype(np.float32)
+        return qmm_graph(8, 96, 64, xs=0.02, ws=ws, bias=True, res=True, act="gelu",
+                         requant=(0.05, 120) if case == "qmm_requant" else None)
+    x_shape, w_shape, conv = EXACT_CASES[{"qconv_pw": "pw_28x28", "qconv_direct": "dw3_s1"}[case]]
+    ws = R.uniform(0.001, 0.01, w_shape[0]).astype(np.float32)
+    return qconv_graph(x_shape, w_shape, xs=0.02, ws=ws, bias=True, res=True, act="relu", requant=(0.05, 3), **conv)
+
+
+@pytest.mark.parametrize("case", ["qmm", "qmm_requant", "qconv_pw", "qconv_direct", "FusedMatMul", "FusedConv"])
+def test_dequantized_epilogue_residual_is_read_as_8_bits(tmp_path, case):
+    """A conv/matmul epilogue whose residual is DequantizeLinear(q) reads q: no DequantizeLinear kernel, and the
+    output is bit for bit the one the same kernel gives on the dequantized float residual (which the kernel
+    tests hold to the interpreter)."""
+    g, feeds = (float_epilogue_graph(case) if case.startswith("Fused") else quantized_epilogue_graph(case))
+    r_shape = next(v for v in g.inputs if v.name == "r").shape
+    q8 = np.random.default_rng(4).integers(0, 256, r_shape).astype(np.uint8)
+    scale, zp = 0.0173, 131
+    g8 = dequantize_input(g, "r", scale, zp)
+    g8.name = f"{g.name}_q"
+    feeds8 = {**{k: v for k, v in feeds.items() if k != "r"}, "r_q": q8}
+    r_float = (q8.astype(np.int32) - zp).astype(np.float32) * np.float32(scale)
+    got8, calls = run_bundle(g8, feeds8, tmp_path)
+    assert "DequantizeLinear" not in calls
+    got = compile_and_run(g, {**feeds, "r": r_float}, tmp_path)
+    out = g.outputs[0].name
+    np.testing.assert_array_equal(got8[out], got[out])
+    want = compiler.interpret(g8, feeds8)[out]
+    if want.dtype == np.float32:
+        np.testing.assert_allclose(got8[out], want, rtol=2e-5, atol=2e-5)
+    else:
+        assert np.abs(got8[out].astype(int) - want.astype(int)).max() <= 1

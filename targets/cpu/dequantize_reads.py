@@ -9,7 +9,7 @@ so the model makes one kernel call fewer and writes and reads no float32 copy of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -24,10 +24,16 @@ EIGHT_BIT = (DType.uint8, DType.int8)
 
 @dataclass(frozen=True)
 class Dequantized:
-    """A float value that is DequantizeLinear(source, scale, zero_point), per tensor."""
-    source: Value
-    scale: float
-    zero_point: int
+    """A float value that is DequantizeLinear(source, scale, zero_point), per tensor. Compares and prints by its
+    arithmetic only (kernel keys hold it; the layers of a model share one kernel)."""
+    source: Value = field(repr=False, compare=False)
+    scale: float = 1.0
+    zero_point: int = 0
+
+    @property
+    def dtype(self) -> str:
+        """The TIR dtype a kernel loads."""
+        return "uint8" if self.source.dtype == DType.uint8 else "int8"
 
     def expr(self, q):
         """The float32 value of one loaded element of `source` (the DequantizeLinear kernel's arithmetic)."""
@@ -65,8 +71,32 @@ def read_through(values: Sequence[Value], ctx: LoweringContext) -> tuple[list[Va
     LLVM intrinsic; CUDA's kernels read the DequantizeLinear's float result)."""
     if ctx.target.capabilities.vector_lanes_f32 <= 0:
         return list(values), [None] * len(values)
-    dqs = [dequantized(v) for v in values]
+    dqs = [dequantized(v) if v is not None else None for v in values]
     return [d.source if d is not None else v for v, d in zip(values, dqs)], dqs
+
+
+class _DequantizingTensor:
+    """A placeholder of 8-bit source elements whose element reads give the dequantized float (for the index maps
+    of a lowering's own, injective_call's `raw`)."""
+
+    def __init__(self, t, dq: Dequantized):
+        self._t, self._dq = t, dq
+
+    def __getitem__(self, idx):
+        return self._dq.expr(self._t[idx])
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+
+def dequantizing(t, dq: Dequantized | None):
+    """`t` itself, or `t` seen through `dq` (its element reads dequantize)."""
+    return t if dq is None else _DequantizingTensor(t, dq)
+
+
+def residual_reader(dq: Dequantized | None):
+    """How an epilogue turns a loaded residual element into the float residual."""
+    return (lambda e: e) if dq is None else dq.expr
 
 
 def read_key(dqs: Sequence[Dequantized | None]) -> str:

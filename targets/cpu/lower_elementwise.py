@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node, Value
 
-from .dequantize_reads import read_key, read_through
+from .dequantize_reads import dequantizing, read_key, read_through
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import prim_func, schedule_injective
 from .nan_math import at_least, at_most, clamp, nan_max, nan_min
@@ -52,9 +52,8 @@ def injective_call(node: Node, ctx: LoweringContext, inputs: Sequence[Value], ou
     DequantizeLinear needs no kernel of its own."""
     shapes = [tuple(s) for s in (in_shapes or [v.shape for v in inputs])]
     out_shape = tuple(out.shape if out_shape is None else out_shape)
-    dqs: list = [None] * len(inputs)
+    inputs, dqs = read_through(inputs, ctx)
     if raw is None:
-        inputs, dqs = read_through(inputs, ctx)
         # Elementwise maps do not care about axes: merge neighbours that broadcast alike, so the
         # innermost axis is long and splits into whole vectors ([1,144,56,56] -> [451584]).
         out_shape, shapes = collapse_broadcast(out_shape, shapes)
@@ -69,7 +68,8 @@ def injective_call(node: Node, ctx: LoweringContext, inputs: Sequence[Value], ou
         loaders = [(lambda t, s, d: (lambda idx: load(t, s, idx) if d is None else d.expr(load(t, s, idx))))(
             t, o.shape, d) for t, o, d in zip(phs, ops[:-1], dqs)]
         if raw is not None:
-            res = te.compute(out_shape, lambda *idx: raw(phs, idx), name="out")
+            tensors = [dequantizing(t, d) for t, d in zip(phs, dqs)]
+            res = te.compute(out_shape, lambda *idx: raw(tensors, idx), name="out")
         else:
             res = te.compute(out_shape, lambda *idx: fcompute(loaders, idx), name="out")
         lanes_here = lanes if out.dtype.itemsize == 4 else max(lanes * 4 // max(out.dtype.itemsize, 1), 1)
