@@ -35,15 +35,17 @@ class Dequantized:
         """The TIR dtype a kernel loads."""
         return "uint8" if self.source.dtype == DType.uint8 else "int8"
 
-    def expr(self, q):
-        """The float32 value of one loaded element of `source` (the DequantizeLinear kernel's arithmetic)."""
+    def expr(self, q, fence: bool = True):
+        """The float32 value of one loaded element of `source` (the DequantizeLinear kernel's arithmetic).
+
+        TVM lets LLVM contract a multiply and an add into one FMA; a reader's sum would then skip the product's
+        rounding and differ (by an ulp, by a step at a .5 tie after requantizing) from the DequantizeLinear
+        kernel followed by the reader, and from the reference. `fence` (an LLVM intrinsic: CPU code only) keeps
+        the product rounded; the DequantizeLinear kernel itself, which only stores it, needs none."""
         from tvm import tirx as T
         v = T.Cast("int32", q) - T.const(self.zero_point, "int32")
         x = T.Cast("float32", v) * T.const(self.scale, "float32")
-        # TVM lets LLVM contract a multiply and an add into one FMA; then the reader's sum would skip the
-        # product's rounding and differ (by an ulp, by a step at a .5 tie after requantizing) from the
-        # DequantizeLinear kernel followed by the reader, and from the reference. The fence keeps it rounded.
-        return T.call_llvm_pure_intrin("float32", "llvm.arithmetic.fence", x)
+        return T.call_llvm_pure_intrin("float32", "llvm.arithmetic.fence", x) if fence else x
 
     @property
     def key(self) -> str:
