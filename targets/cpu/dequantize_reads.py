@@ -78,8 +78,8 @@ def read_through(values: Sequence[Value], ctx: LoweringContext) -> tuple[list[Va
 
 
 class _DequantizingTensor:
-    """A placeholder of 8-bit source elements whose element reads give the dequantized float (for the index maps
-    of a lowering's own, injective_call's `raw`)."""
+    """A placeholder of 8-bit source elements whose element reads give the dequantized float (for index maps of a
+    lowering's own: injective_call's `raw`, epilogue residuals, SkipLayerNormalization's inputs)."""
 
     def __init__(self, t, dq: Dequantized):
         self._t, self._dq = t, dq
@@ -94,11 +94,6 @@ class _DequantizingTensor:
 def dequantizing(t, dq: Dequantized | None):
     """`t` itself, or `t` seen through `dq` (its element reads dequantize)."""
     return t if dq is None else _DequantizingTensor(t, dq)
-
-
-def residual_reader(dq: Dequantized | None):
-    """How an epilogue turns a loaded residual element into the float residual."""
-    return (lambda e: e) if dq is None else dq.expr
 
 
 def read_key(dqs: Sequence[Dequantized | None]) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aotc.compiler.ir import Value
 
 from .lower_elementwise import ferf, fsigmoid, ftanh
-from .dequantize_reads import Dequantized, read_through, residual_reader
+from .dequantize_reads import Dequantized, dequantizing, read_through
 from .lowering import LoweringContext, NoLoweringError, Operand, operand
 from .nan_math import at_least, at_most, clamp
 
@@ -70,7 +70,7 @@ class Epilogue:
         it = iter(tensors)
         if self.bias is not None:
             v = v + next(it)[bias_idx]
-        res = residual_reader(self.residual_dq)(next(it)[tuple(out_idx)]) if self.residual is not None else None
+        res = dequantizing(next(it), self.residual_dq)[tuple(out_idx)] if self.residual is not None else None
         if res is not None and self.residual_before:
             v = v + res
         v = activation(self.activation, v, self.alpha, self.beta)

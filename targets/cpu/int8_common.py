@@ -6,7 +6,7 @@ import numpy as np
 
 from aotc.compiler.ir import Node
 
-from .dequantize_reads import read_through, residual_reader
+from .dequantize_reads import dequantizing, read_through
 from .lower_elementwise import tvm_dtype, unary_expr
 from .lowering import LoweringContext, NoLoweringError, operand
 
@@ -81,7 +81,6 @@ def int8_gemm_compute(m: int, k: int, n: int, acc_n: int, a_dtype: str, b_shape,
     Bias = te.placeholder((n,), "float32", name="bias") if has_bias else None
     rdq = epi.get("residual_dq")  # a residual the model dequantizes: read as 8 bits (dequantize_reads.py)
     Res = te.placeholder((m, n), rdq.dtype if rdq else "float32", name="residual") if has_residual else None
-    res_at = residual_reader(rdq)
     args += [t for t in (Bias, Res) if t is not None]
     kk = te.reduce_axis((0, k), name="k")
     acc = te.compute((m, acc_n), lambda i, j: te.sum(A[i, kk].astype("int32") * b_at(B, j, kk).astype("int32"),
@@ -92,10 +91,10 @@ def int8_gemm_compute(m: int, k: int, n: int, acc_n: int, a_dtype: str, b_shape,
         if Bias is not None:
             y = y + Bias[j]
         if Res is not None and epi["residual_before_activation"]:
-            y = y + res_at(Res[i, j])
+            y = y + dequantizing(Res, rdq)[i, j]
         y = activation_expr(y, epi)
         if Res is not None and not epi["residual_before_activation"]:
-            y = y + res_at(Res[i, j])
+            y = y + dequantizing(Res, rdq)[i, j]
         if requant is not None:
             y = quantize_expr(y, requant[0], requant[1], requant[2], reciprocal=reciprocal)
         return y

@@ -12,7 +12,7 @@ import numpy as np
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 
-from .dequantize_reads import read_key, read_through
+from .dequantize_reads import dequantizing, read_key, read_through
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call
 from .lower_gemm import packed_gemm_call, pick_mr, pick_nr
@@ -45,13 +45,10 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
         from tvm import te
         from tvm import tirx as T
         phs = placeholders(ops[:-1])
-        at, bt, sc = phs[0], phs[1], phs[2]
+        at, bt, sc = dequantizing(phs[0], dqs[0]), dequantizing(phs[1], dqs[1]), phs[2]
         bi = phs[3] if beta is not None else None
         f32 = "float32"
-        def element(t, d, r, l):
-            return t[r, l] if d is None else d.expr(t[r, l])
-        S = te.compute((rows, length), lambda r, l: element(at, dqs[0], r, l)
-                       + element(bt, dqs[1], r if b_shape[0] > 1 else 0, l), name="S")
+        S = te.compute((rows, length), lambda r, l: at[r, l] + bt[r if b_shape[0] > 1 else 0, l], name="S")
         inv_n = T.const(1.0 / length, f32)
         s, s_st = row_reduce(S, rows, length, "sum", lanes, "s")
         mean = te.compute((rows,), lambda r: s[r] * inv_n, name="mean")

@@ -35,7 +35,7 @@ from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 from aotc.compiler.ops.nn import Conv
 
-from .dequantize_reads import read_through, residual_reader
+from .dequantize_reads import dequantizing, read_through
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .int8_common import activation_expr, quantize_expr, scalar_const, tiles_per_block
@@ -71,8 +71,6 @@ class _QEpilogue:
 
     def __call__(self, acc_f32, scale, bias, res):
         y = acc_f32 * scale
-        if res is not None:
-            res = residual_reader(self.residual_dq)(res)
         if bias is not None:
             y = y + bias
         if res is not None and self.attrs["residual_before_activation"]:
@@ -188,7 +186,7 @@ def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: 
             * W[i, kk // VNNI_K, kk % VNNI_K].astype("int32"), axis=kk), name="acc")
         Y = te.compute((nb, m, p), lambda n, i, j: epi(
             (acc[n, i, j] - CS[i]).astype("float32"), S[i], Bias[i] if Bias is not None else None,
-            Res[n, i, j] if Res is not None else None), name="Y")
+            dequantizing(Res, epi.residual_dq)[n, i, j] if Res is not None else None), name="Y")
         return prim_func(args + [Y], lambda sch: schedule_pointwise_vnni(sch, nb * m * pp, mr, panels))
 
     return [pack, Call(call_key, build, ops, node, flops=2 * nb * m * p * c)]
@@ -368,7 +366,7 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
         # Σ x·w and x_zp·Σw are exact integers (in float32 too, below 2**24), so is their difference
         Y = te.compute(y.shape, lambda n, mm, i, j: epi(
             (A[n, mm, i * w2 + j] - ZS[mm].astype(acc_dt)).astype("float32"), S[mm],
-            Bias[mm] if Bias is not None else None, Res[n, mm, i, j] if Res is not None else None), name="Y")
+            Bias[mm] if Bias is not None else None, dequantizing(Res, epi.residual_dq)[n, mm, i, j] if Res is not None else None), name="Y")
 
         def sched(sch):
             el = sch.get_loops(sch.get_sblock("Y"))
