@@ -6,6 +6,10 @@ kernel of its own: the reader loads the 8-bit tensor and computes float32(q - ze
 arithmetic of the DequantizeLinear kernel. The DequantizeLinear's step is then dead and dropped
 (lowering.drop_dead_steps) unless something else still reads its float result (a graph output, a pooling),
 so the model makes one kernel call fewer and writes and reads no float32 copy of the tensor.
+
+The readers: every injective kernel (lower_elementwise.injective_call: elementwise ops, QuantizeLinear, and
+the index maps of shape and layout ops), SkipLayerNormalization, and the residual of the conv/matmul epilogues
+(the int8 GEMM of x86 and arm64, QuantizedConv, the float Epilogue of FusedMatMul/FusedConv).
 """
 from __future__ import annotations
 
