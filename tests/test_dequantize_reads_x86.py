@@ -177,3 +177,31 @@ def test_dequantized_epilogue_residual_is_read_as_8_bits(tmp_path, case):
         np.testing.assert_allclose(got8[out], want, rtol=2e-5, atol=2e-5)
     else:
         assert np.abs(got8[out].astype(int) - want.astype(int)).max() <= 1
+
+
+def test_skip_layernorm_writes_the_output_its_quantizer_alone_reads(tmp_path):
+    """A pre-quantized transformer's SkipLayerNormalization -> QuantizeLinear (the next MatMul's input, whose
+    residual the model reads back through DequantizeLinear): one kernel writing the uint8 output, bit for bit
+    what the two kernels write (the same graph with the float output also read, which keeps both)."""
+    R = np.random.default_rng(5)
+    g = compiler.Graph("skipln_q")
+    x = g.add_input("x", (2, 16, 64), DType.float32)
+    qv = g.add_input("q", (2, 16, 64), DType.uint8)
+    ln = g.add_node("SkipLayerNormalization", [x, dq(g, qv, 0.031, 117, "dq"),
+                                               g.add_const("gamma", R.standard_normal(64).astype(np.float32)),
+                                               g.add_const("beta", R.standard_normal(64).astype(np.float32))],
+                    {"epsilon": 1e-12}, name="ln", num_outputs=2)
+    g.outputs = [q(g, ln.outputs[0], 0.021, 128, np.uint8, "requant"), ln.outputs[1]]
+    both = g.copy()
+    both.name = "skipln_q_float_read"
+    both.outputs = both.outputs + [both.nodes[-2].outputs[0]]
+    feeds = {"x": R.standard_normal((2, 16, 64)).astype(np.float32),
+             "q": R.integers(0, 256, (2, 16, 64)).astype(np.uint8)}
+    got, calls = run_bundle(g, feeds, tmp_path)
+    got_two, calls_two = run_bundle(both, feeds, tmp_path)
+    assert calls == ["SkipLayerNormalization"] and calls_two == ["SkipLayerNormalization", "QuantizeLinear"]
+    out = g.outputs[0].name
+    np.testing.assert_array_equal(got[out], got_two[out])
+    want = compiler.interpret(g, feeds)[out]
+    diff = np.abs(got[out].astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99 and len(np.unique(want)) > 100

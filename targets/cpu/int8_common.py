@@ -43,6 +43,13 @@ def activation_expr(y, attrs):
     return unary_expr(op, y, "float32", a)
 
 
+def quantize_params(node: Node) -> tuple[float, int, str]:
+    """A per-tensor QuantizeLinear's (float32 scale, zero point, output TIR dtype)."""
+    zp = node.inputs[2] if len(node.inputs) > 2 else None
+    scale = float(np.float32(scalar_const(node.inputs[1], "the scale", node)))
+    return scale, int(scalar_const(zp, "the zero point", node)) if zp is not None else 0, tvm_dtype(node.outputs[0].dtype)
+
+
 def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = False, vector_round: bool = True):
     """saturate(round_half_even(y / scale) + zp), as QuantizeLinear. With `reciprocal`, y * float32(1 / scale):
     vdivps on zmm issues once per 10-16 cycles and bounded the requantizing epilogues of short-K GEMMs (a

@@ -21,8 +21,9 @@ from aotc.compiler.ir import Node
 from .dequantize_reads import Dequantized
 from .lower_elementwise import binary_expr, injective_call, tvm_dtype
 from .dot_intrin import register_broadcast_dot
-from .int8_common import int8_gemm_compute, int8_gemm_operands, quantize_expr, scalar_const, tiles_per_block
-from .lower_fused import Columns, attention_core_steps
+from .int8_common import (int8_gemm_compute, int8_gemm_operands, quantize_expr, quantize_params, scalar_const,
+                          tiles_per_block)
+from .lower_fused import Columns, absorbed_quantizer, attention_core_steps
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
@@ -35,14 +36,12 @@ QUANTIZE_ABSORBS = ("Add", "Sub", "Mul", "Div")
 
 @lowers("QuantizeLinear")
 def lower_quantize_linear(node: Node, ctx: LoweringContext):
-    x, s = node.inputs[0], node.inputs[1]
-    zp = node.inputs[2] if len(node.inputs) > 2 else None
-    out = node.outputs[0]
+    x, out = node.inputs[0], node.outputs[0]
     if x.dtype != DType.float32:
         raise NoLoweringError(f"QuantizeLinear of {x.dtype} has no CPU kernel yet")
-    scale = float(np.float32(scalar_const(s, "the scale", node)))
-    z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
-    qdt = tvm_dtype(out.dtype)
+    scale, z, qdt = quantize_params(node)
+    if x.producer is not None and absorbed_quantizer(x.producer, ctx) is node:
+        return []  # the producer's kernel writes the quantized output (lower_fused.absorbed_quantizer)
     vector_round = ctx.target.capabilities.vector_lanes_f32 > 0  # CPU vector code (LLVM), not CUDA's
     key = f"s={scale!r},z={z},vr={vector_round}"
     p = x.producer
