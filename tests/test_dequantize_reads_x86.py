@@ -72,19 +72,26 @@ def test_qdq_binary_is_one_kernel_and_exact(tmp_path, op, dtype, scales):
     assert (want == info.min).any() and (want == info.max).any()  # saturates both ways
 
 
-def test_dequantized_residual_of_skip_layernorm_is_read_as_8_bits(tmp_path):
-    """MiniLM's pre-quantized layers: SkipLayerNormalization(x, DQ(q)) reads q; no DequantizeLinear kernel."""
-    R = np.random.default_rng(0)
-    g = compiler.Graph("skipln_dq")
+def skip_layernorm_of_dequantized(name: str, seed: int):
+    """SkipLayerNormalization(x, DQ(q)) as MiniLM's pre-quantized layers have it: (graph without outputs, the
+    node, feeds)."""
+    R = np.random.default_rng(seed)
+    g = compiler.Graph(name)
     x = g.add_input("x", (2, 16, 64), DType.float32)
     qv = g.add_input("q", (2, 16, 64), DType.uint8)
     ln = g.add_node("SkipLayerNormalization", [x, dq(g, qv, 0.031, 117, "dq"),
                                                g.add_const("gamma", R.standard_normal(64).astype(np.float32)),
                                                g.add_const("beta", R.standard_normal(64).astype(np.float32))],
                     {"epsilon": 1e-12}, name="ln", num_outputs=2)
-    g.outputs = list(ln.outputs)
     feeds = {"x": R.standard_normal((2, 16, 64)).astype(np.float32),
              "q": R.integers(0, 256, (2, 16, 64)).astype(np.uint8)}
+    return g, ln, feeds
+
+
+def test_dequantized_residual_of_skip_layernorm_is_read_as_8_bits(tmp_path):
+    """MiniLM's pre-quantized layers: SkipLayerNormalization(x, DQ(q)) reads q; no DequantizeLinear kernel."""
+    g, ln, feeds = skip_layernorm_of_dequantized("skipln_dq", 0)
+    g.outputs = list(ln.outputs)
     want = compiler.interpret(g, feeds)
     got, calls = run_bundle(g, feeds, tmp_path)
     assert calls == ["SkipLayerNormalization"]
@@ -183,20 +190,11 @@ def test_skip_layernorm_writes_the_output_its_quantizer_alone_reads(tmp_path):
     """A pre-quantized transformer's SkipLayerNormalization -> QuantizeLinear (the next MatMul's input, whose
     residual the model reads back through DequantizeLinear): one kernel writing the uint8 output, bit for bit
     what the two kernels write (the same graph with the float output also read, which keeps both)."""
-    R = np.random.default_rng(5)
-    g = compiler.Graph("skipln_q")
-    x = g.add_input("x", (2, 16, 64), DType.float32)
-    qv = g.add_input("q", (2, 16, 64), DType.uint8)
-    ln = g.add_node("SkipLayerNormalization", [x, dq(g, qv, 0.031, 117, "dq"),
-                                               g.add_const("gamma", R.standard_normal(64).astype(np.float32)),
-                                               g.add_const("beta", R.standard_normal(64).astype(np.float32))],
-                    {"epsilon": 1e-12}, name="ln", num_outputs=2)
+    g, ln, feeds = skip_layernorm_of_dequantized("skipln_q", 5)
     g.outputs = [q(g, ln.outputs[0], 0.021, 128, np.uint8, "requant"), ln.outputs[1]]
     both = g.copy()
     both.name = "skipln_q_float_read"
     both.outputs = both.outputs + [both.nodes[-2].outputs[0]]
-    feeds = {"x": R.standard_normal((2, 16, 64)).astype(np.float32),
-             "q": R.integers(0, 256, (2, 16, 64)).astype(np.uint8)}
     got, calls = run_bundle(g, feeds, tmp_path)
     got_two, calls_two = run_bundle(both, feeds, tmp_path)
     assert calls == ["SkipLayerNormalization"] and calls_two == ["SkipLayerNormalization", "QuantizeLinear"]
