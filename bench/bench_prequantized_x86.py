@@ -5,7 +5,7 @@ passes/prequantized.py), against aotc fp32, aotc's own `--quantize int8` of the 
 same input (interleaved rounds, bench/timing.py). Writes bench/results/bench_prequantized_x86.json.
 
     .venv/bin/python bench/bench_prequantized_x86.py [--rounds 5] [--runs 10] [--threads 2]
-        [--models minilm,efficientnet]
+        [--models minilm,efficientnet] [--out bench_prequantized_x86.json]
 
 "max diff vs onnxruntime": the pre-quantized bundle's output against onnxruntime on the same QDQ model
 (optimizations on, and off = the ONNX operators' reference semantics), on the timed input.
@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="minilm,efficientnet")
+    ap.add_argument("--out", default="bench_prequantized_x86.json", help="file name in bench/results/")
     args = ap.parse_args(argv)
     import onnxruntime as ort
     from bench_x86 import cpu_name
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
                           "note": "a shared machine: compare rows of one run (ratios), not across runs"},
               "settings": {"rounds": args.rounds, "runs_per_round": args.runs, "onnxruntime": ort.__version__},
               "results": rows}
-    out = ROOT / "bench" / "results" / "bench_prequantized_x86.json"
+    out = ROOT / "bench" / "results" / args.out
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps([{k: r[k] for k in ("model", "prequantized_vs_aotc_int8", "prequantized_vs_onnxruntime_qdq",
                                          "prequantized_max_abs_diff")} for r in rows], indent=1))

@@ -4,6 +4,7 @@ dotprod) against the reference kernels, the disassembly, and a quantized
 model's bundle against the x86-avx512 (VNNI) bundle's outputs."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -142,3 +143,31 @@ def test_dynamic_quantize_linear_on_arm64(tmp_path, shape):
     n = g.add_node("DynamicQuantizeLinear", [g.add_input("x", shape, DType.float32)], name="dql", num_outputs=3)
     g.outputs = list(n.outputs)
     compare(g, {"x": (np.random.default_rng(4).standard_normal(shape) * 2).astype(np.float32)}, tmp_path)
+
+
+def test_dequantize_reads_on_arm64(tmp_path):
+    """The readers of a DequantizeLinear (dequantize_reads.py) on arm64: DQ(a), DQ(b) -> Add -> Q as one kernel,
+    bit for bit the reference over every pair of uint8 inputs; a dequantized residual of the sdot GEMM's epilogue
+    read as 8 bits, as the same kernel on the float residual (the llvm.arithmetic.fence lowers on AArch64)."""
+    from test_dequantize_reads_x86 import dequantize_input, dq, every_pair, q
+    a, b = every_pair(np.uint8)
+    g = compiler.Graph("qdq_add_arm")
+    s = g.add_node("Add", [dq(g, g.add_input("a", a.shape, DType.uint8), 0.0235, 131, "dqa"),
+                           dq(g, g.add_input("b", b.shape, DType.uint8), 0.0173, 120, "dqb")], name="add").outputs[0]
+    g.outputs = [q(g, s, 0.0391, 128, np.uint8, "requant")]
+    feeds = {"a": a, "b": b}
+    bundle = compile_arm(g, tmp_path)
+    assert [c["op"] for c in json.loads((bundle / "kernels.json").read_text())] == ["QuantizeLinear"]
+    np.testing.assert_array_equal(run_arm(bundle, feeds)[g.outputs[0].name], compiler.interpret(g, feeds)[g.outputs[0].name])
+
+    ws = R.uniform(0.001, 0.01, 32).astype(np.float32)
+    g, feeds = qmm_graph(8, 64, 32, xs=0.02, ws=ws, bias=True, res=True, act="relu")
+    g8 = dequantize_input(g, "r", 0.0173, 131)
+    g8.name = "qmm_dq_residual_arm"
+    q8 = R.integers(0, 256, (8, 32)).astype(np.uint8)
+    feeds8 = {"x": feeds["x"], "r_q": q8}
+    bundle8 = compile_arm(g8, tmp_path)
+    assert "DequantizeLinear" not in [c["op"] for c in json.loads((bundle8 / "kernels.json").read_text())]
+    r = (q8.astype(np.int32) - 131).astype(np.float32) * np.float32(0.0173)
+    out = g.outputs[0].name
+    np.testing.assert_array_equal(run_arm(bundle8, feeds8)[out], run_arm(compile_arm(g, tmp_path), {**feeds, "r": r})[out])

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from aotc.compiler.ir import Value
 
 from .lower_elementwise import ferf, fsigmoid, ftanh
-from .lowering import NoLoweringError, Operand, operand
+from .dequantize_reads import Dequantized, dequantizing, read_through
+from .lowering import LoweringContext, NoLoweringError, Operand, operand
 from .nan_math import at_least, at_most, clamp
 
 ACTIVATIONS = ("none", "relu", "clip", "sigmoid", "hardsigmoid", "hardswish", "silu", "gelu", "gelu_tanh", "tanh",
@@ -23,13 +24,19 @@ class Epilogue:
     alpha: float | None = None
     beta: float | None = None
     residual_before: bool = False
+    residual_dq: Dequantized | None = None  # the residual is this 8-bit tensor's dequantization, read as 8 bits
 
     @staticmethod
-    def from_attrs(attrs: dict, bias=None, residual=None) -> "Epilogue":
+    def from_attrs(attrs: dict, bias=None, residual=None, ctx: LoweringContext | None = None) -> "Epilogue":
+        """The epilogue of a fused node; with `ctx`, a residual the model dequantizes is read through
+        (dequantize_reads.py)."""
         if attrs["activation"] not in ACTIVATIONS:
             raise NoLoweringError(f"epilogue activation {attrs['activation']!r}")
+        rdq = None
+        if residual is not None and ctx is not None:
+            (residual,), (rdq,) = read_through([residual], ctx)
         return Epilogue(bias, residual, attrs["activation"], attrs["act_alpha"], attrs["act_beta"],
-                        bool(attrs["residual_before_activation"]))
+                        bool(attrs["residual_before_activation"]), rdq)
 
     @property
     def trivial(self) -> bool:
@@ -37,7 +44,7 @@ class Epilogue:
 
     def key(self) -> str:
         return (f"epi(b={self.bias is not None},r={self.residual is not None},{self.activation},{self.alpha},"
-                f"{self.beta},{self.residual_before})")
+                f"{self.beta},{self.residual_before},{self.residual_dq})")
 
     def operands(self, bias_len: int, out_shape) -> list[Operand]:
         ops = []
@@ -55,14 +62,15 @@ class Epilogue:
         if self.bias is not None:
             ts.append(te.placeholder((bias_len,), "float32", name="ep_bias"))
         if self.residual is not None:
-            ts.append(te.placeholder(tuple(out_shape), "float32", name="ep_residual"))
+            ts.append(te.placeholder(tuple(out_shape), self.residual_dq.dtype if self.residual_dq else "float32",
+                                     name="ep_residual"))
         return ts
 
     def apply(self, v, tensors: list, bias_idx, out_idx):
         it = iter(tensors)
         if self.bias is not None:
             v = v + next(it)[bias_idx]
-        res = next(it)[tuple(out_idx)] if self.residual is not None else None
+        res = dequantizing(next(it), self.residual_dq)[tuple(out_idx)] if self.residual is not None else None
         if res is not None and self.residual_before:
             v = v + res
         v = activation(self.activation, v, self.alpha, self.beta)

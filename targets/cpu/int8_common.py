@@ -6,6 +6,7 @@ import numpy as np
 
 from aotc.compiler.ir import Node
 
+from .dequantize_reads import dequantizing, read_through
 from .lower_elementwise import tvm_dtype, unary_expr
 from .lowering import LoweringContext, NoLoweringError, operand
 
@@ -40,6 +41,13 @@ def activation_expr(y, attrs):
         return y * unary_expr("Sigmoid", y, "float32", {})
     op, a = ACT_AS_UNARY[kind]
     return unary_expr(op, y, "float32", a)
+
+
+def quantize_params(node: Node) -> tuple[float, int, str]:
+    """A per-tensor QuantizeLinear's (float32 scale, zero point, output TIR dtype)."""
+    zp = node.inputs[2] if len(node.inputs) > 2 else None
+    scale = float(np.float32(scalar_const(node.inputs[1], "the scale", node)))
+    return scale, int(scalar_const(zp, "the zero point", node)) if zp is not None else 0, tvm_dtype(node.outputs[0].dtype)
 
 
 def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = False, vector_round: bool = True):
@@ -78,7 +86,8 @@ def int8_gemm_compute(m: int, k: int, n: int, acc_n: int, a_dtype: str, b_shape,
     S = te.placeholder((n,), "float32", name="scale")
     args = [A, B, CS, S]
     Bias = te.placeholder((n,), "float32", name="bias") if has_bias else None
-    Res = te.placeholder((m, n), "float32", name="residual") if has_residual else None
+    rdq = epi.get("residual_dq")  # a residual the model dequantizes: read as 8 bits (dequantize_reads.py)
+    Res = te.placeholder((m, n), rdq.dtype if rdq else "float32", name="residual") if has_residual else None
     args += [t for t in (Bias, Res) if t is not None]
     kk = te.reduce_axis((0, k), name="k")
     acc = te.compute((m, acc_n), lambda i, j: te.sum(A[i, kk].astype("int32") * b_at(B, j, kk).astype("int32"),
@@ -89,10 +98,10 @@ def int8_gemm_compute(m: int, k: int, n: int, acc_n: int, a_dtype: str, b_shape,
         if Bias is not None:
             y = y + Bias[j]
         if Res is not None and epi["residual_before_activation"]:
-            y = y + Res[i, j]
+            y = y + dequantizing(Res, rdq)[i, j]
         y = activation_expr(y, epi)
         if Res is not None and not epi["residual_before_activation"]:
-            y = y + Res[i, j]
+            y = y + dequantizing(Res, rdq)[i, j]
         if requant is not None:
             y = quantize_expr(y, requant[0], requant[1], requant[2], reciprocal=reciprocal)
         return y
@@ -106,6 +115,9 @@ def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str
     dtype) or None, and the float epilogue's attributes."""
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
         ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
+    rdq = None
+    if res is not None:
+        (res,), (rdq,) = read_through([res], ctx)
     ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
     if bias is not None:
         ops.append(operand(bias, (n,)))
@@ -119,6 +131,7 @@ def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str
     epi = {k_: attrs.get(k_) for k_ in ("activation", "act_alpha", "act_beta", "residual_before_activation")}
     epi["activation"] = epi["activation"] or "none"
     epi["residual_before_activation"] = epi["residual_before_activation"] or 0
+    epi["residual_dq"] = rdq
     return ops, requant, epi
 
 

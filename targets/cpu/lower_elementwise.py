@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node, Value
 
+from .dequantize_reads import dequantizing, read_key, read_through
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
 from .schedules import prim_func, schedule_injective
 from .nan_math import at_least, at_most, clamp, nan_max, nan_min
@@ -45,24 +46,30 @@ def injective_call(node: Node, ctx: LoweringContext, inputs: Sequence[Value], ou
                    raw: Callable | None = None, out_shape: Sequence[int] | None = None) -> Call:
     """A kernel computing `out[idx] = fcompute(loads, idx)` where `loads[i](idx)`
     reads input i broadcast to the output index; or, with `raw`,
-    `out[idx] = raw(tensors, idx)` for index maps of the lowering's own."""
+    `out[idx] = raw(tensors, idx)` for index maps of the lowering's own.
+    An input that a per-tensor DequantizeLinear makes is read from its 8-bit
+    source and dequantized in the load (dequantize_reads.py), so that
+    DequantizeLinear needs no kernel of its own."""
     shapes = [tuple(s) for s in (in_shapes or [v.shape for v in inputs])]
     out_shape = tuple(out.shape if out_shape is None else out_shape)
+    inputs, dqs = read_through(inputs, ctx)
     if raw is None:
         # Elementwise maps do not care about axes: merge neighbours that broadcast alike, so the
         # innermost axis is long and splits into whole vectors ([1,144,56,56] -> [451584]).
         out_shape, shapes = collapse_broadcast(out_shape, shapes)
     ops = [operand(v, s) for v, s in zip(inputs, shapes)]
     ops.append(operand(out, out_shape))
-    key = f"{node.op_type}|{attrs_key(node)}|{extra_key}|{sig(*ops)}"
+    key = f"{node.op_type}|{attrs_key(node)}|{extra_key}|{read_key(dqs)}|{sig(*ops)}"
     lanes = ctx.lanes
 
     def build():
         from tvm import te
         phs = [te.placeholder(o.shape, tvm_dtype(o.dtype), name=f"in{i}") for i, o in enumerate(ops[:-1])]
-        loaders = [(lambda t, s: (lambda idx: load(t, s, idx)))(t, o.shape) for t, o in zip(phs, ops[:-1])]
+        loaders = [(lambda t, s, d: (lambda idx: load(t, s, idx) if d is None else d.expr(load(t, s, idx))))(
+            t, o.shape, d) for t, o, d in zip(phs, ops[:-1], dqs)]
         if raw is not None:
-            res = te.compute(out_shape, lambda *idx: raw(phs, idx), name="out")
+            tensors = [dequantizing(t, d) for t, d in zip(phs, dqs)]
+            res = te.compute(out_shape, lambda *idx: raw(tensors, idx), name="out")
         else:
             res = te.compute(out_shape, lambda *idx: fcompute(loaders, idx), name="out")
         lanes_here = lanes if out.dtype.itemsize == 4 else max(lanes * 4 // max(out.dtype.itemsize, 1), 1)

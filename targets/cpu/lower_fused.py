@@ -12,13 +12,33 @@ import numpy as np
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 
+from .dequantize_reads import dequantizing, read_key, read_through
 from .epilogue import Epilogue
+from .int8_common import quantize_expr, quantize_params
 from .lower_elementwise import bcast_index, injective_call
 from .lower_attention_core import fused_core_call, fused_shape
 from .lower_gemm import packed_gemm_call, padded_rows, pick_mr, pick_nr
 from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import prim_func, schedule_contraction, schedule_injective
+
+
+def absorbed_quantizer(node: Node, ctx: LoweringContext) -> Node | None:
+    """The QuantizeLinear whose output `node`'s kernel writes instead of its own first output: a
+    SkipLayerNormalization whose normalized output only that per-tensor QuantizeLinear reads (a pre-quantized
+    transformer quantizes it for the next MatMul and reads its residual back through DequantizeLinear), in LLVM
+    CPU code. QuantizeLinear's lowering then makes no kernel."""
+    if node.op_type != "SkipLayerNormalization" or ctx.target.capabilities.vector_lanes_f32 <= 0:
+        return None
+    y = node.outputs[0]
+    readers = ctx.readers(y)
+    if len(readers) != 1 or readers[0] is None or readers[0].op_type != "QuantizeLinear":
+        return None
+    q = readers[0]
+    s, z = q.inputs[1], q.inputs[2] if len(q.inputs) > 2 else None
+    if s.const is None or s.size != 1 or (z is not None and (z.const is None or z.size != 1)):
+        return None
+    return q
 
 
 @lowers("SkipLayerNormalization")
@@ -34,16 +54,23 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
         raise NoLoweringError("operands that broadcast other than along rows")
     lanes, eps = ctx.lanes, node.attrs["epsilon"]
     b_shape = (rows, length) if b.size == a.size else (1, length)
+    # a residual the model dequantizes (its quantized LayerNorm output) is read as 8 bits
+    (a, b), dqs = read_through([a, b], ctx)
+    # and the normalized output only its QuantizeLinear reads is written quantized (QuantizeLinear's rounding)
+    quantizer = absorbed_quantizer(node, ctx)
+    requant = quantize_params(quantizer) if quantizer is not None else None
+    if quantizer is not None:
+        y = quantizer.outputs[0]
     ops = [operand(a, (rows, length)), operand(b, b_shape), operand(scale, (length,))]
     ops += [operand(beta, (length,))] if beta is not None else []
     ops += [operand(y, (rows, length)), operand(s_out, (rows, length))]
-    key = f"skip_layernorm|eps={eps}|{sig(*ops)}"
+    key = f"skip_layernorm|eps={eps}|{read_key(dqs)}|rq={requant}|{sig(*ops)}"
 
     def build():
         from tvm import te
         from tvm import tirx as T
         phs = placeholders(ops[:-1])
-        at, bt, sc = phs[0], phs[1], phs[2]
+        at, bt, sc = dequantizing(phs[0], dqs[0]), dequantizing(phs[1], dqs[1]), phs[2]
         bi = phs[3] if beta is not None else None
         f32 = "float32"
         S = te.compute((rows, length), lambda r, l: at[r, l] + bt[r if b_shape[0] > 1 else 0, l], name="S")
@@ -55,7 +82,8 @@ def lower_skip_layernorm(node: Node, ctx: LoweringContext):
 
         def f(r, l):
             v = (S[r, l] - mean[r]) * rstd[r] * sc[l]
-            return v + bi[l] if bi is not None else v
+            v = v + bi[l] if bi is not None else v
+            return quantize_expr(v, *requant) if requant is not None else v
         out = te.compute((rows, length), f, name="out")
         stages = s_st + ["mean"] + q_st + ["rstd"]
 

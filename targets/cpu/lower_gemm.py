@@ -265,7 +265,7 @@ def lower_fused_matmul(node: Node, ctx: LoweringContext):
         raise NoLoweringError("a FusedMatMul bias that is not one value per output column")
     if res is not None and res.shape != out.shape:
         raise NoLoweringError("a FusedMatMul residual that broadcasts")
-    epi = Epilogue.from_attrs(node.attrs, bias, res)
+    epi = Epilogue.from_attrs(node.attrs, bias, res, ctx)
     k = b.shape[-2]
     if b.const is not None and math.prod(b.shape[:-2]) == 1 and out.shape[:-1] == a.shape[:-1]:
         w = b

@@ -100,7 +100,7 @@ def _epi_ts(epi, out_shape):
 @lowers("FusedConv")
 def lower_fused_conv(node: Node, ctx: LoweringContext):
     res = node.inputs[3] if len(node.inputs) > 3 else None
-    epi = Epilogue.from_attrs(node.attrs, None, res)
+    epi = Epilogue.from_attrs(node.attrs, None, res, ctx)
     return lower_conv(node, ctx, None if epi.trivial else epi)
 
 

@@ -18,34 +18,46 @@ import numpy as np
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 
-from .lower_elementwise import injective_call, tvm_dtype
+from .dequantize_reads import Dequantized
+from .lower_elementwise import binary_expr, injective_call, tvm_dtype
 from .dot_intrin import register_broadcast_dot
-from .int8_common import int8_gemm_compute, int8_gemm_operands, quantize_expr, scalar_const, tiles_per_block
-from .lower_fused import Columns, attention_core_steps
+from .int8_common import (int8_gemm_compute, int8_gemm_operands, quantize_expr, quantize_params, scalar_const,
+                          tiles_per_block)
+from .lower_fused import Columns, absorbed_quantizer, attention_core_steps
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 VNNI_N, VNNI_K = 16, 4  # one vpdpbusd: 16 int32 lanes, 4 byte products each
 
+# Elementwise float ops a QuantizeLinear computes in its own kernel when it is their only reader: onnxruntime's
+# QDQ residual DQ(a), DQ(b) -> Add -> Q becomes one kernel from 8-bit inputs to 8-bit output (its QLinearAdd).
+QUANTIZE_ABSORBS = ("Add", "Sub", "Mul", "Div")
+
+
 @lowers("QuantizeLinear")
 def lower_quantize_linear(node: Node, ctx: LoweringContext):
-    x, s = node.inputs[0], node.inputs[1]
-    zp = node.inputs[2] if len(node.inputs) > 2 else None
-    out = node.outputs[0]
+    x, out = node.inputs[0], node.outputs[0]
     if x.dtype != DType.float32:
         raise NoLoweringError(f"QuantizeLinear of {x.dtype} has no CPU kernel yet")
-    scale = float(np.float32(scalar_const(s, "the scale", node)))
-    z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
-    qdt = tvm_dtype(out.dtype)
+    scale, z, qdt = quantize_params(node)
+    if x.producer is not None and absorbed_quantizer(x.producer, ctx) is node:
+        return []  # the producer's kernel writes the quantized output (lower_fused.absorbed_quantizer)
     vector_round = ctx.target.capabilities.vector_lanes_f32 > 0  # CPU vector code (LLVM), not CUDA's
+    key = f"s={scale!r},z={z},vr={vector_round}"
+    p = x.producer
+    if p is not None and p.op_type in QUANTIZE_ABSORBS and ctx.only_reader(x, node) \
+            and all(v.dtype == DType.float32 for v in p.inputs) and tuple(x.shape) == tuple(out.shape):
+        # The float op's result is never stored: quantized in registers, with QuantizeLinear's rounding.
+        return [injective_call(node, ctx, p.inputs, out, lambda ld, i: quantize_expr(
+            binary_expr(p.op_type, ld[0](i), ld[1](i), "float32"), scale, z, qdt, vector_round=vector_round),
+            extra_key=f"{key},of={p.op_type}")]
     return [injective_call(node, ctx, [x], out, lambda ld, i: quantize_expr(ld[0](i), scale, z, qdt,
                                                                            vector_round=vector_round),
-                           extra_key=f"s={scale!r},z={z},vr={vector_round}")]
+                           extra_key=key)]
 
 
 @lowers("DequantizeLinear")
 def lower_dequantize_linear(node: Node, ctx: LoweringContext):
-    from tvm import tirx as T
     q, s = node.inputs[0], node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 else None
     out = node.outputs[0]
@@ -54,11 +66,8 @@ def lower_dequantize_linear(node: Node, ctx: LoweringContext):
     scale = float(np.float32(scalar_const(s, "the scale", node)))
     z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
     src = tvm_dtype(q.dtype)
-
-    def f(ld, i):
-        v = T.Cast("int32", ld[0](i)) - T.const(z, "int32")
-        return T.Cast("float32", v) * T.const(scale, "float32")
-    return [injective_call(node, ctx, [q], out, f, extra_key=f"s={scale!r},z={z},{src}")]
+    dq = Dequantized(q, scale, z)
+    return [injective_call(node, ctx, [q], out, lambda ld, i: dq.expr(ld[0](i), fence=False), extra_key=f"s={scale!r},z={z},{src}")]
 
 
 def pack_vnni(w: np.ndarray) -> np.ndarray:

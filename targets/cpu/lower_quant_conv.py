@@ -35,6 +35,7 @@ from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 from aotc.compiler.ops.nn import Conv
 
+from .dequantize_reads import dequantizing, read_through
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .int8_common import activation_expr, quantize_expr, scalar_const, tiles_per_block
@@ -53,8 +54,10 @@ class _QEpilogue:
     """float32(acc) * s[m] + bias[m], activation and residual (FusedConv's order), optional requantization:
     the reference's float epilogue (QuantizedConv.run), built once for both kernels."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: Node, residual_dq=None):
         a = node.attrs
+        self.residual_dq = residual_dq  # a residual the model dequantizes, read as 8 bits (dequantize_reads.py)
+        self.residual_dtype = residual_dq.dtype if residual_dq is not None else "float32"
         self.attrs = {"activation": a.get("activation") or "none", "act_alpha": a.get("act_alpha"),
                       "act_beta": a.get("act_beta"), "residual_before_activation": a.get("residual_before_activation") or 0}
         ys, yz = _opt(node, 7), _opt(node, 8)
@@ -64,7 +67,7 @@ class _QEpilogue:
                             tvm_dtype(node.outputs[0].dtype))
 
     def key(self) -> str:
-        return f"{sorted(self.attrs.items())}|rq={self.requant}"
+        return f"{sorted(self.attrs.items())}|rq={self.requant}|res={self.residual_dq}"
 
     def __call__(self, acc_f32, scale, bias, res):
         y = acc_f32 * scale
@@ -100,7 +103,10 @@ def lower_quantized_conv(node: Node, ctx: LoweringContext):
     key = f"{w.name}|{xscale!r}|{xzp}"
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
         ws.const.reshape(-1).astype(np.float32), (m,))).astype(np.float32))
-    epi = _QEpilogue(node)
+    rdq = None
+    if res is not None:
+        (res,), (rdq,) = read_through([res], ctx)
+    epi = _QEpilogue(node, rdq)
     if kernel == [1, 1] and strides == [1, 1] and node.attrs["group"] == 1 and not any(pb) and not any(pe):
         return pointwise_vnni_steps(node, ctx, x, xzp, w, key, scale, bias, res, epi)
     return direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe)
@@ -171,7 +177,7 @@ def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: 
             Bias = te.placeholder((m,), "float32", name="bias")
             args.append(Bias)
         if res is not None:
-            Res = te.placeholder((nb, m, p), "float32", name="residual")
+            Res = te.placeholder((nb, m, p), epi.residual_dtype, name="residual")
             args.append(Res)
         kk = te.reduce_axis((0, cp), name="k")
         # byte kk % 4 of the word (written `(word >> k * 8) & 255`, as the tensor intrinsic's description)
@@ -180,7 +186,7 @@ def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: 
             * W[i, kk // VNNI_K, kk % VNNI_K].astype("int32"), axis=kk), name="acc")
         Y = te.compute((nb, m, p), lambda n, i, j: epi(
             (acc[n, i, j] - CS[i]).astype("float32"), S[i], Bias[i] if Bias is not None else None,
-            Res[n, i, j] if Res is not None else None), name="Y")
+            dequantizing(Res, epi.residual_dq)[n, i, j] if Res is not None else None), name="Y")
         return prim_func(args + [Y], lambda sch: schedule_pointwise_vnni(sch, nb * m * pp, mr, panels))
 
     return [pack, Call(call_key, build, ops, node, flops=2 * nb * m * p * c)]
@@ -355,12 +361,12 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
             Bias = te.placeholder((m,), "float32", name="bias")
             args.append(Bias)
         if res is not None:
-            Res = te.placeholder(y.shape, "float32", name="residual")
+            Res = te.placeholder(y.shape, epi.residual_dtype, name="residual")
             args.append(Res)
         # Σ x·w and x_zp·Σw are exact integers (in float32 too, below 2**24), so is their difference
         Y = te.compute(y.shape, lambda n, mm, i, j: epi(
             (A[n, mm, i * w2 + j] - ZS[mm].astype(acc_dt)).astype("float32"), S[mm],
-            Bias[mm] if Bias is not None else None, Res[n, mm, i, j] if Res is not None else None), name="Y")
+            Bias[mm] if Bias is not None else None, dequantizing(Res, epi.residual_dq)[n, mm, i, j] if Res is not None else None), name="Y")
 
         def sched(sch):
             el = sch.get_loops(sch.get_sblock("Y"))

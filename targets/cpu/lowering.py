@@ -108,6 +108,19 @@ class LoweringContext:
         copy of an activation that several GEMMs read)."""
         return self._scratch.setdefault(name, {})
 
+    def readers(self, v: Value) -> list:
+        """The nodes that read `v`, and None for each time it is a graph output."""
+        uses = self.scratch("readers")
+        if not uses:
+            uses.update(self.graph.consumers())
+            uses.update({o.name: uses.get(o.name, []) + [None] for o in self.graph.outputs})
+        return uses.get(v.name, [])
+
+    def only_reader(self, v: Value, node: Node) -> bool:
+        """Whether `node` is the one node that reads `v`, and `v` is no graph output: then `node`'s kernel may
+        compute `v` itself, and `v`'s own step is dropped as dead."""
+        return v.const is None and [id(n) for n in self.readers(v)] == [id(node)]
+
     @property
     def lanes(self) -> int:
         return self.target.lanes
