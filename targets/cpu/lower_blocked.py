@@ -210,7 +210,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
             return prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb_tile, big))
         if direct:
             return prim_func(args, lambda sch: _schedule_direct(sch, mr, nb_tile, big))
-        return prim_func(args, lambda sch: _schedule_spatial(sch, y_shape, depthwise, big))
+        return prim_func(args, lambda sch: _schedule_depthwise(sch, y_shape, big))
 
     return steps + [Call(key, build, ops, node, flops=flops)]
 
@@ -326,8 +326,9 @@ def direct_tile(ow: int, mb: int) -> tuple[int, int]:
 
 
 def _schedule_direct(sch, tw: int, nb: int, big: bool) -> None:
-    """Tile: TW output columns x NB output blocks of one output row, over (input block, kh, kw, input lane):
-    per tap the TW input pixels' addresses are fixed while the 16 lanes of their channel block stream by."""
+    """Tile: TW output columns x NB output blocks of one output row, over the reduction (a full convolution's
+    (input block, kh, kw, input lane): per tap the TW input pixels' addresses are fixed while the 16 lanes of
+    their channel block stream by; a depthwise one's (kh, kw))."""
     blk = sch.get_sblock("acc")
     n, mo, i, j, mi, *reds = sch.get_loops(blk)
     moo, moi = sch.split(mo, [None, nb])
@@ -340,21 +341,10 @@ def _schedule_direct(sch, tw: int, nb: int, big: bool) -> None:
     _finish(sch, blk, jo, big, outer, reds[0])
 
 
-def _schedule_spatial(sch, y_shape, depthwise: bool, big: bool) -> None:
-    """Tile: TW output columns (x NB output blocks for a full convolution) of one output row."""
-    _, mb, _, ow, _ = y_shape
-    nb = 1 if depthwise or mb % 2 else 2
-    tw = _pick(ow, [t for t in (14, 8, 7, 12, 6, 10, 5, 4, 3, 2) if t * nb <= MAX_ACC])
-    blk = sch.get_sblock("acc")
-    n, mo, i, j, mi, *reds = sch.get_loops(blk)
-    moo, moi = sch.split(mo, [None, nb])
-    jo, ji = sch.split(j, [None, tw])
-    sch.reorder(n, moo, i, jo, *reds, ji, moi, mi)
-    sch.unroll(ji)
-    sch.unroll(moi)
-    sch.vectorize(mi)
-    outer = sch.fuse(n, moo, i)
-    _finish(sch, blk, jo, big, outer, reds[0])
+def _schedule_depthwise(sch, y_shape, big: bool) -> None:
+    """Tile: TW output columns of one output row and one channel block."""
+    tw = _pick(y_shape[3], [t for t in (14, 8, 7, 12, 6, 10, 5, 4, 3, 2) if t <= MAX_ACC])
+    _schedule_direct(sch, tw, 1, big)
 
 
 @lowers("BlockedMaxPool")
