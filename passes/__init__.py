@@ -11,4 +11,4 @@ from . import fuse_quantized  # noqa: F401,E402
 from . import quantize_int8  # noqa: F401,E402
 from . import decompose_quantized  # noqa: F401,E402
 from . import prequantized  # noqa: F401,E402
-from . import blocked_layout, fit_to_target  # noqa: F401,E402  (target passes: targets add them to their pipeline)
+from . import blocked_layout, fit_to_target, subpixel_conv_transpose  # noqa: F401,E402  (target passes: targets add them to their pipeline)

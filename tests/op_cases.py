@@ -374,6 +374,11 @@ CONV_TRANSPOSES = [
     ("stride2_pads", (2, 6, 5, 7), (6, 8, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("stride2_outpad", (1, 8, 7, 7), (8, 4, 4, 4), {"strides": [2, 2], "pads": [1, 1, 2, 2], "output_padding": [1, 1]}),
     ("grouped_dilated", (1, 6, 5, 5), (6, 2, 3, 3), {"group": 3, "dilations": [2, 2]}),
+    # the CPU targets' sub-pixel rewrite: a 2x2/2 upsampler (PP-OCR's), a kernel shorter than the stride (phases
+    # without taps), unequal strides with asymmetric pads
+    ("upsample_2x2_s2", (1, 20, 6, 5), (20, 7, 2, 2), {"strides": [2, 2]}),
+    ("kernel_below_stride", (1, 5, 4, 4), (5, 3, 2, 2), {"strides": [3, 3]}),
+    ("strides_2x3_asym_pads", (1, 6, 5, 4), (6, 4, 3, 5), {"strides": [2, 3], "pads": [0, 2, 1, 1]}),
 ]
 
 

@@ -450,3 +450,29 @@ def test_cli_print_ir_after_and_pass_times(tmp_path):
     feeds = feeds_for(g0)
     np.testing.assert_allclose(compiler.interpret(g1, feeds)[g1.outputs[0].name],
                                compiler.interpret(g0, feeds)[g0.outputs[0].name], rtol=1e-5, atol=1e-5)
+
+
+# -- sub-pixel ConvTranspose (a CPU target pass) -----------------------------------------------------------
+@pytest.mark.parametrize("w_shape,attrs", [
+    ((6, 4, 2, 2), {"strides": [2, 2]}),
+    ((6, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}),
+    ((6, 4, 2, 5), {"strides": [3, 2], "pads": [0, 2, 1, 0]}),
+])
+def test_subpixel_conv_transpose(w_shape, attrs):
+    g = Graph()
+    x = g.add_input("x", (2, 6, 5, 4), F32)
+    out(g, g.add_node("ConvTranspose", [x, c(g, "w", RNG.standard_normal(w_shape)), c(g, "b", RNG.standard_normal(4))],
+                      attrs).outputs[0])
+    g = run_pass_checked(g, "subpixel_conv_transpose")
+    hist = g.op_histogram()
+    assert "ConvTranspose" not in hist and hist["Conv"] == 1 and hist["Transpose"] == 1
+
+
+def test_subpixel_leaves_grouped_dilated_and_stride_one():
+    g = Graph()
+    x = g.add_input("x", (1, 6, 5, 5), F32)
+    for i, attrs in enumerate([{"group": 3, "strides": [2, 2]}, {"dilations": [2, 2], "strides": [2, 2]}, {}]):
+        w = RNG.standard_normal((6, 2 if "group" in attrs else 4, 3, 3))
+        out(g, g.add_node("ConvTranspose", [x, c(g, f"w{i}", w)], attrs).outputs[0])
+    g = run_pass_checked(g, "subpixel_conv_transpose")
+    assert g.op_histogram() == {"ConvTranspose": 3}

@@ -54,7 +54,8 @@ class CpuTarget(Target):
     def pipeline(self) -> list[tuple[str, dict]]:
         # What the kernels cannot run becomes what they can (int8 without an int8 kernel -> float), then the
         # layout pass (TVM's AlterOpLayout): convolution chains on NCHWc blocks of one vector.
-        steps = [("fit_to_target", {})]
+        # Strided ConvTransposes become a stride-1 Conv + phase interleave (no products with inserted zeros).
+        steps = [("fit_to_target", {}), ("subpixel_conv_transpose", {})]
         if self.conv_block:
             steps.append(("nchwc_layout", {"block": self.conv_block}))
         return steps
