@@ -65,7 +65,7 @@ def test_bundle_matches_reference_and_manifest(bundle, feeds, reference):
     assert man["format_version"] == 1 and man["target"]["name"] == "x86-avx512"
     assert man["inputs"] == [{"name": "x", "dtype": "float32", "shape": [64, 256]}]
     assert [o["name"] for o in man["outputs"]] == list(reference)
-    assert [p["name"] for p in man["passes"]] == ["fit_to_target", "nchwc_layout"]  # the target passes
+    assert [p["name"] for p in man["passes"]] == ["fit_to_target", "subpixel_conv_transpose", "nchwc_layout"]  # target passes
     assert man["arena_bytes"] > 0
     assert man["weight_bytes"] == (bundle / "weights.bin").stat().st_size and man["weight_bytes"] % 64 == 0
     import hashlib

@@ -110,7 +110,7 @@ def test_verbose_shows_every_step_and_json_is_for_scripts(named_dims_model, tmp_
     assert "scheduling kernels" in res.stderr and "[1/" in res.stderr  # each step, as lines without a terminal
     out = json.loads(res.stdout)
     assert out["target"]["name"] == "x86-avx2" and out["inputs"][0]["shape"] == [4, 16]
-    assert out["passes"][-2:] == ["fit_to_target", "nchwc_layout"]
+    assert out["passes"][-3:] == ["fit_to_target", "subpixel_conv_transpose", "nchwc_layout"]
 
 
 @needs_avx512

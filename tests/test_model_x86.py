@@ -62,7 +62,7 @@ def test_minilm_bundle_matches_onnxruntime(exporter, attn, passes, model_cache, 
         import json
         man = json.loads((bundle / "manifest.json").read_text())
         from aotc.passes import DEFAULT_PIPELINE
-        assert [p["name"] for p in man["passes"]] == DEFAULT_PIPELINE + ["fit_to_target", "nchwc_layout"]
+        assert [p["name"] for p in man["passes"]] == DEFAULT_PIPELINE + ["fit_to_target", "subpixel_conv_transpose", "nchwc_layout"]
     m = runtime_stub.load(bundle)
     for seed in (0, 1):
         feeds = minilm_feeds(seed=seed)
