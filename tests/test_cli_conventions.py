@@ -151,3 +151,18 @@ def test_profile_lists_every_kernel_against_the_roofline(bundle):
 def test_python_m_aotc_and_version():
     res = aotc("--version")
     assert res.returncode == 0 and res.stdout.startswith("aotc ")
+
+
+def test_quiet_compile_prints_nothing_when_constants_fold_to_inf(tmp_path):
+    """log(0) = -inf cast to an integer (T5's relative position buckets) is the ops' definition, not an
+    error: constant folding used to print NumPy's RuntimeWarnings under -q."""
+    consts = [numpy_helper.from_array(np.array([0.0, 1.0, 4.0], np.float32), "c")]
+    nodes = [helper.make_node("Log", ["c"], ["l"]), helper.make_node("Cast", ["l"], ["i"], to=TensorProto.INT64),
+             helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "f"], ["y"])]
+    graph = helper.make_graph(nodes, "fold_inf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], consts)
+    path = tmp_path / "fold_inf.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    res = aotc("compile", path, "-t", "x86-avx2", "-o", tmp_path / "b", "-q")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "" and res.stderr == ""
