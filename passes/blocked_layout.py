@@ -21,11 +21,15 @@ lowering with their vector width as the block; it is not part of the default
 (target-independent) pipeline."""
 from __future__ import annotations
 
+import numpy as np
+
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Graph, Node, Value
+from aotc.compiler.ops.layout import blocks
 from aotc.compiler.ops.nn import Pad
 
 from .pass_manager import register_pass
+from .patterns import per_channel
 
 # An NCHW input with at most this many channels is read directly (an image's 3 channels would be 13/16
 # padding in the blocked layout).
@@ -102,27 +106,21 @@ def _blocked_operand(graph: Graph, v: Value, out: Value, twin: dict, block: int,
     """The operand `v` of an elementwise op with NCHW result `out`, on the blocked layout: its twin (the same
     channels, spatial axes equal to out's or 1 x 1), or a constant of one value per channel (or one value)
     as a [1, Cb, 1, 1, c] constant; None when neither. A divisor's padding channels get ones, not zeros."""
-    import numpy as np
     if v.name in twin:
         t = twin[v.name]
         ok = v.shape[:2] == out.shape[:2] and v.shape[2:] in (out.shape[2:], (1, 1))
         return t if ok else None
     if v.const is None or v.dtype != out.dtype:
         return None
-    c = np.asarray(v.const)
-    if c.ndim > 4:
-        return None
-    shape = (1,) * (4 - c.ndim) + c.shape
     channels = out.shape[1]
-    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+    values = per_channel(v.const, channels, 4)
+    if values is None:
         return None
-    if c.size == 1 and not divisor:
+    if v.size == 1 and not divisor:
         return v  # a single value broadcasts over the blocked tensor as it is
-    from aotc.compiler.ops.layout import blocks
     cb = blocks(channels, block)
-    per_channel = np.broadcast_to(c.reshape(-1), (channels,))
-    full = np.full((cb * block,), 1 if divisor else 0, c.dtype)
-    full[:channels] = per_channel
+    full = np.full((cb * block,), 1 if divisor else 0, v.const.dtype)
+    full[:channels] = values
     return graph.add_const(f"{v.name}/blocked{block}", full.reshape(1, cb, 1, 1, block))
 
 
@@ -171,5 +169,4 @@ def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int
 
 
 def np_any_zero(v: Value) -> bool:
-    import numpy as np
     return v.const is None or bool(np.any(np.asarray(v.const) == 0))

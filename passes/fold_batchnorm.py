@@ -14,7 +14,7 @@ import numpy as np
 from aotc.compiler.ir import Graph
 
 from .pass_manager import register_pass
-from .patterns import Const, Match, Op, Rule, Var, apply_rules
+from .patterns import Const, Match, Op, Rule, Var, apply_rules, per_channel
 
 
 def bn_affine(m: Match) -> tuple[np.ndarray, np.ndarray]:
@@ -28,15 +28,25 @@ def _bn(x):
     return Op("BatchNormalization", x, Const("scale"), Const("bias"), Const("mean"), Const("var"))
 
 
-def _fold_into_conv(g: Graph, m: Match):
+def _conv_with_affine(g: Graph, m: Match, a: np.ndarray | None, c, tag: str):
+    """The matched Conv with its output times `a` (per output channel; None: 1) plus `c` (None: 0), folded into its
+    weights and bias (new constants named .../w_{tag}, .../b_{tag}; the weight is reused when `a` is None)."""
     conv = m.node("conv")
     w = m.const("w")
-    a, c = bn_affine(m)
-    w2 = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
     b0 = m.const("b").astype(np.float64) if "b" in m.values else 0.0
-    b2 = (b0 * a + c).astype(w.dtype)
-    return g.add_node("Conv", [m["x"], g.add_const(f"{conv.name}/w_bn", w2), g.add_const(f"{conv.name}/b_bn", b2)],
-                      conv.attrs, name=conv.name).outputs[0]
+    if a is None:
+        w_val, b2 = m["w"], b0 + c
+    else:
+        w2 = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        w_val, b2 = g.add_const(f"{conv.name}/w_{tag}", w2), b0 * a if c is None else b0 * a + c
+    b2 = np.broadcast_to(b2, (w.shape[0],)).astype(w.dtype)
+    return g.add_node("Conv", [m["x"], w_val, g.add_const(f"{conv.name}/b_{tag}", b2)], conv.attrs,
+                      name=conv.name).outputs[0]
+
+
+def _fold_into_conv(g: Graph, m: Match):
+    a, c = bn_affine(m)
+    return _conv_with_affine(g, m, a, c, "bn")
 
 
 def _fold_into_matmul(g: Graph, m: Match):
@@ -62,41 +72,21 @@ def _to_affine(g: Graph, m: Match):
                       name=m.root.name).outputs[0]
 
 
-def _per_channel(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
-    """A constant operand of an elementwise op on a [N, M, ...] result as M per-channel values (float64),
-    or None when it varies along another axis (or broadcasts the result to a bigger shape)."""
-    if c.ndim > rank:
+def _channel_constant(m: Match) -> np.ndarray | None:
+    """The Mul/Add constant as one value per output channel of the matched Conv, or None."""
+    if m.root.outputs[0].dtype != m["x"].dtype:
         return None
-    shape = (1,) * (rank - c.ndim) + c.shape
-    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
-        return None
-    return np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,))
-
-
-def _conv_parts(m: Match):
-    conv = m.node("conv")
-    w = m.const("w")
-    b = m.const("b").astype(np.float64) if "b" in m.values else np.zeros(w.shape[0])
-    k = _per_channel(m.const("k"), w.shape[0], m.root.outputs[0].rank)
-    return conv, w, b, k
+    return per_channel(m.const("k"), m.const("w").shape[0], m.root.outputs[0].rank)
 
 
 def _scale_into_conv(g: Graph, m: Match):
-    conv, w, b, k = _conv_parts(m)
-    if k is None or m.root.outputs[0].dtype != m["x"].dtype:
-        return None
-    w2 = (w.astype(np.float64) * k.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-    return g.add_node("Conv", [m["x"], g.add_const(f"{conv.name}/w_scaled", w2),
-                               g.add_const(f"{conv.name}/b_scaled", (b * k).astype(w.dtype))],
-                      conv.attrs, name=conv.name).outputs[0]
+    k = _channel_constant(m)
+    return None if k is None else _conv_with_affine(g, m, k, None, "scaled")
 
 
 def _shift_into_conv(g: Graph, m: Match):
-    conv, w, b, k = _conv_parts(m)
-    if k is None or m.root.outputs[0].dtype != m["x"].dtype:
-        return None
-    return g.add_node("Conv", [m["x"], m["w"], g.add_const(f"{conv.name}/b_shifted", (b + k).astype(w.dtype))],
-                      conv.attrs, name=conv.name).outputs[0]
+    k = _channel_constant(m)
+    return None if k is None else _conv_with_affine(g, m, None, k, "shifted")
 
 
 def _conv(with_bias: bool):

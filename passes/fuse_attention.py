@@ -215,11 +215,12 @@ class _Matcher:
         q4, q_scale = self.scalar_factor(qk.inputs[0])
         kt, k_scale = self.scalar_factor(qk.inputs[1])
         scale *= q_scale * k_scale
-        xq, wq, bq, q_scale = self.heads(q4, (0, 2, 1, 3), h, d)
-        xk, wk, bk, k_scale = self.heads(kt, (0, 2, 3, 1), h, d)
-        xv, wv, bv, v_scale = self.heads(v4, (0, 2, 1, 3), h, d)
-        _need(v_scale == 1.0)
-        scale *= q_scale * k_scale
+        # scales on the projections' outputs, before the head split
+        xq, wq, bq, q_pre = self.heads(q4, (0, 2, 1, 3), h, d)
+        xk, wk, bk, k_pre = self.heads(kt, (0, 2, 3, 1), h, d)
+        xv, wv, bv, v_pre = self.heads(v4, (0, 2, 1, 3), h, d)
+        _need(v_pre == 1.0)
+        scale *= q_pre * k_pre
         _need(xk is xv and all(_dtype(w) == xq.dtype.numpy for w in (wq, wk, wv)))
         self.check_private(out)
         return dict(out=out, xq=xq, xkv=xk, w=(wq, bq, wk, bk, wv, bv), add_masks=add_masks, keep=keep, fill=fill,

@@ -284,6 +284,18 @@ def is_weight(v: Value | None) -> bool:
     return v is not None and (v.const is not None or is_dequantized_const(v))
 
 
+def per_channel(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """A constant operand of an elementwise op on a [N, C, ...] result of `rank` axes as C per-channel values
+    (float64), or None when it varies along another axis or broadcasts the result to a bigger shape."""
+    c = np.asarray(c)
+    if c.ndim > rank:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,))
+
+
 def scalar(v: Value) -> float | None:
     """The value of a constant whose elements are all equal, else None."""
     if v is None or v.const is None or v.const.size == 0:

@@ -29,6 +29,7 @@ from aotc.compiler.ops.nn import Conv
 from .epilogue import Epilogue
 from .lower_elementwise import injective_call
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .nan_math import nan_flag, nan_where_flagged
 from .schedules import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, prim_func
 
 # Accumulator vectors a tile may hold (of 32 zmm registers: the rest hold broadcasts and weights).
@@ -169,12 +170,10 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
 
         def read(n, c_outer, c_inner, i, j):
             """X at input pixel (i, j) (may be in the padding), channel block/lane or NCHW channel."""
+            tail = (c_inner,) if blocked_in else ()
             if not guarded:
-                return X[n, c_outer, i, j, c_inner] if blocked_in else X[n, c_outer, i, j]
-            inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < wd))
-            ii, jj = T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), wd - 1)
-            v = X[n, c_outer, ii, jj, c_inner] if blocked_in else X[n, c_outer, ii, jj]
-            return T.Select(inside, v, zero)
+                return X[(n, c_outer, i, j) + tail]
+            return padded_read(X, (n, c_outer), i, j, tail, h, wd, zero)
 
         if pointwise:
             rco = te.reduce_axis((0, x.shape[1]), "rco")
@@ -224,14 +223,21 @@ def _zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb,
     xp = ctx.temp(f"{node.outputs[0].name}.padded_input", shape, x.dtype)
 
     def f(t, o):
-        i, j = o[2] - pb[0], o[3] - pb[1]
-        inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < wd))
-        ii, jj = T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), wd - 1)
-        return T.Select(inside, t[0][(o[0], o[1], ii, jj) + tuple(o[4:])], T.const(0.0, "float32"))
+        return padded_read(t[0], o[:2], o[2] - pb[0], o[3] - pb[1], o[4:], h, wd, T.const(0.0, "float32"))
     call = injective_call(node, ctx, [x], xp, None, raw=f)
     call.key = f"conv_zero_pad|{list(pb)}|{sig(*call.operands)}"
     steps.append(call)
     return xp
+
+
+def padded_read(t, lead, i, j, tail, h: int, w: int, fill, f=None):
+    """t[lead + (i, j) + tail] at a pixel that may lie in the padding: the clamped pixel's value (through `f`)
+    where (i, j) is inside the h x w map, `fill` outside. One select whose condition is the same for every lane
+    of a channel vector."""
+    from tvm import tirx as T
+    inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < w))
+    v = t[tuple(lead) + (T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), w - 1)) + tuple(tail)]
+    return T.Select(inside, f(v) if f is not None else v, fill)
 
 
 def _finish(sch, blk, at_loop, big, outer, red_first, registers: bool = True):
@@ -377,21 +383,15 @@ def lower_blocked_max_pool(node: Node, ctx: LoweringContext):
         f32 = "float32"
         X = te.placeholder(x.shape, f32, name="X")
 
-        def tap(nn, c, i, j, lane, rh, rw, f, outside):
-            ii, jj = i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1]
-            inside = T.And(T.And(ii >= 0, ii < h), T.And(jj >= 0, jj < wd))
-            v = X[nn, c, T.min(T.max(ii, 0), h - 1), T.min(T.max(jj, 0), wd - 1), lane]
-            return T.Select(inside, f(v), T.const(outside, f32))
-
         def window_max(name, f, outside):
             rh = te.reduce_axis((0, kh), f"{name}_rh")
             rw = te.reduce_axis((0, kw), f"{name}_rw")
-            return te.compute(y.shape, lambda nn, c, i, j, lane: te.max(
-                tap(nn, c, i, j, lane, rh, rw, f, outside), axis=[rh, rw]), name=name)
+            return te.compute(y.shape, lambda nn, c, i, j, lane: te.max(padded_read(
+                X, (nn, c), i * sh + rh * dh - pb[0], j * sw + rw * dw - pb[1], (lane,), h, wd,
+                T.const(outside, f32), f), axis=[rh, rw]), name=name)
         mx = window_max("mx", lambda v: v, float("-inf"))
-        nan = window_max("nan", lambda v: T.Select(T.isnan(v), T.const(1.0, f32), T.const(0.0, f32)), 0.0)
-        Y = te.compute(y.shape, lambda *o: T.Select(nan[o] > T.const(0.0, f32), T.const(float("nan"), f32), mx[o]),
-                       name="Y")
+        nan = window_max("nan", nan_flag, 0.0)
+        Y = te.compute(y.shape, lambda *o: nan_where_flagged(nan[o], mx[o]), name="Y")
 
         def schedule(sch):
             yb = sch.get_sblock("Y")

@@ -182,7 +182,6 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     bsz, sq = out.shape[0], out.shape[1]
     q, k, v = Columns.of(q), Columns.of(k), Columns.of(v)
     skv = k.value.shape[0] // bsz
-    hd = h * d
     lanes = ctx.lanes
     steps = []
     name = out.name

@@ -16,7 +16,7 @@ from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call, tvm_dtype
-from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .schedules import pick_vec, prim_func, schedule_contraction
 
 MR_CHOICES = (8, 6, 4, 3, 2, 1)

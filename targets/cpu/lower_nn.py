@@ -18,7 +18,9 @@ from aotc.compiler.ops.nn import Conv, window_geometry
 from .epilogue import Epilogue
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
-from .schedules import PARALLEL_MIN_ELEMENTS, epilogue_at, pick_vec, prim_func, schedule_contraction, schedule_injective
+from .nan_math import nan_flag, nan_where_flagged
+from .schedules import (PARALLEL_MIN_ELEMENTS, epilogue_at, pick_vec, prim_func, schedule_contraction,
+                        schedule_injective)
 
 
 def folded_pad(x):
@@ -359,7 +361,6 @@ def lower_batchnorm(node: Node, ctx: LoweringContext):
 
 @lowers("MaxPool", "AveragePool")
 def lower_pool(node: Node, ctx: LoweringContext):
-    from tvm import tirx as T
     x, y = node.inputs[0], node.outputs[0]
     if x.dtype != DType.float32 or x.rank != 4:
         raise NoLoweringError("only float32 2-D pooling has a CPU kernel yet")
@@ -419,9 +420,7 @@ def lower_pool(node: Node, ctx: LoweringContext):
             return X[nn, cc, (rh * dils[0]) % sh, (rw * dils[1]) % sw, i + (rh * dils[0]) // sh,
                      j + (rw * dils[1]) // sw]
         if is_max:
-            # A plain max, and NaN (MaxPool propagates it) from a second plain max over NaN flags: a
-            # NaN-propagating combiner made TVM's reduction loop 80x slower (lower_blocked's pool measured it).
-            f32 = "float32"
+            # A plain max, and NaN (MaxPool propagates it) from a second plain max over NaN flags (nan_math).
             M = te.compute(y.shape, lambda *o: te.max(tap(*o), axis=[rh, rw]), name="M")
             fh = te.reduce_axis((0, kernel[0]), name="fh")
             fw = te.reduce_axis((0, kernel[1]), name="fw")
@@ -429,10 +428,9 @@ def lower_pool(node: Node, ctx: LoweringContext):
             def flag(nn, cc, i, j):
                 v = X[nn, cc, (fh * dils[0]) % sh, (fw * dils[1]) % sw, i + (fh * dils[0]) // sh,
                       j + (fw * dils[1]) // sw]
-                return T.Select(T.isnan(v), T.const(1.0, f32), T.const(0.0, f32))
+                return nan_flag(v)
             F = te.compute(y.shape, lambda *o: te.max(flag(*o), axis=[fh, fw]), name="F")
-            Y = te.compute(y.shape, lambda *o: T.Select(F[o] > T.const(0.0, f32), T.const(float("nan"), f32), M[o]),
-                           name="Y")
+            Y = te.compute(y.shape, lambda *o: nan_where_flagged(F[o], M[o]), name="Y")
             vec = pick_vec(ow, lanes)
 
             def sched_max(sch):

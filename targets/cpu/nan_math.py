@@ -21,6 +21,20 @@ def nan_min(a, b):
     return T.Select(T.isnan(b), b, T.Select(a > b, b, a))
 
 
+def nan_flag(v):
+    """1.0 where v is NaN, else 0.0 (float32): a plain max of these flags says whether a window held a NaN,
+    so a max reduction can use the plain combiner (a NaN-propagating one made TVM's reduction loops ~80x
+    slower) and still return NaN, through nan_where_flagged."""
+    from tvm import tirx as T
+    return T.Select(T.isnan(v), T.const(1.0, "float32"), T.const(0.0, "float32"))
+
+
+def nan_where_flagged(flag, v):
+    """NaN where the reduced nan_flag is set, else v."""
+    from tvm import tirx as T
+    return T.Select(flag > T.const(0.0, "float32"), T.const(float("nan"), "float32"), v)
+
+
 def at_least(x, lo):
     """max(x, lo) for a bound lo that is not NaN: x when x is NaN (the comparison is false)."""
     from tvm import tirx as T
