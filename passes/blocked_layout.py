@@ -10,8 +10,8 @@ folded into its padding, which the blocked kernels apply while reading.
 
 Elementwise ops between convolutions (a residual Add, a squeeze-and-excitation
 Mul by per-channel gates, activations left outside a conv), max pools (ResNet's
-stem) and the global average pool of a squeeze-and-excitation block run on the
-blocked tensors too
+stem), spatial resizes (a feature pyramid's upsampling) and the global average
+pool of a squeeze-and-excitation block run on the blocked tensors too
 (`blocked_elementwise`), so a chain pays no layout conversion per op; the
 padding channels then hold f(padding), always finite, which the next
 convolution multiplies by zero weights and FromBlockedLayout drops.
@@ -139,6 +139,12 @@ def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int
         if x.name not in twin:
             return 0
         attrs, inputs, new_op = {"axes": [2, 3], "keepdims": 1}, [twin[x.name]], "ReduceMean"
+    elif op == "Resize":
+        x = node.inputs[0]
+        attrs = x.name in twin and blocked_resize_attrs(node, twin[x.name].shape)
+        if not attrs:
+            return 0
+        inputs, new_op = [twin[x.name]], "Resize"
     elif op in BLOCKED_UNARY or op in BLOCKED_BINARY:
         tensors = [v for v in node.inputs if v is not None and v.const is None]
         if not tensors or any(v.name not in twin for v in tensors):
@@ -166,6 +172,27 @@ def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int
     graph.replace_all_uses(out, y2)
     twin[y2.name] = yb
     return 1
+
+
+def blocked_resize_attrs(node: Node, blocked_shape: tuple) -> dict | None:
+    """A spatial Resize's attributes for the same resampling of its input's blocked twin: the same scales
+    (or sizes) on H and W, 1 on the channel blocks and lanes, which Resize copies (so every coordinate mode
+    but tf_crop_and_resize, whose extrapolation fills, gives the same pixels; interpolation of finite padding
+    channels stays finite). None when the Resize also resizes N or C."""
+    from aotc.compiler.ops.nn import Resize
+    at = node.attrs
+    x = node.inputs[0]
+    if at["coordinate_transformation_mode"] == "tf_crop_and_resize":
+        return None
+    out, scale, _ = Resize.plan(x.shape, at)
+    if tuple(out[:2]) != tuple(x.shape[:2]):
+        return None
+    attrs = {**at, "roi": None, "axes": None}
+    if at["scales"]:
+        attrs["scales"], attrs["sizes"] = [1.0, 1.0, float(scale[2]), float(scale[3]), 1.0], None
+    else:
+        attrs["sizes"], attrs["scales"] = [blocked_shape[0], blocked_shape[1], out[2], out[3], blocked_shape[4]], None
+    return attrs
 
 
 def np_any_zero(v: Value) -> bool:

@@ -163,17 +163,28 @@ KERNELS = [  # the three BlockedConv kernels at sizes whose tiles do not divide 
      {"group": 32, "strides": [2, 2], "pads": [2, 2, 2, 2], "dilations": [1, 2]}),
     ("full_3x3_s2", (1, 24, 11, 11), (40, 24, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("pointwise_stride2", (1, 32, 8, 8), (16, 32, 1, 1), {"strides": [2, 2]}),
+    # 15x15 = 225 pixels: a 7-pixel tile computes 231, the last tile reading pixel 224 again
+    ("pointwise_padded_pixels", (1, 48, 15, 15), (48, 48, 1, 1), {}),
+    ("pointwise_padded_pixels_long", (1, 256, 15, 15), (40, 256, 1, 1), {}),  # the K-blocked schedule
+    # wide depthwise windows read a zero-bordered copy of the input (ConvNeXt's 7x7, PP-OCR's 5x5 on 15x15)
+    ("depthwise_7x7_bordered", (1, 24, 14, 14), (24, 1, 7, 7), {"group": 24, "pads": [3, 3, 3, 3]}),
+    ("depthwise_5x5_narrow_tile", (1, 32, 15, 15), (32, 1, 5, 5), {"group": 32, "pads": [2, 1, 2, 3]}),
 ]
 
 
 def test_pointwise_tiles_fit_the_registers_and_pad_little():
-    from aotc.targets.cpu.lower_blocked import pointwise_tile
+    from aotc.targets.cpu.lower_blocked import pointwise_pixels, pointwise_tile
     assert pointwise_tile(49, 5) == (7, 3)  # 5 output blocks computed as 6: one padding block
-    for p in (49, 196, 784, 3136, 12544, 63, 30):
+    for p in (49, 196, 784, 3136, 12544, 63):
         for mb in range(1, 90):
             mr, nb = pointwise_tile(p, mb)
             padded = -(-mb // nb) * nb
             assert p % mr == 0 and mr * nb <= 24 + 4 and (padded - mb) * 4 <= padded, (p, mb, mr, nb)
+    # Maps no tile divides (PP-OCR's 15x15 and 30x30) compute a few padding pixels rather than take 3x1 / 6x1.
+    for p, mb in ((225, 24), (900, 12), (225, 23), (30, 4)):
+        mr, nb = pointwise_tile(p, mb)
+        work = pointwise_pixels(p, mr) * -(-mb // nb) * nb
+        assert mr * nb >= 14 and mr * nb <= 28 and (work - p * mb) * 8 <= work, (p, mb, mr, nb)
 
 
 @needs_avx512
@@ -257,3 +268,64 @@ def test_pass_runs_pools_and_elementwise_blocked():
     got = compiler.interpret(g, feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
+RESIZES = [  # an FPN's 2x nearest upsampling, linear by sizes, a non-integer downscale of an odd map
+    ("nearest_2x", {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]}),
+    ("linear_sizes", {"mode": "linear", "sizes": [1, 20, 13, 17]}),
+    ("nearest_half_asymmetric", {"mode": "nearest", "scales": [1.0, 1.0, 0.5, 0.5],
+                                 "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}),
+    ("cubic_tf_half_pixel", {"mode": "cubic", "scales": [1.0, 1.0, 1.5, 1.5],
+                             "coordinate_transformation_mode": "tf_half_pixel_for_nn"}),
+]
+
+
+def resize_chain_graph(name, attrs):
+    """conv -> Resize -> (+ conv of the resized map) -> conv: the Resize between blocked convolutions."""
+    g = compiler.Graph(f"resize_{name}")
+    x = g.add_input("x", (1, 8, 9, 9), DType.float32)
+    a = g.add_node("Conv", [x, g.add_const("w1", f32(20, 8, 3, 3) * 0.3), g.add_const("b1", f32(20))],
+                   {"pads": [1, 1, 1, 1]}, name="conv1").outputs[0]
+    r = g.add_node("Resize", [a], attrs, name="resize").outputs[0]
+    c = g.add_node("Conv", [r, g.add_const("w2", f32(20, 20, 1, 1) * 0.3)], {}, name="conv2").outputs[0]
+    s = g.add_node("Add", [c, r], name="residual").outputs[0]
+    g.outputs = [g.add_node("Conv", [s, g.add_const("w3", f32(4, 20, 1, 1))], {}, name="head").outputs[0]]
+    return g, {"x": f32(1, 8, 9, 9)}
+
+
+@pytest.mark.parametrize("name,attrs", RESIZES, ids=[r[0] for r in RESIZES])
+def test_pass_runs_spatial_resize_blocked(name, attrs):
+    g, feeds = resize_chain_graph(name, attrs)
+    want = compiler.interpret(g, feeds)
+    nchwc_layout(g, block=16)
+    compiler.verify(g)
+    resizes = [n for n in g.nodes if n.op_type == "Resize"]
+    assert len(resizes) == 1 and resizes[0].inputs[0].rank == 5
+    assert g.op_histogram().get("FromBlockedLayout") == 1  # only the network's output leaves the layout
+    got = compiler.interpret(g, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
+def test_pass_leaves_channel_resize_and_crop_and_resize():
+    g, _ = resize_chain_graph("crop", {"mode": "linear", "sizes": [1, 20, 5, 5], "roi": [0, 0, 0.1, 0.1, 1, 1, 0.9, 0.9],
+                                       "coordinate_transformation_mode": "tf_crop_and_resize"})
+    nchwc_layout(g, block=16)
+    assert [n.inputs[0].rank for n in g.nodes if n.op_type == "Resize"] == [4]  # extrapolation would fill lanes
+    g = compiler.Graph("channel_resize")
+    x = g.add_input("x", (1, 8, 9, 9), DType.float32)
+    a = g.add_node("Conv", [x, g.add_const("w1", f32(20, 8, 3, 3))], {"pads": [1, 1, 1, 1]}).outputs[0]
+    r = g.add_node("Resize", [a], {"mode": "nearest", "scales": [1.0, 2.0, 1.0, 1.0]}).outputs[0]
+    g.outputs = [g.add_node("Conv", [r, g.add_const("w2", f32(4, 40, 1, 1))]).outputs[0]]
+    nchwc_layout(g, block=16)
+    assert [n.inputs[0].rank for n in g.nodes if n.op_type == "Resize"] == [4]
+
+
+@needs_avx512
+@pytest.mark.parametrize("name,attrs", RESIZES, ids=[r[0] for r in RESIZES])
+def test_blocked_resize_between_convs_on_x86(name, attrs, out_dir):
+    g, feeds = resize_chain_graph(name, attrs)
+    want = compiler.interpret(g, feeds)
+    got = compile_and_run(g, feeds, out_dir)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)

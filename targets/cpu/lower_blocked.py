@@ -34,6 +34,8 @@ from .schedules import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, prim_func
 
 # Accumulator vectors a tile may hold (of 32 zmm registers: the rest hold broadcasts and weights).
 MAX_ACC = 28
+# Output columns of a depthwise tile, the first that divides the output width.
+DEPTHWISE_TILE_WIDTHS = (14, 8, 7, 12, 6, 10, 5, 4, 3, 2)
 
 
 @lowers("ToBlockedLayout")
@@ -144,7 +146,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     # The input window the convolution reads: rows/columns from -pb up to this extent.
     hp, wp_ = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
     guarded = bool(pb[0] or pb[1] or hp > h or wp_ > wd)
-    if direct and guarded:
+    if guarded and (direct or depthwise and _depthwise_pads_input(kh * kw, strides, ow)):
         # A full convolution reads every input pixel kh*kw times per output block as a broadcast scalar: a
         # bounds select on each of those reads cost more than the FMAs (3x3 64->64 on 56x56 at 35% of peak).
         # One copy of the input with its zero border (a few % of the convolution's time) makes every read
@@ -178,8 +180,11 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         if pointwise:
             rco = te.reduce_axis((0, x.shape[1]), "rco")
             rci = te.reduce_axis((0, b), "rci")
-            acc = te.compute((nb, mbp, p, b), lambda n, mo, q, mi: te.sum(
-                X[n, rco, q, rci] * W[mo // nb_tile, rco * b + rci, mo % nb_tile, mi], axis=[rco, rci]), name="acc")
+            pp = pointwise_pixels(p, mr)
+            pixel = (lambda q: q) if pp == p else (lambda q: T.min(q, p - 1))
+            acc = te.compute((nb, mbp, pp, b), lambda n, mo, q, mi: te.sum(
+                X[n, rco, pixel(q), rci] * W[mo // nb_tile, rco * b + rci, mo % nb_tile, mi], axis=[rco, rci]),
+                name="acc")
         elif depthwise:
             rh = te.reduce_axis((0, kh), "rh")
             rw = te.reduce_axis((0, kw), "rw")
@@ -212,6 +217,16 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         return prim_func(args, lambda sch: _schedule_depthwise(sch, y_shape, big))
 
     return steps + [Call(key, build, ops, node, flops=flops)]
+
+
+def _depthwise_pads_input(taps: int, strides, ow: int) -> bool:
+    """Whether a depthwise convolution reads a zero-bordered copy of its input rather than selecting at the
+    border on every read. The copy costs about as much as a 3x3 depthwise convolution itself, so it pays
+    only for wide windows: 7x7 on 96 channels of 56x56 went from 503 to 193 us with the copy (ConvNeXt), 5x5
+    on 15x15 and 30x30 maps (tiles of 5 and 6 columns) from 98 to 48 and 93 to 76 us, while 5x5 on 28x28
+    and 14x14 maps (14-column tiles) and strided ones were as fast or faster selecting (one core)."""
+    tw = _pick(ow, [t for t in DEPTHWISE_TILE_WIDTHS if t <= MAX_ACC])
+    return list(strides) == [1, 1] and (taps >= 49 or (taps >= 25 and tw < 7))
 
 
 def _zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb, extent, steps: list):
@@ -261,16 +276,35 @@ def pointwise_tile(p: int, mb: int) -> tuple[int, int]:
     (7, 14, 28, 56, 112). The number of output blocks is padded up to a multiple of NB when that costs at
     most a quarter of the work (the padding block's results are never stored); the tile with the least
     padding wins (672 -> 112 channels on 14x14: 7 blocks as 4 x 2 rather than 3 x 3, 244 -> ~175 us with two
-    threads). Otherwise these tiles' single-core times on EfficientNet-Lite0 differ by less than the noise."""
+    threads). Otherwise these tiles' single-core times on EfficientNet-Lite0 differ by less than the noise.
+    A map that none of these divides (15x15, 30x30) computes its pixels rounded up to whole tiles
+    (pointwise_pixels) rather than taking a 3- or 6-accumulator tile: 384 -> 384 channels on 15x15 ran at
+    42% of peak as 3 x 1."""
+    tiles = ((8, 3), (7, 3), (14, 2), (8, 2), (7, 2))
     fits = []
-    for mr, nb in ((8, 3), (7, 3), (14, 2), (8, 2), (7, 2)):
+    for mr, nb in tiles:
         padded = -(-mb // nb) * nb
         if p % mr == 0 and (padded - mb) * 4 <= padded:
             fits.append((padded - mb, mr, nb))
     if fits:  # the least padding, then the order above
         _, mr, nb = min(fits, key=lambda f: f[0])
         return mr, nb
+    # No tile divides the map: the least padded work (pixels and blocks), then the order above.
+    padded_fits = []
+    for i, (mr, nb) in enumerate(tiles):
+        work = pointwise_pixels(p, mr) * -(-mb // nb) * nb
+        if (work - p * mb) * 8 <= work:
+            padded_fits.append((work, i, mr, nb))
+    if padded_fits:
+        _, _, mr, nb = min(padded_fits)
+        return mr, nb
     return _pick(p, (8, 6, 4, 3, 2)), 1
+
+
+def pointwise_pixels(p: int, mr: int) -> int:
+    """Pixels a pointwise tile loop computes: p rounded up to whole MR-pixel tiles, the padding pixels reading
+    the last real one again and never stored (as lower_gemm.padded_rows)."""
+    return -(-p // mr) * mr
 
 
 def _schedule_pointwise(sch, p: int, mr: int, nb: int, big: bool) -> None:
@@ -349,7 +383,7 @@ def _schedule_direct(sch, tw: int, nb: int, big: bool) -> None:
 
 def _schedule_depthwise(sch, y_shape, big: bool) -> None:
     """Tile: TW output columns of one output row and one channel block."""
-    tw = _pick(y_shape[3], [t for t in (14, 8, 7, 12, 6, 10, 5, 4, 3, 2) if t <= MAX_ACC])
+    tw = _pick(y_shape[3], [t for t in DEPTHWISE_TILE_WIDTHS if t <= MAX_ACC])
     _schedule_direct(sch, tw, 1, big)
 
 

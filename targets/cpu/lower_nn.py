@@ -465,16 +465,18 @@ def lower_pool(node: Node, ctx: LoweringContext):
 
 @lowers("Resize")
 def lower_resize(node: Node, ctx: LoweringContext):
-    """Separable resampling of the two trailing axes: per output row/column, the input taps and their
-    weights are compile-time tables (from the reference op's own coordinate and weight rules)."""
+    """Separable resampling of the spatial axes (2 and 3) of NCHW or of channel-blocked NCHWc (the channel
+    lanes last, copied as one vector per pixel): per output row/column, the input taps and their weights are
+    compile-time tables (from the reference op's own coordinate and weight rules)."""
     from aotc.compiler.ops.nn import Resize
     x, y = node.inputs[0], node.outputs[0]
     at = node.attrs
-    if x.dtype != DType.float32 or x.rank != 4:
-        raise NoLoweringError("only float32 4-D Resize has a CPU kernel yet")
+    if x.dtype != DType.float32 or x.rank not in (4, 5):
+        raise NoLoweringError("only float32 4-D (or channel-blocked 5-D) Resize has a CPU kernel yet")
     out_shape, scale, roi = Resize.plan(x.shape, at)
     ctm = at["coordinate_transformation_mode"]
-    if tuple(out_shape[:2]) != tuple(x.shape[:2]) or ctm == "tf_crop_and_resize":
+    if (tuple(out_shape[:2]) != tuple(x.shape[:2]) or tuple(out_shape[4:]) != tuple(x.shape[4:])
+            or ctm == "tf_crop_and_resize"):
         raise NoLoweringError("resizing batch/channel axes or tf_crop_and_resize")
     tables = []
     for axis in (2, 3):
@@ -509,11 +511,11 @@ def lower_resize(node: Node, ctx: LoweringContext):
         IW = te.placeholder(iw.shape, "int32", name="iw")
         WW = te.placeholder(ww.shape, "float32", name="ww")
 
-        def f(n, c, i, j):
+        def f(n, c, i, j, *lane):
             total = None
             for a in range(th):
                 for b in range(tw):
-                    v = X[n, c, IH[i, a], IW[j, b]]
+                    v = X[(n, c, IH[i, a], IW[j, b]) + lane]
                     if at["mode"] != "nearest":
                         v = v * WH[i, a] * WW[j, b]
                     total = v if total is None else total + v
