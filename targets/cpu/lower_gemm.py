@@ -17,10 +17,12 @@ from aotc.compiler.ir import Node
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
-from .schedules import pick_vec, prim_func, schedule_contraction
+from .prefetch import with_panel_prefetch
+from .schedules import cpu_schedules, pick_vec, prim_func, schedule_contraction
 
 MR_CHOICES = (8, 6, 4, 3, 2, 1)
 KC = 128
+PF_K = 16
 
 
 def pick_nr(n: int, lanes: int) -> int:
@@ -69,6 +71,13 @@ def padded_rows(m: int, mr: int) -> int:
     return -(-m // mr) * mr
 
 
+def prefetches_panels(m: int, k: int, panels: int, mr: int) -> bool:
+    """Whether a packed GEMM prefetches its next weight panel (targets/cpu/prefetch.py): when a panel is
+    reused by at least two row tiles (so there is time to fetch the next one) and K splits into whole
+    groups of PF_K steps."""
+    return panels >= 2 and padded_rows(m, mr) // mr >= 2 and k % PF_K == 0
+
+
 def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
     """[K, N] -> [N/NR, K, NR]."""
     k, n = b.shape
@@ -84,8 +93,11 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
     mr = pick_mr(m, nr, lanes)
     mp = padded_rows(m, mr)
     epi = epi if epi is not None and not epi.trivial else None
-    if (npad != n or mp != m) and epi is None:
-        epi = Epilogue()  # an identity epilogue: the block that stores only the real rows and columns
+    prefetch = prefetches_panels(m, k, npad // nr, mr)
+    if (npad != n or mp != m or prefetch) and epi is None:
+        # an identity epilogue: the block that stores only the real rows and columns (and the register-tiled
+        # schedule, which the panel prefetch is written for)
+        epi = Epilogue()
     bp = ctx.derived_const(f"{b_data_key}.packed{nr}x{npad}", lambda: pack_b(_pad_columns(b_make(), npad), nr))
     ops = [operand(a, (m, k)), operand(bp)] + (epi.operands(n, (m, n)) if epi else [])
     ops.append(operand(out, (m, n)))
@@ -109,8 +121,10 @@ def packed_gemm_call(node: Node, ctx: LoweringContext, a, a_shape, b_data_key: s
         else:
             C = te.compute((m, n), lambda i, j: te.sum(A[i, kk] * B[j // nr, kk, j % nr], axis=kk), name="C")
             block, ep = "C", None
-        return prim_func(args + [C], lambda sch: schedule_contraction(sch, block, mp, npad, k, lanes, mr, nr,
-                                                                      kc=KC, epilogue=ep))
+        pf = prefetch and cpu_schedules()
+        func = prim_func(args + [C], lambda sch: schedule_contraction(sch, block, mp, npad, k, lanes, mr, nr,
+                                                                      kc=KC, epilogue=ep, split_k=PF_K if pf else 0))
+        return with_panel_prefetch(func, "Bp", npad // nr, k, nr, mp // mr, k_step=PF_K) if pf else func
 
     return Call(key, build, ops, node, flops=2 * m * n * k)
 

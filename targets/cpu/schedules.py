@@ -116,7 +116,7 @@ def pick_tile(n: int, choices: Sequence[int]) -> int:
 
 def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr: int, nr: int,
                          kc: int | None = None, batch_loops: int = 0, parallel: bool = True,
-                         epilogue: str | None = None, rows_outer: bool = False) -> None:
+                         epilogue: str | None = None, rows_outer: bool = False, split_k: int = 0) -> None:
     """Register-tiled contraction for a block whose loops are
     [batch..., m, n, k...] (k may be several reduction loops, fused here).
 
@@ -147,6 +147,13 @@ def schedule_contraction(sch, block: str, m: int, n: int, k: int, lanes: int, mr
         ko = None
         sch.reorder(*b_loops, mo, no, lk, mi, ni)
         init_at = lk
+    elif split_k:
+        # Reduction steps in groups of split_k, so that a statement per group (a prefetch) can sit outside
+        # the innermost loop, whose accumulators LLVM then still keeps in registers.
+        ko = None
+        lko, lki = sch.split(lk, [None, split_k])
+        sch.reorder(*b_loops, no, mo, lko, lki, mi, ni)
+        init_at = lko
     else:
         ko = None
         sch.reorder(*b_loops, no, mo, lk, mi, ni)
@@ -178,6 +185,7 @@ def epilogue_at(sch, blk, epilogue: str, loop, vectorize: bool) -> None:
     sch.reverse_compute_at(ep, loop)
     inner = sch.get_loops(ep)[-1]
     extent = int(sch.get(inner).extent)
+
     # Odd widths (a transposing epilogue's 7 pixels) would be legalized lane by lane: unroll those instead.
     if vectorize and extent >= 4 and extent & (extent - 1) == 0:
         sch.vectorize(inner)
