@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aotc.targets.cpu.lower_gemm import PF_K, prefetches_panels
-from aotc.targets.cpu.prefetch import LINE_FLOATS, _split_grid, with_panel_prefetch
+from aotc.targets.cpu.prefetch import LINE_FLOATS, _split_grid_after, with_panel_prefetch
 from x86_helpers import build_graph, check_graph, needs_avx512
 
 R = np.random.default_rng(3)
@@ -24,10 +24,14 @@ def test_which_gemms_prefetch():
 
 def test_split_grid_nests_the_loops_and_keeps_the_body():
     text = "x\n    for k_0, k_1 in T.grid(48, 16):\n        a = 1\n\n        b = 2\n    c = 3\n"
-    assert _split_grid(text, "k_0", "k_1") == (
+    assert _split_grid_after(text, "k_0") == (
         "x\n    for k_0 in range(48):\n        for k_1 in range(16):\n            a = 1\n\n            b = 2\n"
         "    c = 3\n")
-    assert _split_grid("no grid here\n", "k_0", "k_1") == "no grid here\n"
+    text = "    for r_0, q_0, r_1, c in T.grid(4, 7, 8, 16):\n        a = 1\n"
+    assert _split_grid_after(text, "q_0") == (
+        "    for r_0, q_0 in T.grid(4, 7):\n        for r_1, c in T.grid(8, 16):\n            a = 1\n")
+    assert _split_grid_after(text, "c") == text  # already the last loop of its header
+    assert _split_grid_after("no grid here\n", "k_0") == "no grid here\n"
 
 
 def gemm_func(m, k, n, nr=32, mr=8, split=PF_K):
@@ -76,4 +80,40 @@ def test_prefetching_gemm_matches_the_interpreter(m, k, n, tmp_path):
     w = (R.standard_normal((k, n)) * 0.1).astype(np.float32)
     b = R.standard_normal(n).astype(np.float32)
     g = build_graph("Gemm", [("x", x)], consts=[("w", w), ("b", b)])
+    check_graph(g, {"x": x}, tmp_path, rtol=1e-5, atol=1e-5)
+
+
+def pointwise_func(cin_blocks=32, p=49, mb=8, nb=2, mr=7, kb=8):
+    from tvm import te
+    import aotc.targets.cpu.lower_blocked as lb
+    from aotc.targets.cpu.schedules import prim_func
+    x = te.placeholder((1, cin_blocks, p, 16), "float32", name="X")
+    w = te.placeholder((mb // nb, cin_blocks * 16, nb, 16), "float32", name="W")
+    rco, rci = te.reduce_axis((0, cin_blocks), "rco"), te.reduce_axis((0, 16), "rci")
+    acc = te.compute((1, mb, p, 16), lambda n, mo, q, mi: te.sum(
+        x[n, rco, q, rci] * w[mo // nb, rco * 16 + rci, mo % nb, mi], axis=[rco, rci]), name="acc")
+    y = te.compute((1, mb, p, 16), lambda *o: acc[o] * 2, name="Y")
+    return prim_func([x, w, y], lambda sch: lb._schedule_pointwise(sch, p, mr, nb, True, kb))
+
+
+def test_pointwise_prefetch_sits_outside_the_reduction_and_covers_the_next_group():
+    from aotc.targets.cpu.lower_blocked import pointwise_k_blocks
+    from aotc.targets.cpu.prefetch import with_pointwise_prefetch
+    assert pointwise_k_blocks(49, 32) == 8 and pointwise_k_blocks(3136, 32) == 0 and pointwise_k_blocks(49, 4) == 0
+    cin, nb, k_blocks, tiles = 512, 2, 4, 7
+    text = with_pointwise_prefetch(pointwise_func(), "W", 4, cin, nb, k_blocks, tiles).script()
+    lines = cin * nb  # one 64-byte line per input channel and output block
+    per_step = -(-lines // (k_blocks * tiles))
+    assert text.count("llvm.prefetch") == per_step
+    head = text.index("for rco_0, q_0 in T.grid(4, 7):")
+    assert head < text.index("llvm.prefetch") < text.index("for rco_1, rci in T.grid(8, 16):")
+    seen = {min(s * per_step + q, lines - 1) for s in range(k_blocks * tiles) for q in range(per_step)}
+    assert seen == set(range(lines))
+
+
+@needs_avx512
+def test_prefetching_pointwise_conv_matches_the_interpreter(tmp_path):
+    x = R.standard_normal((1, 256, 7, 7)).astype(np.float32)
+    w = (R.standard_normal((96, 256, 1, 1)) * 0.1).astype(np.float32)
+    g = build_graph("Conv", [("x", x)], consts=[("w", w), ("b", R.standard_normal(96).astype(np.float32))])
     check_graph(g, {"x": x}, tmp_path, rtol=1e-5, atol=1e-5)

@@ -30,7 +30,8 @@ from .epilogue import Epilogue
 from .lower_elementwise import injective_call
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .nan_math import nan_flag, nan_where_flagged
-from .schedules import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, prim_func
+from .prefetch import with_pointwise_prefetch
+from .schedules import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, cpu_schedules, prim_func
 
 # Accumulator vectors a tile may hold (of 32 zmm registers: the rest hold broadcasts and weights).
 MAX_ACC = 28
@@ -211,7 +212,12 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         # Long reductions make a small output worth splitting (1152 -> 192 channels on a 7x7 map).
         big = math.prod(y_shape) >= PARALLEL_MIN_ELEMENTS or flops >= PARALLEL_MIN_FLOPS
         if pointwise:
-            return prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb_tile, big))
+            kb = pointwise_k_blocks(p, x.shape[1])
+            func = prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb_tile, big, kb))
+            if kb and cpu_schedules():
+                func = with_pointwise_prefetch(func, "W", mbp // nb_tile, cp, nb_tile, x.shape[1] // kb,
+                                               pointwise_pixels(p, mr) // mr)
+            return func
         if direct:
             return prim_func(args, lambda sch: _schedule_direct(sch, mr, nb_tile, big))
         return prim_func(args, lambda sch: _schedule_depthwise(sch, y_shape, big))
@@ -307,7 +313,14 @@ def pointwise_pixels(p: int, mr: int) -> int:
     return -(-p // mr) * mr
 
 
-def _schedule_pointwise(sch, p: int, mr: int, nb: int, big: bool) -> None:
+def pointwise_k_blocks(p: int, cin_blocks: int) -> int:
+    """Input channel blocks per step of the K-blocked pointwise schedule (_schedule_pointwise_kblocked), or 0
+    for the plain one: long reductions on small maps."""
+    kb = _pick(cin_blocks, (8, 6, 5, 4))
+    return kb if p < 1024 and cin_blocks >= 16 and kb > 1 else 0
+
+
+def _schedule_pointwise(sch, p: int, mr: int, nb: int, big: bool, kb: int = 0) -> None:
     """Tile: MR pixels x NB output blocks. On big maps (few channels) pixels are the outer loop, so a tile's
     input pixels are read once for all output blocks; on small maps output blocks are outer, so a block's
     weight panel stays in cache across the pixels."""
@@ -315,9 +328,7 @@ def _schedule_pointwise(sch, p: int, mr: int, nb: int, big: bool) -> None:
     n, mo, q, mi, *reds = sch.get_loops(blk)
     moo, moi = sch.split(mo, [None, nb])
     qo, qi = sch.split(q, [None, mr])
-    cin_blocks = int(sch.get(reds[0]).extent)
-    kb = _pick(cin_blocks, (8, 6, 5, 4))
-    if p < 1024 and cin_blocks >= 16 and kb > 1:
+    if kb:
         _schedule_pointwise_kblocked(sch, blk, n, moo, moi, qo, qi, mi, reds, kb, big)
         return
     if p >= 1024:
