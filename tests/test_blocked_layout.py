@@ -169,7 +169,18 @@ KERNELS = [  # the three BlockedConv kernels at sizes whose tiles do not divide 
     # wide depthwise windows read a zero-bordered copy of the input (ConvNeXt's 7x7, PP-OCR's 5x5 on 15x15)
     ("depthwise_7x7_bordered", (1, 24, 14, 14), (24, 1, 7, 7), {"group": 24, "pads": [3, 3, 3, 3]}),
     ("depthwise_5x5_narrow_tile", (1, 32, 15, 15), (32, 1, 5, 5), {"group": 32, "pads": [2, 1, 2, 3]}),
+    # a 7x7 map with a long reduction: input channel blocks outside the rows (direct_k_blocks)
+    ("full_3x3_tiny_map_k_blocked", (1, 256, 7, 7), (48, 256, 3, 3), {"pads": [1, 1, 1, 1]}),
 ]
+
+
+def test_direct_convs_block_the_input_channels_only_on_tiny_maps():
+    from aotc.targets.cpu.lower_blocked import direct_k_blocks
+    assert direct_k_blocks(49, 32, 9, [1, 1], 3, 16) == 1  # ResNet's 512 -> 512 3x3 on 7x7
+    assert direct_k_blocks(49, 16, 9, [1, 1], 3, 16) == 1  # the test case above
+    assert direct_k_blocks(196, 16, 9, [1, 1], 3, 16) == 0  # 14x14: the plain schedule was faster
+    assert direct_k_blocks(49, 32, 9, [2, 2], 3, 16) == 0  # strided
+    assert direct_k_blocks(49, 4, 9, [1, 1], 3, 16) == 0  # a short reduction's panel fits anyway
 
 
 def test_pointwise_tiles_fit_the_registers_and_pad_little():
