@@ -62,7 +62,7 @@ def nchwc_layout(graph: Graph, block: int = 16) -> int:
     converted = 0
 
     def blocked(v: Value, before: Node) -> Value:
-        if v.name not in twin:
+        if v.name not in twin and not twin_of_nhwc(graph, v, twin, block):
             with graph.inserting_before(before):
                 twin[v.name] = graph.add_node("ToBlockedLayout", [v], {"block": block},
                                               name=f"{v.name}/to_blocked").outputs[0]
@@ -70,7 +70,7 @@ def nchwc_layout(graph: Graph, block: int = 16) -> int:
 
     for node in list(graph.nodes):
         if not convertible(node):
-            converted += blocked_elementwise(graph, node, twin, block)
+            converted += blocked_elementwise(graph, node, twin, block) or nhwc_from_blocked(graph, node, twin, block)
             continue
         attrs = dict(node.attrs)
         x = node.inputs[0]
@@ -106,7 +106,7 @@ def _blocked_operand(graph: Graph, v: Value, out: Value, twin: dict, block: int,
     """The operand `v` of an elementwise op with NCHW result `out`, on the blocked layout: its twin (the same
     channels, spatial axes equal to out's or 1 x 1), or a constant of one value per channel (or one value)
     as a [1, Cb, 1, 1, c] constant; None when neither. A divisor's padding channels get ones, not zeros."""
-    if v.name in twin:
+    if v.name in twin or twin_of_nhwc(graph, v, twin, block):
         t = twin[v.name]
         ok = v.shape[:2] == out.shape[:2] and v.shape[2:] in (out.shape[2:], (1, 1))
         return t if ok else None
@@ -148,7 +148,11 @@ def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int
     elif op in BLOCKED_UNARY or op in BLOCKED_BINARY:
         tensors = [v for v in node.inputs if v is not None and v.const is None]
         if not tensors or any(v.name not in twin for v in tensors):
-            return 0
+            # An operand that is a channels-last tensor transposed to NCHW gets its twin by vector copies
+            # (twin_of_nhwc), but only when another operand is blocked already.
+            if not any(v.name in twin for v in tensors) or not all(
+                    v.name in twin or _nhwc_source(v, block) is not None for v in tensors):
+                return 0
         if op == "Div" and node.inputs[1].const is None:
             return 0  # 0 / 0 in the padding channels
         if any(v.shape[:2] != out.shape[:2] for v in tensors):
@@ -193,6 +197,62 @@ def blocked_resize_attrs(node: Node, blocked_shape: tuple) -> dict | None:
     else:
         attrs["sizes"], attrs["scales"] = [blocked_shape[0], blocked_shape[1], out[2], out[3], blocked_shape[4]], None
     return attrs
+
+
+# Channels-last <-> blocked. A model that runs LayerNorm and its MLP channels-last between convolutions
+# (ConvNeXt: depthwise conv, Transpose to NHWC, LayerNorm, Linear, GELU, Linear, Transpose back, residual Add)
+# would convert FromBlocked -> NCHW -> NHWC and back through NCHW -> ToBlocked, each a transpose of single
+# floats. With whole channel blocks, NCHWc and NHWC differ only in where the 16-channel vectors go:
+# [N, Cb, H, W, c] <-> [N, H, W, Cb, c] is one transpose of whole vectors.
+NCHW_TO_NHWC = [0, 2, 3, 1]
+NHWC_TO_NCHW = [0, 3, 1, 2]
+
+
+def _transpose_perm(node: Node | None) -> list | None:
+    if node is None or node.op_type != "Transpose" or node.inputs[0].rank != 4:
+        return None
+    from aotc.compiler.ops.shape_ops import Transpose
+    return list(Transpose.perm(4, node.attrs))
+
+
+def _nhwc_source(v: Value, block: int) -> Value | None:
+    """The NHWC tensor whose NCHW transpose `v` is, when its channels are whole blocks; else None."""
+    if v.rank == 4 and v.dtype == DType.float32 and v.shape[1] % block == 0 and \
+            _transpose_perm(v.producer) == NHWC_TO_NCHW:
+        return v.producer.inputs[0]
+    return None
+
+
+def twin_of_nhwc(graph: Graph, v: Value, twin: dict, block: int) -> bool:
+    """Give `v` (NCHW, the transpose of an NHWC tensor) a blocked twin made from the NHWC tensor directly:
+    a reshape into channel blocks and one transpose of whole vectors. True when it did."""
+    u = _nhwc_source(v, block)
+    if u is None:
+        return False
+    n, h, w, c = u.shape
+    with graph.inserting_before(v.producer):
+        r = graph.add_node("Reshape", [u], {"shape": [n, h, w, c // block, block]},
+                           name=f"{v.name}/nhwc_blocks").outputs[0]
+        twin[v.name] = graph.add_node("Transpose", [r], {"perm": [0, 3, 1, 2, 4]},
+                                      name=f"{v.name}/to_blocked").outputs[0]
+    return True
+
+
+def nhwc_from_blocked(graph: Graph, node: Node, twin: dict, block: int) -> int:
+    """An NCHW -> NHWC Transpose of a tensor with a blocked twin and whole channel blocks reads the twin: one
+    transpose of whole vectors and a reshape. Returns 1 when the node was rewritten."""
+    x = node.inputs[0] if node.inputs else None
+    if _transpose_perm(node) != NCHW_TO_NHWC or x.name not in twin or x.shape[1] % block:
+        return 0
+    out = node.outputs[0]
+    graph._node_names.discard(node.name)
+    with graph.inserting_before(node):
+        t = graph.add_node("Transpose", [twin[x.name]], {"perm": [0, 2, 3, 1, 4]},
+                           name=f"{node.name}/from_blocked").outputs[0]
+        y = graph.add_node("Reshape", [t], {"shape": list(out.shape)}, name=node.name).outputs[0]
+    graph.nodes.remove(node)
+    graph.replace_all_uses(out, y)
+    return 1
 
 
 def np_any_zero(v: Value) -> bool:

@@ -340,3 +340,58 @@ def test_blocked_resize_between_convs_on_x86(name, attrs, out_dir):
     got = compile_and_run(g, feeds, out_dir)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+def convnext_block_graph(c):
+    """ConvNeXt's block: depthwise 7x7, to channels-last, LayerNorm, Linear, GELU, Linear, back to NCHW,
+    residual Add, then the next convolution."""
+    g = compiler.Graph(f"convnext_block_{c}")
+    x = g.add_input("x", (1, c, 9, 9), DType.float32)
+    a = g.add_node("Conv", [x, g.add_const("w0", f32(c, c, 1, 1) * 0.3)], {}, name="stem").outputs[0]
+    d = g.add_node("Conv", [a, g.add_const("dw", f32(c, 1, 7, 7) * 0.2), g.add_const("db", f32(c))],
+                   {"group": c, "pads": [3, 3, 3, 3]}, name="dwconv").outputs[0]
+    t = g.add_node("Transpose", [d], {"perm": [0, 2, 3, 1]}, name="to_nhwc").outputs[0]
+    ln = g.add_node("LayerNormalization", [t, g.add_const("ls", f32(c)), g.add_const("lb", f32(c))],
+                    {"axis": -1, "epsilon": 1e-6}, name="ln").outputs[0]
+    h = g.add_node("MatMul", [ln, g.add_const("w1", f32(c, 2 * c) * 0.2)], name="pw1").outputs[0]
+    h = g.add_node("Gelu", [h], name="gelu").outputs[0]
+    h = g.add_node("MatMul", [h, g.add_const("w2", f32(2 * c, c) * 0.2)], name="pw2").outputs[0]
+    back = g.add_node("Transpose", [h], {"perm": [0, 3, 1, 2]}, name="to_nchw").outputs[0]
+    r = g.add_node("Add", [back, a], name="residual").outputs[0]
+    g.outputs = [g.add_node("Conv", [r, g.add_const("w3", f32(4, c, 1, 1))], {}, name="head").outputs[0]]
+    return g, {"x": f32(1, c, 9, 9)}
+
+
+def test_pass_moves_channels_last_blocks_by_whole_vectors():
+    g, feeds = convnext_block_graph(32)
+    want = compiler.interpret(g, feeds)
+    nchwc_layout(g, block=16)
+    compiler.verify(g)
+    hist = g.op_histogram()
+    # no single-float layout conversion is left inside the block: only the output leaves the blocked layout
+    assert hist.get("ToBlockedLayout") == 1 and hist.get("FromBlockedLayout") == 1, hist  # the input, the output
+    assert sorted(n.inputs[0].rank for n in g.nodes if n.op_type == "Transpose") == [5, 5]
+    assert [n.inputs[0].rank for n in g.nodes if n.op_type == "Add"] == [5]
+    got = compiler.interpret(g, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
+def test_pass_keeps_single_float_transposes_for_partial_channel_blocks():
+    g, feeds = convnext_block_graph(20)
+    want = compiler.interpret(g, feeds)
+    nchwc_layout(g, block=16)
+    assert all(n.inputs[0].rank == 4 for n in g.nodes if n.op_type == "Transpose")
+    got = compiler.interpret(g, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+
+@needs_avx512
+@pytest.mark.parametrize("c", [32, 20])
+def test_convnext_block_on_x86(c, out_dir):
+    g, feeds = convnext_block_graph(c)
+    want = compiler.interpret(g, feeds)
+    got = compile_and_run(g, feeds, out_dir)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
