@@ -10,8 +10,9 @@ folded into its padding, which the blocked kernels apply while reading.
 
 Elementwise ops between convolutions (a residual Add, a squeeze-and-excitation
 Mul by per-channel gates, activations left outside a conv), max pools (ResNet's
-stem), spatial resizes (a feature pyramid's upsampling) and the global average
-pool of a squeeze-and-excitation block run on the blocked tensors too
+stem), spatial resizes and channel concatenations of whole blocks (a feature
+pyramid's upsampling and merge) and the global average pool of a
+squeeze-and-excitation block run on the blocked tensors too
 (`blocked_elementwise`), so a chain pays no layout conversion per op; the
 padding channels then hold f(padding), always finite, which the next
 convolution multiplies by zero weights and FromBlockedLayout drops.
@@ -139,6 +140,12 @@ def blocked_elementwise(graph: Graph, node: Node, twin: dict, block: int) -> int
         if x.name not in twin:
             return 0
         attrs, inputs, new_op = {"axes": [2, 3], "keepdims": 1}, [twin[x.name]], "ReduceMean"
+    elif op == "Concat" and node.attrs["axis"] % 4 == 1:
+        # Channel concatenation of whole channel blocks (a feature pyramid's merge) is a concatenation of
+        # the blocks; a partial block would put padding lanes in the middle.
+        if any(v.name not in twin or v.shape[1] % block for v in node.inputs):
+            return 0
+        attrs, inputs, new_op = {"axis": 1}, [twin[v.name] for v in node.inputs], "Concat"
     elif op == "Resize":
         x = node.inputs[0]
         attrs = x.name in twin and blocked_resize_attrs(node, twin[x.name].shape)
