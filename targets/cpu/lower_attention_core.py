@@ -38,8 +38,8 @@ def fused_shape(sq: int, d: int, skvp: int, lanes: int) -> tuple[int, int] | Non
 
 
 def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, lanes: int):
-    """The Call computing ctx4 [B, H, Sqp, Dp] (see fused_shape) from q (Columns of [B*Sq, *]), kt [B, H, D, Skvp] (zero past
-    Skv), v (Columns of [B*Skv, *]) and masks [(value, "keep"|"add")], or None when no tile fits."""
+    """The Call computing ctx4 [B, H, Sqp, Dp] (see fused_shape) from q (Columns of [B*Sq, *]), kt [B, H, D, Skvp]
+    or, in panels of the score tile's NR keys, [B, H, Skvp/NR, D, NR] (zero past Skv), v (Columns of [B*Skv, *]) and masks [(value, "keep"|"add")], or None when no tile fits."""
     at = node.attrs
     h, d, scale, fill, nan_to_zero = at["num_heads"], at["head_dim"], at["scale"], at["mask_fill"], at["nan_to_zero"]
     bsz = ctx4.shape[0]
@@ -49,9 +49,10 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
     mr, nr = tile
     sqp, dp = ctx4.shape[2], ctx4.shape[3]
     assert sqp % mr == 0 and sqp >= sq and dp % lanes == 0 and dp >= d
-    # V is read as [B, Skv, H*D] columns when D is whole vectors; otherwise as `v`, a per-head copy
-    # [B, H, Skv, Dp] zero-padded to whole vectors (a clamped column index made every load a gather).
-    v_op = operand(v.value, (bsz, skv, v.total)) if dp == d else operand(v.value)
+    # V is read as `v`, a per-head copy [B, H, Skv, Dp] zero-padded to whole vectors (a clamped column index
+    # made every load a gather), or as [B, Skv, H*D] columns when `v` is those.
+    per_head = v.value.rank == 4
+    v_op = operand(v.value) if per_head else operand(v.value, (bsz, skv, v.total))
     ops = [operand(q.value, (bsz, sq, q.total)), operand(kt), v_op]
     ops += [operand(m_) for m_, _ in masks] + [operand(ctx4)]
     key = (f"attn_core|h={h},d={d},s={scale},fill={fill},nz={nan_to_zero},{[k for _, k in masks]}|"
@@ -65,8 +66,12 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
                for i, o in enumerate(ops[:-1])]
         Q, KT, V, mts = phs[0], phs[1], phs[2], phs[3:]
         r = te.reduce_axis((0, d), name="r")
+        if kt.rank == 5:  # K^T in panels of NR keys (lower_fused)
+            kt_at = lambda b, hh, rr, j: KT[b, hh, j // nr, rr, j % nr]  # noqa: E731
+        else:
+            kt_at = lambda b, hh, rr, j: KT[b, hh, rr, j]  # noqa: E731
         S = te.compute((bsz, h, sqp, skvp), lambda b, hh, i, j: te.sum(
-            Q[b, T.min(i, sq - 1), q.offset + hh * d + r] * KT[b, hh, r, j], axis=r), name="S")
+            Q[b, T.min(i, sq - 1), q.offset + hh * d + r] * kt_at(b, hh, r, j), axis=r), name="S")
         neg_inf = T.const(float("-inf"), f32)
 
         def scored(b, hh, i, j):
@@ -93,7 +98,7 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
         E = te.compute((bsz, h, sqp, skvp), lambda b, hh, i, j: fexp(Z[b, hh, i, j] - mx[b, hh, i]), name="E")
         sm = row_reduce(E, te.sum, "sm")
         rj = te.reduce_axis((0, skv), name="rj")
-        if dp == d:
+        if not per_head:
             C = te.compute((bsz, h, sqp, dp), lambda b, hh, i, jd: te.sum(
                 E[b, hh, i, rj] * V[b, rj, v.offset + hh * d + jd], axis=rj), name="C")
         else:
