@@ -27,7 +27,8 @@ import numpy as np
 from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Graph, Node, Value
 from aotc.compiler.ops.layout import blocks
-from aotc.compiler.ops.nn import Pad
+from aotc.compiler.ops.nn import Pad, Resize
+from aotc.compiler.ops.shape_ops import Transpose
 
 from .pass_manager import register_pass
 from .patterns import per_channel
@@ -190,7 +191,6 @@ def blocked_resize_attrs(node: Node, blocked_shape: tuple) -> dict | None:
     (or sizes) on H and W, 1 on the channel blocks and lanes, which Resize copies (so every coordinate mode
     but tf_crop_and_resize, whose extrapolation fills, gives the same pixels; interpolation of finite padding
     channels stays finite). None when the Resize also resizes N or C."""
-    from aotc.compiler.ops.nn import Resize
     at = node.attrs
     x = node.inputs[0]
     if at["coordinate_transformation_mode"] == "tf_crop_and_resize":
@@ -218,7 +218,6 @@ NHWC_TO_NCHW = [0, 3, 1, 2]
 def _transpose_perm(node: Node | None) -> list | None:
     if node is None or node.op_type != "Transpose" or node.inputs[0].rank != 4:
         return None
-    from aotc.compiler.ops.shape_ops import Transpose
     return list(Transpose.perm(4, node.attrs))
 
 
@@ -248,8 +247,10 @@ def twin_of_nhwc(graph: Graph, v: Value, twin: dict, block: int) -> bool:
 def nhwc_from_blocked(graph: Graph, node: Node, twin: dict, block: int) -> int:
     """An NCHW -> NHWC Transpose of a tensor with a blocked twin and whole channel blocks reads the twin: one
     transpose of whole vectors and a reshape. Returns 1 when the node was rewritten."""
-    x = node.inputs[0] if node.inputs else None
-    if _transpose_perm(node) != NCHW_TO_NHWC or x.name not in twin or x.shape[1] % block:
+    if _transpose_perm(node) != NCHW_TO_NHWC:
+        return 0
+    x = node.inputs[0]
+    if x.name not in twin or x.shape[1] % block:
         return 0
     out = node.outputs[0]
     graph._node_names.discard(node.name)

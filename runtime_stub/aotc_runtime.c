@@ -317,8 +317,6 @@ static int juint(const jval* v, uint64_t max, uint64_t* out) {
 #define AOTC_MAX_FILE_BYTES ((uint64_t)1 << 40)
 #define AOTC_MAX_MANIFEST_BYTES ((uint64_t)64 << 20)
 
-/* Reads a whole regular file (64-byte aligned, NUL-terminated). With keep_fd, the open descriptor is
- * returned in *keep_fd, so that the caller can load the very file it has hashed. */
 /* Weights stream from memory on every inference (a batch-1 transformer reads each weight once per run), a
  * panel at a time ahead of the GEMM (targets/cpu/prefetch.py): on 4 KB pages a 150 MB classifier's panels
  * miss the TLB on every page. Big files are 2 MB aligned and asked to live on transparent huge pages (a
@@ -334,6 +332,8 @@ static void advise_huge_pages(void* p, size_t n) {
 #endif
 }
 
+/* Reads a whole regular file (64-byte aligned, 2 MB aligned from 2 MB on, NUL-terminated). With keep_fd, the
+ * open descriptor is returned in *keep_fd, so that the caller can load the very file it has hashed. */
 static uint8_t* read_file(const char* path, size_t* size, uint64_t max_bytes, int* keep_fd) {
   /* O_NONBLOCK: a FIFO or device planted in a bundle must not block the open; it is refused below. */
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);

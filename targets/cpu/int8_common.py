@@ -115,9 +115,7 @@ def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str
     dtype) or None, and the float epilogue's attributes."""
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
         ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
-    rdq = None
-    if res is not None:
-        (res,), (rdq,) = read_through([res], ctx)
+    (res,), (rdq,) = read_through([res], ctx)
     ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale)]
     if bias is not None:
         ops.append(operand(bias, (n,)))

@@ -38,8 +38,11 @@ def fused_shape(sq: int, d: int, skvp: int, lanes: int) -> tuple[int, int] | Non
 
 
 def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, lanes: int):
-    """The Call computing ctx4 [B, H, Sqp, Dp] (see fused_shape) from q (Columns of [B*Sq, *]), kt [B, H, D, Skvp]
-    or, in panels of the score tile's NR keys, [B, H, Skvp/NR, D, NR] (zero past Skv), v (Columns of [B*Skv, *]) and masks [(value, "keep"|"add")], or None when no tile fits."""
+    """The Call computing ctx4 [B, H, Sqp, Dp] (see fused_shape) from q (Columns of [B*Sq, *]), kt in panels of
+    the score tile's NR keys [B, H, Skvp/NR, D, NR] (zero past Skv), v (Columns of a per-head copy
+    [B, H, Skv, Dp], zero past D) and masks [(value, "keep"|"add")], or None when no tile fits. Both copies are
+    lower_fused's: each tile's K^T panel and each head's V rows are contiguous, and a ragged head dimension
+    is whole vectors (a clamped column index made every load a gather)."""
     at = node.attrs
     h, d, scale, fill, nan_to_zero = at["num_heads"], at["head_dim"], at["scale"], at["mask_fill"], at["nan_to_zero"]
     bsz = ctx4.shape[0]
@@ -49,11 +52,8 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
     mr, nr = tile
     sqp, dp = ctx4.shape[2], ctx4.shape[3]
     assert sqp % mr == 0 and sqp >= sq and dp % lanes == 0 and dp >= d
-    # V is read as `v`, a per-head copy [B, H, Skv, Dp] zero-padded to whole vectors (a clamped column index
-    # made every load a gather), or as [B, Skv, H*D] columns when `v` is those.
-    per_head = v.value.rank == 4
-    v_op = operand(v.value) if per_head else operand(v.value, (bsz, skv, v.total))
-    ops = [operand(q.value, (bsz, sq, q.total)), operand(kt), v_op]
+    assert kt.shape == (bsz, h, skvp // nr, d, nr) and v.value.shape == (bsz, h, skv, dp)
+    ops = [operand(q.value, (bsz, sq, q.total)), operand(kt), operand(v.value)]
     ops += [operand(m_) for m_, _ in masks] + [operand(ctx4)]
     key = (f"attn_core|h={h},d={d},s={scale},fill={fill},nz={nan_to_zero},{[k for _, k in masks]}|"
            f"q@{q.offset},v@{v.offset}|{sig(*ops)}")
@@ -66,12 +66,8 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
                for i, o in enumerate(ops[:-1])]
         Q, KT, V, mts = phs[0], phs[1], phs[2], phs[3:]
         r = te.reduce_axis((0, d), name="r")
-        if kt.rank == 5:  # K^T in panels of NR keys (lower_fused)
-            kt_at = lambda b, hh, rr, j: KT[b, hh, j // nr, rr, j % nr]  # noqa: E731
-        else:
-            kt_at = lambda b, hh, rr, j: KT[b, hh, rr, j]  # noqa: E731
         S = te.compute((bsz, h, sqp, skvp), lambda b, hh, i, j: te.sum(
-            Q[b, T.min(i, sq - 1), q.offset + hh * d + r] * kt_at(b, hh, r, j), axis=r), name="S")
+            Q[b, T.min(i, sq - 1), q.offset + hh * d + r] * KT[b, hh, j // nr, r, j % nr], axis=r), name="S")
         neg_inf = T.const(float("-inf"), f32)
 
         def scored(b, hh, i, j):
@@ -98,12 +94,8 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
         E = te.compute((bsz, h, sqp, skvp), lambda b, hh, i, j: fexp(Z[b, hh, i, j] - mx[b, hh, i]), name="E")
         sm = row_reduce(E, te.sum, "sm")
         rj = te.reduce_axis((0, skv), name="rj")
-        if not per_head:
-            C = te.compute((bsz, h, sqp, dp), lambda b, hh, i, jd: te.sum(
-                E[b, hh, i, rj] * V[b, rj, v.offset + hh * d + jd], axis=rj), name="C")
-        else:
-            C = te.compute((bsz, h, sqp, dp), lambda b, hh, i, jd: te.sum(
-                E[b, hh, i, rj] * V[b, hh, rj, jd], axis=rj), name="C")
+        C = te.compute((bsz, h, sqp, dp), lambda b, hh, i, jd: te.sum(
+            E[b, hh, i, rj] * V[b, hh, rj, jd], axis=rj), name="C")
 
         def normalized(b, hh, i, jd):
             val = C[b, hh, i, jd] * (T.const(1.0, f32) / sm[b, hh, i])

@@ -232,8 +232,7 @@ def _depthwise_pads_input(taps: int, strides, ow: int) -> bool:
     only for wide windows: 7x7 on 96 channels of 56x56 went from 503 to 193 us with the copy (ConvNeXt), 5x5
     on 15x15 and 30x30 maps (tiles of 5 and 6 columns) from 98 to 48 and 93 to 76 us, while 5x5 on 28x28
     and 14x14 maps (14-column tiles) and strided ones were as fast or faster selecting (one core)."""
-    tw = _pick(ow, [t for t in DEPTHWISE_TILE_WIDTHS if t <= MAX_ACC])
-    return list(strides) == [1, 1] and (taps >= 49 or (taps >= 25 and tw < 7))
+    return list(strides) == [1, 1] and (taps >= 49 or (taps >= 25 and depthwise_tile_width(ow) < 7))
 
 
 def _zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb, extent, steps: list):
@@ -403,24 +402,27 @@ def _schedule_direct(sch, tw: int, nb: int, big: bool, kb: int = 0) -> None:
     if kb:
         rko, rki = sch.split(reds[0], [None, kb])
         sch.reorder(n, moo, rko, i, jo, rki, *reds[1:], ji, moi, mi)
-        sch.unroll(ji)
-        sch.unroll(moi)
-        sch.vectorize(mi)
-        outer = sch.fuse(n, moo)
-        _finish(sch, blk, outer, big, outer, rko, registers=False)
-        return
-    sch.reorder(n, moo, i, jo, *reds, ji, moi, mi)
+    else:
+        sch.reorder(n, moo, i, jo, *reds, ji, moi, mi)
     sch.unroll(ji)
     sch.unroll(moi)
     sch.vectorize(mi)
-    outer = sch.fuse(n, moo, i)
-    _finish(sch, blk, jo, big, outer, reds[0])
+    if kb:  # the accumulators of the group's rows in a buffer between input block steps
+        outer = sch.fuse(n, moo)
+        _finish(sch, blk, outer, big, outer, rko, registers=False)
+    else:
+        outer = sch.fuse(n, moo, i)
+        _finish(sch, blk, jo, big, outer, reds[0])
+
+
+def depthwise_tile_width(ow: int) -> int:
+    """Output columns of a depthwise tile: the first of DEPTHWISE_TILE_WIDTHS that divides the output width."""
+    return _pick(ow, [t for t in DEPTHWISE_TILE_WIDTHS if t <= MAX_ACC])
 
 
 def _schedule_depthwise(sch, y_shape, big: bool) -> None:
     """Tile: TW output columns of one output row and one channel block."""
-    tw = _pick(y_shape[3], [t for t in DEPTHWISE_TILE_WIDTHS if t <= MAX_ACC])
-    _schedule_direct(sch, tw, 1, big)
+    _schedule_direct(sch, depthwise_tile_width(y_shape[3]), 1, big)
 
 
 @lowers("BlockedMaxPool")

@@ -189,13 +189,14 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     # vectors when the key length is ragged (ViT's 197 tokens: otherwise no vector tile fits and the scores
     # ran unscheduled), the padding scores computed in registers and never stored.
     skvp = -(-skv // lanes) * lanes if skv % lanes and skv > 2 * lanes else skv
-    if skv > 2 * lanes and fused_shape(sq, d, skvp, lanes) is not None:
+    fused = fused_shape(sq, d, skvp, lanes)
+    if skv > 2 * lanes and fused is not None:
         # The fused core's score tile is MR rows x NR keys over the short head dimension: NR of two vectors
         # (keys padded to a multiple of 2 vectors, ~2% more score work) gives it twice the independent FMA
-        # chains of one (YOLOS's 677 keys as 43 vectors: 6 chains, latency-bound).
+        # chains of one (YOLOS's 677 keys as 43 vectors: 6 chains, latency-bound). Whole vectors either way,
+        # so the fused shape stays.
         skvp = -(-skv // (2 * lanes)) * 2 * lanes
 
-    fused = fused_shape(sq, d, skvp, lanes)
     # The fused core reads K^T in panels of its score tile's NR keys, [B, H, Skvp/NR, D, NR]: each tile's
     # D x NR panel contiguous instead of D rows a whole key length apart.
     kt_nr = core_tile(d, skvp, lanes)[1] if fused is not None else 0

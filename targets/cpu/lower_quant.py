@@ -67,7 +67,8 @@ def lower_dequantize_linear(node: Node, ctx: LoweringContext):
     z = int(scalar_const(zp, "the zero point", node)) if zp is not None else 0
     src = tvm_dtype(q.dtype)
     dq = Dequantized(q, scale, z)
-    return [injective_call(node, ctx, [q], out, lambda ld, i: dq.expr(ld[0](i), fence=False), extra_key=f"s={scale!r},z={z},{src}")]
+    return [injective_call(node, ctx, [q], out, lambda ld, i: dq.expr(ld[0](i), fence=False),
+                           extra_key=f"s={scale!r},z={z},{src}")]
 
 
 def pack_vnni(w: np.ndarray) -> np.ndarray:

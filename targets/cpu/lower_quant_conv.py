@@ -103,9 +103,7 @@ def lower_quantized_conv(node: Node, ctx: LoweringContext):
     key = f"{w.name}|{xscale!r}|{xzp}"
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
         ws.const.reshape(-1).astype(np.float32), (m,))).astype(np.float32))
-    rdq = None
-    if res is not None:
-        (res,), (rdq,) = read_through([res], ctx)
+    (res,), (rdq,) = read_through([res], ctx)
     epi = _QEpilogue(node, rdq)
     if kernel == [1, 1] and strides == [1, 1] and node.attrs["group"] == 1 and not any(pb) and not any(pe):
         return pointwise_vnni_steps(node, ctx, x, xzp, w, key, scale, bias, res, epi)

@@ -83,9 +83,8 @@ def _split_grid_after(text: str, var: str) -> str:
     """TVMScript prints perfectly nested loops as one `for a, b, c in T.grid(x, y, z):`; write the loops up to
     and including `var` as one header and the rest as another nested in it, so a statement can go at the
     head of `var`'s body."""
-    m = re.search(r"^(\s*)for ([\w, ]+) in T\.grid\(([\d, ]+)\):\n", text, re.M)
-    while m is not None and var not in [n.strip() for n in m.group(2).split(",")]:
-        m = re.compile(r"^(\s*)for ([\w, ]+) in T\.grid\(([\d, ]+)\):\n", re.M).search(text, m.end())
+    grids = re.finditer(r"^(\s*)for ([\w, ]+) in T\.grid\(([\d, ]+)\):\n", text, re.M)
+    m = next((g for g in grids if var in [n.strip() for n in g.group(2).split(",")]), None)
     if m is None:
         return text
     names = [n.strip() for n in m.group(2).split(",")]

@@ -190,7 +190,6 @@ def epilogue_at(sch, blk, epilogue: str, loop, vectorize: bool) -> None:
     sch.reverse_compute_at(ep, loop)
     inner = sch.get_loops(ep)[-1]
     extent = int(sch.get(inner).extent)
-
     # Odd widths (a transposing epilogue's 7 pixels) would be legalized lane by lane: unroll those instead.
     if vectorize and extent >= 4 and extent & (extent - 1) == 0:
         sch.vectorize(inner)
