@@ -28,6 +28,7 @@ from aotc.compiler.ops.nn import Conv
 
 from .epilogue import Epilogue
 from .lower_elementwise import injective_call
+from .lower_winograd import winograd_steps, winograd_tile
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .nan_math import nan_flag, nan_where_flagged
 from .prefetch import with_pointwise_prefetch
@@ -124,6 +125,12 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     else:
         mr, nb_tile = 0, 1
     mbp = -(-mb // nb_tile) * nb_tile  # output blocks the kernel computes (the last group may be padding)
+    bv = ctx.derived_const(f"{bias.name if bias is not None else 'zero' + str(w.shape[0])}.blocked{b}",
+                           lambda: pack_bias(None if bias is None else bias.const.astype(np.float32), w.shape[0], b))
+    epi = Epilogue.from_attrs(at, None, res)
+    m = winograd_tile(x.shape, y.shape, kernel, strides, dils) if direct and blocked_in else 0
+    if m:
+        return winograd_steps(node, ctx, x, w, bv, epi, y, m, pb, [])
     if pointwise:
         # In the order the tile reads them: [group of NB output blocks, input channel, NB, c], so each task
         # streams one contiguous panel (weights arrive from memory every inference; separate per-block
@@ -139,9 +146,6 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     else:
         wp = ctx.derived_const(f"{w.name}.blocked{b}.{cp}.{mbp}", lambda: pack_weight(
             w.const.astype(np.float32), b, cp, depthwise, mbp))
-    bv = ctx.derived_const(f"{bias.name if bias is not None else 'zero' + str(w.shape[0])}.blocked{b}",
-                           lambda: pack_bias(None if bias is None else bias.const.astype(np.float32), w.shape[0], b))
-    epi = Epilogue.from_attrs(at, None, res)
     kind = f"pointwise{mr}x{nb_tile}" if pointwise else f"direct{mr}x{nb_tile}" if direct else "depthwise"
     steps = []
     # The input window the convolution reads: rows/columns from -pb up to this extent.
@@ -152,7 +156,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         # bounds select on each of those reads cost more than the FMAs (3x3 64->64 on 56x56 at 35% of peak).
         # One copy of the input with its zero border (a few % of the convolution's time) makes every read
         # unconditional.
-        x = _zero_padded_copy(node, ctx, x, blocked_in, pb, (hp, wp_), steps)
+        x = zero_padded_copy(node, ctx, x, blocked_in, pb, (hp, wp_), steps)
         h, wd, pb, guarded = hp, wp_, [0, 0], False
     if pointwise:
         x_op, y_shape = operand(x, (nb, x.shape[1], p, b)), (nb, mb, p, b)
@@ -179,13 +183,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
             return padded_read(X, (n, c_outer), i, j, tail, h, wd, zero)
 
         if pointwise:
-            rco = te.reduce_axis((0, x.shape[1]), "rco")
-            rci = te.reduce_axis((0, b), "rci")
-            pp = pointwise_pixels(p, mr)
-            pixel = (lambda q: q) if pp == p else (lambda q: T.min(q, p - 1))
-            acc = te.compute((nb, mbp, pp, b), lambda n, mo, q, mi: te.sum(
-                X[n, rco, pixel(q), rci] * W[mo // nb_tile, rco * b + rci, mo % nb_tile, mi], axis=[rco, rci]),
-                name="acc")
+            acc = pointwise_acc(X, W, nb, mbp, p, mr, nb_tile, lambda n, mo: mo // nb_tile)
         elif depthwise:
             rh = te.reduce_axis((0, kh), "rh")
             rw = te.reduce_axis((0, kw), "rw")
@@ -212,12 +210,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         # Long reductions make a small output worth splitting (1152 -> 192 channels on a 7x7 map).
         big = math.prod(y_shape) >= PARALLEL_MIN_ELEMENTS or flops >= PARALLEL_MIN_FLOPS
         if pointwise:
-            kb = pointwise_k_blocks(p, x.shape[1])
-            func = prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb_tile, big, kb))
-            if kb and cpu_schedules():
-                func = with_pointwise_prefetch(func, "W", mbp // nb_tile, cp, nb_tile, x.shape[1] // kb,
-                                               pointwise_pixels(p, mr) // mr)
-            return func
+            return pointwise_func(args, p, mr, nb_tile, big, x.shape[1], mbp // nb_tile)
         if direct:
             kb = direct_k_blocks(oh * ow, x.shape[1] if blocked_in else 0, kh * kw, strides, nb_tile, b)
             return prim_func(args, lambda sch: _schedule_direct(sch, mr, nb_tile, big, kb))
@@ -235,7 +228,7 @@ def _depthwise_pads_input(taps: int, strides, ow: int) -> bool:
     return list(strides) == [1, 1] and (taps >= 49 or (taps >= 25 and depthwise_tile_width(ow) < 7))
 
 
-def _zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb, extent, steps: list):
+def zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb, extent, steps: list):
     """A temporary holding x's pixels shifted by the leading pads `pb` inside a zero border, `extent` rows x
     columns (what the convolution's windows cover); appends its copy kernel to `steps`."""
     from tvm import tirx as T
@@ -305,6 +298,35 @@ def pointwise_tile(p: int, mb: int) -> tuple[int, int]:
         _, _, mr, nb = min(padded_fits)
         return mr, nb
     return _pick(p, (8, 6, 4, 3, 2)), 1
+
+
+def pointwise_acc(X, W, batch: int, mbp: int, p: int, mr: int, nb: int, panel):
+    """The accumulator stage of a pointwise convolution, a GEMM per batch item: acc[n, mo, q, mi] = sum over
+    input channels of X[n, ci // c, q, ci % c] * W[panel(n, mo), ci, mo % NB, mi], X blocked [batch, Cb, P, c]
+    and W packed per group of NB output blocks ([panels, C, NB, c]); `mbp` output blocks and the pixels
+    rounded up to whole MR-pixel tiles (pointwise_pixels)."""
+    from tvm import te
+    from tvm import tirx as T
+    b = X.shape[-1]
+    rco = te.reduce_axis((0, X.shape[1]), "rco")
+    rci = te.reduce_axis((0, b), "rci")
+    pp = pointwise_pixels(p, mr)
+    pixel = (lambda q: q) if pp == p else (lambda q: T.min(q, p - 1))
+    return te.compute((batch, mbp, pp, b), lambda n, mo, q, mi: te.sum(
+        X[n, rco, pixel(q), rci] * W[panel(n, mo), rco * b + rci, mo % nb, mi], axis=[rco, rci]), name="acc")
+
+
+def pointwise_func(args, p: int, mr: int, nb: int, big: bool, cin_blocks: int, panels: int):
+    """The scheduled PrimFunc of a pointwise convolution whose stages are pointwise_acc's `acc` and an
+    elementwise `Y` of it; `panels` weight panels, walked in order by the outer loop of the K-blocked schedule
+    (which then prefetches the next one)."""
+    kb = pointwise_k_blocks(p, cin_blocks)
+    func = prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb, big, kb))
+    if kb and cpu_schedules():
+        b = int(args[0].shape[-1])
+        func = with_pointwise_prefetch(func, "W", panels, cin_blocks * b, nb, cin_blocks // kb,
+                                       pointwise_pixels(p, mr) // mr)
+    return func
 
 
 def pointwise_pixels(p: int, mr: int) -> int:
