@@ -59,38 +59,46 @@ def transform_weight(w: np.ndarray, m: int) -> np.ndarray:
     return u.reshape(a * a, w.shape[0], w.shape[1]).astype(np.float32)
 
 
-def _two_sided(coef_rows: np.ndarray, i, j, term):
-    """sum over (a, b) of coef_rows[i, a] * coef_rows[j, b] * term(a, b) for symbolic i, j: a chain of
-    selects on (i, j), each branch a sum of only the non-zero products (unrolled loops make i, j constants,
-    so one branch remains and no multiplication by 0 or 1 is left)."""
+def _row_sum(coef: np.ndarray, row, term):
+    """sum over t of coef[row, t] * term(t) for a symbolic `row`: a chain of selects on the row, each branch a
+    sum of only its non-zero terms (unrolled loops make the row a constant, so one branch remains and no
+    multiplication by 0 or 1 is left)."""
     from tvm import tirx as T
-    rows = coef_rows.shape[0]
     expr = None
-    for ci in reversed(range(rows)):
-        for cj in reversed(range(rows)):
-            total = None
-            for a in range(coef_rows.shape[1]):
-                for b in range(coef_rows.shape[1]):
-                    c = coef_rows[ci, a] * coef_rows[cj, b]
-                    if c == 0:
-                        continue
-                    t = term(a, b)
-                    if c == -1:
-                        total = -t if total is None else total - t
-                    else:
-                        t = t if c == 1 else t * T.const(float(c), "float32")
-                        total = t if total is None else total + t
-            branch = total if total is not None else T.const(0.0, "float32")
-            expr = branch if expr is None else T.Select(T.And(i == ci, j == cj), branch, expr)
+    for r in reversed(range(coef.shape[0])):
+        total = None
+        for t in range(coef.shape[1]):
+            c = coef[r, t]
+            if c == 0:
+                continue
+            v = term(t)
+            if c == -1:
+                total = -v if total is None else total - v
+                continue
+            v = v if c == 1 else v * T.const(float(c), "float32")
+            total = v if total is None else total + v
+        branch = total if total is not None else T.const(0.0, "float32")
+        expr = branch if expr is None else T.Select(row == r, branch, expr)
     return expr
 
 
-def transform_flops(coef_rows: np.ndarray) -> int:
-    """Floating-point operations of one two-sided transform of one value (each non-zero product costs an
-    add and, unless it is +-1, a multiply)."""
-    prod = np.einsum("ia,jb->ijab", coef_rows, coef_rows)
-    nz = prod != 0
-    return int(nz.sum() + (nz & (np.abs(prod) != 1)).sum())
+def transform_flops(coef: np.ndarray) -> int:
+    """Floating-point operations of one separable two-sided transform (C X C^T, rows then columns) of one
+    (m+2)^2 tile (each non-zero entry costs an add and, unless it is +-1, a multiply)."""
+    per_row = int((coef != 0).sum() + ((coef != 0) & (np.abs(coef) != 1)).sum())
+    return per_row * (coef.shape[1] + coef.shape[0])
+
+
+def _tile_stage_in_registers(sch, name: str, loop, depth: int) -> None:
+    """The first half of a separable transform computed per tile inside `loop` (the `depth`-th loop), in a
+    local buffer (registers once its loops are unrolled), its lanes one vector."""
+    blk = sch.get_sblock(name)
+    sch.compute_at(blk, loop)
+    sch.set_scope(blk, 0, "local")
+    *loops, lanes = sch.get_loops(blk)[depth:]
+    for lp in loops:
+        sch.unroll(lp)
+    sch.vectorize(lanes)
 
 
 def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, m: int, pads, steps: list) -> list:
@@ -129,10 +137,13 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
 
         X = te.placeholder(xp.shape, "float32", name="X")
 
-        def f(k, cb, p, l):
-            n, ty, tx = p // (th * tw), p // tw % th, p % tw
-            return _two_sided(bt, k // alpha, k % alpha, lambda a, c: X[n, cb, ty * m + a, tx * m + c, l])
-        V = te.compute(v.shape, f, name="V")
+        def tile(p):
+            return p // (th * tw), p // tw % th, p % tw
+        # Rows of each tile (B^T d along its columns), then B^T of those along its rows.
+        rows = te.compute((alpha, alpha, cb_in, tiles, b), lambda a, nu, cb, p, l: _row_sum(
+            bt, nu, lambda c: X[tile(p)[0], cb, tile(p)[1] * m + a, tile(p)[2] * m + c, l]), name="rows")
+        V = te.compute(v.shape, lambda k, cb, p, l: _row_sum(
+            bt, k // alpha, lambda a: rows[a, k % alpha, cb, p, l]), name="V")
 
         def schedule(sch):
             blk = sch.get_sblock("V")
@@ -140,6 +151,7 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
             sch.reorder(cb, p, k, l)
             sch.unroll(k)
             sch.vectorize(l)
+            _tile_stage_in_registers(sch, "rows", p, 2)
             if math.prod(v.shape) >= PARALLEL_MIN_ELEMENTS:
                 sch.parallel(sch.fuse(cb, p))
         return prim_func([X, V], schedule)
@@ -160,10 +172,12 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
         M = te.placeholder(mt.shape, "float32", name="M")
         BT = te.placeholder(bias_packed.shape, "float32", name="bias")
         ep_t = epi.placeholders(0, y_shape)
+        # A^T along each product tile's rows, then along its columns.
+        cols = te.compute((nb, mb, th, tw, alpha, m, b), lambda n, co, ty, tx, a, j, l: _row_sum(
+            at, j, lambda c: M[a * alpha + c, co, (n * th + ty) * tw + tx, l]), name="cols")
 
         def f(n, co, i, j, l):
-            p = (n * th + i // m) * tw + j // m
-            s = _two_sided(at, i % m, j % m, lambda a, c: M[a * alpha + c, co, p, l])
+            s = _row_sum(at, i % m, lambda a: cols[n, co, i // m, j // m, a, j % m, l])
             return epi.apply(s + BT[co, l], ep_t, None, (n, co, i, j, l))
         Y = te.compute(y_shape, f, name="Y")
 
@@ -176,6 +190,7 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
             sch.unroll(ii)
             sch.unroll(ji)
             sch.vectorize(l)
+            _tile_stage_in_registers(sch, "cols", jo, 4)
             if math.prod(y_shape) >= PARALLEL_MIN_ELEMENTS:
                 sch.parallel(sch.fuse(n, co, io))
         return prim_func([M, BT] + ep_t + [Y], schedule)
