@@ -316,11 +316,11 @@ def pointwise_acc(X, W, batch: int, mbp: int, p: int, mr: int, nb: int, panel):
         X[n, rco, pixel(q), rci] * W[panel(n, mo), rco * b + rci, mo % nb, mi], axis=[rco, rci]), name="acc")
 
 
-def pointwise_func(args, p: int, mr: int, nb: int, big: bool, cin_blocks: int, panels: int):
+def pointwise_func(args, p: int, mr: int, nb: int, big: bool, cin_blocks: int, panels: int, kb: int | None = None):
     """The scheduled PrimFunc of a pointwise convolution whose stages are pointwise_acc's `acc` and an
     elementwise `Y` of it; `panels` weight panels, walked in order by the outer loop of the K-blocked schedule
-    (which then prefetches the next one)."""
-    kb = pointwise_k_blocks(p, cin_blocks)
+    (which then prefetches the next one). `kb` overrides pointwise_k_blocks."""
+    kb = pointwise_k_blocks(p, cin_blocks) if kb is None else kb
     func = prim_func(args, lambda sch: _schedule_pointwise(sch, p, mr, nb, big, kb))
     if kb and cpu_schedules():
         b = int(args[0].shape[-1])
