@@ -108,3 +108,15 @@ def test_a_resnet_stage_convolution_takes_winograd_by_itself(tmp_path):
     assert "winograd_gemm" in winograd_kinds(tmp_path)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-5 * np.abs(want[k]).max())
+
+
+@needs_avx512
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_on_avx2_blocks_of_eight(m, tmp_path, monkeypatch):
+    monkeypatch.setattr(lower_blocked, "winograd_tile", lambda *a: m)
+    g, feeds = conv_graph(1, 12, 20, 9, 7, (1, 1, 1, 1), "relu_residual")
+    want = compiler.interpret(g, feeds)
+    got = compile_and_run(g, feeds, tmp_path, target="x86-avx2")
+    assert "winograd_gemm" in winograd_kinds(tmp_path)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-5 * np.abs(want[k]).max())

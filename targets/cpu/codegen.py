@@ -121,7 +121,7 @@ def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_i
     builders = {}
     for c in calls:
         if c.key not in kernels:
-            kernels[c.key] = kernel_name(len(kernels), c.node.op_type)
+            kernels[c.key] = kernel_name(len(kernels), c.label or c.node.op_type)
             builders[c.key] = c
         c.kernel = kernels[c.key]
     names = list(kernels.values())

@@ -202,11 +202,11 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
     out_ops = [operand(mt), operand(bias_packed)] + ep_ops + [operand(y)]
     return steps + [
         Call(f"winograd_input|{m}|{sig(*in_ops)}", input_transform, in_ops, node,
-             flops=transform_flops(bt) * tiles * cp),
+             flops=transform_flops(bt) * tiles * cp, label="winograd_input"),
         Call(f"winograd_gemm|{m}|{mr}x{nb_tile}|{sig(*gemm_ops)}", gemm, gemm_ops, node,
-             flops=2 * points * tiles * cp * cout),
+             flops=2 * points * tiles * cp * cout, label="winograd_gemm"),
         Call(f"winograd_output|{m}|{epi.key()}|{sig(*out_ops)}", output_transform, out_ops, node,
-             flops=transform_flops(at) * tiles * mb * b),
+             flops=transform_flops(at) * tiles * mb * b, label="winograd_output"),
     ]
 
 

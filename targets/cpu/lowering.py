@@ -76,6 +76,7 @@ class Call:
     num_outputs: int = 1             # the last num_outputs operands are written
     flops: int = 0
     kernel: str = ""                 # symbol, assigned by the codegen
+    label: str = ""                  # what the kernel's symbol names, when not the node's op (one of its steps)
 
 
 @dataclass(eq=False)
