@@ -184,7 +184,7 @@ def test_direct_convs_block_the_input_channels_only_on_tiny_maps():
 
 
 def test_pointwise_tiles_fit_the_registers_and_pad_little():
-    from aotc.targets.cpu.lower_blocked import pointwise_pixels, pointwise_tile
+    from aotc.targets.cpu.conv_tiles import pointwise_pixels, pointwise_tile
     assert pointwise_tile(49, 5) == (7, 3)  # 5 output blocks computed as 6: one padding block
     for p in (49, 196, 784, 3136, 12544, 63):
         for mb in range(1, 90):

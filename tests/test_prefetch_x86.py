@@ -85,7 +85,7 @@ def test_prefetching_gemm_matches_the_interpreter(m, k, n, tmp_path):
 
 def pointwise_func(cin_blocks=32, p=49, mb=8, nb=2, mr=7, kb=8):
     from tvm import te
-    import aotc.targets.cpu.lower_blocked as lb
+    import aotc.targets.cpu.conv_tiles as lb
     from aotc.targets.cpu.schedules import prim_func
     x = te.placeholder((1, cin_blocks, p, 16), "float32", name="X")
     w = te.placeholder((mb // nb, cin_blocks * 16, nb, 16), "float32", name="W")
@@ -97,7 +97,7 @@ def pointwise_func(cin_blocks=32, p=49, mb=8, nb=2, mr=7, kb=8):
 
 
 def test_pointwise_prefetch_sits_outside_the_reduction_and_covers_the_next_group():
-    from aotc.targets.cpu.lower_blocked import pointwise_k_blocks
+    from aotc.targets.cpu.conv_tiles import pointwise_k_blocks
     from aotc.targets.cpu.prefetch import with_pointwise_prefetch
     assert pointwise_k_blocks(49, 32) == 8 and pointwise_k_blocks(3136, 32) == 0 and pointwise_k_blocks(49, 4) == 0
     cin, nb, k_blocks, tiles = 512, 2, 4, 7

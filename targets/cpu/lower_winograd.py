@@ -12,7 +12,7 @@ input channels, that is one GEMM per point:
     U[k]  = G g G^T     per filter, at compile time
 
 F(2, 3) does 16/36 of the direct convolution's multiplications, F(4, 3) 36/144.
-The GEMMs are the pointwise convolution's kernel (lower_blocked.pointwise_acc,
+The GEMMs are the pointwise convolution's kernel (conv_tiles.pointwise_acc,
 its tiles, K blocking and weight prefetch), with one weight panel set per point.
 The transforms are explicit sums of the non-zero matrix entries, one vector of
 c channels at a time; their tile and point loops are unrolled so every
@@ -28,6 +28,7 @@ import numpy as np
 
 from aotc.compiler.ir import Node
 
+from .conv_tiles import pointwise_acc, pointwise_func, pointwise_tile, zero_padded_copy
 from .lowering import Call, LoweringContext, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
@@ -104,7 +105,6 @@ def _tile_stage_in_registers(sch, name: str, loop, depth: int) -> None:
 def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, m: int, pads, steps: list) -> list:
     """The calls of a Winograd F(m, 3) convolution of blocked x ([N, Cb, H, W, c]) into blocked y, after
     `steps` (which zero_padded_copy extends with the bordered input the input transform reads)."""
-    from .lower_blocked import pointwise_acc, pointwise_func, pointwise_tile, zero_padded_copy
     b = ctx.lanes
     nb, cb_in, h, wd, _ = x.shape
     _, mb, oh, ow, _ = y.shape

@@ -36,7 +36,7 @@ def with_panel_prefetch(func, buffer: str, panels: int, k: int, nr: int, row_til
 
 
 def with_pointwise_prefetch(func, buffer: str, groups: int, cin: int, nb: int, k_blocks: int, pixel_tiles: int):
-    """`func`, a scheduled K-blocked pointwise convolution (lower_blocked._schedule_pointwise_kblocked: the
+    """`func`, a scheduled K-blocked pointwise convolution (conv_tiles._schedule_pointwise_kblocked: the
     outermost loop over output block groups, then `rco_0` over K_BLOCKS input channel blocks, then `q_0`
     over the pixel tiles) with prefetches at the head of each pixel tile: over the K_BLOCKS x PIXEL_TILES
     tiles of group g, the cache lines of group g + 1's weights in `buffer` ([groups, cin, NB, c]), in order.
