@@ -120,3 +120,20 @@ def test_winograd_on_avx2_blocks_of_eight(m, tmp_path, monkeypatch):
     assert "winograd_gemm" in winograd_kinds(tmp_path)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=2e-5 * np.abs(want[k]).max())
+
+
+@needs_avx512
+def test_the_manifest_counts_the_models_flops_and_the_profile_the_executed_ones(tmp_path, monkeypatch):
+    """GFLOP/s of a whole model compare engines, so the manifest keeps the convolution's FLOPs; kernels.json
+    (the profile's roofline) has what each Winograd kernel executes: the GEMM far fewer than the direct one."""
+    flops = {}
+    for m in (0, 4):
+        monkeypatch.setattr(lower_blocked, "winograd_tile", lambda *a, m=m: m)
+        g, feeds = conv_graph(1, 32, 32, 16, 16, (1, 1, 1, 1), "plain")
+        compile_and_run(g, feeds, tmp_path / str(m))
+        bundle = next((tmp_path / str(m)).glob("*/manifest.json")).parent
+        calls = json.loads((bundle / "kernels.json").read_text())
+        flops[m] = (json.loads((bundle / "manifest.json").read_text())["flops"],
+                    {c["kind"].split("|")[0]: c["flops"] for c in calls if c["node"] == "conv"})
+    assert flops[4][0] == flops[0][0]
+    assert flops[4][1]["winograd_gemm"] * 3 < flops[0][1]["blockedconv"] < flops[4][1]["winograd_gemm"] * 5

@@ -204,4 +204,5 @@ def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_i
     if proc.returncode != 0:
         raise ToolchainError(f"Linking model.so failed ({' '.join(cmd)}): {proc.stderr.strip()[:2000]}")
     so = (workdir / "model.so").read_bytes()
-    return CompiledModel(so, driver, plan, profile, names, len(calls), sum(c.flops for c in calls), model_id)
+    model_flops = sum(c.flops if c.model_flops is None else c.model_flops for c in calls)
+    return CompiledModel(so, driver, plan, profile, names, len(calls), model_flops, model_id)

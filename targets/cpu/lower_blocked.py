@@ -125,7 +125,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     epi = Epilogue.from_attrs(at, None, res)
     m = winograd_tile(x.shape, y.shape, kernel, strides, dils) if direct and blocked_in else 0
     if m:
-        return winograd_steps(node, ctx, x, w, bv, epi, y, m, pb, [])
+        return winograd_steps(node, ctx, x, w, bv, epi, y, m, pb, [], node.op.flops(node.inputs, node.outputs, at))
     if pointwise:
         # In the order the tile reads them: [group of NB output blocks, input channel, NB, c], so each task
         # streams one contiguous panel (weights arrive from memory every inference; separate per-block

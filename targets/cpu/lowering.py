@@ -77,6 +77,9 @@ class Call:
     flops: int = 0
     kernel: str = ""                 # symbol, assigned by the codegen
     label: str = ""                  # what the kernel's symbol names, when not the node's op (one of its steps)
+    # The node's FLOPs as the model defines them that this call stands for, when it computes them by another
+    # algorithm (Winograd's GEMM: fewer multiplications; its transforms: none of the model's); None: `flops`.
+    model_flops: int | None = None
 
 
 @dataclass(eq=False)
