@@ -881,10 +881,9 @@ int aotc_run(aotc_model* m, const aotc_tensor* inputs, int num_inputs, aotc_tens
         set_error("out of memory allocating a %zu-byte arena", m->arena_bytes);
         rc = -1;
       } else {
-        /* Zeroed once: heap memory comes back holding whatever the process freed there (denormal floats
-         * among it), and some kernels compute on arena bytes that no result depends on (which ones is not
-         * pinned down; outputs were right either way): PP-OCR's classifier, whose 5x5 depthwise convolutions
-         * on 2-3-row maps ran 5-7x slower on such bytes, took 1.3 ms in one process and 0.25 ms in another. */
+        /* Zeroed once, so a run never depends on the bytes the process freed there: a kernel that read past
+         * its operands (padded reads whose clamp TVM's simplifier had dropped, since fixed) ran 5-7x slower
+         * on the denormal floats among them, and results must not depend on what a run finds in memory. */
         memset(a->mem, 0, m->arena_bytes ? m->arena_bytes : 64);
       }
     }

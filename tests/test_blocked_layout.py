@@ -428,3 +428,23 @@ def test_blocked_concat_on_x86(out_dir):
     got = compile_and_run(g, feeds, out_dir)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+def test_padded_reads_stay_in_bounds_after_simplification():
+    """A select evaluates both values, so the clamped read must survive TVM's simplifier: given the select's
+    condition as comparisons it proved the clamp redundant and dropped it, and the 5x5 depthwise kernels read
+    up to two rows before and after their input (stale arena bytes made PP-OCR's classifier 5x slower)."""
+    import re
+
+    from tvm import te
+    from tvm import tirx as T
+
+    from aotc.targets.cpu.conv_tiles import padded_read
+    from aotc.targets.cpu.schedules import prim_func
+    X = te.placeholder((1, 2, 3, 8, 16), "float32", name="X")
+    rh = te.reduce_axis((0, 5), "rh")
+    Y = te.compute((1, 2, 3, 8, 16), lambda n, c, i, j, l: te.sum(
+        padded_read(X, (n, c), i + rh - 2, j - 1, (l,), 3, 8, T.const(0.0, "float32")), axis=[rh]), name="Y")
+    text = prim_func([X, Y]).script()
+    reads = re.findall(r"X\[[^\]]*\]", text)
+    assert reads and all("T.min(T.max(" in r for r in reads), reads

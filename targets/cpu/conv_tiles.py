@@ -7,7 +7,7 @@ from __future__ import annotations
 from aotc.compiler.ir import Node
 
 from .lower_elementwise import injective_call
-from .lowering import LoweringContext, sig
+from .lowering import LoweringContext, in_bounds, sig
 from .prefetch import with_pointwise_prefetch
 from .schedules import cpu_schedules, prim_func
 
@@ -167,6 +167,6 @@ def padded_read(t, lead, i, j, tail, h: int, w: int, fill, f=None):
     where (i, j) is inside the h x w map, `fill` outside. One select whose condition is the same for every lane
     of a channel vector."""
     from tvm import tirx as T
-    inside = T.And(T.And(i >= 0, i < h), T.And(j >= 0, j < w))
+    inside = in_bounds(i >= 0, i < h, j >= 0, j < w)  # keeps the clamp below (see in_bounds)
     v = t[tuple(lead) + (T.min(T.max(i, 0), h - 1), T.min(T.max(j, 0), w - 1)) + tuple(tail)]
     return T.Select(inside, f(v) if f is not None else v, fill)

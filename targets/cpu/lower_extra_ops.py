@@ -20,7 +20,7 @@ from aotc.compiler.ir import Node, Value
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lower_reduce import (placeholders, reduce_index, row_view, generic_reduce_call, row_call, row_moments,
                            row_reduce, schedule_rows)
-from .lowering import Alias, Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .lowering import Alias, Call, LoweringContext, NoLoweringError, attrs_key, in_bounds, lowers, operand, sig
 from .schedules import pick_vec, prim_func
 
 # Ranges with more elements than this are computed by a kernel instead of stored in weights.bin.
@@ -211,7 +211,7 @@ def lower_lrn(node: Node, ctx: LoweringContext):
         def tap(n, cc, h, s):
             j = cc - lo + k
             v = X[n, T.min(T.max(j, 0), c - 1), h, s]
-            return T.Select(T.And(j >= 0, j < c), v * v, T.const(0.0, f32))
+            return T.Select(in_bounds(j >= 0, j < c), v * v, T.const(0.0, f32))
         acc = te.compute(shape4, lambda n, cc, h, s: te.sum(tap(n, cc, h, s), axis=[k]), name="acc")
 
         def f(n, cc, h, s):
@@ -307,8 +307,8 @@ def lower_conv_transpose(node: Node, ctx: LoweringContext):
         qw = pw + T.const(shift[1] * strides[1] - off[1], dt)
         ih = T.truncdiv(qh, strides[0]) - T.const(shift[0], dt)
         iw = T.truncdiv(qw, strides[1]) - T.const(shift[1], dt)
-        hit = T.And(T.And(T.truncmod(qh, strides[0]) == 0, T.truncmod(qw, strides[1]) == 0),
-                    T.And(T.And(ih >= 0, ih < h), T.And(iw >= 0, iw < wd)))
+        hit = in_bounds(T.truncmod(qh, strides[0]) == 0, T.truncmod(qw, strides[1]) == 0, ih >= 0, ih < h,
+                        iw >= 0, iw < wd)
         src = (n, cc, T.min(T.max(ih, 0), h - 1), T.min(T.max(iw, 0), wd - 1))
         return T.Select(hit, t[0][src], T.const(0.0, "float32"))
     insert_call = injective_call(node, ctx, [x], xp, None, raw=insert, in_shapes=[x_shape])

@@ -17,7 +17,7 @@ from aotc.compiler.ops.nn import Conv, window_geometry
 
 from .epilogue import Epilogue
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
-from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, attrs_key, in_bounds, lowers, operand, sig
 from .nan_math import nan_flag, nan_where_flagged
 from .schedules import (PARALLEL_MIN_ELEMENTS, epilogue_at, pick_vec, prim_func, schedule_contraction,
                         schedule_injective)
@@ -47,7 +47,7 @@ def phase_split_call(node: Node, ctx: LoweringContext, x, pads_begin, pads_end, 
         dt = dtype_of(i)
         hi = i * T.const(sh, dt) + ph - T.const(pads_begin[0], dt)
         wi = j * T.const(sw, dt) + pw - T.const(pads_begin[1], dt)
-        cond = T.And(T.And(hi >= T.const(0, dt), hi < T.const(h, dt)), T.And(wi >= T.const(0, dt), wi < T.const(w, dt)))
+        cond = in_bounds(hi >= T.const(0, dt), hi < T.const(h, dt), wi >= T.const(0, dt), wi < T.const(w, dt))
         src = (nn, cc, T.min(T.max(hi, T.const(0, dt)), T.const(h - 1, dt)),
                T.min(T.max(wi, T.const(0, dt)), T.const(w - 1, dt)))
         return T.Select(cond, t[0][src], T.const(fill, tvm_dtype(x.dtype)))

@@ -10,7 +10,7 @@ from aotc.compiler.ir import Node
 from aotc.compiler.ops.shape_ops import Split, Transpose, slice_index
 
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
-from .lowering import Alias, LoweringContext, NoLoweringError, lowers
+from .lowering import Alias, LoweringContext, NoLoweringError, in_bounds, lowers
 
 
 def clamp(i, n: int):
@@ -213,9 +213,6 @@ def lower_pad(node: Node, ctx: LoweringContext):
             val = t[0][tuple(src)]
             if not inside:
                 return val
-            cond = inside[0]
-            for c in inside[1:]:
-                cond = T.And(cond, c)
-            return T.Select(cond, val, T.const(fill, dt))
+            return T.Select(in_bounds(*inside), val, T.const(fill, dt))
         return t[0][tuple(_pad_source(i, n, b, mode) for i, n, (b, _) in zip(o, x.shape, widths))]
     return [_raw_call(node, ctx, [x], y, f)]

@@ -195,5 +195,20 @@ def attrs_key(node: Node) -> str:
     return ",".join(f"{k}={fmt(v)}" for k, v in sorted(node.attrs.items()))
 
 
+def in_bounds(*conditions):
+    """The conjunction of `conditions` (index comparisons) as the condition of a select whose value reads at
+    clamped indices. A select evaluates both of its values, so that read must stay in bounds; but TVM's
+    simplifier, given the condition as comparisons, proves the clamp redundant inside the select and drops it
+    (a padded 5x5 depthwise convolution then read two rows before and after its input: other tensors' or
+    stale bytes, or past the arena). As a product of 0/1 integers the condition tells the simplifier nothing,
+    and the clamp stays."""
+    from tvm import tirx as T
+    flags = None
+    for c in conditions:
+        f = T.Cast("int32", c)
+        flags = f if flags is None else flags * f
+    return flags != 0
+
+
 def sig(*operands: Operand) -> str:
     return ";".join(f"{o.dtype}{list(o.shape)}" for o in operands)
