@@ -89,9 +89,7 @@ def pointwise_func(cin_blocks=32, p=49, mb=8, nb=2, mr=7, kb=8):
     from aotc.targets.cpu.schedules import prim_func
     x = te.placeholder((1, cin_blocks, p, 16), "float32", name="X")
     w = te.placeholder((mb // nb, cin_blocks * 16, nb, 16), "float32", name="W")
-    rco, rci = te.reduce_axis((0, cin_blocks), "rco"), te.reduce_axis((0, 16), "rci")
-    acc = te.compute((1, mb, p, 16), lambda n, mo, q, mi: te.sum(
-        x[n, rco, q, rci] * w[mo // nb, rco * 16 + rci, mo % nb, mi], axis=[rco, rci]), name="acc")
+    acc = lb.pointwise_acc(x, w, 1, mb, p, mr, nb, lambda n, mo: mo // nb)
     y = te.compute((1, mb, p, 16), lambda *o: acc[o] * 2, name="Y")
     return prim_func([x, w, y], lambda sch: lb._schedule_pointwise(sch, p, mr, nb, True, kb))
 

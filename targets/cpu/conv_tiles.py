@@ -146,7 +146,7 @@ def _schedule_pointwise_kblocked(sch, blk, n, moo, moi, qo, qi, mi, reds, kb: in
     finish_tile(sch, blk, outer, big, outer, rko, registers=False)
 
 
-def zero_padded_copy(node: Node, ctx: LoweringContext, x, blocked_in: bool, pb, extent, steps: list):
+def zero_padded_copy(node: Node, ctx: LoweringContext, x, pb, extent, steps: list):
     """A temporary holding x's pixels shifted by the leading pads `pb` inside a zero border, `extent` rows x
     columns (what the convolution's windows cover); appends its copy kernel to `steps`."""
     from tvm import tirx as T

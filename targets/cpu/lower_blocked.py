@@ -26,10 +26,10 @@ from aotc.compiler.ir import Node
 from aotc.compiler.ops.layout import blocks
 from aotc.compiler.ops.nn import Conv
 
-from .epilogue import Epilogue
-from .lower_elementwise import injective_call
 from .conv_tiles import (MAX_ACC, finish_tile, padded_read, pick, pointwise_acc, pointwise_func, pointwise_tile,
                          zero_padded_copy)
+from .epilogue import Epilogue
+from .lower_elementwise import injective_call
 from .lower_winograd import winograd_steps, winograd_tile
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
 from .nan_math import nan_flag, nan_where_flagged
@@ -125,7 +125,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
     epi = Epilogue.from_attrs(at, None, res)
     m = winograd_tile(x.shape, y.shape, kernel, strides, dils) if direct and blocked_in else 0
     if m:
-        return winograd_steps(node, ctx, x, w, bv, epi, y, m, pb, [], node.op.flops(node.inputs, node.outputs, at))
+        return winograd_steps(node, ctx, x, w, bv, epi, y, m, pb, node.op.flops(node.inputs, node.outputs, at))
     if pointwise:
         # In the order the tile reads them: [group of NB output blocks, input channel, NB, c], so each task
         # streams one contiguous panel (weights arrive from memory every inference; separate per-block
@@ -151,7 +151,7 @@ def lower_blocked_conv(node: Node, ctx: LoweringContext):
         # bounds select on each of those reads cost more than the FMAs (3x3 64->64 on 56x56 at 35% of peak).
         # One copy of the input with its zero border (a few % of the convolution's time) makes every read
         # unconditional.
-        x = zero_padded_copy(node, ctx, x, blocked_in, pb, (hp, wp_), steps)
+        x = zero_padded_copy(node, ctx, x, pb, (hp, wp_), steps)
         h, wd, pb, guarded = hp, wp_, [0, 0], False
     if pointwise:
         x_op, y_shape = operand(x, (nb, x.shape[1], p, b)), (nb, mb, p, b)

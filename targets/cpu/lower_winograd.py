@@ -102,14 +102,13 @@ def _tile_stage_in_registers(sch, name: str, loop, depth: int) -> None:
     sch.vectorize(lanes)
 
 
-def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, m: int, pads, steps: list,
+def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, m: int, pads,
                    conv_flops: int) -> list:
-    """The calls of a Winograd F(m, 3) convolution of blocked x ([N, Cb, H, W, c]) into blocked y, after
-    `steps` (which zero_padded_copy extends with the bordered input the input transform reads). Each call
-    counts the FLOPs it executes (the profile's roofline); the model's total keeps the convolution's
+    """The calls of a Winograd F(m, 3) convolution of blocked x ([N, Cb, H, W, c]) into blocked y: the zero-
+    bordered input copy, the input transform, the GEMMs and the output transform. Each call counts the FLOPs it executes (the profile's roofline); the model's total keeps the convolution's
     `conv_flops`, so GFLOP/s figures compare with other engines'."""
     b = ctx.lanes
-    nb, cb_in, h, wd, _ = x.shape
+    nb, cb_in = x.shape[:2]
     _, mb, oh, ow, _ = y.shape
     alpha = m + 2
     points = alpha * alpha
@@ -117,7 +116,8 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
     tiles = nb * th * tw
     bt, _, at = matrices(m)
     # The bordered input: every tile's window lies inside, so the transform reads without bounds checks.
-    xp = zero_padded_copy(node, ctx, x, True, pads, (th * m + 2, tw * m + 2), steps)
+    steps = []
+    xp = zero_padded_copy(node, ctx, x, pads, (th * m + 2, tw * m + 2), steps)
     cp, cout = cb_in * b, w.shape[0]
     mr, nb_tile = pointwise_tile(tiles, mb)
     mbp = -(-mb // nb_tile) * nb_tile
@@ -211,7 +211,6 @@ def winograd_steps(node: Node, ctx: LoweringContext, x, w, bias_packed, epi, y, 
         Call(f"winograd_output|{m}|{epi.key()}|{sig(*out_ops)}", output_transform, out_ops, node,
              flops=transform_flops(at) * tiles * mb * b, label="winograd_output", model_flops=0),
     ]
-
 
 
 # The cost model winograd_tile compares, in FLOP-equivalents of one core (constants, so a bundle does not
