@@ -11,7 +11,11 @@ refuses:
   activation, the weight dequantized at compile time, FusedMatMul/FusedConv
   with the same epilogue, and QuantizeLinear where the int8 op requantized
   its output. The float op computes Σ (x - zx)·sx · w·sw, the int8 op the
-  same sum exactly in int32 then scaled: they agree to float rounding;
+  same sum exactly in int32 then scaled: they agree to float rounding (an
+  integer-requantized op's int32 bias becomes float at the accumulator's scale);
+- `QuantizedAdd` / `QuantizedGlobalAveragePool` (onnxruntime's integer
+  arithmetic) → DequantizeLinear, the float op, QuantizeLinear: the unit's ONNX
+  definition, equal but at .5 ties;
 - a 1-D `Conv` / `FusedConv` (Whisper's and wav2vec's front ends) → the 2-D one over a map of height 1,
   between two Reshapes (aliases: no copy), with the weight reshaped at compile time;
 - fused float ops (`Attention`, `FusedMatMul`, `SkipLayerNormalization`) →
@@ -26,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from aotc.compiler.ir import Graph, Node, Value
+from aotc.compiler.ops.quant import float_bias
 
 from .decompose_fused import DECOMPOSABLE, decompose_nodes
 from .decompose_quantized import decompose_quantized_attention_nodes
@@ -54,13 +59,31 @@ def _to_float(graph: Graph, node: Node) -> Value:
     bias, res, ys, yz = (_opt(node, i) for i in (5, 6, 7, 8))
     base = node.name
     xf = graph.add_node("DequantizeLinear", [x, xs, xz], {}, name=f"{base}/dequantize_x").outputs[0]
+    if bias is not None and node.attrs["requantization"] == "integer":  # int32 at the accumulator's scale
+        bias = graph.add_const(f"{bias.name}/float", float_bias(node))
     inputs = [xf, _float_weight(graph, node), bias, res]
     while inputs[-1] is None:
         inputs.pop()
-    y = graph.add_node(FLOAT_FALLBACK[node.op_type], inputs, dict(node.attrs), name=f"{base}/float").outputs[0]
+    attrs = {k: v for k, v in node.attrs.items() if k != "requantization"}
+    y = graph.add_node(FLOAT_FALLBACK[node.op_type], inputs, attrs, name=f"{base}/float").outputs[0]
     if ys is not None:
         y = graph.add_node("QuantizeLinear", [y, ys, yz], {}, name=f"{base}/requantize").outputs[0]
     return y
+
+
+INTEGER_UNIT_FALLBACK = {"QuantizedAdd": "Add", "QuantizedGlobalAveragePool": "GlobalAveragePool"}
+
+
+def _integer_unit_to_float(graph: Graph, node: Node) -> Value:
+    """QuantizedAdd / QuantizedGlobalAveragePool -> DequantizeLinear of each 8-bit operand, the float op,
+    QuantizeLinear: the ONNX definition of the unit, which agrees with onnxruntime's integer arithmetic to a
+    step at .5 ties."""
+    ins, base = node.inputs, node.name
+    operands = [ins[i:i + 3] for i in range(0, len(ins) - 2, 3)]
+    floats = [graph.add_node("DequantizeLinear", list(o), {}, name=f"{base}/dequantize_{i}").outputs[0]
+              for i, o in enumerate(operands)]
+    y = graph.add_node(INTEGER_UNIT_FALLBACK[node.op_type], floats, {}, name=f"{base}/float").outputs[0]
+    return graph.add_node("QuantizeLinear", [y, ins[-2], ins[-1]], {}, name=f"{base}/quantize").outputs[0]
 
 
 def _reshape(graph: Graph, x: Value, shape, name: str) -> Value:
@@ -126,6 +149,11 @@ def fit_to_target(graph: Graph, context: PassContext) -> int:
             continue  # weights computed at run time: nothing to dequantize at compile time; the target names it
         _replace(graph, node, _to_float)
         changed.append({"node": node.name, "op": node.op_type, "now": f"float {FLOAT_FALLBACK[node.op_type]}",
+                        "why": why})
+    for node, why in refused(tuple(INTEGER_UNIT_FALLBACK)):
+        _replace(graph, node, _integer_unit_to_float)
+        changed.append({"node": node.name, "op": node.op_type,
+                        "now": f"DequantizeLinear -> float {INTEGER_UNIT_FALLBACK[node.op_type]} -> QuantizeLinear",
                         "why": why})
     for node, why in refused(("Conv", "FusedConv")):
         if _is_1d_conv(node):

@@ -32,7 +32,7 @@ from collections import Counter
 import numpy as np
 
 from aotc.compiler.dtypes import DType
-from aotc.compiler.ir import Graph, Node, Value
+from aotc.compiler.ir import Graph, Node
 
 from .fuse_quantized import fuse_quantized_ops
 from .pass_manager import PassContext, register_pass
@@ -40,6 +40,7 @@ from .patterns import Match, Op, Rule, Var, apply_rules, is_dequantized_const
 from .qoperator_to_qdq import qoperator_to_qdq
 
 QUANTIZED_OPS = ("QuantizedMatMul", "QuantizedConv", "QuantizedAttention")
+INTEGER_OPS = ("QuantizedAdd", "QuantizedGlobalAveragePool")
 FLOAT_SITES = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "Attention")
 
 
@@ -158,6 +159,107 @@ def prepare_prequantized(graph: Graph) -> int:
     return expanded + _int8_activations_to_uint8(graph) + apply_rules(graph, PREPARE_RULES)
 
 
+# -- after fusion: onnxruntime's integer arithmetic ---------------------------------------------------------
+# onnxruntime's default session runs a QDQ model's units as QLinearConv, QGemm, QLinearAdd and
+# QLinearGlobalAveragePool, whose float association differs from the ONNX definition (dequantize, float op,
+# quantize); each difference moves a value by one step at a .5 tie, and a deep network amplifies it. Running
+# the same units with the same arithmetic (compiler/ops/qlinear.py, requantization="integer" in
+# compiler/ops/quant.py) makes a pre-quantized bundle equal to onnxruntime to the bit.
+def _quantized_dq(name: str) -> Op:
+    return Op("DequantizeLinear", Var(name, where=lambda v: v.dtype in (DType.uint8, DType.int8)), Var(f"{name}_s"),
+              Var(f"{name}_z"), name=f"dq_{name}", where=_per_tensor_q, shared=True)
+
+
+def _output_q() -> dict:
+    return {"where": lambda n: _per_tensor_q(n) and n.inputs[2].dtype in (DType.uint8, DType.int8)}
+
+
+def _quantized_add(g: Graph, m: Match):
+    """Q(Add(DQ(a), DQ(b))) -> QuantizedAdd, in the Add's operand order (the arithmetic is not symmetric)."""
+    add, q = m.node("add"), m.root
+    a_dq, b_dq = (v.producer for v in add.inputs)
+    a, b = a_dq.inputs[0], b_dq.inputs[0]
+    if a.shape != b.shape or tuple(add.outputs[0].shape) != tuple(a.shape):
+        return None
+    ins = [a, a_dq.inputs[1], a_dq.inputs[2], b, b_dq.inputs[1], b_dq.inputs[2], q.inputs[1], q.inputs[2]]
+    return g.add_node("QuantizedAdd", ins, name=add.name).outputs[0]
+
+
+def _quantized_pool(g: Graph, m: Match):
+    dq, q = m.node("dq_x"), m.root
+    return g.add_node("QuantizedGlobalAveragePool", [dq.inputs[0], dq.inputs[1], dq.inputs[2], q.inputs[1],
+                                                     q.inputs[2]], name=m.node("pool").name).outputs[0]
+
+
+INTEGER_RULES = [
+    Rule("quantized_add", Op("QuantizeLinear", Op("Add", _quantized_dq("a"), _quantized_dq("b"), name="add"),
+                             Var("ys"), Var("yz"), **_output_q()), _quantized_add),
+    Rule("quantized_global_average_pool",
+         Op("QuantizeLinear", Op("GlobalAveragePool", _quantized_dq("x"), name="pool"), Var("ys"), Var("yz"),
+            **_output_q()), _quantized_pool),
+]
+
+
+def _clip_is_saturation(node: Node) -> bool:
+    """Whether the epilogue's Relu/Clip is one onnxruntime drops in front of the output QuantizeLinear (its
+    ReluQuantFusion / ClipQuantFusion): the output grid's range already clips there, to within float32 epsilon."""
+    kind = node.attrs["activation"]
+    scale = np.float32(node.inputs[7].const.reshape(()))
+    zp = int(node.inputs[8].const.reshape(()))
+    lo, hi = (0, 255) if node.inputs[8].dtype == DType.uint8 else (-128, 127)
+    if kind == "none":
+        return True
+    if kind == "relu":
+        return zp == lo
+    if kind != "clip":
+        return False
+    lower, upper = np.float32(scale * np.float32(lo - zp)), np.float32(scale * np.float32(hi - zp))
+    cmin = np.float32(node.attrs["act_alpha"]) if node.attrs["act_alpha"] is not None else np.float32(-np.inf)
+    cmax = np.float32(node.attrs["act_beta"]) if node.attrs["act_beta"] is not None else np.float32(np.inf)
+    eps = np.finfo(np.float32).eps
+    return not (eps < cmin - lower or eps < upper - cmax)
+
+
+def _int32_bias(node: Node) -> np.ndarray | None | bool:
+    """The float bias as the int32 one it was dequantized from (scale x_scale·w_scale[n], as a QDQ model's bias
+    DequantizeLinear has it), verified exactly; None without a bias; False when it is not one."""
+    from aotc.compiler.ops.quant import combined_scale
+    bias = node.inputs[5] if len(node.inputs) > 5 else None
+    if bias is None:
+        return None
+    if bias.const is None:
+        return False
+    n = bias.size
+    s = combined_scale(node.inputs[1].const, np.broadcast_to(node.inputs[4].const.reshape(-1).astype(np.float32), (n,)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.rint(bias.const.astype(np.float64) / s.astype(np.float64))
+    if not np.all(np.isfinite(q)) or np.abs(q).max(initial=0) >= 2 ** 31 - 1:
+        return False
+    q = q.astype(np.int32)
+    return q if np.array_equal((q.astype(np.float32) * s).astype(np.float32), bias.const.astype(np.float32)) else False
+
+
+def _as_integer_requantization(graph: Graph) -> int:
+    """Requantizing QuantizedConv/QuantizedMatMul -> requantization="integer" where onnxruntime runs the unit as
+    QLinearConv/QGemm: no residual, an activation its output range absorbs, a bias that is int32 at the
+    accumulator's scale."""
+    changed = 0
+    for n in graph.nodes:
+        if n.op_type not in QUANTIZED_OPS[:2] or len(n.inputs) < 9 or n.inputs[7] is None \
+                or n.attrs["requantization"] != "float" or n.inputs[6] is not None \
+                or n.inputs[4].const is None or not _clip_is_saturation(n):
+            continue
+        bias = _int32_bias(n)
+        if bias is False:
+            continue
+        if bias is not None:
+            n.inputs[5] = graph.add_const(f"{n.inputs[5].name}/int32", bias)
+        n.attrs.update(requantization="integer", activation="none", act_alpha=None, act_beta=None)
+        changed += 1
+    graph.remove_unused()
+    return changed
+
+
 # -- after fusion ------------------------------------------------------------------------------------------
 def _why_float(node: Node) -> str | None:
     """Why a float matmul/conv on the model's dequantized values did not become an int8 op (None: it does not
@@ -193,16 +295,22 @@ def _fold_dequantized_weights(graph: Graph) -> list[str]:
     return folded
 
 
-@register_pass("fuse_prequantized", requantize=True)
-def fuse_prequantized(graph: Graph, requantize: bool = True, context: PassContext | None = None) -> int:
+@register_pass("fuse_prequantized", requantize=True, integer=True)
+def fuse_prequantized(graph: Graph, requantize: bool = True, integer: bool = True,
+                      context: PassContext | None = None) -> int:
     """A pre-quantized model's Q/DQ patterns into int8 ops with the model's own scales and zero points
-    (fuse_quantized_ops), then the DequantizeLinear'd weights no int8 op took folded into float constants.
-    Reports the int8 ops, the Q/DQ pairs left and the float nodes with why."""
+    (fuse_quantized_ops), then (integer=true, with requantize) the units onnxruntime runs on integer kernels
+    with its arithmetic (QuantizedAdd, QuantizedGlobalAveragePool, integer requantization), then the
+    DequantizeLinear'd weights no int8 op took folded into float constants. Reports the int8 ops, the Q/DQ
+    pairs left and the float nodes with why."""
     n_q = sum(n.op_type == "QuantizeLinear" for n in graph.nodes)
     n_dq = sum(n.op_type == "DequantizeLinear" for n in graph.nodes)
     if not n_dq:
         return 0
     fused = fuse_quantized_ops(graph, requantize=requantize)
+    integer_units = 0
+    if requantize and integer:
+        integer_units = apply_rules(graph, INTEGER_RULES) + _as_integer_requantization(graph)
     float_nodes = [{"node": n.name, "op": n.op_type, "why": why} for n in graph.nodes
                    if n.op_type in FLOAT_SITES and (why := _why_float(n))]
     folded = _fold_dequantized_weights(graph)
@@ -213,9 +321,12 @@ def fuse_prequantized(graph: Graph, requantize: bool = True, context: PassContex
             "int8_ops": {op: hist[op] for op in QUANTIZED_OPS if hist[op]},
             "requantizing_epilogues": sum(1 for n in graph.nodes if n.op_type in QUANTIZED_OPS[:2]
                                           and len(n.inputs) > 7 and n.inputs[7] is not None),
+            "integer_requantization": sum(1 for n in graph.nodes if n.op_type in QUANTIZED_OPS[:2]
+                                          and n.attrs["requantization"] == "integer"),
+            "integer_units": {op: hist[op] for op in INTEGER_OPS if hist[op]},
             "float": float_nodes, "weights_folded_to_float": len(folded),
             "quantize_linear_after": hist["QuantizeLinear"], "dequantize_linear_after": hist["DequantizeLinear"]}
-    return fused + len(folded)
+    return fused + integer_units + len(folded)
 
 
 def format_prequantized(report: dict) -> str:

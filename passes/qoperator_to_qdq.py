@@ -3,13 +3,16 @@ com.microsoft ones (QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QL
 QLinearConcat, QGemm) as the QDQ form fuse_quantized_ops reads: DequantizeLinear of the operands -> the
 float op -> QuantizeLinear (QLinear*, QGemm with y_scale) or -> Cast to int32 (*Integer, dequantized with
 scale 1, so the int8 op's float32(acc) * 1 is the integer sum). QLinearConv's and QGemm's int32 bias becomes
-a float bias (B·x_scale·w_scale; QGemm's also times alpha). The same numbers, in the form the rest of the
-pipeline (fusion, int8 kernels, the target's float fallback) already handles."""
+DequantizeLinear(B, x_scale·w_scale), as onnxruntime's QDQ format writes it, so fuse_prequantized gives the
+requantizing op onnxruntime's integer arithmetic again (a QGemm with alpha != 1: a float bias B·alpha·x_scale·
+w_scale). The same numbers, in the form the rest of the pipeline (fusion, int8 kernels, the target's float
+fallback) already handles."""
 from __future__ import annotations
 
 import numpy as np
 
 from aotc.compiler.ir import Graph, Node, Value
+from aotc.compiler.ops.quant import combined_scale
 from aotc.compiler.ops.qoperator_ms import QSPECS, QGemm, float_attrs
 
 from .pass_manager import register_pass
@@ -26,6 +29,14 @@ def _dq(g: Graph, node: Node, x: Value, scale: Value | None, zp: Value | None, a
             scale = g.add_const(f"{node.name}/{what}_unit_scales", np.ones(zp.shape, np.float32))
     ins = [x, scale] + ([zp] if zp is not None else [])
     return g.add_node("DequantizeLinear", ins, {"axis": axis}, name=f"{node.name}/dequantize_{what}").outputs[0]
+
+
+def _int32_bias(g: Graph, node: Node, bias: Value, x_scale: Value, w_scale: Value, n: int) -> Value:
+    """An int32 bias at scale x_scale·w_scale[n] as onnxruntime's QDQ format writes it: DequantizeLinear with
+    that float32 product as its per-channel scale (what fuse_prequantized reads back as int32)."""
+    s = combined_scale(x_scale.const, np.broadcast_to(w_scale.const.reshape(-1).astype(np.float32), (n,)))
+    scale = g.add_const(f"{node.name}/bias_scale", s)
+    return g.add_node("DequantizeLinear", [bias, scale], {"axis": 0}, name=f"{node.name}/dequantize_bias").outputs[0]
 
 
 def _q(g: Graph, node: Node, y: Value, scale: Value, zp: Value | None, like: Value) -> Value:
@@ -61,7 +72,9 @@ def _expand_ms(g: Graph, n: Node) -> Value:
     if n.attrs["alpha"] != 1.0:
         alpha = g.add_const(f"{n.name}/alpha", np.array(n.attrs["alpha"], np.float32))
         y = g.add_node("Mul", [y, alpha], name=f"{n.name}/alpha").outputs[0]
-    if c is not None:
+    if c is not None and n.attrs["alpha"] == 1.0 and c.rank == 1 and bs.size in (1, c.size):
+        y = g.add_node("Add", [y, _int32_bias(g, n, c, as_, bs, c.size)], name=f"{n.name}/bias").outputs[0]
+    elif c is not None:
         bias = g.add_const(f"{n.name}/bias", QGemm.bias(c.const, as_.const, bs.const, n.attrs["alpha"]))
         y = g.add_node("Add", [y, bias], name=f"{n.name}/bias").outputs[0]
     return y if ys is None else _q(g, n, y, ys, yz, a)
@@ -75,9 +88,7 @@ def _expand(g: Graph, n: Node) -> Value:
         x, xs, xz, w, ws, wz, ys, yz, b = ins[:9]
         conv_ins = [_dq(g, n, x, xs, xz, 1, "x"), _dq(g, n, w, ws, wz, 0, "w")]
         if b is not None:
-            bf = (b.const.astype(np.float64) * np.float32(xs.const.reshape(-1)[0])
-                  * ws.const.astype(np.float32).reshape(-1)).astype(np.float32)
-            conv_ins.append(g.add_const(f"{n.name}/bias", bf))
+            conv_ins.append(_int32_bias(g, n, b, xs, ws, w.shape[0]))
         y = g.add_node("Conv", conv_ins, dict(n.attrs), name=n.name).outputs[0]
         return g.add_node("QuantizeLinear", [y, ys, yz], {}, name=f"{n.name}/quantize").outputs[0]
     if n.op_type == "QLinearMatMul":

@@ -242,7 +242,8 @@ def test_other_export_opsets(opset, out_dir):
 
 # -- coverage: every registered op is checked above or refused below -------------------------------------------
 LAYOUT_ONLY = {"BlockedConv", "BlockedMaxPool", "ToBlockedLayout", "FromBlockedLayout"}   # x86's NCHWc layout pass makes these
-QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "QuantizedMatMul", "QuantizedConv", "QuantizedAttention"}
+QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "QuantizedMatMul", "QuantizedConv", "QuantizedAttention", "QuantizedAdd",
+             "QuantizedGlobalAveragePool"}
 
 
 def test_every_registered_op_is_covered():

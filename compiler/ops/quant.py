@@ -14,6 +14,17 @@ symmetric (zero point 0, values in [-127, 127]), one scale per output channel.
     out        = saturate(round_half_even(y / y_scale) + y_zp)      (requantizing epilogue = QuantizeLinear)
 
 float32(acc) is int32 -> float32 rounding to nearest-even (exact below 2**24).
+
+Integer requantization (`requantization="integer"`: a pre-quantized model's own
+QLinearConv/QGemm, or its DQ -> Conv/MatMul -> Q unit with an int32 bias, run as
+onnxruntime's kernels run it, so the two agree to the bit):
+
+    out = saturate(round_half_even(float32(acc + bias_i32[n]) * m[n]) + y_zp)
+    m[n] = float32(float32(x_scale * w_scale[n]) / y_scale)
+
+with no float intermediate: the bias is int32 at scale x_scale*w_scale[n], and
+there is no activation or residual (a Relu/Clip the output range already clips
+is dropped by the fusion, as onnxruntime drops it).
 A target is free to compute acc as Σ x*w - x_zp * Σ_k w[k, n] (the column sums
 are constants) and to fold s and bias into its own epilogue; the float32 steps
 above are the reference, and a requantized output may differ by one step where
@@ -35,7 +46,7 @@ from ..errors import ShapeError
 from .fused import EPILOGUE_ATTRS, Attention, _check_activation, apply_epilogue
 from .linalg import matmul_shape
 from .nn import CONV_ATTRS
-from .registry import FLOAT, INT, Attr, OpDef, as_out, broadcast_shapes, get_op, norm_axis, register
+from .registry import FLOAT, INT, STRING, Attr, OpDef, broadcast_shapes, get_op, norm_axis, register
 
 QUANT_DTYPES = (DType.uint8, DType.int8)
 QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
@@ -231,22 +242,78 @@ def _opt(inputs, i):
     return inputs[i] if len(inputs) > i else None
 
 
+REQUANT_ATTRS = {"requantization": Attr(STRING, "float")}
+
+
+def _check_requantization(where: str, inputs, attrs, n_out: int):
+    """The bias dtype and epilogue each requantization mode allows."""
+    mode, bias = attrs["requantization"], _opt(inputs, 5)
+    if mode == "float":
+        if bias is not None and (bias.dtype != DType.float32 or bias.shape != (n_out,)):
+            raise ShapeError(f"{where}: bias must be float32 [{n_out}], got {bias.type_str}.")
+        return
+    if mode != "integer":
+        raise ShapeError(f"{where}: requantization must be 'float' or 'integer', got {mode!r}.")
+    if _opt(inputs, 7) is None:
+        raise ShapeError(f"{where}: integer requantization needs y_scale and y_zero_point.")
+    if _opt(inputs, 6) is not None or attrs["activation"] != "none":
+        raise ShapeError(f"{where}: integer requantization has no residual or activation.")
+    if bias is not None and (bias.dtype != DType.int32 or bias.shape != (n_out,)):
+        raise ShapeError(f"{where}: an integer-requantized bias must be int32 [{n_out}], got {bias.type_str}.")
+
+
+def requant_multiplier(x_scale, w_scale, y_scale, n: int) -> np.ndarray:
+    """m[n] = float32(float32(x_scale * w_scale[n]) / y_scale), onnxruntime's QLinearConv/QGemm output scale."""
+    s = combined_scale(x_scale, np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (n,)))
+    return (s / np.float32(np.asarray(y_scale, np.float32).reshape(()))).astype(np.float32)
+
+
+def saturate_round(v: np.ndarray, zp) -> np.ndarray:
+    """saturate(round_half_even(v) + zp) into zp's dtype, v float32."""
+    zp = np.asarray(zp)
+    lo, hi = QRANGE[zp.dtype]
+    return np.clip(np.rint(v) + zp.reshape(()).astype(np.float32), lo, hi).astype(zp.dtype)
+
+
+def float_bias(node) -> np.ndarray | None:
+    """A QuantizedMatMul/QuantizedConv node's constant bias as float32, whichever its requantization (an int32
+    bias is at the accumulator's scale x_scale·w_scale[n]): for kernels that add it in float."""
+    bias = _opt(node.inputs, 5)
+    if bias is None:
+        return None
+    if node.attrs["requantization"] != "integer":
+        return bias.const.astype(np.float32)
+    s = combined_scale(node.inputs[1].const, np.broadcast_to(node.inputs[4].const.reshape(-1).astype(np.float32),
+                                                             (bias.size,)))
+    return (bias.const.astype(np.float32) * s).astype(np.float32)
+
+
+def integer_requantize(acc: np.ndarray, channel_axis: int, inputs, n: int) -> np.ndarray:
+    """The integer requantization above, acc int32 with the channel on `channel_axis`."""
+    shape = [1] * acc.ndim
+    shape[channel_axis] = n
+    bias = _opt(inputs, 5)
+    total = acc if bias is None else acc + bias.astype(np.int32).reshape(shape)
+    m = requant_multiplier(inputs[1], inputs[4], inputs[7], n)
+    return saturate_round(total.astype(np.float32) * m.reshape(shape), inputs[8])
+
+
 @register
 class QuantizedMatMul(OpDef):
     """int8 GEMM with int32 accumulation and FusedMatMul's epilogue (see the module docstring).
 
     Inputs: x (u8/s8 [..., K]), x_scale, x_zero_point, w (s8 [K, N], zero point 0), w_scale ([N] or [1]),
-    bias? (f32 [N]), residual? (f32, the output's shape), y_scale?, y_zero_point? (both: a requantized
-    u8/s8 output; neither: float32)."""
+    bias? (f32 [N]; int32 with requantization="integer"), residual? (f32, the output's shape), y_scale?,
+    y_zero_point? (both: a requantized u8/s8 output; neither: float32)."""
     name = "QuantizedMatMul"
     onnx_op = False
-    attrs = EPILOGUE_ATTRS
+    attrs = {**EPILOGUE_ATTRS, **REQUANT_ATTRS}
     num_inputs = (5, 9)
 
     def infer(self, inputs, attrs):
         _check_activation(attrs)
         x, xs, xz, w, ws = inputs[:5]
-        bias, res = _opt(inputs, 5), _opt(inputs, 6)
+        res = _opt(inputs, 6)
         where = "QuantizedMatMul"
         _check_activation_q(where, x, xs, xz)
         if w.rank != 2:
@@ -254,8 +321,7 @@ class QuantizedMatMul(OpDef):
         _check_weight_q(where, w, ws, w.shape[1])
         shape = matmul_shape(x, w, where=where)
         _check_accumulator(w.shape[0], where)
-        if bias is not None and (bias.dtype != DType.float32 or bias.shape != (w.shape[1],)):
-            raise ShapeError(f"{where}: bias must be float32 [{w.shape[1]}], got {bias.type_str}.")
+        _check_requantization(where, inputs, attrs, w.shape[1])
         if res is not None and (res.dtype != DType.float32 or
                                 broadcast_shapes(shape, res.shape, where=where) != shape):
             raise ShapeError(f"{where}: residual {res.type_str} must be float32 and not grow the output {list(shape)}.")
@@ -264,6 +330,8 @@ class QuantizedMatMul(OpDef):
     def run(self, inputs, attrs):
         x, xs, xz, w, ws = inputs[:5]
         acc = exact_int_matmul(x.astype(np.int32) - np.int32(xz.reshape(())), w)
+        if attrs["requantization"] == "integer":
+            return [integer_requantize(acc, acc.ndim - 1, inputs, w.shape[1])]
         y = float_epilogue(acc, combined_scale(xs, np.broadcast_to(ws.reshape(-1), (w.shape[1],))), acc.ndim - 1,
                            _opt(inputs, 5), _opt(inputs, 6), attrs)
         return [finish(y, _opt(inputs, 7), _opt(inputs, 8))]
@@ -277,11 +345,12 @@ class QuantizedConv(OpDef):
     """int8 convolution with int32 accumulation and FusedConv's epilogue, Conv's attributes.
 
     Inputs: x (u8/s8 [N, C, ...]), x_scale, x_zero_point, w (s8 [M, C/group, *kernel]), w_scale ([M] or [1]),
-    bias? (f32 [M]), residual? (f32, the output's shape), y_scale?, y_zero_point?. Padding is the real value 0
-    (x_zero_point in the quantized domain), so padded taps add nothing to the accumulator."""
+    bias? (f32 [M]; int32 with requantization="integer"), residual? (f32, the output's shape), y_scale?,
+    y_zero_point?. Padding is the real value 0 (x_zero_point in the quantized domain), so padded taps add
+    nothing to the accumulator."""
     name = "QuantizedConv"
     onnx_op = False
-    attrs = {**CONV_ATTRS, **EPILOGUE_ATTRS}
+    attrs = {**CONV_ATTRS, **EPILOGUE_ATTRS, **REQUANT_ATTRS}
     num_inputs = (5, 9)
 
     @staticmethod
@@ -291,7 +360,7 @@ class QuantizedConv(OpDef):
     def infer(self, inputs, attrs):
         _check_activation(attrs)
         x, xs, xz, w, ws = inputs[:5]
-        bias, res = _opt(inputs, 5), _opt(inputs, 6)
+        res = _opt(inputs, 6)
         where = "QuantizedConv"
         _check_activation_q(where, x, xs, xz)
         _check_weight_q(where, w, ws, w.shape[0])
@@ -300,8 +369,7 @@ class QuantizedConv(OpDef):
         xf, wf = Value("x", x.shape, DType.float32), Value("w", w.shape, DType.float32)
         (shape, _), = get_op("Conv").infer([xf, wf], self.conv_attrs(attrs))
         _check_accumulator(math.prod(w.shape[1:]), where)
-        if bias is not None and (bias.dtype != DType.float32 or bias.shape != (w.shape[0],)):
-            raise ShapeError(f"{where}: bias must be float32 [{w.shape[0]}], got {bias.type_str}.")
+        _check_requantization(where, inputs, attrs, w.shape[0])
         if res is not None and (res.dtype != DType.float32 or res.shape != shape):
             raise ShapeError(f"{where}: residual {res.type_str} must be float32 of the output's shape {list(shape)}.")
         return [(shape, _output_q(where, inputs, 7))]
@@ -311,6 +379,8 @@ class QuantizedConv(OpDef):
         xc = (x.astype(np.int32) - np.int32(xz.reshape(()))).astype(np.float64)
         # Conv's reference kernel on float64 integers is an exact integer convolution (zero padding).
         acc = get_op("Conv").run([xc, w.astype(np.float64)], self.conv_attrs(attrs))[0].astype(np.int32)
+        if attrs["requantization"] == "integer":
+            return [integer_requantize(acc, 1, inputs, w.shape[0])]
         y = float_epilogue(acc, combined_scale(xs, np.broadcast_to(ws.reshape(-1), (w.shape[0],))), 1,
                            _opt(inputs, 5), _opt(inputs, 6), attrs)
         return [finish(y, _opt(inputs, 7), _opt(inputs, 8))]

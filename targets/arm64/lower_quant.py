@@ -23,7 +23,7 @@ from aotc.compiler.dtypes import DType
 from aotc.compiler.ir import Node
 from aotc.targets.cpu.dot_intrin import register_broadcast_dot
 from aotc.targets.cpu.lower_elementwise import injective_call
-from aotc.targets.cpu.int8_common import int8_gemm_compute, int8_gemm_operands, scalar_const
+from aotc.targets.cpu.int8_common import has_float_bias, int8_gemm_compute, int8_gemm_operands, scalar_const
 from aotc.targets.cpu.lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from aotc.targets.cpu.schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
@@ -99,8 +99,8 @@ def arm_int8_gemm_steps(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias
     call_key = f"qmatmul_arm|sdot={dotprod}|{sorted(epi.items())}|rq={requant}|{sig(*ops)}"
 
     def build():
-        args, C = int8_gemm_compute(m, k, n, n, "int8", bp.shape, b_index, bias is not None, res is not None, epi,
-                                    requant)
+        args, C = int8_gemm_compute(m, k, n, n, "int8", bp.shape, b_index, has_float_bias(bias, attrs),
+                                    res is not None, epi, requant)
         if dotprod:
             return prim_func(args + [C], lambda sch: schedule_sdot_gemm(sch, m, n, k))
         return prim_func(args + [C], lambda sch: schedule_widening_gemm(sch, m, n, nr))

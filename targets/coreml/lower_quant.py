@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from aotc.compiler.dtypes import DType
-from aotc.compiler.ops.quant import QRANGE
+from aotc.compiler.ops.quant import QRANGE, float_bias
 
 from .lower_nn import conv, epilogue
 from .lowering import LoweringContext, lowers
@@ -115,7 +115,7 @@ def int8_op(product):
         ys = node.inputs[7] if len(node.inputs) > 7 else None
         fused = node.attrs["activation"] != "none" or residual is not None
         xf = dequantized(ctx, node, x, xs, xz, ctx.name(node, "x"))
-        y = product(ctx, node, xf, None if bias is None else bias.const.astype(np.float32),
+        y = product(ctx, node, xf, None if bias is None else float_bias(node),
                     ctx.name(node, "product") if fused or ys is not None else ctx.name(node))
         if fused:
             y = epilogue(ctx, node, y, residual, ctx.name(node, "epilogue") if ys is not None else ctx.name(node))

@@ -57,7 +57,9 @@ def quantize_expr(y, scale: float, zp: int, qdtype: str, reciprocal: bool = Fals
     by at most an ulp, which moves the result by one step only where y / scale lies that close to a .5 tie."""
     from tvm import tirx as T
     lo, hi = (0, 255) if qdtype == "uint8" else (-128, 127)
-    if reciprocal:
+    if scale == 1.0:
+        q = y  # integer requantization: y already carries the output scale (integer_requant_constants)
+    elif reciprocal:
         q = y * T.const(float(np.float32(1.0) / np.float32(scale)), "float32")
     else:
         q = y / T.const(scale, "float32")
@@ -108,11 +110,39 @@ def int8_gemm_compute(m: int, k: int, n: int, acc_n: int, a_dtype: str, b_shape,
     return args, te.compute((m, n), epilogue, name="C")
 
 
+def integer_requant_constants(node: Node, ctx: LoweringContext, key: str, zp_sums, bias, n: int):
+    """requantization="integer" (compiler/ops/quant.py): out = round(float32(acc + bias_i32) * m[n]) + y_zp. A
+    kernel computing float32(acc - zp_sums) * scale then QuantizeLinear with scale 1 does exactly that when
+    zp_sums (x_zp·Σw) has the int32 bias subtracted and scale is m. Returns (those zp sums, m)."""
+    from aotc.compiler.ops.quant import requant_multiplier
+    xs, ws, ys = (node.inputs[i].const for i in (1, 4, 7))
+    mult = ctx.derived_const(f"{key}.{node.inputs[4].name}.{node.inputs[7].name}.requant",
+                             lambda: requant_multiplier(xs, ws, ys, n))
+    if bias is None:
+        return zp_sums, mult
+    sums = ctx.derived_const(f"{zp_sums.name}-{bias.name}", lambda: (
+        zp_sums.const.astype(np.int64) - bias.const.astype(np.int64)).astype(np.int32))
+    return sums, mult
+
+
+def has_float_bias(bias, attrs) -> bool:
+    """Whether the kernel takes the bias as a float operand (integer requantization folds it into the sums)."""
+    return bias is not None and attrs.get("requantization") != "integer"
+
+
 def int8_gemm_operands(node: Node, ctx: LoweringContext, a, bp, colsum, key: str, xscale: float, ws, bias, res,
                        ys, yz, out, attrs, m: int, k: int, n: int):
     """What every target's int8 GEMM kernel takes: the operands [A [M, K], packed B, zero-point column sums,
     combined scale x_scale·w_scale[n], bias?, residual?, out [M, N]], the requantization (y_scale, y_zp, out
-    dtype) or None, and the float epilogue's attributes."""
+    dtype) or None, and the float epilogue's attributes. Integer requantization folds the int32 bias into the
+    column sums and y_scale into the scale (integer_requant_constants): no bias operand, requantization by 1."""
+    if attrs.get("requantization") == "integer":
+        colsum, scale = integer_requant_constants(node, ctx, key, colsum, bias, n)
+        ops = [operand(a, (m, k)), operand(bp), operand(colsum), operand(scale), operand(out, (m, n))]
+        requant = (1.0, int(scalar_const(yz, "y_zero_point", node)), tvm_dtype(out.dtype))
+        epi = {"activation": "none", "act_alpha": None, "act_beta": None, "residual_before_activation": 0,
+               "residual_dq": None}
+        return ops, requant, epi
     scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
         ws.const.reshape(-1).astype(np.float32), (n,))).astype(np.float32))
     (res,), (rdq,) = read_through([res], ctx)

@@ -21,8 +21,8 @@ from aotc.compiler.ir import Node
 from .dequantize_reads import Dequantized
 from .lower_elementwise import binary_expr, injective_call, tvm_dtype
 from .dot_intrin import register_broadcast_dot
-from .int8_common import (int8_gemm_compute, int8_gemm_operands, quantize_expr, quantize_params, scalar_const,
-                          tiles_per_block)
+from .int8_common import (has_float_bias, int8_gemm_compute, int8_gemm_operands, quantize_expr, quantize_params,
+                          scalar_const, tiles_per_block)
 from .lower_fused import Columns, absorbed_quantizer, attention_core_steps
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
@@ -128,7 +128,7 @@ def vnni_gemm_call(node: Node, ctx: LoweringContext, x, xs, xz, w, ws, bias, res
     def build():
         args, C = int8_gemm_compute(m, k, n, npad, "uint8", bp.shape,
                                     lambda B, j, kk: B[j // VNNI_N, kk // VNNI_K, j % VNNI_N, kk % VNNI_K],
-                                    bias is not None, res is not None, epi, requant, reciprocal=True)
+                                    has_float_bias(bias, attrs), res is not None, epi, requant, reciprocal=True)
         return prim_func(args + [C], lambda sch: schedule_vnni_gemm(sch, m, npad, k, mr, panels))
 
     return Call(call_key, build, ops, node, flops=2 * m * n * k)

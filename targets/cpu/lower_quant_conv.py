@@ -38,7 +38,7 @@ from aotc.compiler.ops.nn import Conv
 from .dequantize_reads import dequantizing, read_through
 from .lower_elementwise import dtype_of, injective_call, tvm_dtype
 from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
-from .int8_common import activation_expr, quantize_expr, scalar_const, tiles_per_block
+from .int8_common import activation_expr, integer_requant_constants, quantize_expr, scalar_const, tiles_per_block
 from .lower_quant import VNNI_K, VNNI_N, pick_tile
 from .lower_nn import phase_split_call
 from .schedules import PARALLEL_MIN_ELEMENTS, pick_vec, prim_func
@@ -62,12 +62,14 @@ class _QEpilogue:
                       "act_beta": a.get("act_beta"), "residual_before_activation": a.get("residual_before_activation") or 0}
         ys, yz = _opt(node, 7), _opt(node, 8)
         self.requant = None
+        self.integer = a.get("requantization") == "integer"
         if ys is not None:
-            self.requant = (float(np.float32(scalar_const(ys, "y_scale", node))), int(scalar_const(yz, "y_zero_point", node)),
-                            tvm_dtype(node.outputs[0].dtype))
+            # integer requantization: the scale operand already carries 1 / y_scale (integer_requant_constants)
+            self.requant = (1.0 if self.integer else float(np.float32(scalar_const(
+                ys, "y_scale", node))), int(scalar_const(yz, "y_zero_point", node)), tvm_dtype(node.outputs[0].dtype))
 
     def key(self) -> str:
-        return f"{sorted(self.attrs.items())}|rq={self.requant}|res={self.residual_dq}"
+        return f"{sorted(self.attrs.items())}|rq={self.requant}|int={self.integer}|res={self.residual_dq}"
 
     def __call__(self, acc_f32, scale, bias, res):
         y = acc_f32 * scale
@@ -101,13 +103,21 @@ def lower_quantized_conv(node: Node, ctx: LoweringContext):
     xscale, xzp = float(np.float32(scalar_const(xs, "x_scale", node))), int(scalar_const(xz, "x_zero_point", node))
     m = w.shape[0]
     key = f"{w.name}|{xscale!r}|{xzp}"
-    scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
-        ws.const.reshape(-1).astype(np.float32), (m,))).astype(np.float32))
     (res,), (rdq,) = read_through([res], ctx)
     epi = _QEpilogue(node, rdq)
-    if kernel == [1, 1] and strides == [1, 1] and node.attrs["group"] == 1 and not any(pb) and not any(pe):
-        return pointwise_vnni_steps(node, ctx, x, xzp, w, key, scale, bias, res, epi)
-    return direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe)
+    pointwise = kernel == [1, 1] and strides == [1, 1] and node.attrs["group"] == 1 and not any(pb) and not any(pe)
+    # x_zp·Σw per output channel: the kernels compute float32(acc - zp_sums) * scale
+    zp_sums = ctx.derived_const(f"{w.name}|{xzp}.zp_wsum", lambda: (xzp * w.const.reshape(m, -1).astype(np.int64)
+                                                                    .sum(1)).astype(np.int32))
+    if node.attrs.get("requantization") == "integer":
+        zp_sums, scale = integer_requant_constants(node, ctx, key, zp_sums, bias, m)
+        bias = None
+    else:
+        scale = ctx.derived_const(f"{key}.{ws.name}.scale", lambda: (np.float32(xscale) * np.broadcast_to(
+            ws.const.reshape(-1).astype(np.float32), (m,))).astype(np.float32))
+    if pointwise:
+        return pointwise_vnni_steps(node, ctx, x, xzp, w, zp_sums, scale, bias, res, epi)
+    return direct_conv_steps(node, ctx, x, xzp, w, zp_sums, scale, bias, res, epi, kernel, out, strides, dils, pb, pe)
 
 
 # -- pointwise: VNNI GEMM over a channel-interleaved copy of the input ---------------------------------------
@@ -141,7 +151,7 @@ def pack_nchw4(node: Node, ctx: LoweringContext, x, xzp: int, cp: int, pp: int):
     return call, tmp
 
 
-def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: str, scale, bias, res, epi):
+def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, colsum, scale, bias, res, epi):
     nb, c = x.shape[:2]
     p = math.prod(x.shape[2:])
     m = w.shape[0]
@@ -150,8 +160,6 @@ def pointwise_vnni_steps(node: Node, ctx: LoweringContext, x, xzp: int, w, key: 
     pack, x4 = pack_nchw4(node, ctx, x, xzp, cp, pp)
     wp = ctx.derived_const(f"{w.name}.vnni_pw", lambda: np.pad(w.const.reshape(m, c), ((0, 0), (0, cp - c)))
                            .reshape(m, cp // VNNI_K, VNNI_K))
-    colsum = ctx.derived_const(f"{key}.zp_rowsum", lambda: (xzp * w.const.reshape(m, c).astype(np.int64).sum(1))
-                               .astype(np.int32))
     y = node.outputs[0]
     ops = [operand(x4), operand(wp), operand(colsum), operand(scale)]
     if bias is not None:
@@ -262,7 +270,7 @@ def schedule_pointwise_vnni(sch, work: int, mr: int, panels: int) -> None:
 
 
 # -- everything else: direct convolution over flattened rows of a phase-split copy ---------------------------
-def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, strides, dils, pb, pe):
+def direct_conv_steps(node, ctx, x, xzp, w, zsum, scale, bias, res, epi, kernel, out, strides, dils, pb, pe):
     nb, c, h, wd = x.shape
     m = w.shape[0]
     g = node.attrs["group"]
@@ -288,8 +296,6 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
     # int8 weights, converted where they are broadcast (once per channel and tap per tile): a float32 copy
     # would add 0.6 MB to int8 EfficientNet-Lite0's 4.8 MB
     wq = ctx.derived_const(f"{w.name}.direct", lambda: w.const.reshape(m, k_len))
-    zsum = ctx.derived_const(f"{w.name}|{xzp}.zp_wsum", lambda: (xzp * w.const.reshape(m, k_len).astype(np.int64)
-                                                                .sum(1)).astype(np.int32))
     y = node.outputs[0]
     # The accumulators of flat positions go to an arena temporary, read by a second kernel for the epilogue
     # (TVM cannot place the epilogue inside the channel loop: it cannot invert i·W2 + j). Inside one kernel
@@ -361,9 +367,11 @@ def direct_conv_steps(node, ctx, x, xzp, w, scale, bias, res, epi, kernel, out, 
         if res is not None:
             Res = te.placeholder(y.shape, epi.residual_dtype, name="residual")
             args.append(Res)
-        # Σ x·w and x_zp·Σw are exact integers (in float32 too, below 2**24), so is their difference
+        # Σ x·w and x_zp·Σw are exact integers (in float32 too, below 2**24), so is their difference; with
+        # integer requantization ZS also holds the int32 bias, which need not be below 2**24: subtracted in int32
+        sums_dt = "int32" if epi.integer else acc_dt
         Y = te.compute(y.shape, lambda n, mm, i, j: epi(
-            (A[n, mm, i * w2 + j] - ZS[mm].astype(acc_dt)).astype("float32"), S[mm],
+            (A[n, mm, i * w2 + j].astype(sums_dt) - ZS[mm].astype(sums_dt)).astype("float32"), S[mm],
             Bias[mm] if Bias is not None else None, dequantizing(Res, epi.residual_dq)[n, mm, i, j] if Res is not None else None), name="Y")
 
         def sched(sch):

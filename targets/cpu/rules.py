@@ -17,6 +17,7 @@ from . import lower_elementwise, lower_fused, lower_gemm, lower_nn, lower_reduce
 from . import lower_extra_ops  # noqa: F401  (ConvTranspose, InstanceNormalization, LRN, ReduceProd, Shape & co.)
 from . import lower_quant, lower_quant_conv  # noqa: F401  (int8: GEMM, attention, convolutions, Q/DQ)
 from . import lower_dynamic_quant  # noqa: F401  (DynamicQuantizeLinear: run-time range, scale, zero point)
+from . import lower_qlinear  # noqa: F401  (onnxruntime's integer QLinearAdd / QLinearGlobalAveragePool)
 from .lowering import (LoweringContext, NoLoweringError, UnsupportedOnTargetError, drop_dead_steps,
                        registered_rules, rule_for)
 
