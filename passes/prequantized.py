@@ -332,9 +332,11 @@ def fuse_prequantized(graph: Graph, requantize: bool = True, integer: bool = Tru
 def format_prequantized(report: dict) -> str:
     """One line for the CLI: what the model's own quantization became."""
     ops = ", ".join(f"{n} {op}" for op, n in report["int8_ops"].items()) or "no int8 ops"
+    units = "".join(f", {n} {op}" for op, n in report.get("integer_units", {}).items())
     line = (f"pre-quantized model: {report['dequantize_linear_before']} DequantizeLinear / "
-            f"{report['quantize_linear_before']} QuantizeLinear -> {ops} with the model's own scales "
-            f"({report['requantizing_epilogues']} requantizing epilogues)")
+            f"{report['quantize_linear_before']} QuantizeLinear -> {ops}{units} with the model's own scales "
+            f"({report['requantizing_epilogues']} requantizing epilogues, "
+            f"{report.get('integer_requantization', 0)} with onnxruntime's integer requantization)")
     why = Counter(f["why"] for f in report["float"])
     if why:
         line += "; float on fake-quantized values: " + "; ".join(
