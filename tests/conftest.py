@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# every CPU kernel the tests build is proven to access only its buffers (targets/cpu/bounds_check.py)
+os.environ.setdefault("AOTC_CHECK_BOUNDS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from aotc.compiler.ir import Graph
 
 from aotc.targets.memory_limit import check_memory_limit
 
+from .bounds_check import checking, out_of_bounds_access
 from .lowering import Call
 from .memory_plan import MemoryPlan, plan_memory
 from .rules import lower_graph
@@ -129,6 +130,7 @@ def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_i
               f"(arena {plan.arena_bytes} B, weights {plan.weight_bytes} B)")
 
     funcs = {}
+    checking_bounds, tvm_target = checking(), target.tvm_target()
     with task("scheduling kernels", total=len(names)) as step:
         for i, (key, name) in enumerate(kernels.items()):
             call = builders[key]
@@ -138,6 +140,11 @@ def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_i
             except Exception as e:  # a schedule rule that does not fit: a compiler bug, name the node
                 raise RuntimeError(f"building kernel {name} for node {call.node.name!r} ({call.node.op_type}, "
                                    f"operands {[o.shape for o in call.operands]}) failed: {e}") from e
+            if checking_bounds:
+                oob = out_of_bounds_access(funcs[name], tvm_target)
+                if oob:
+                    raise RuntimeError(f"kernel {name} for node {call.node.name!r} ({call.node.op_type}) accesses "
+                                       f"memory outside its buffers: {oob}")
             step.advance()
 
     tgt = target.tvm_target()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aotc.compiler.dtypes import DType
 
 from .lower_elementwise import bcast_index, fexp
-from .lowering import Call, operand, sig
+from .lowering import Call, in_bounds, operand, sig
 from .schedules import cpu_schedules, prim_func
 
 # Accumulator vectors of the context tile (MR rows x D/lanes vectors) and of the score tile (MR x NR/lanes).
@@ -76,7 +76,7 @@ def fused_core_call(node, q, kt, v, masks, ctx4, sq: int, skv: int, skvp: int, l
             for (m_, kind), mt in zip(masks, mts):
                 mv = mt[bcast_index(m_.shape, at_idx)]
                 val = T.Select(mv, val, T.const(fill, f32)) if kind == "keep" else val + mv
-            return val if skvp == skv else T.Select(j < skv, val, neg_inf)
+            return val if skvp == skv else T.Select(in_bounds(j < skv), val, neg_inf)
         Z = te.compute((bsz, h, sqp, skvp), scored, name="Z")
         def row_reduce(src, red, name):
             """[B, H, Sqp] = red over the keys: vector partials, then across the lanes (one stage when the

@@ -31,7 +31,7 @@ from .conv_tiles import (MAX_ACC, finish_tile, padded_read, pick, pointwise_acc,
 from .epilogue import Epilogue
 from .lower_elementwise import injective_call
 from .lower_winograd import winograd_steps, winograd_tile
-from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, in_bounds, lowers, operand, sig
 from .nan_math import nan_flag, nan_where_flagged
 from .schedules import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_FLOPS, prim_func
 
@@ -49,7 +49,7 @@ def lower_to_blocked(node: Node, ctx: LoweringContext):
     def f(t, o):
         n, cb, h, w, ci = o
         ch = cb * b + ci
-        return T.Select(ch < c, t[0][n, T.min(ch, c - 1), h, w], T.const(0.0, "float32"))
+        return T.Select(in_bounds(ch < c), t[0][n, T.min(ch, c - 1), h, w], T.const(0.0, "float32"))
     return [injective_call(node, ctx, [x], y, None, raw=f)]
 
 

@@ -19,7 +19,7 @@ from .lower_elementwise import bcast_index, injective_call
 from .lower_attention_core import core_tile, fused_core_call, fused_shape
 from .lower_gemm import packed_gemm_call, padded_rows, pick_mr, pick_nr
 from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
-from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, in_bounds, lowers, operand, sig
 from .schedules import prim_func, schedule_contraction, schedule_injective
 
 
@@ -206,7 +206,7 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
         r = o[3] if kt_nr else o[2]
         j = T.min(jj, skv - 1)
         val = t[0][o[0], j, k.offset + o[1] * d + r]
-        return val if skvp == skv else T.Select(jj < skv, val, T.const(0.0, "float32"))
+        return val if skvp == skv else T.Select(in_bounds(jj < skv), val, T.const(0.0, "float32"))
     kt_shape = (bsz, h, skvp // kt_nr, d, kt_nr) if kt_nr else (bsz, h, d, skvp)
     kt = ctx.temp(f"{name}.kt", kt_shape, DType.float32)
     call = injective_call(node, ctx, [k.value], kt, None, raw=kt_at, in_shapes=[(bsz, skv, k.total)])
@@ -298,7 +298,7 @@ def _per_head_padded(node: Node, ctx: LoweringContext, v, bsz: int, skv: int, h:
     def f(t, o):
         jd = o[3]
         val = t[0][o[0], o[2], v.offset + o[1] * d + T.min(jd, d - 1)]
-        return T.Select(jd < d, val, T.const(0.0, "float32"))
+        return T.Select(in_bounds(jd < d), val, T.const(0.0, "float32"))
     call = injective_call(node, ctx, [v.value], vp, None, raw=f, in_shapes=[(bsz, skv, v.total)])
     call.key = f"attn_v_padded|{v.offset}|{d}|{sig(*call.operands)}"
     steps.append(call)

@@ -16,7 +16,7 @@ from aotc.compiler.ir import Node
 
 from .epilogue import Epilogue
 from .lower_elementwise import bcast_index, injective_call, tvm_dtype
-from .lowering import Call, LoweringContext, NoLoweringError, lowers, operand, sig
+from .lowering import Call, LoweringContext, NoLoweringError, in_bounds, lowers, operand, sig
 from .prefetch import with_panel_prefetch
 from .schedules import cpu_schedules, pick_vec, prim_func, schedule_contraction
 
@@ -203,7 +203,7 @@ def _pad_b_call(node: Node, ctx: LoweringContext, b, k: int, n: int, npad: int, 
     def f(t, o):
         kk, j = o[-2], o[-1]
         jc = T.min(j, n - 1)
-        return T.Select(j < n, t[0][tuple(o[:-2]) + ((jc, kk) if trans_b else (kk, jc))],
+        return T.Select(in_bounds(j < n), t[0][tuple(o[:-2]) + ((jc, kk) if trans_b else (kk, jc))],
                         T.const(0.0, tvm_dtype(b.dtype)))
     call = injective_call(node, ctx, [b], bp, None, raw=f)
     call.key = f"matmul_pad_b|tb={trans_b},n={n}|{sig(*call.operands)}"

@@ -138,11 +138,17 @@ def pack_nchw4(node: Node, ctx: LoweringContext, x, xzp: int, cp: int, pp: int):
         word = None
         for j in range(4):
             ch = c4 * T.const(4, dt) + T.const(j, dt)
-            inside = T.And(ch < T.const(c, dt), pix < T.const(p, dt)) if (c % 4 or pp != p) else None
             v = T.Cast("int32", t[0][nn, T.min(ch, T.const(c - 1, dt)) if c % 4 else ch,
                                      T.min(pix, T.const(p - 1, dt)) if pp != p else pix])
-            if inside is not None:
-                v = T.Select(inside, v, T.const(xzp, "int32"))
+            if c % 4 or pp != p:
+                # padding holds x_zp: a blend by 0/1 integers, not a select, whose condition would let the
+                # simplifier drop the clamps above (the padding lanes then read past x); vector booleans here
+                # crash TVM's LLVM codegen, so the flags are integer arithmetic too
+                keep = T.const(1, "int32")
+                for idx, bound in ((ch, c), (pix, p)):
+                    flag = T.min(T.max(T.const(bound, dt) - idx, T.const(0, dt)), T.const(1, dt))
+                    keep = keep * T.Cast("int32", flag)
+                v = keep * v + (T.const(1, "int32") - keep) * T.const(xzp, "int32")
             v = T.shift_left(v, T.const(8 * j, "int32")) if j else v
             word = v if word is None else T.bitwise_or(word, v)
         return word

@@ -139,7 +139,8 @@ def lower_concat(node: Node, ctx: LoweringContext):
         for j in reversed(range(len(ins))):
             local = clamp(i - T.const(offsets[j], dtype_of(i)), ins[j].shape[axis])
             val = t[j][tuple(local if a == axis else x for a, x in enumerate(o))]
-            expr = val if expr is None else T.Select(i < T.const(offsets[j + 1], dtype_of(i)), val, expr)
+            # the select reads both inputs at every index: in_bounds keeps their clamps through simplification
+            expr = val if expr is None else T.Select(in_bounds(i < T.const(offsets[j + 1], dtype_of(i))), val, expr)
         return expr
     return [_raw_call(node, ctx, ins, node.outputs[0], f)]
 

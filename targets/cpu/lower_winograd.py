@@ -29,7 +29,7 @@ import numpy as np
 from aotc.compiler.ir import Node
 
 from .conv_tiles import pointwise_acc, pointwise_func, pointwise_tile, zero_padded_copy
-from .lowering import Call, LoweringContext, operand, sig
+from .lowering import Call, LoweringContext, in_bounds, operand, sig
 from .schedules import PARALLEL_MIN_ELEMENTS, prim_func
 
 _F = Fraction
@@ -79,7 +79,9 @@ def _row_sum(coef: np.ndarray, row, term):
             v = v if c == 1 else v * T.const(float(c), "float32")
             total = v if total is None else total + v
         branch = total if total is not None else T.const(0.0, "float32")
-        expr = branch if expr is None else T.Select(row == r, branch, expr)
+        # in_bounds: given `row == r` the simplifier rewrites the other branches' reads (k % 6 -> k under
+        # k // 6 == 0), out of their buffer wherever a loop is not unrolled; opaque, it folds once row is constant
+        expr = branch if expr is None else T.Select(in_bounds(row == r), branch, expr)
     return expr
 
 
