@@ -171,3 +171,24 @@ def test_dequantize_reads_on_arm64(tmp_path):
     r = (q8.astype(np.int32) - 131).astype(np.float32) * np.float32(0.0173)
     out = g.outputs[0].name
     np.testing.assert_array_equal(run_arm(bundle8, feeds8)[out], run_arm(compile_arm(g, tmp_path), {**feeds, "r": r})[out])
+
+
+def test_onnxruntime_integer_units_on_arm64(tmp_path):
+    """QuantizedAdd (two fused multiply-adds, llvm.fma on aarch64 too) and QuantizedGlobalAveragePool from the
+    generic CPU rules, under qemu: bit for bit the reference over every pair of uint8 inputs."""
+    g = compiler.Graph("integer_units")
+    a = g.add_input("a", (1, 4, 64, 256), DType.uint8)
+    b = g.add_input("b", (1, 4, 64, 256), DType.uint8)
+
+    def c(name, v):
+        return g.add_const(name, np.asarray(v))
+    s = g.add_node("QuantizedAdd", [a, c("sa", np.float32(0.0371)), c("za", np.uint8(131)), b,
+                                    c("sb", np.float32(0.0219)), c("zb", np.uint8(97)), c("sy", np.float32(0.0433)),
+                                    c("zy", np.uint8(121))], name="qadd").outputs[0]
+    p = g.add_node("QuantizedGlobalAveragePool", [s, c("sy2", np.float32(0.0433)), c("zy2", np.uint8(121)),
+                                                  c("sp", np.float32(0.011)), c("zp", np.uint8(7))], name="qpool").outputs[0]
+    g.outputs = [s, p]
+    grid = np.arange(256, dtype=np.uint8)
+    feeds = {"a": np.broadcast_to(grid[:, None], (256, 256)).reshape(1, 4, 64, 256).copy(),
+             "b": np.broadcast_to(grid[None, :], (256, 256)).reshape(1, 4, 64, 256).copy()}
+    compare(g, feeds, tmp_path)
