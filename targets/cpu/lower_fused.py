@@ -15,7 +15,7 @@ from aotc.compiler.ir import Node
 from .dequantize_reads import dequantizing, read_key, read_through
 from .epilogue import Epilogue
 from .int8_common import quantize_expr, quantize_params
-from .lower_elementwise import bcast_index, injective_call
+from .lower_elementwise import bcast_index, dtype_of, injective_call
 from .lower_attention_core import core_tile, fused_core_call, fused_shape
 from .lower_gemm import packed_gemm_call, padded_rows, pick_mr, pick_nr
 from .lower_reduce import placeholders, row_reduce, schedule_rows, softmax_builder
@@ -201,12 +201,22 @@ def attention_core_steps(node: Node, ctx: LoweringContext, q, k, v, add_mask, ke
     # D x NR panel contiguous instead of D rows a whole key length apart.
     kt_nr = core_tile(d, skvp, lanes)[1] if fused is not None else 0
 
+    full_panels = skv // kt_nr if kt_nr else 0  # panels with no padding key
+
     def kt_at(t, o):
         jj = o[2] * kt_nr + o[4] if kt_nr else o[3]
         r = o[3] if kt_nr else o[2]
-        j = T.min(jj, skv - 1)
-        val = t[0][o[0], j, k.offset + o[1] * d + r]
-        return val if skvp == skv else T.Select(in_bounds(jj < skv), val, T.const(0.0, "float32"))
+        col = k.offset + o[1] * d + r
+        padded = T.Select(in_bounds(jj < skv), t[0][o[0], T.min(jj, skv - 1), col], T.const(0.0, "float32"))
+        if skvp == skv:
+            return t[0][o[0], jj, col]
+        if not full_panels:
+            return padded
+        # as ToBlockedLayout's last block: whole panels read a strided ramp (the per-key clamp made every
+        # panel's load a gather, 2.6x slower), only the last one the clamped select
+        dt = dtype_of(jj)
+        whole = t[0][o[0], T.min(o[2], T.const(full_panels - 1, dt)) * T.const(kt_nr, dt) + o[4], col]
+        return T.if_then_else(in_bounds(o[2] < T.const(full_panels, dt)), whole, padded)
     kt_shape = (bsz, h, skvp // kt_nr, d, kt_nr) if kt_nr else (bsz, h, d, skvp)
     kt = ctx.temp(f"{name}.kt", kt_shape, DType.float32)
     call = injective_call(node, ctx, [k.value], kt, None, raw=kt_at, in_shapes=[(bsz, skv, k.total)])
