@@ -7,7 +7,9 @@ QuantizeLinear onto its output grid (QGemm: a float output when it has no y_scal
 run exactly that; passes/qoperator_to_qdq.py rewrites the nodes into the same DQ -> op -> Q form (from the
 QSPECS table below), which the int8 fusion and the targets' float kernels already handle, so no target
 lowers these ops. onnxruntime's own kernels compute the same values with a different float association
-(e.g. QLinearAdd as a·(sa/sc) + b·(sb/sc) + const), which can move a result by one step at a .5 tie.
+(e.g. QLinearAdd as a·(sa/sc) + b·(sb/sc) + const), which can move a result by one step at a .5 tie; the
+default pipeline's fuse_prequantized then turns QLinearAdd's and QLinearGlobalAveragePool's DQ -> op -> Q back
+into QuantizedAdd / QuantizedGlobalAveragePool (compiler/ops/qlinear.py), which use onnxruntime's association.
 """
 from __future__ import annotations
 
