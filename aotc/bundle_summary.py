@@ -79,6 +79,8 @@ def format_bundle(manifest: dict) -> str:
     lines = [f"bundle for {t.get('name', '?')} (format {manifest.get('format_version')}, aotc "
              f"{manifest.get('aotc_version')}), from {manifest.get('source_model', {}).get('name', '?')}",
              f"inputs:  {_io(manifest.get('inputs', []))}", f"outputs: {_io(manifest.get('outputs', []))}"]
+    if isinstance(t.get("cpu_features"), list):
+        lines.append("needs CPU features: " + ", ".join(map(str, t["cpu_features"])))
     if "kernels" in manifest:
         lines.append(f"kernels: {manifest['kernels']} ({manifest.get('kernel_calls')} calls), arena "
                      f"{manifest.get('arena_bytes')} B, weights {manifest.get('weight_bytes')} B, "

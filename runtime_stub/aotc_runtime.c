@@ -14,6 +14,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 static __thread char last_error[2048];
@@ -414,6 +419,87 @@ static const char* other_machine_note(const char* path) {
   return note;
 }
 
+/* ---- the CPU --------------------------------------------------------------------------------------- */
+/* The manifest's target.cpu_features: what the kernels may use beyond the architecture's baseline (LLVM's
+ * names). A CPU without one of them would die of SIGILL in the middle of a run; the loader says which are
+ * missing instead. 1: this CPU has it, 0: it has not, -1: this runtime does not know the name. */
+#if defined(__x86_64__)
+static uint64_t xcr0(void) {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (uint64_t)hi << 32 | lo;
+}
+
+static int cpu_has(const char* f) {
+  unsigned a, b, c, d, c1 = 0, b7 = 0, c7 = 0, cx = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d)) c1 = c;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) { b7 = b; c7 = c; }
+  if (__get_cpuid(0x80000001u, &a, &b, &c, &d)) cx = c;
+  /* The OS must save the registers too (XCR0): YMM state for AVX, opmask and both ZMM halves for AVX-512. */
+  uint64_t os = (c1 >> 27 & 1) ? xcr0() : 0;
+  int ymm = (os & 0x6) == 0x6, zmm = ymm && (os & 0xe0) == 0xe0;
+  static const struct { const char* name; int reg; unsigned bit; int state; } t[] = {
+    /* reg: 0 cpuid(1).ecx, 1 cpuid(7).ebx, 2 cpuid(7).ecx, 3 cpuid(0x80000001).ecx; state: 1 ymm, 2 zmm */
+    {"avx", 0, 28, 1}, {"fma", 0, 12, 1}, {"f16c", 0, 29, 1}, {"movbe", 0, 22, 0}, {"popcnt", 0, 23, 0}, {"xsave", 0, 26, 0},
+    {"bmi", 1, 3, 0}, {"avx2", 1, 5, 1}, {"bmi2", 1, 8, 0}, {"avx512f", 1, 16, 2}, {"avx512dq", 1, 17, 2},
+    {"avx512ifma", 1, 21, 2}, {"avx512cd", 1, 28, 2}, {"avx512bw", 1, 30, 2}, {"avx512vl", 1, 31, 2},
+    {"avx512vbmi", 2, 1, 2}, {"avx512vbmi2", 2, 6, 2}, {"avx512vnni", 2, 11, 2}, {"avx512bitalg", 2, 12, 2},
+    {"avx512vpopcntdq", 2, 14, 2}, {"lzcnt", 3, 5, 0}};
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i) {
+    if (strcmp(f, t[i].name)) continue;
+    unsigned reg = t[i].reg == 0 ? c1 : t[i].reg == 1 ? b7 : t[i].reg == 2 ? c7 : cx;
+    return (reg >> t[i].bit & 1) && (t[i].state == 0 || (t[i].state == 1 ? ymm : zmm));
+  }
+  return -1;
+}
+#elif defined(__aarch64__)
+static int cpu_has(const char* f) {
+  unsigned long h = getauxval(AT_HWCAP), h2 = getauxval(AT_HWCAP2);
+  /* The kernel's HWCAP bits (asm/hwcap.h), spelled out for sysroots whose headers predate them. */
+  static const struct { const char* name; int second; unsigned long mask; } t[] = {
+    {"neon", 0, 1ul << 1}, {"crc", 0, 1ul << 7}, {"lse", 0, 1ul << 8}, {"fullfp16", 0, 1ul << 10},
+    {"rdm", 0, 1ul << 12}, {"dotprod", 0, 1ul << 20}, {"sve", 0, 1ul << 22}, {"fp16fml", 0, 1ul << 23},
+    {"i8mm", 1, 1ul << 13}, {"bf16", 1, 1ul << 14}};
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i)
+    if (!strcmp(f, t[i].name)) return ((t[i].second ? h2 : h) & t[i].mask) != 0;
+  return -1;
+}
+#else
+static int cpu_has(const char* f) { (void)f; return -1; }
+#endif
+
+static int check_cpu(const char* dir, const jval* target) {
+  const jval* feats = target && target->t == J_OBJ ? jget(target, "cpu_features") : NULL;
+  if (!feats) return 0; /* bundles from before the field, and targets that need nothing beyond the baseline */
+  if (feats->t != J_ARR || feats->n > 64) {
+    set_error("%s/manifest.json: target.cpu_features must be a list of at most 64 feature names", dir);
+    return -1;
+  }
+  char missing[512] = "", unknown[512] = "";
+  for (int i = 0; i < feats->n; ++i) {
+    const jval* v = &feats->items[i];
+    if (v->t != J_STR || !v->str[0] || strlen(v->str) > 32) {
+      set_error("%s/manifest.json: target.cpu_features[%d] is not a feature name", dir, i);
+      return -1;
+    }
+    int has = cpu_has(v->str);
+    char* list = has < 0 ? unknown : has == 0 ? missing : NULL;
+    if (list) snprintf(list + strlen(list), 512 - strlen(list), "%s%s", list[0] ? ", " : "", v->str);
+  }
+  if (missing[0]) {
+    set_error("bundle %s needs CPU features this CPU does not have: %s. Its kernels would stop at the first such "
+              "instruction; run it on a CPU that has them, or compile the model for a target this CPU supports "
+              "(`aotc targets` lists them and marks the host's)", dir, missing);
+    return -1;
+  }
+  if (unknown[0]) {
+    set_error("bundle %s needs CPU features this runtime cannot check: %s. It was compiled for another "
+              "architecture or by a newer aotc; use the runtime that came with the bundle", dir, unknown);
+    return -1;
+  }
+  return 0;
+}
+
 /* ---- the model ----------------------------------------------------------------------------------- */
 #define AOTC_MAX_RANK 16
 #define AOTC_MAX_IO 256
@@ -581,7 +667,7 @@ static int check_manifest(const char* dir, const jval* man, manifest_fields* f) 
     have_w |= !strcmp(name, "weights.bin");
   }
   if (!have_so || !have_w) { set_error("%s/manifest.json does not list %s", dir, have_so ? "weights.bin" : "model.so"); return -1; }
-  return 0;
+  return check_cpu(dir, jget(man, "target"));
 }
 
 /* Every listed file's SHA-256, before any code from the bundle is loaded. Keeps weights.bin's contents and

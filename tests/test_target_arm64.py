@@ -262,6 +262,10 @@ def test_dotprod_target_and_features(tmp_path):
     assert man["llvm"]["mattr"] == ["+neon", "+dotprod"]
     got = run_arm(b, feeds, cpu="cortex-a76")[g.outputs[0].name]
     np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-5)
+    # An ARMv8.0 core has no sdot: the runtime refuses the bundle by name instead of dying of SIGILL.
+    from aotc.targets.arm64.qemu import QemuRunError
+    with pytest.raises(QemuRunError, match="needs CPU features this CPU does not have: dotprod[.]"):
+        run_arm(b, feeds, cpu="cortex-a53")
 
 
 def test_runtime_refuses_a_corrupted_bundle(tmp_path):

@@ -37,7 +37,7 @@ class Arm64Target(CpuTarget):
 
     def manifest(self) -> dict:
         m = super().manifest()
-        m.update({"triple": TRIPLE, "mcpu": self.mcpu or "generic", "cpu_features": ["neon", *self.features],
+        m.update({"triple": TRIPLE, "mcpu": self.mcpu or "generic",
                   "runner": RUNNER, "runtime_library": RUNTIME_LIB})
         return m
 
@@ -76,7 +76,8 @@ def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, cpu_features
     return Arm64Target(name="arm64-neon", llvm=llvm, lanes=4, cc=cross_cc or os.environ.get("AOTC_ARM64_CC", CROSS_CC),
                        cflags=tuple(cflags), runtime_cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE,
                        int8_dot="sdot" if "dotprod" in feats else None, platform="arm64",
-                       rule_modules=("aotc.targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot)
+                       rule_modules=("aotc.targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot,
+                       cpu_features=("neon", *feats))
 
 
 def host_arm64() -> dict | None:
