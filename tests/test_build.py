@@ -120,6 +120,23 @@ def test_release_matrix_scratch_cache_changed_option_dask_and_a_failure(tmp_path
     assert tree(tmp_path / "out" / "mlp-x86-fp32") == subtree(first, "mlp-x86-fp32")
 
 
+def test_api_failure_carries_the_errors(tmp_path):
+    """Called without a log, build() has printed nothing: its exception names each failure's error."""
+    from aotc.build import BuildFailedError
+    root = tmp_path / "project"
+    write_project(root)
+    failing = root / "failing.toml"
+    failing.write_text('[models.mlp]\npath = "models/mlp.onnx"\n[targets.x86]\ntarget = "x86-avx512"\n'
+                       '[variants.tiny]\nmax_memory = 1024\n')
+    with pytest.raises(BuildFailedError, match=r"1 of 1 artifact\(s\) failed: mlp-x86-tiny \(FAILED  mlp-x86-tiny "
+                       r"\(failing.toml \(models x targets x variants\)\): .*memory"):
+        build(failing, output=tmp_path / "out", cache=tmp_path / "cache")
+    lines = []
+    with pytest.raises(BuildFailedError, match="each error is above"):
+        build(failing, output=tmp_path / "out", cache=tmp_path / "cache", log=lines.append)
+    assert any(line.startswith("FAILED  mlp-x86-tiny") for line in lines)
+
+
 @pytest.mark.parametrize("text, expected", [
     ('[models.m]\npath = "missing.onnx"\n[targets.x86-avx512]\n', "[models.m] path: file 'missing.onnx' does not"),
     ('[models.m]\npath = "m.onnx"\n[targets.x86-avx512]\n[variants.v]\nquantise = "int8"\n',

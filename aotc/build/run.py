@@ -81,9 +81,11 @@ class BuildReport:
 def build(spec_path: str | os.PathLike, output: str | os.PathLike | None = None,
           cache: str | os.PathLike | None = None, only: Sequence[str] = (), jobs: int | None = None,
           executor: str = "local", address: str | None = None,
-          log: Callable[[str], None] = lambda msg: None) -> BuildReport:
+          log: Callable[[str], None] | None = None) -> BuildReport:
     """Build the spec's artifacts (those matching an --only pattern) into `output` (default: the spec's
     [build] output, dist/ beside it). Raises BuildFailedError after writing what succeeded if any failed."""
+    logged = log is not None
+    log = log or (lambda msg: None)
     t0 = time.perf_counter()
     spec = load_spec(spec_path)
     out = Path(output) if output is not None else spec.output
@@ -116,10 +118,12 @@ def build(spec_path: str | os.PathLike, output: str | os.PathLike | None = None,
                 bar.advance()
     write_release(report)
     report.seconds = time.perf_counter() - t0
-    failed = [r.artifact.name for r in report.results if r.status == "failed"]
+    failed = [r for r in report.results if r.status == "failed"]
     if failed:
-        raise BuildFailedError(f"{len(failed)} of {len(report.results)} artifact(s) failed: {', '.join(failed)} "
-                               f"(each error is above). {report.summary()}.", report)
+        # A caller without a log has seen no error yet: the message carries them.
+        errors = "each error is above" if logged else "; ".join(f"FAILED  {r.error}" for r in failed)
+        raise BuildFailedError(f"{len(failed)} of {len(report.results)} artifact(s) failed: "
+                               f"{', '.join(r.artifact.name for r in failed)} ({errors}). {report.summary()}.", report)
     return report
 
 
