@@ -459,7 +459,8 @@ static int cpu_has(const char* f) {
   static const struct { const char* name; int second; unsigned long mask; } t[] = {
     {"neon", 0, 1ul << 1}, {"crc", 0, 1ul << 7}, {"lse", 0, 1ul << 8}, {"fullfp16", 0, 1ul << 10},
     {"rdm", 0, 1ul << 12}, {"dotprod", 0, 1ul << 20}, {"sve", 0, 1ul << 22}, {"fp16fml", 0, 1ul << 23},
-    {"i8mm", 1, 1ul << 13}, {"bf16", 1, 1ul << 14}};
+    {"i8mm", 1, 1ul << 13}, {"bf16", 1, 1ul << 14}, {"aes", 0, 1ul << 3}, {"sha2", 0, 1ul << 6},
+    {"rcpc", 0, 1ul << 15}};
   for (size_t i = 0; i < sizeof t / sizeof t[0]; ++i)
     if (!strcmp(f, t[i].name)) return ((t[i].second ? h2 : h) & t[i].mask) != 0;
   return -1;

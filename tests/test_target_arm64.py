@@ -258,13 +258,16 @@ def test_dotprod_target_and_features(tmp_path):
     tgt = arm64_target(cpu_features=["+dotprod"], mcpu="cortex-a76")
     b = compile_arm(g, tmp_path, target=tgt)
     man = json.loads((b / "manifest.json").read_text())["target"]
-    assert man["cpu_features"] == ["neon", "dotprod"] and man["mcpu"] == "cortex-a76"
+    # cortex-a76 brings more than the +dotprod asked for: LLVM may use all of it, the manifest says so.
+    assert man["cpu_features"] == ["neon", "dotprod", "fullfp16", "crc", "lse", "rdm", "aes", "sha2", "rcpc"]
+    assert man["mcpu"] == "cortex-a76"
     assert man["llvm"]["mattr"] == ["+neon", "+dotprod"]
     got = run_arm(b, feeds, cpu="cortex-a76")[g.outputs[0].name]
     np.testing.assert_allclose(got, compiler.interpret(g, feeds)[g.outputs[0].name], rtol=1e-4, atol=1e-5)
     # An ARMv8.0 core has no sdot: the runtime refuses the bundle by name instead of dying of SIGILL.
     from aotc.targets.arm64.qemu import QemuRunError
-    with pytest.raises(QemuRunError, match="needs CPU features this CPU does not have: dotprod[.]"):
+    with pytest.raises(QemuRunError, match="needs CPU features this CPU does not have: dotprod, fullfp16, lse, "
+                                           "rdm, rcpc[.]"):
         run_arm(b, feeds, cpu="cortex-a53")
 
 

@@ -23,6 +23,8 @@ CROSS_PACKAGE = "gcc-aarch64-linux-gnu"
 RUNNER = "aotc_runner"
 # The features LLVM may be asked for (mattr); +neon is always on.
 KNOWN_FEATURES = ("dotprod", "fullfp16", "i8mm", "crc", "lse", "rdm", "fp16fml", "bf16", "sve")
+# What the runtime can check on the device (runtime_stub/aotc_runtime.c: cpu_has); a --mcpu brings its own.
+CHECKED_FEATURES = KNOWN_FEATURES + ("aes", "sha2", "rcpc")
 
 
 class CrossToolchainError(AotcError):
@@ -61,6 +63,18 @@ def normalize_features(features) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
+def implied_features(mcpu: str | None) -> tuple[str, ...]:
+    """The checkable features LLVM enables for `mcpu` (cortex-a76: dotprod, lse, rcpc, ...): its code may use
+    them, so the manifest lists them and the runtime refuses a device without them."""
+    if not mcpu:
+        return ()
+    import tvm
+    from tvm.target import codegen
+    on = {str(f) for f in codegen.llvm_get_cpu_features(tvm.target.Target(
+        {"kind": "llvm", "mtriple": TRIPLE, "mcpu": mcpu, "mattr": ["+neon"]}))}
+    return tuple(f for f in CHECKED_FEATURES if f in on)
+
+
 def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, cpu_features=(), cross_cc: str | None = None,
                  sysroot: str | None = None) -> Arm64Target:
     """The arm64-neon target (the registration's factory): `cpu_features` e.g. ("dotprod",) or "+dotprod"."""
@@ -77,7 +91,7 @@ def arm64_target(name: str = "arm64-neon", mcpu: str | None = None, cpu_features
                        cflags=tuple(cflags), runtime_cflags=tuple(cflags), description=desc, cc_package=CROSS_PACKAGE,
                        int8_dot="sdot" if "dotprod" in feats else None, platform="arm64",
                        rule_modules=("aotc.targets.arm64.lower_quant",), mcpu=mcpu, features=feats, sysroot=sysroot,
-                       cpu_features=("neon", *feats))
+                       cpu_features=("neon", *feats, *(f for f in implied_features(mcpu) if f not in feats)))
 
 
 def host_arm64() -> dict | None:
