@@ -81,6 +81,8 @@ def format_bundle(manifest: dict) -> str:
              f"inputs:  {_io(manifest.get('inputs', []))}", f"outputs: {_io(manifest.get('outputs', []))}"]
     if isinstance(t.get("cpu_features"), list):
         lines.append("needs CPU features: " + ", ".join(map(str, t["cpu_features"])))
+    if isinstance(manifest.get("glibc"), str):
+        lines.append(f"needs glibc {manifest['glibc']} or newer (the newest symbol version its native code uses)")
     if "kernels" in manifest:
         lines.append(f"kernels: {manifest['kernels']} ({manifest.get('kernel_calls')} calls), arena "
                      f"{manifest.get('arena_bytes')} B, weights {manifest.get('weight_bytes')} B, "

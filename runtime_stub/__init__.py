@@ -154,6 +154,7 @@ def _bundle_library(bundle: Path, manifest) -> ctypes.CDLL | None:
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise RuntimeStubError(f"{bundle}/manifest.json lists a bad file entry '{BUNDLED_LIB}' (a plain file name "
                                "and its SHA-256 in hex)")
+    _check_glibc(bundle, manifest)  # every bundle, also one whose library is loaded already
     with _lib_lock:
         if digest in _libs:
             return _libs[digest]
@@ -180,6 +181,35 @@ def _bundle_library(bundle: Path, manifest) -> ctypes.CDLL | None:
             raise RuntimeStubError(f"{path} was replaced while the bundle was being checked")
         _libs[digest] = _open_library(path)
         return _libs[digest]
+
+
+def _host_glibc() -> tuple[int, ...] | None:
+    """This process's glibc version ((2, 36)), or None where the C library is another (musl)."""
+    try:
+        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+    except (ValueError, OSError):
+        return None
+    return tuple(int(x) for x in version.split(".")) if name == "glibc" and re.fullmatch(r"\d+(\.\d+)+", version) else None
+
+
+def _check_glibc(bundle: Path, manifest) -> None:
+    """The manifest's `glibc` (the newest GLIBC_ symbol version the bundle's native files need) against this
+    system's, before anything is loaded: the dynamic linker would only say "version `GLIBC_2.34' not found"."""
+    need = manifest.get("glibc")
+    if need is None:
+        return
+    if not isinstance(need, str) or not re.fullmatch(r"\d{1,3}(\.\d{1,3}){1,2}", need):
+        raise RuntimeStubError(f"{bundle}/manifest.json: 'glibc' must be a version such as \"2.34\"")
+    have = _host_glibc()
+    if have is None:
+        raise RuntimeStubError(f"bundle {bundle} is linked against glibc {need} or newer, and this system's C library "
+                               "is not glibc (musl, as on Alpine?): run it on a glibc-based system, or compile the "
+                               "model on one like the device")
+    if have < tuple(int(x) for x in need.split(".")):
+        raise RuntimeStubError(
+            f"bundle {bundle} needs glibc {need} or newer (its native code was linked on a newer system), this system "
+            f"has glibc {'.'.join(map(str, have))}: compile the model on a system no newer than the device (e.g. a "
+            "container of the device's distribution), or run the bundle on a newer one")
 
 
 def _library_for(bundle: Path, manifest):

@@ -15,6 +15,7 @@ from pathlib import Path
 from aotc.compiler.ir import Graph, Node
 
 from ..base import BucketVariant, BuildContext, Capabilities, Target, TargetBuild
+from ..elf_glibc import bundle_glibc
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ class CpuTarget(Target):
         files.update(extras)
         manifest = {"arena_bytes": cm.plan.arena_bytes, "weight_bytes": cm.plan.weight_bytes,
                     "kernels": len(cm.kernels), "kernel_calls": cm.calls, "flops": cm.flops}
+        glibc = bundle_glibc(files)
+        if glibc:
+            manifest["glibc"] = glibc  # the oldest glibc the native files load on (runtime_stub checks it)
         summary = (f"{len(cm.kernels)} kernels ({cm.calls} calls) for {self.name}, arena {cm.plan.arena_bytes} B, "
                    f"weights {cm.plan.weight_bytes} B")
         return TargetBuild(files, manifest, summary)
