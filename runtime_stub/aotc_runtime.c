@@ -1,6 +1,7 @@
 /* aotc's thin runtime (see aotc_runtime.h). Self-contained C11: a small JSON reader for
  * manifest.json, SHA-256 for the checksums, dlopen for model.so. */
 #define _GNU_SOURCE
+#include "glibc_compat.h" /* first: it binds symbol versions for what follows */
 #include "aotc_runtime.h"
 
 #include <dlfcn.h>
@@ -13,12 +14,32 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
 #elif defined(__aarch64__)
 #include <sys/auxv.h>
 #endif
+
+/* stat and fstat by system call: glibc's own symbols for them are versioned 2.33 (before, they were inline
+ * wrappers of __xstat), so calling them would make the library need glibc 2.33 (glibc_compat.h says why that
+ * matters). On x86-64 and aarch64 glibc's struct stat is the kernel's. */
+static int stat_path(const char* path, struct stat* st) {
+#if defined(__GLIBC__) && defined(SYS_newfstatat)
+  return syscall(SYS_newfstatat, AT_FDCWD, path, st, 0) == 0 ? 0 : -1;
+#else
+  return stat(path, st);
+#endif
+}
+
+static int stat_fd(int fd, struct stat* st) {
+#if defined(__GLIBC__) && defined(SYS_fstat)
+  return syscall(SYS_fstat, fd, st) == 0 ? 0 : -1;
+#else
+  return fstat(fd, st);
+#endif
+}
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 static __thread char last_error[2048];
@@ -344,7 +365,7 @@ static uint8_t* read_file(const char* path, size_t* size, uint64_t max_bytes, in
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) { set_error("cannot open %s: %s", path, strerror(errno)); return NULL; }
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (stat_fd(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     set_error("%s is not a regular file", path);
     close(fd);
     return NULL;
@@ -769,7 +790,7 @@ static int check_library(const char* path, const manifest_fields* f, aotc_model*
  * bundle's files in place while it loads is outside the trust model: docs/reliability.md.) */
 static void* open_library(const char* path, int fd) {
   struct stat hashed, now;
-  if (fd < 0 || fstat(fd, &hashed) != 0 || stat(path, &now) != 0 || hashed.st_dev != now.st_dev ||
+  if (fd < 0 || stat_fd(fd, &hashed) != 0 || stat_path(path, &now) != 0 || hashed.st_dev != now.st_dev ||
       hashed.st_ino != now.st_ino) {
     set_error("%s was replaced while the bundle was being checked", path);
     return NULL;

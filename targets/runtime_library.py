@@ -13,7 +13,10 @@ from pathlib import Path
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_stub"
 RUNTIME_LIB = "libaotc_runtime.so"
-RUNTIME_SOURCES = ("aotc_runtime.c", "aotc_runtime.h", "run_bundle_example.c")
+RUNTIME_SOURCES = ("aotc_runtime.c", "aotc_runtime.h", "glibc_compat.h", "run_bundle_example.c")
+# The libraries that defined dlopen and the pthread functions before glibc 2.34, named by file so they stay
+# DT_NEEDED (they are empty on a new glibc): with glibc_compat.h's symbol versions the bundle loads on both.
+OLD_GLIBC_LIBS = ("-Wl,--no-as-needed", "-l:libdl.so.2", "-l:libpthread.so.0")
 # Drop what differs between two builds of the same sources (the build id) or names the build machine.
 REPRODUCIBLE_LINK = ("-Wl,--build-id=none", "-Wl,--hash-style=gnu", "-Wl,-s")
 
@@ -32,5 +35,10 @@ def runtime_files(cc: str, cflags, workdir: Path, error: type[Exception]) -> dic
     for name in RUNTIME_SOURCES:
         shutil.copyfile(RUNTIME_DIR / name, workdir / name)
     compile_c(cc, cflags, workdir, ["-fPIC", "-shared", "-fvisibility=default", "-o", RUNTIME_LIB, "aotc_runtime.c",
-                                    "-ldl", "-lpthread"], RUNTIME_LIB, error)
+                                    *OLD_GLIBC_LIBS], RUNTIME_LIB, error)
     return {name: (workdir / name).read_bytes() for name in (RUNTIME_LIB, *RUNTIME_SOURCES)}
+
+
+def glibc_compat_source() -> str:
+    """glibc_compat.h's text, pasted into each driver so model.so binds the same symbol versions."""
+    return (RUNTIME_DIR / "glibc_compat.h").read_text()

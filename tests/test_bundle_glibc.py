@@ -1,11 +1,16 @@
 """A bundle says which glibc its native code needs (manifest `glibc`: the newest GLIBC_ symbol version of its
-ELF files), and the Python runtime refuses an older one with that sentence before loading anything."""
+ELF files), the Python runtime refuses an older one with that sentence before loading anything, and what it
+needs is old: a bundle built here (glibc 2.36) loads and runs under Debian 11's glibc 2.31."""
 from __future__ import annotations
 
 import json
+import lzma
+import os
 import re
 import shutil
 import subprocess
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +68,67 @@ def test_older_glibc_is_refused_before_loading(bundle, tmp_path, need, message):
         runtime_stub.load(b)
     got = runtime_stub.load(bundle).run({"x": np.full((2, 12), -1, np.float32)})
     np.testing.assert_array_equal(next(iter(got.values())), np.zeros((2, 12), np.float32))
+
+
+# -- a bundle under an older glibc ----------------------------------------------------------------------
+DEBIAN = "http://deb.debian.org/debian"
+OLD_GLIBC_PACKAGES = ("libc6", "libc6-dev", "linux-libc-dev")  # Debian 11 (bullseye): glibc 2.31
+
+
+def old_glibc_root(cache: Path) -> Path:
+    """Debian 11's libc (its ld.so, libc.so.6, crt files and headers) unpacked under `cache`, downloaded
+    once; skips the test, saying what is missing, where it cannot be had."""
+    root = cache / "debian11-libc-amd64"
+    if (root / "done").exists():
+        return root
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("needs dpkg-deb to unpack Debian 11's libc6 (glibc 2.31)")
+    tmp = cache / f"debian11-libc-amd64.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with urllib.request.urlopen(f"{DEBIAN}/dists/bullseye/main/binary-amd64/Packages.xz", timeout=60) as r:
+            index = lzma.decompress(r.read()).decode()
+        for pkg in OLD_GLIBC_PACKAGES:
+            entry = re.search(rf"^Package: {re.escape(pkg)}\n(?:.+\n)*?Filename: (\S+)", index, re.M)
+            deb = tmp / f"{pkg}.deb"
+            with urllib.request.urlopen(f"{DEBIAN}/{entry.group(1)}", timeout=120) as r:
+                deb.write_bytes(r.read())
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+            deb.unlink()
+    except (OSError, AttributeError, subprocess.CalledProcessError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.skip(f"needs Debian 11's libc6 packages from {DEBIAN} (glibc 2.31): {e}")
+    for link in [p for p in tmp.rglob("*") if p.is_symlink() and os.readlink(p).startswith("/")]:
+        target = tmp / os.readlink(link).lstrip("/")  # absolute links point into the unpacked tree
+        link.unlink()
+        link.symlink_to(os.path.relpath(target, link.parent))
+    (tmp / "done").write_text("")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def test_bundle_runs_under_glibc_2_31(model_cache, tmp_path):
+    """The bundle's C example, built against Debian 11's libc as on such a device, runs the bundle (its
+    thread pool included) under that libc's ld.so: dlopen, pthread and stat bind to versions glibc 2.31 has."""
+    import aotc
+    root = old_glibc_root(model_cache.parent)
+    libdir = root / "lib" / "x86_64-linux-gnu"
+    ld_so = next(libdir.glob("ld-2.*.so"))
+    x = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((512, 384)).astype(np.float32)
+    g = build_graph("MatMul", [("x", x)], consts=[("w", w)])
+    b = aotc.compile(g, tmp_path / "mm", target="x86-avx512", passes="none").path
+    man = json.loads((b / "manifest.json").read_text())
+    assert man["glibc"] == "2.17"  # x86-64's base ABI is 2.2.5; memcpy is 2.14, clock_gettime 2.17
+    exe = tmp_path / "run_bundle"
+    subprocess.run(["cc", f"--sysroot={root}", f"-B{root}/usr/lib/x86_64-linux-gnu/", "-O2", "-std=gnu11", "-o",
+                    str(exe), "run_bundle_example.c", "-L.", "-laotc_runtime", f"-Wl,-rpath,{b}"], check=True, cwd=b)
+    assert glibc_needed(exe.read_bytes()) <= (2, 31)
+    x.tofile(tmp_path / "x.bin")
+    proc = subprocess.run([str(ld_so), "--library-path", str(libdir), str(exe), str(b), str(tmp_path / "x.bin"),
+                           str(tmp_path / "y.bin")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = np.fromfile(tmp_path / "y.bin", np.float32).reshape(256, 384)
+    np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-3)

@@ -71,8 +71,8 @@ def test_bundle_matches_reference_and_manifest(bundle, feeds, reference):
     import hashlib
     files = sorted(p.name for p in bundle.iterdir() if p.name != "manifest.json")
     # The runtime library rides along (with its sources and a C example): running needs no C compiler.
-    assert sorted(man["files"]) == files == ["aotc_runtime.c", "aotc_runtime.h", "driver.c", "kernels.json", "libaotc_runtime.so",
-                                             "model.so", "run_bundle_example.c", "weights.bin"]
+    assert sorted(man["files"]) == files == ["aotc_runtime.c", "aotc_runtime.h", "driver.c", "glibc_compat.h", "kernels.json",
+                                             "libaotc_runtime.so", "model.so", "run_bundle_example.c", "weights.bin"]
     for name, digest in man["files"].items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     # No TVM at run time: model.so and the runtime need only libc, libm, libdl and pthreads.

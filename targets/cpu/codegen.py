@@ -26,6 +26,7 @@ from aotc.compiler.errors import AotcError
 from aotc.compiler.ir import Graph
 
 from aotc.targets.memory_limit import check_memory_limit
+from aotc.targets.runtime_library import OLD_GLIBC_LIBS, glibc_compat_source
 
 from .bounds_check import checking, out_of_bounds_access
 from .lowering import Call
@@ -197,13 +198,13 @@ def build_model(planned: PlannedGraph, target: CpuTarget, workdir: Path, model_i
         aotc_version=aotc_version, target=target.name, model_id=model_id, kernels=names, calls=call_specs,
         args=args, shapes=shapes, inputs=[io(v) for v in graph.inputs], outputs=[io(v) for v in graph.outputs],
         arena_bytes=plan.arena_bytes, weight_bytes=plan.weight_bytes,
-        max_args=max([len(c.operands) for c in calls] + [1]))
+        max_args=max([len(c.operands) for c in calls] + [1]), glibc_compat=glibc_compat_source())
     (workdir / "driver.c").write_text(driver)
 
     # AOTC_DRIVER_CFLAGS: extra flags for the driver, e.g. -fsanitize=thread for `make sanitize` (test builds only).
     cmd = [target.cc, *target.cflags, *shlex.split(os.environ.get("AOTC_DRIVER_CFLAGS", "")), "-std=gnu11",
            "-fPIC", "-shared", "-fvisibility=hidden", "-o", "model.so",
-           "driver.c", *objects, "-lm", "-lpthread", "-Wl,--build-id=none", "-Wl,--hash-style=gnu",
+           "driver.c", *objects, "-lm", *OLD_GLIBC_LIBS, "-Wl,--build-id=none", "-Wl,--hash-style=gnu",
            *([] if os.environ.get("AOTC_KEEP_SYMBOLS") else ["-Wl,-s"]),
            "-ffile-prefix-map=" + str(workdir) + "=."]
     progress(f"aotc: linking model.so ({target.cc})")
