@@ -1,8 +1,8 @@
 """The oldest glibc a bundle's native code loads on: the newest GLIBC_x.y symbol version its ELF files
 require (their version-needs section). Linked as they are on a new glibc, dlopen and the pthread functions
 would ask for GLIBC_2.34 (they moved into libc.so.6 then); runtime_stub/glibc_compat.h binds them to the
-architecture's first version, so model.so and libaotc_runtime.so need 2.17 (tests/test_bundle_glibc.py runs a
-bundle under Debian 11's glibc 2.31). The manifest records the figure, `aotc inspect` prints it and the Python
+architecture's first version, so a bundle's files need 2.17 (tests/test_bundle_glibc.py runs bundles under
+Debian 11's glibc 2.31, x86-64 and arm64). The manifest records the figure, `aotc inspect` prints it and the Python
 runtime refuses an older glibc with that sentence instead of the dynamic linker's "version `GLIBC_x' not
 found"."""
 from __future__ import annotations

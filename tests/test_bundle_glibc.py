@@ -72,24 +72,23 @@ def test_older_glibc_is_refused_before_loading(bundle, tmp_path, need, message):
 
 # -- a bundle under an older glibc ----------------------------------------------------------------------
 DEBIAN = "http://deb.debian.org/debian"
-OLD_GLIBC_PACKAGES = ("libc6", "libc6-dev", "linux-libc-dev")  # Debian 11 (bullseye): glibc 2.31
 
 
-def old_glibc_root(cache: Path) -> Path:
-    """Debian 11's libc (its ld.so, libc.so.6, crt files and headers) unpacked under `cache`, downloaded
-    once; skips the test, saying what is missing, where it cannot be had."""
-    root = cache / "debian11-libc-amd64"
+def old_glibc_root(cache: Path, arch: str, packages: tuple[str, ...]) -> Path:
+    """Debian 11's (bullseye: glibc 2.31) `packages` for `arch` unpacked under `cache`, downloaded once;
+    skips the test, saying what is missing, where they cannot be had."""
+    root = cache / f"debian11-{'-'.join(packages)}-{arch}"
     if (root / "done").exists():
         return root
     if shutil.which("dpkg-deb") is None:
         pytest.skip("needs dpkg-deb to unpack Debian 11's libc6 (glibc 2.31)")
-    tmp = cache / f"debian11-libc-amd64.{os.getpid()}.tmp"
+    tmp = root.with_name(f"{root.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        with urllib.request.urlopen(f"{DEBIAN}/dists/bullseye/main/binary-amd64/Packages.xz", timeout=60) as r:
+        with urllib.request.urlopen(f"{DEBIAN}/dists/bullseye/main/binary-{arch}/Packages.xz", timeout=60) as r:
             index = lzma.decompress(r.read()).decode()
-        for pkg in OLD_GLIBC_PACKAGES:
+        for pkg in packages:
             entry = re.search(rf"^Package: {re.escape(pkg)}\n(?:.+\n)*?Filename: (\S+)", index, re.M)
             deb = tmp / f"{pkg}.deb"
             with urllib.request.urlopen(f"{DEBIAN}/{entry.group(1)}", timeout=120) as r:
@@ -98,7 +97,7 @@ def old_glibc_root(cache: Path) -> Path:
             deb.unlink()
     except (OSError, AttributeError, subprocess.CalledProcessError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        pytest.skip(f"needs Debian 11's libc6 packages from {DEBIAN} (glibc 2.31): {e}")
+        pytest.skip(f"needs Debian 11's {', '.join(packages)} ({arch}) from {DEBIAN} (glibc 2.31): {e}")
     for link in [p for p in tmp.rglob("*") if p.is_symlink() and os.readlink(p).startswith("/")]:
         target = tmp / os.readlink(link).lstrip("/")  # absolute links point into the unpacked tree
         link.unlink()
@@ -113,7 +112,7 @@ def test_bundle_runs_under_glibc_2_31(model_cache, tmp_path):
     """The bundle's C example, built against Debian 11's libc as on such a device, runs the bundle (its
     thread pool included) under that libc's ld.so: dlopen, pthread and stat bind to versions glibc 2.31 has."""
     import aotc
-    root = old_glibc_root(model_cache.parent)
+    root = old_glibc_root(model_cache.parent, "amd64", ("libc6", "libc6-dev", "linux-libc-dev"))
     libdir = root / "lib" / "x86_64-linux-gnu"
     ld_so = next(libdir.glob("ld-2.*.so"))
     x = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
@@ -132,3 +131,22 @@ def test_bundle_runs_under_glibc_2_31(model_cache, tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = np.fromfile(tmp_path / "y.bin", np.float32).reshape(256, 384)
     np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-3)
+
+
+def test_arm64_bundle_and_runner_run_under_glibc_2_31(model_cache, tmp_path, monkeypatch):
+    """An arm64 bundle's aotc_runner (its start code included: glibc_compat.h's __libc_start_main) and the
+    libraries it loads, under qemu-aarch64 with Debian 11's arm64 libc, with one and two threads."""
+    import aotc
+    from arm64_helpers import MISSING, run_arm
+    if MISSING is not None:
+        pytest.skip(MISSING)
+    root = old_glibc_root(model_cache.parent, "arm64", ("libc6",))
+    from test_target_arm64 import small_model
+    g, feeds = small_model()
+    b = aotc.compile(g, tmp_path / "arm", target="arm64-neon", passes="none").path
+    assert json.loads((b / "manifest.json").read_text())["glibc"] == "2.17"
+    want = aotc.compiler.interpret(g, feeds)[g.outputs[0].name]
+    monkeypatch.setenv("AOTC_ARM64_SYSROOT", str(root))
+    for threads in (1, 2):
+        got = run_arm(b, feeds, threads=threads)[g.outputs[0].name]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"threads={threads}")

@@ -242,10 +242,9 @@ def test_bundle_manifest_contents_and_determinism(tmp_path):
     assert man["target"]["cpu_features"] == ["neon"] and man["target"]["vector_lanes_f32"] == 4
     assert man["target"]["llvm"]["mtriple"] == "aarch64-linux-gnu"
     from aotc.targets.elf_glibc import bundle_glibc  # aarch64 ELF files are read as well
-    # What the runtime loads binds aarch64's first glibc ABI (glibc_compat.h); the runner, an executable, is
-    # linked like any other (its __libc_start_main is the build system's).
-    assert man["glibc"] == bundle_glibc({n: (one / n).read_bytes() for n in ("model.so", "libaotc_runtime.so")}) \
-        == "2.17"
+    # Every native file binds aarch64's first glibc ABI (runtime_stub/glibc_compat.h), the runner included.
+    assert man["glibc"] == bundle_glibc({n: (one / n).read_bytes() for n in ("model.so", "libaotc_runtime.so",
+                                                                            "aotc_runner")}) == "2.17"
     assert {"model.so", "weights.bin", "aotc_runner", "libaotc_runtime.so", "runner.c"} <= set(man["files"])
     for so in ("model.so", "libaotc_runtime.so", "aotc_runner"):
         head = (one / so).read_bytes()[:20]

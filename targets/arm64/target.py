@@ -14,7 +14,7 @@ from pathlib import Path
 from aotc.compiler.errors import AotcError
 from aotc.targets.base import UnknownTargetError
 from aotc.targets.cpu.target import CpuTarget
-from aotc.targets.runtime_library import RUNTIME_LIB, compile_c
+from aotc.targets.runtime_library import OLD_GLIBC_LIBS, RUNTIME_LIB, compile_c
 
 HERE = Path(__file__).resolve().parent
 TRIPLE = "aarch64-linux-gnu"
@@ -124,6 +124,6 @@ def build_runner(target: Arm64Target, workdir: Path) -> dict[str, bytes]:
     shutil.copyfile(HERE / "templates" / "runner.c", workdir / "runner.c")
     # The runner uses the shipped library (found beside it through $ORIGIN), so running it checks that too.
     compile_c(target.cc, target.cflags, workdir, ["-I.", "-o", RUNNER, "runner.c", "-L.", "-laotc_runtime",
-                                                  "-Wl,-rpath,$ORIGIN", "-ldl", "-lpthread"],
+                                                  "-Wl,-rpath,$ORIGIN", *OLD_GLIBC_LIBS],
               f"{RUNNER} for aarch64", CrossToolchainError)
     return {name: (workdir / name).read_bytes() for name in (RUNNER, "runner.c")}

@@ -16,7 +16,6 @@ from aotc.compiler.ir import Graph, Node
 
 from ..base import BucketVariant, BuildContext, Capabilities, Target, TargetBuild
 from ..elf_glibc import bundle_glibc
-from ..runtime_library import RUNTIME_LIB
 
 
 @dataclass(frozen=True)
@@ -115,8 +114,7 @@ class CpuTarget(Target):
         files.update(extras)
         manifest = {"arena_bytes": cm.plan.arena_bytes, "weight_bytes": cm.plan.weight_bytes,
                     "kernels": len(cm.kernels), "kernel_calls": cm.calls, "flops": cm.flops}
-        # What the runtime loads (an arm64 bundle's aotc_runner is an executable linked like any other).
-        glibc = bundle_glibc({n: files[n] for n in ("model.so", RUNTIME_LIB) if n in files})
+        glibc = bundle_glibc(files)
         if glibc:
             manifest["glibc"] = glibc  # the oldest glibc the native files load on (runtime_stub checks it)
         summary = (f"{len(cm.kernels)} kernels ({cm.calls} calls) for {self.name}, arena {cm.plan.arena_bytes} B, "

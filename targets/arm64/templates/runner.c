@@ -13,6 +13,8 @@
  * wall time per run are printed. Exit status: 0, 1 on a usage or file error, 2 when the
  * runtime refuses the bundle or a run fails (its message on stderr). */
 #define _GNU_SOURCE
+#define AOTC_GLIBC_COMPAT_MAIN /* runs on glibc older than the build system's, too */
+#include "glibc_compat.h"
 #include <stdint.h>
 #include <errno.h>
 #include <stdio.h>
