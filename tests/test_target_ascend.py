@@ -333,7 +333,7 @@ def test_bundle_files_and_atc_command(tmp_path):
     bundle = compile_ascend(_gelu_graph(), tmp_path)
     names = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
     assert names == ["build_om.sh", "driver/CMakeLists.txt", "driver/aotc_ascend.cpp", "driver/aotc_runner.c",
-                     "driver/aotc_runtime.h", "manifest.json", "model.onnx"]
+                     "driver/aotc_runtime.h", "driver/glibc_compat.h", "manifest.json", "model.onnx"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     argv = manifest["ascend"]["atc_command"]
     assert argv == ["atc", "--model=model.onnx", "--framework=5", "--output=model", f"--soc_version={SOC}",

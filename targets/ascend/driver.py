@@ -43,4 +43,5 @@ def driver_files(inputs: list[dict], outputs: list[dict], model_id: str) -> dict
     return {"driver/aotc_ascend.cpp": source.encode(),
             "driver/CMakeLists.txt": (TEMPLATES / "CMakeLists.txt").read_bytes(),
             "driver/aotc_runtime.h": RUNTIME_HEADER.read_bytes(),
-            "driver/aotc_runner.c": RUNNER.read_bytes()}
+            "driver/aotc_runner.c": RUNNER.read_bytes(),
+            "driver/glibc_compat.h": (RUNTIME_DIR / "glibc_compat.h").read_bytes()}  # the runner includes it
