@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from aotc.targets.runtime_library import RUNTIME_DIR
+from aotc.targets.runtime_library import RUNTIME_DIR, glibc_compat_source
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -44,4 +44,4 @@ def driver_files(inputs: list[dict], outputs: list[dict], model_id: str) -> dict
             "driver/CMakeLists.txt": (TEMPLATES / "CMakeLists.txt").read_bytes(),
             "driver/aotc_runtime.h": RUNTIME_HEADER.read_bytes(),
             "driver/aotc_runner.c": RUNNER.read_bytes(),
-            "driver/glibc_compat.h": (RUNTIME_DIR / "glibc_compat.h").read_bytes()}  # the runner includes it
+            "driver/glibc_compat.h": glibc_compat_source().encode()}  # the runner includes it
